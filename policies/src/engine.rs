@@ -1,0 +1,330 @@
+//! The engine: an immutable, schema-validated snapshot of the policy set and
+//! the evaluation of one request against it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema,
+    ValidationMode, Validator,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The schema compiled into the binary, the source of truth for the platform.
+pub const BUILTIN_SCHEMA: &str = include_str!("../schema.cedarschema");
+/// The platform policy files compiled into the binary, by file name.
+pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
+    ("platform/guardrails.cedar", include_str!("../platform/guardrails.cedar")),
+    ("platform/api.cedar", include_str!("../platform/api.cedar")),
+];
+
+/// Why a schema or a policy set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid schema: {0}")]
+    Schema(String),
+    #[error("cannot parse `{file}`: {message}")]
+    Parse { file: String, message: String },
+    #[error("policy in `{file}` has no `@id` annotation")]
+    MissingId { file: String },
+    #[error("duplicate policy id `{0}`")]
+    DuplicateId(String),
+    #[error("policies do not validate against the schema: {0}")]
+    Validation(String),
+}
+
+/// A reference to an entity: its Cedar type name and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRef {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub id: String,
+}
+
+impl EntityRef {
+    pub fn new(type_name: &str, id: impl Into<String>) -> Self {
+        Self {
+            type_name: type_name.to_owned(),
+            id: id.into(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({ "type": self.type_name, "id": self.id })
+    }
+}
+
+/// One entity of a request: attributes as JSON, entity-valued attributes
+/// written as `{"__entity": {"type": .., "id": ..}}`.
+#[derive(Debug, Clone)]
+pub struct EntitySpec {
+    pub uid: EntityRef,
+    pub attrs: Map<String, Value>,
+    pub parents: Vec<EntityRef>,
+}
+
+impl EntitySpec {
+    pub fn new(uid: EntityRef) -> Self {
+        Self {
+            uid,
+            attrs: Map::new(),
+            parents: Vec::new(),
+        }
+    }
+
+    pub fn attr(mut self, name: &str, value: Value) -> Self {
+        self.attrs.insert(name.to_owned(), value);
+        self
+    }
+
+    /// An entity-valued attribute.
+    pub fn entity_attr(self, name: &str, target: &EntityRef) -> Self {
+        self.attr(name, json!({ "__entity": target.to_json() }))
+    }
+
+    pub fn parent(mut self, parent: EntityRef) -> Self {
+        self.parents.push(parent);
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "uid": self.uid.to_json(),
+            "attrs": self.attrs,
+            "parents": self.parents.iter().map(EntityRef::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// One authorization question.
+#[derive(Debug, Clone)]
+pub struct PolicyRequest {
+    pub principal: EntityRef,
+    pub action: String,
+    pub resource: EntityRef,
+    pub context: Map<String, Value>,
+    pub entities: Vec<EntitySpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// A policy that determined a decision, with its `@reason` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeterminingPolicy {
+    pub id: String,
+    pub reason: Option<String>,
+}
+
+/// The answer to a request: the decision, the policies that determined it,
+/// and any errors met on the way (an error always means deny).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub determining: Vec<DeterminingPolicy>,
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    fn error(message: String) -> Self {
+        Self {
+            decision: Decision::Deny,
+            determining: Vec::new(),
+            errors: vec![message],
+        }
+    }
+
+    pub fn is_allow(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+}
+
+/// An immutable, validated snapshot: the schema and the policy set with each
+/// policy's reason. Share it behind an `Arc`; never clone it per request.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    reasons: HashMap<String, String>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.reasons.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// The schema and platform policies compiled into the binary.
+    pub fn builtin() -> Result<Self, LoadError> {
+        Self::from_sources(BUILTIN_SCHEMA, BUILTIN_POLICIES.iter().copied())
+    }
+
+    /// `schema.cedarschema` and every `*.cedar` file under `platform/` of `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
+        let schema = read(&dir.join("schema.cedarschema"))?;
+        let mut files = Vec::new();
+        let platform = dir.join("platform");
+        let entries = std::fs::read_dir(&platform).map_err(|source| LoadError::Read {
+            path: platform.display().to_string(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| LoadError::Read {
+                    path: platform.display().to_string(),
+                    source,
+                })?
+                .path();
+            if path.extension().is_some_and(|ext| ext == "cedar") {
+                files.push((path.display().to_string(), read(&path)?));
+            }
+        }
+        files.sort();
+        Self::from_sources(
+            &schema,
+            files.iter().map(|(name, text)| (name.as_str(), text.as_str())),
+        )
+    }
+
+    /// Parses the schema and policies, gives each policy its `@id`, and
+    /// validates the set strictly against the schema.
+    pub fn from_sources<'a>(
+        schema: &str,
+        files: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, LoadError> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(schema).map_err(|e| LoadError::Schema(e.to_string()))?;
+        let mut policies = PolicySet::new();
+        let mut reasons = HashMap::new();
+        for (file, text) in files {
+            let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
+                file: file.to_owned(),
+                message: e.to_string(),
+            })?;
+            for policy in parsed.policies() {
+                let id = policy
+                    .annotation("id")
+                    .ok_or_else(|| LoadError::MissingId {
+                        file: file.to_owned(),
+                    })?
+                    .to_owned();
+                if reasons.contains_key(&id) {
+                    return Err(LoadError::DuplicateId(id));
+                }
+                let renamed: Policy = policy.new_id(PolicyId::new(&id));
+                policies
+                    .add(renamed)
+                    .map_err(|_| LoadError::DuplicateId(id.clone()))?;
+                reasons.insert(
+                    id,
+                    policy.annotation("reason").unwrap_or_default().to_owned(),
+                );
+            }
+        }
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            let messages: Vec<String> = validation
+                .validation_errors()
+                .map(|e| e.to_string())
+                .collect();
+            return Err(LoadError::Validation(messages.join("; ")));
+        }
+        Ok(Self {
+            schema,
+            policies,
+            reasons,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// The number of policies in the snapshot.
+    pub fn len(&self) -> usize {
+        self.reasons.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    /// Evaluates one request. Never fails: any error is a deny with the error.
+    pub fn evaluate(&self, request: &PolicyRequest) -> Outcome {
+        match self.try_evaluate(request) {
+            Ok(outcome) => outcome,
+            Err(message) => Outcome::error(message),
+        }
+    }
+
+    fn try_evaluate(&self, request: &PolicyRequest) -> Result<Outcome, String> {
+        let uid = |r: &EntityRef| {
+            EntityUid::from_json(r.to_json()).map_err(|e| format!("invalid entity `{}`: {e}", r.id))
+        };
+        let principal = uid(&request.principal)?;
+        let resource = uid(&request.resource)?;
+        let action = uid(&EntityRef::new("Action", request.action.clone()))?;
+        let context = Context::from_json_value(
+            Value::Object(request.context.clone()),
+            Some((&self.schema, &action)),
+        )
+        .map_err(|e| format!("invalid context: {e}"))?;
+        let entities = Entities::from_json_value(
+            Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("invalid entities: {e}"))?;
+        let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| format!("invalid request: {e}"))?;
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &self.policies, &entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        let determining = response
+            .diagnostics()
+            .reason()
+            .map(|id| DeterminingPolicy {
+                id: id.to_string(),
+                reason: self
+                    .reasons
+                    .get(AsRef::<str>::as_ref(id))
+                    .filter(|r| !r.is_empty())
+                    .cloned(),
+            })
+            .collect();
+        let decision = match response.decision() {
+            cedar_policy::Decision::Allow if errors.is_empty() => Decision::Allow,
+            _ => Decision::Deny,
+        };
+        Ok(Outcome {
+            decision,
+            determining,
+            errors,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

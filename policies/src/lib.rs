@@ -1,0 +1,15 @@
+//! Tollgate's policy engine facade: loads the Cedar schema and policies,
+//! validates them, and evaluates requests built from Tollgate's own types.
+//!
+//! No Cedar type crosses this crate's boundary, and evaluation never fails
+//! open: any error while building or evaluating a request is a deny that
+//! carries the error for the decision log.
+
+mod engine;
+mod scenario;
+
+pub use engine::{
+    Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome, PolicyEngine,
+    PolicyRequest,
+};
+pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir};

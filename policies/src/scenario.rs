@@ -1,0 +1,142 @@
+//! Scenario files: a set of entities and requests with their expected
+//! decisions, run against an engine by `cargo test` and by the CLI.
+//!
+//! A scenario file is JSON:
+//! `{"description": "..", "entities": [Cedar JSON entities],
+//!   "requests": [{"name", "principal", "action", "resource", "context",
+//!                 "decision": "allow" | "deny", "determining": ["policy-id"]?}]}`
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::engine::{Decision, EntityRef, EntitySpec, PolicyEngine, PolicyRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read `{path}`: {message}")]
+    Read { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    entities: Vec<EntityJson>,
+    requests: Vec<ScenarioRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityJson {
+    uid: EntityRef,
+    #[serde(default)]
+    attrs: Map<String, Value>,
+    #[serde(default)]
+    parents: Vec<EntityRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioRequest {
+    name: String,
+    principal: EntityRef,
+    action: String,
+    resource: EntityRef,
+    #[serde(default)]
+    context: Map<String, Value>,
+    decision: Decision,
+    determining: Option<Vec<String>>,
+}
+
+/// What running a directory of scenarios found: how many requests passed and
+/// a line for each that did not.
+#[derive(Debug, Default)]
+pub struct ScenarioReport {
+    pub passed: usize,
+    pub failures: Vec<String>,
+}
+
+/// Runs every `*.json` scenario file under `dir` (recursively) against `engine`.
+pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
+    let mut files = Vec::new();
+    collect_json(dir, &mut files)?;
+    files.sort();
+    let mut report = ScenarioReport::default();
+    for file in files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| ScenarioError::Read {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
+        let scenario: ScenarioFile = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                report.failures.push(format!("{name}: invalid scenario file: {e}"));
+                continue;
+            }
+        };
+        let label = if scenario.description.is_empty() { name.clone() } else { format!("{name} ({})", scenario.description) };
+        let entities: Vec<EntitySpec> = scenario
+            .entities
+            .into_iter()
+            .map(|e| EntitySpec {
+                uid: e.uid,
+                attrs: e.attrs,
+                parents: e.parents,
+            })
+            .collect();
+        for req in scenario.requests {
+            let outcome = engine.evaluate(&PolicyRequest {
+                principal: req.principal,
+                action: req.action,
+                resource: req.resource,
+                context: req.context,
+                entities: entities.clone(),
+            });
+            let mut problems = Vec::new();
+            if outcome.decision != req.decision {
+                problems.push(format!(
+                    "expected {:?}, got {:?} (errors: {:?})",
+                    req.decision, outcome.decision, outcome.errors
+                ));
+            }
+            if let Some(expected) = &req.determining {
+                let mut got: Vec<&str> = outcome.determining.iter().map(|p| p.id.as_str()).collect();
+                got.sort_unstable();
+                let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+                want.sort_unstable();
+                if got != want {
+                    problems.push(format!("expected determining {want:?}, got {got:?}"));
+                }
+            }
+            if problems.is_empty() {
+                report.passed += 1;
+            } else {
+                report
+                    .failures
+                    .push(format!("{label}: {}: {}", req.name, problems.join("; ")));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScenarioError> {
+    let read_err = |e: std::io::Error| ScenarioError::Read {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if path.is_dir() {
+            collect_json(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
