@@ -21,7 +21,6 @@ CREATE TABLE users (
     name TEXT NOT NULL,
     password_hash TEXT,
     platform_admin BIGINT NOT NULL DEFAULT 0,
-    locked_until BIGINT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -122,7 +121,7 @@ CREATE TABLE login_attempts (
     id BIGSERIAL PRIMARY KEY,
     email TEXT NOT NULL,
     ip TEXT NOT NULL,
-    succeeded BIGINT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failure', 'locked')),
     created_at BIGINT NOT NULL
 );
 CREATE INDEX login_attempts_email ON login_attempts (email, created_at);

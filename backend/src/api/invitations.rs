@@ -1,0 +1,193 @@
+//! Invitations: admins invite by email with a role (the mail goes to the
+//! outbox); the invitee accepts with the token, creating an account if new.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::validate::{self, Checks};
+use super::{Api, Auth};
+use crate::auth::principal::Principal;
+use crate::auth::{password, secrets};
+use crate::authz::{Action, Resource, authorize};
+use crate::problem::{ApiError, ApiJson, ApiPath};
+use crate::roles::ResolvedRole;
+use crate::state::AppState;
+use crate::store::{self, now};
+use crate::views;
+
+const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
+
+pub fn routes(api: Api) -> Api {
+    api.post("/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
+        .get("/tenants/{tenant_id}/invitations", "Invitations of the tenant", Auth::Bearer, list)
+        .delete("/tenants/{tenant_id}/invitations/{invitation_id}", "Revoke a pending invitation", Auth::Bearer, 204, revoke)
+        .post("/invitations/accept", "Accept an invitation, creating the account when new", Auth::Public, 201, accept)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInvitation {
+    email: String,
+    role: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateInvitation>,
+) -> Result<Response, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    let email = validate::normalize_email(&body.email);
+    let mut checks = Checks::default();
+    checks.check("email", validate::email(&email));
+    checks.finish()?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let role = ResolvedRole::load(&mut tx, &tenant_id, &body.role).await?;
+    if role.base.is_none() {
+        return Err(ApiError::field("role", format!("`{}` is not a role of this tenant", body.role)));
+    }
+    authorize(
+        &state,
+        &p,
+        Action::InvitationCreate,
+        Resource::Invitation { id: "new", rank: role.rank() },
+        Some(role.rank()),
+    )?;
+    if let Some(existing) = store::user_by_email(&mut tx, &email).await?
+        && store::membership(&mut tx, &tenant_id, &existing.id).await?.is_some()
+    {
+        return Err(ApiError::Conflict(format!("`{email}` is already a member")));
+    }
+    let token = secrets::new_invitation_token(&tenant_id);
+    let invitation = store::insert_invitation(
+        &mut tx,
+        &tenant_id,
+        &email,
+        &role.name,
+        &secrets::hash(&token),
+        &p.actor_id(),
+        now() + state.config.invitation_ttl,
+    )
+    .await?;
+    let body_text = format!(
+        "You are invited to join {} on Tollgate as {}.\n\nAccept with:\n  POST {}/api/v1/invitations/accept\n  {{\"token\": \"{token}\", \"name\": \"Your Name\", \"password\": \"...\"}}\n\nThe invitation expires in {} days.\n",
+        p.tenant.name,
+        role.name,
+        state.config.issuer.trim_end_matches('/'),
+        state.config.invitation_ttl / 86_400,
+    );
+    store::enqueue_mail(&mut tx, Some(&tenant_id), &email, &format!("Join {} on Tollgate", p.tenant.name), &body_text)
+        .await?;
+    store::security_event(
+        &mut tx,
+        Some(&tenant_id),
+        None,
+        "invitation.created",
+        &p.client_ip,
+        json!({"by": p.actor_id(), "invitation": invitation.id, "role": role.name}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(json!({"invitation": views::invitation(&invitation)}))).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::InvitationList, Resource::Tenant(&p.tenant), None)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let rows = store::invitations(&mut tx, &tenant_id).await?;
+    tx.commit().await?;
+    let items: Vec<Value> = rows.iter().map(views::invitation).collect();
+    Ok(ApiJson(json!({"items": items})))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath((tenant_id, invitation_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let invitation = store::invitation_by_id(&mut tx, &tenant_id, &invitation_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let rank = ResolvedRole::load(&mut tx, &tenant_id, &invitation.role).await?.rank();
+    authorize(&state, &p, Action::InvitationRevoke, Resource::Invitation { id: &invitation.id, rank }, None)?;
+    if !store::revoke_invitation(&mut tx, &tenant_id, &invitation_id).await? {
+        return Err(ApiError::Conflict("invitation is no longer pending".into()));
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Accept {
+    token: String,
+    name: Option<String>,
+    password: Option<String>,
+}
+
+async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -> Result<Response, ApiError> {
+    let tenant_id = secrets::invitation_tenant(&body.token)
+        .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?
+        .to_owned();
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let invitation = store::invitation_by_token(&mut tx, &tenant_id, &secrets::hash(&body.token))
+        .await?
+        .filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now())
+        .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?;
+    let tenant = store::tenant_by_id(&mut tx, &tenant_id)
+        .await?
+        .filter(|t| t.status == "active")
+        .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?;
+    let existing = store::user_by_email(&mut tx, &invitation.email).await?;
+    let (user, created) = match existing {
+        Some(user) => {
+            if store::membership(&mut tx, &tenant_id, &user.id).await?.is_some() {
+                return Err(ApiError::Conflict("already a member of this tenant".into()));
+            }
+            (user, false)
+        }
+        None => {
+            let name = body.name.as_deref().map(str::trim).unwrap_or_default().to_owned();
+            let pw = body.password.clone().unwrap_or_default();
+            let mut checks = Checks::default();
+            checks.check("name", validate::name(&name));
+            checks.check("password", validate::new_password(&pw));
+            checks.finish()?;
+            let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            (store::insert_user(&mut tx, &invitation.email, &name, Some(&hash)).await?, true)
+        }
+    };
+    if !store::accept_invitation(&mut tx, &invitation.id).await? {
+        return Err(ApiError::BadRequest(BAD_INVITATION.into()));
+    }
+    store::insert_membership(&mut tx, &tenant_id, &user.id, &invitation.role).await?;
+    store::security_event(
+        &mut tx,
+        Some(&tenant_id),
+        Some(&user.id),
+        "invitation.accepted",
+        "",
+        json!({"invitation": invitation.id, "new_user": created}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(json!({"user": views::user(&user), "tenant": views::tenant(&tenant, Some(&invitation.role))})),
+    )
+        .into_response())
+}

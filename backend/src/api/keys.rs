@@ -1,0 +1,214 @@
+//! API keys (the secret shown once; owned by a user or a service account of
+//! the tenant) and service accounts.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::validate::{self, Checks};
+use super::{Api, Auth};
+use crate::auth::principal::{Actor, Principal};
+use crate::auth::secrets;
+use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize};
+use crate::problem::{ApiError, ApiJson, ApiPath};
+use crate::roles::ResolvedRole;
+use crate::state::AppState;
+use crate::store::{self, NewApiKey, now};
+use crate::views;
+
+pub fn routes(api: Api) -> Api {
+    api.post("/tenants/{tenant_id}/api-keys", "Create an API key; the secret is shown once", Auth::Bearer, 201, create_key)
+        .get("/tenants/{tenant_id}/api-keys", "API keys of the tenant (never their secrets)", Auth::Bearer, list_keys)
+        .delete("/tenants/{tenant_id}/api-keys/{key_id}", "Revoke an API key", Auth::Bearer, 204, revoke_key)
+        .post("/tenants/{tenant_id}/service-accounts", "Create a service account with a role", Auth::Bearer, 201, create_account)
+        .get("/tenants/{tenant_id}/service-accounts", "Service accounts of the tenant", Auth::Bearer, list_accounts)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+    expires_in_days: Option<i64>,
+    service_account_id: Option<String>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<Response, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    let mut checks = Checks::default();
+    checks.check("name", validate::name(&body.name));
+    let unknown: Vec<&str> = body
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !SCOPES.contains(s))
+        .collect();
+    if body.scopes.is_empty() || !unknown.is_empty() {
+        checks.check("scopes", Err(format!("must be a non-empty list of: {}", SCOPES.join(", "))));
+    }
+    if let Some(days) = body.expires_in_days
+        && !(1..=365).contains(&days)
+    {
+        checks.check("expires_in_days", Err("must be between 1 and 365".into()));
+    }
+    checks.finish()?;
+    if let Actor::ApiKey { scopes, .. } = &p.actor
+        && !scopes.iter().any(|s| s == "*")
+        && !body.scopes.iter().all(|s| scopes.contains(s))
+    {
+        return Err(ApiError::forbidden("an API key cannot create a key with scopes it does not have"));
+    }
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let (owner_user, owner_account, rank) = match (&body.service_account_id, &p.actor) {
+        (Some(sa_id), _) => {
+            let account = store::service_account(&mut tx, &tenant_id, sa_id)
+                .await?
+                .ok_or_else(|| ApiError::field("service_account_id", "is not a service account of this tenant"))?;
+            let rank = ResolvedRole::load(&mut tx, &tenant_id, &account.role).await?.rank();
+            (None, Some(account.id), rank)
+        }
+        (None, Actor::User { user, .. }) => (Some(user.id.clone()), None, p.role.rank()),
+        (None, Actor::ApiKey { key, .. }) => {
+            (key.owner_user_id.clone(), key.owner_service_account_id.clone(), p.role.rank())
+        }
+    };
+    let owner = match (&owner_user, &owner_account) {
+        (Some(u), _) => KeyOwner::User(u),
+        (None, Some(s)) => KeyOwner::ServiceAccount(s),
+        (None, None) => return Err(ApiError::Internal("api key without owner".into())),
+    };
+    authorize(
+        &state,
+        &p,
+        Action::ApiKeyCreate,
+        Resource::ApiKey { id: "new", owner, scopes: &body.scopes, rank },
+        Some(rank),
+    )?;
+    let (prefix, secret) = secrets::new_api_key();
+    let row = store::insert_api_key(
+        &mut tx,
+        &NewApiKey {
+            tenant_id: &tenant_id,
+            prefix: &prefix,
+            secret_hash: &secrets::hash(&secret),
+            name: body.name.trim(),
+            scopes: &body.scopes,
+            owner_user_id: owner_user.as_deref(),
+            owner_service_account_id: owner_account.as_deref(),
+            created_by: &p.actor_id(),
+            expires_at: body.expires_in_days.map(|d| now() + d * 86_400),
+        },
+    )
+    .await?;
+    store::security_event(
+        &mut tx,
+        Some(&tenant_id),
+        owner_user.as_deref(),
+        "api_key.created",
+        &p.client_ip,
+        json!({"by": p.actor_id(), "key": row.id}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(json!({"api_key": views::api_key(&row), "secret": secret}))).into_response())
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::ApiKeyList, Resource::Tenant(&p.tenant), None)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let rows = store::api_keys(&mut tx, &tenant_id).await?;
+    tx.commit().await?;
+    let items: Vec<Value> = rows.iter().map(views::api_key).collect();
+    Ok(ApiJson(json!({"items": items})))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath((tenant_id, key_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let key = store::api_key(&mut tx, &tenant_id, &key_id).await?.ok_or(ApiError::NotFound)?;
+    let owner = match (&key.owner_user_id, &key.owner_service_account_id) {
+        (Some(u), _) => KeyOwner::User(u),
+        (None, Some(s)) => KeyOwner::ServiceAccount(s),
+        (None, None) => return Err(ApiError::Internal("api key without owner".into())),
+    };
+    let scopes = key.scopes()?;
+    authorize(&state, &p, Action::ApiKeyRevoke, Resource::ApiKey { id: &key.id, owner, scopes: &scopes, rank: 0 }, None)?;
+    if !store::revoke_api_key(&mut tx, &tenant_id, &key_id).await? {
+        return Err(ApiError::Conflict("API key is already revoked".into()));
+    }
+    store::security_event(
+        &mut tx,
+        Some(&tenant_id),
+        key.owner_user_id.as_deref(),
+        "api_key.revoked",
+        &p.client_ip,
+        json!({"by": p.actor_id(), "key": key.id}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    name: String,
+    role: String,
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> Result<Response, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    let mut checks = Checks::default();
+    checks.check("name", validate::role_name(&body.name));
+    checks.finish()?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let role = ResolvedRole::load(&mut tx, &tenant_id, &body.role).await?;
+    if role.base.is_none() {
+        return Err(ApiError::field("role", format!("`{}` is not a role of this tenant", body.role)));
+    }
+    authorize(&state, &p, Action::ServiceAccountCreate, Resource::Tenant(&p.tenant), Some(role.rank()))?;
+    let account = match store::insert_service_account(&mut tx, &tenant_id, &body.name, &role.name, &p.actor_id()).await {
+        Ok(a) => a,
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::Conflict(format!("service account `{}` already exists", body.name)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(json!({"service_account": views::service_account(&account)}))).into_response())
+}
+
+async fn list_accounts(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::ServiceAccountList, Resource::Tenant(&p.tenant), None)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let rows = store::service_accounts(&mut tx, &tenant_id).await?;
+    tx.commit().await?;
+    let items: Vec<Value> = rows.iter().map(views::service_account).collect();
+    Ok(ApiJson(json!({"items": items})))
+}

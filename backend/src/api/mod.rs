@@ -1,0 +1,190 @@
+//! The `/api/v1` HTTP API. Routes are registered through [`Api`], which
+//! builds the axum router and records each operation, so the OpenAPI document
+//! is generated from the same table that serves requests.
+
+mod accounts;
+mod invitations;
+mod keys;
+mod members;
+mod session;
+mod system;
+mod tenants;
+mod validate;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on};
+use serde_json::{Map, Value, json};
+
+use crate::state::AppState;
+
+pub use system::{healthz, jwks, readyz};
+
+/// Whether an operation needs a bearer credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Public,
+    Bearer,
+}
+
+#[derive(Debug, Clone)]
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    success: u16,
+}
+
+/// Routes being registered, with their descriptions.
+pub struct Api {
+    router: Router<AppState>,
+    operations: Vec<Operation>,
+    tag: &'static str,
+}
+
+impl Api {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            operations: Vec::new(),
+            tag: "",
+        }
+    }
+
+    fn tag(mut self, tag: &'static str) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn op<H, T>(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        summary: &'static str,
+        auth: Auth,
+        success: u16,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = match method {
+            "get" => MethodFilter::GET,
+            "post" => MethodFilter::POST,
+            "patch" => MethodFilter::PATCH,
+            "put" => MethodFilter::PUT,
+            _ => MethodFilter::DELETE,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.operations.push(Operation {
+            method,
+            path,
+            tag: self.tag,
+            summary,
+            auth,
+            success,
+        });
+        self
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, summary: &'static str, auth: Auth, h: H) -> Self {
+        self.op("get", path, summary, auth, 200, h)
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        summary: &'static str,
+        auth: Auth,
+        success: u16,
+        h: H,
+    ) -> Self {
+        self.op("post", path, summary, auth, success, h)
+    }
+
+    fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, summary: &'static str, auth: Auth, h: H) -> Self {
+        self.op("patch", path, summary, auth, 200, h)
+    }
+
+    fn delete<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        summary: &'static str,
+        auth: Auth,
+        success: u16,
+        h: H,
+    ) -> Self {
+        self.op("delete", path, summary, auth, success, h)
+    }
+
+    /// The OpenAPI 3.1 document of the registered operations.
+    fn openapi(&self) -> Value {
+        let mut paths = Map::new();
+        for op in &self.operations {
+            let params: Vec<Value> = op
+                .path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+                .collect();
+            let mut responses = Map::new();
+            responses.insert(op.success.to_string(), json!({"description": "success"}));
+            responses.insert(
+                "default".into(),
+                json!({"description": "an RFC 9457 problem",
+                       "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}),
+            );
+            let mut operation = json!({
+                "operationId": format!("{}_{}", op.method, op.path.replace(['/', '{', '}', '-', '.'], "_").trim_matches('_')),
+                "summary": op.summary,
+                "tags": [op.tag],
+                "parameters": params,
+                "responses": responses,
+            });
+            if op.auth == Auth::Bearer {
+                operation["security"] = json!([{"bearer": []}]);
+            }
+            if matches!(op.method, "post" | "patch" | "put") {
+                operation["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+            }
+            let entry = paths.entry(format!("/api/v1{}", op.path)).or_insert_with(|| json!({}));
+            entry[op.method] = operation;
+        }
+        json!({
+            "openapi": "3.1.0",
+            "info": {"title": "Tollgate API", "version": env!("CARGO_PKG_VERSION")},
+            "paths": paths,
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                    "description": "an access token from /auth/login or an API key (`tg_...`)"}},
+                "schemas": {"Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
+                    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                        "status": {"type": "integer"}, "detail": {"type": "string"},
+                        "errors": {"type": "array", "items": {"type": "object",
+                            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+                        "decision_id": {"type": "string"}}}}
+            }
+        })
+    }
+}
+
+/// The `/api/v1` router (paths relative to it) with `/openapi.json`.
+pub fn router() -> Router<AppState> {
+    let api = Api::new();
+    let api = session::routes(api.tag("auth"));
+    let api = accounts::routes(api.tag("me"));
+    let api = tenants::routes(api.tag("tenants"));
+    let api = members::routes(api.tag("members"));
+    let api = invitations::routes(api.tag("invitations"));
+    let api = keys::routes(api.tag("keys"));
+    let document = api.openapi();
+    api.router
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
+}
+
+#[cfg(test)]
+mod tests;

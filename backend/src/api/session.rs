@@ -1,0 +1,383 @@
+//! Sign-up, login with lockout, refresh-token rotation with reuse detection,
+//! and logout.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::validate::{self, Checks};
+use super::{Api, Auth};
+use crate::auth::{password, secrets};
+use crate::problem::{ApiError, ApiJson};
+use crate::roles::ResolvedRole;
+use crate::state::AppState;
+use crate::store::{self, LoginAttempts, LoginThrottle, NewSession, TenantRow, now};
+use crate::views;
+
+/// Failures within this window count towards a lockout.
+pub const LOCKOUT_WINDOW: i64 = 15 * 60;
+/// Failures in the window that lock the email.
+pub const LOCKOUT_THRESHOLD: i64 = 5;
+/// How long a lockout lasts.
+pub const LOCKOUT_DURATION: i64 = 15 * 60;
+pub const REFRESH_COOKIE: &str = "tollgate_refresh";
+const BAD_LOGIN: ApiError = ApiError::Unauthorized("invalid email or password");
+const BAD_REFRESH: ApiError = ApiError::Unauthorized("invalid or expired refresh token");
+
+pub fn routes(api: Api) -> Api {
+    api.post("/auth/signup", "Create an account and its first tenant", Auth::Public, 201, signup)
+        .post("/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
+        .post("/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
+        .post("/auth/logout", "End the current session", Auth::Public, 204, logout)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    email: String,
+    password: String,
+    name: String,
+    tenant_name: Option<String>,
+}
+
+async fn hash_password(pw: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn verify_password(pw: String, hash: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody>) -> Result<Response, ApiError> {
+    let email = validate::normalize_email(&body.email);
+    let name = body.name.trim().to_owned();
+    let tenant_name = body
+        .tenant_name
+        .as_deref()
+        .map(str::trim)
+        .map_or_else(|| format!("{name}'s workspace"), str::to_owned);
+    let mut checks = Checks::default();
+    checks.check("email", validate::email(&email));
+    checks.check("name", validate::name(&name));
+    checks.check("password", validate::new_password(&body.password));
+    checks.check("tenant_name", validate::name(&tenant_name));
+    checks.finish()?;
+    let hash = hash_password(body.password).await?;
+    let mut tx = state.store.tx().await?;
+    if store::user_by_email(&mut tx, &email).await?.is_some() {
+        return Err(ApiError::Conflict("an account with this email already exists".into()));
+    }
+    let user = match store::insert_user(&mut tx, &email, &name, Some(&hash)).await {
+        Ok(user) => user,
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::Conflict("an account with this email already exists".into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tenant = store::insert_tenant(&mut tx, &tenant_name, &validate::slugify(&tenant_name)).await?;
+    state.store.bind_tenant(&mut tx, &tenant.id).await?;
+    store::insert_membership(&mut tx, &tenant.id, &user.id, "owner").await?;
+    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "user.signup", "", json!({})).await?;
+    tx.commit().await?;
+    let body = json!({
+        "user": views::user(&user),
+        "tenant": views::tenant(&tenant, Some("owner")),
+    });
+    Ok((StatusCode::CREATED, ApiJson(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+    /// The tenant to act in, by slug or id; the oldest membership when absent.
+    tenant: Option<String>,
+    /// A label for the device, shown in the session list.
+    device: Option<String>,
+}
+
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect()
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    parts_ip: ClientIp,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let ip = parts_ip.0;
+    let email = validate::normalize_email(&body.email);
+    if body.password.len() > 4 * password::MAX_LENGTH || email.len() > 254 {
+        return Err(BAD_LOGIN);
+    }
+    let mut tx = state.store.tx().await?;
+    if let LoginThrottle::Locked { until } =
+        LoginAttempts::throttle(&mut tx, &email, LOCKOUT_WINDOW, LOCKOUT_DURATION).await?
+    {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed logins; try again later".into(),
+            retry_after: until - now(),
+        });
+    }
+    let user = store::user_by_email(&mut tx, &email).await?;
+    tx.commit().await?;
+    // Unknown emails and accounts without a password verify against a dummy
+    // hash, so every failure costs the same time.
+    let stored = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| state.dummy_hash.to_string());
+    let verified = verify_password(body.password, stored).await?;
+    let user = match user {
+        Some(user) if verified && user.password_hash.is_some() => user,
+        other => {
+            let mut tx = state.store.tx().await?;
+            LoginAttempts::record(&mut tx, &email, &ip, "failure").await?;
+            let user_id = other.as_ref().map(|u| u.id.as_str());
+            store::security_event(&mut tx, None, user_id, "login.failed", &ip, json!({})).await?;
+            if let LoginThrottle::Open { failures } =
+                LoginAttempts::throttle(&mut tx, &email, LOCKOUT_WINDOW, LOCKOUT_DURATION).await?
+                && failures >= LOCKOUT_THRESHOLD
+            {
+                LoginAttempts::record(&mut tx, &email, &ip, "locked").await?;
+                store::security_event(&mut tx, None, user_id, "login.locked", &ip, json!({})).await?;
+            }
+            tx.commit().await?;
+            return Err(BAD_LOGIN);
+        }
+    };
+    let tenant = choose_tenant(&state, &user.id, body.tenant.as_deref()).await?;
+    let mut tx = state.store.tenant_tx(&tenant.id).await?;
+    let membership = store::membership(&mut tx, &tenant.id, &user.id)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("no membership in the requested tenant"))?;
+    let role = ResolvedRole::load(&mut tx, &tenant.id, &membership.role).await?;
+    LoginAttempts::record(&mut tx, &email, &ip, "success").await?;
+    let refresh_token = secrets::new_refresh_token();
+    let device: String = body.device.unwrap_or_default().trim().chars().take(100).collect();
+    let session_id = store::insert_session(
+        &mut tx,
+        &NewSession {
+            user_id: &user.id,
+            tenant_id: &tenant.id,
+            device: &device,
+            ip: &ip,
+            user_agent: &user_agent(&headers),
+            amr: "pwd",
+            expires_at: now() + state.config.refresh_ttl,
+        },
+        &secrets::hash(&refresh_token),
+    )
+    .await?;
+    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "login.succeeded", &ip, json!({"session": session_id}))
+        .await?;
+    tx.commit().await?;
+    token_response(&state, &user.id, &tenant, &session_id, &role, refresh_token, StatusCode::OK)
+}
+
+/// The tenant a login acts in: the named one (slug or id) among the user's
+/// memberships, else the oldest active membership.
+async fn choose_tenant(state: &AppState, user_id: &str, wanted: Option<&str>) -> Result<TenantRow, ApiError> {
+    let mut tx = state.store.user_tx(user_id).await?;
+    let tenants = store::tenants_of_user(&mut tx, user_id).await?;
+    tx.commit().await?;
+    let tenant = match wanted {
+        Some(w) => tenants
+            .into_iter()
+            .map(|(t, _)| t)
+            .find(|t| t.slug == w || t.id == w)
+            .ok_or_else(|| ApiError::forbidden(format!("no membership in tenant `{w}`")))?,
+        None => tenants
+            .into_iter()
+            .map(|(t, _)| t)
+            .find(|t| t.status != "suspended")
+            .ok_or_else(|| ApiError::forbidden("no membership in an active tenant"))?,
+    };
+    if tenant.status == "suspended" {
+        return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
+    }
+    Ok(tenant)
+}
+
+fn token_response(
+    state: &AppState,
+    user_id: &str,
+    tenant: &TenantRow,
+    session_id: &str,
+    role: &ResolvedRole,
+    refresh_token: String,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let (access_token, claims) = state.keys.issue(
+        user_id,
+        &tenant.id,
+        session_id,
+        vec![role.name.clone()],
+        vec!["pwd".to_owned()],
+    )?;
+    let cookie = format!(
+        "{REFRESH_COOKIE}={refresh_token}; HttpOnly;{} SameSite=Strict; Path=/api/v1/auth; Max-Age={}",
+        if state.config.secure_cookies { " Secure;" } else { "" },
+        state.config.refresh_ttl
+    );
+    let body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "refresh_token": refresh_token,
+        "session_id": session_id,
+        "tenant": views::tenant(tenant, Some(&role.name)),
+    });
+    let mut response = (status, ApiJson(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The refresh token of a request: the JSON body's `refresh_token`, else the cookie.
+fn presented_refresh(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RefreshBody {
+        refresh_token: Option<String>,
+    }
+    if !body.is_empty() {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let parsed: RefreshBody =
+            serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+        if parsed.refresh_token.is_some() {
+            return Ok(parsed.refresh_token);
+        }
+    }
+    Ok(headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.to_owned()))
+}
+
+async fn refresh(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+    let token = presented_refresh(&headers, &body)?.ok_or(BAD_REFRESH)?;
+    let hash = secrets::hash(&token);
+    let mut tx = state.store.tx().await?;
+    let (session_id, used_at) = store::refresh_by_hash(&mut tx, &hash).await?.ok_or(BAD_REFRESH)?;
+    let session = store::session_by_id(&mut tx, &session_id).await?.ok_or(BAD_REFRESH)?;
+    if session.revoked_at.is_some() || session.expires_at <= now() {
+        return Err(BAD_REFRESH);
+    }
+    // A used token presented again means it was copied: end the whole family.
+    if used_at.is_some() || !store::mark_refresh_used(&mut tx, &hash).await? {
+        store::revoke_session(&mut tx, &session.user_id, &session.id, "refresh_token_reuse").await?;
+        store::security_event(
+            &mut tx,
+            Some(&session.tenant_id),
+            Some(&session.user_id),
+            "session.refresh_reuse",
+            &ip.0,
+            json!({"session": session.id}),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(BAD_REFRESH);
+    }
+    let new_token = secrets::new_refresh_token();
+    store::insert_refresh(&mut tx, &session.id, &secrets::hash(&new_token)).await?;
+    store::touch_session(&mut tx, &session.id, &ip.0).await?;
+    tx.commit().await?;
+    let mut tx = state.store.tenant_tx(&session.tenant_id).await?;
+    let tenant = store::tenant_by_id(&mut tx, &session.tenant_id).await?.ok_or(BAD_REFRESH)?;
+    let membership = store::membership(&mut tx, &tenant.id, &session.user_id).await?;
+    let role = match &membership {
+        Some(m) => Some(ResolvedRole::load(&mut tx, &tenant.id, &m.role).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    let Some(role) = role else {
+        let mut tx = state.store.tx().await?;
+        store::revoke_session(&mut tx, &session.user_id, &session.id, "membership_removed").await?;
+        tx.commit().await?;
+        return Err(BAD_REFRESH);
+    };
+    if tenant.status == "suspended" {
+        return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
+    }
+    token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, StatusCode::OK)
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+    let mut tx = state.store.tx().await?;
+    let session = if let Some(token) = presented_refresh(&headers, &body)? {
+        let (session_id, _) = store::refresh_by_hash(&mut tx, &secrets::hash(&token))
+            .await?
+            .ok_or(BAD_REFRESH)?;
+        store::session_by_id(&mut tx, &session_id).await?
+    } else {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized("a refresh token or an access token is required"))?;
+        let claims = state
+            .keys
+            .verify(bearer.trim())
+            .map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
+        store::session_by_id(&mut tx, &claims.sid).await?
+    };
+    let session = session.ok_or(BAD_REFRESH)?;
+    store::revoke_session(&mut tx, &session.user_id, &session.id, "logout").await?;
+    store::security_event(
+        &mut tx,
+        Some(&session.tenant_id),
+        Some(&session.user_id),
+        "session.logout",
+        &ip.0,
+        json!({"session": session.id}),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let cookie = format!("{REFRESH_COOKIE}=; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+/// The client's address, for attempts, sessions and events.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(crate::auth::principal::client_ip(parts)))
+    }
+}

@@ -1,0 +1,207 @@
+//! Tenants: the caller's list, creation, reading and updating, the owner's
+//! deletion request, and platform administrators' suspension.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::validate::{self, Checks};
+use super::{Api, Auth};
+use crate::auth::principal::{Actor, Principal};
+use crate::authz::{Action, Resource, authorize};
+use crate::problem::{ApiError, ApiJson, ApiPath};
+use crate::state::AppState;
+use crate::store;
+use crate::views;
+
+const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+
+pub fn routes(api: Api) -> Api {
+    api.get("/tenants", "Tenants the caller belongs to", Auth::Bearer, list)
+        .post("/tenants", "Create a tenant owned by the caller", Auth::Bearer, 201, create)
+        .get("/tenants/{tenant_id}", "A tenant", Auth::Bearer, get)
+        .patch("/tenants/{tenant_id}", "Rename a tenant or replace its settings", Auth::Bearer, update)
+        .delete("/tenants/{tenant_id}", "Request deletion (owner only): the tenant turns read-only", Auth::Bearer, 202, delete)
+        .post("/tenants/{tenant_id}/suspend", "Suspend a tenant (platform administrators)", Auth::Bearer, 200, suspend)
+        .post("/tenants/{tenant_id}/reactivate", "Reactivate a tenant (platform administrators)", Auth::Bearer, 200, reactivate)
+}
+
+async fn list(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
+    let items = match &p.actor {
+        Actor::User { user, .. } => {
+            authorize(&state, &p, Action::AccountRead, Resource::Account(&user.id), None)?;
+            let mut tx = state.store.user_tx(&user.id).await?;
+            let tenants = store::tenants_of_user(&mut tx, &user.id).await?;
+            tx.commit().await?;
+            tenants.iter().map(|(t, role)| views::tenant(t, Some(role))).collect()
+        }
+        Actor::ApiKey { .. } => {
+            authorize(&state, &p, Action::TenantRead, Resource::Tenant(&p.tenant), None)?;
+            vec![views::tenant(&p.tenant, Some(&p.role.name))]
+        }
+    };
+    Ok(ApiJson(json!({"items": items})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    slug: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<Response, ApiError> {
+    let user = p.require_user()?;
+    authorize(&state, &p, Action::TenantCreate, Resource::Platform, None)?;
+    let name = body.name.trim().to_owned();
+    let mut checks = Checks::default();
+    checks.check("name", validate::name(&name));
+    if let Some(slug) = &body.slug {
+        checks.check("slug", validate::slug(slug));
+    }
+    checks.finish()?;
+    let mut tx = state.store.tx().await?;
+    if let Some(slug) = &body.slug
+        && store::tenant_by_slug(&mut tx, slug).await?.is_some()
+    {
+        return Err(ApiError::Conflict(format!("slug `{slug}` is taken")));
+    }
+    let base = body.slug.clone().unwrap_or_else(|| validate::slugify(&name));
+    let tenant = match store::insert_tenant(&mut tx, &name, &base).await {
+        Ok(t) => t,
+        Err(e) if e.is_unique_violation() => return Err(ApiError::Conflict(format!("slug `{base}` is taken"))),
+        Err(e) => return Err(e.into()),
+    };
+    state.store.bind_tenant(&mut tx, &tenant.id).await?;
+    store::insert_membership(&mut tx, &tenant.id, &user.id, "owner").await?;
+    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "tenant.created", &p.client_ip, json!({})).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(json!({"tenant": views::tenant(&tenant, Some("owner"))}))).into_response())
+}
+
+async fn get(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::TenantRead, Resource::Tenant(&p.tenant), None)?;
+    Ok(ApiJson(json!({"tenant": views::tenant(&p.tenant, Some(&p.role.name))})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateTenant {
+    name: Option<String>,
+    settings: Option<Value>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> Result<ApiJson<Value>, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::TenantUpdate, Resource::Tenant(&p.tenant), None)?;
+    let mut checks = Checks::default();
+    if let Some(name) = &body.name {
+        checks.check("name", validate::name(name));
+    }
+    if let Some(settings) = &body.settings {
+        let ok = settings.is_object() && settings.to_string().len() <= MAX_SETTINGS_BYTES;
+        checks.check(
+            "settings",
+            if ok { Ok(()) } else { Err(format!("must be an object of at most {MAX_SETTINGS_BYTES} bytes")) },
+        );
+    }
+    checks.finish()?;
+    let name = body.name.as_deref().map_or(p.tenant.name.as_str(), str::trim);
+    let settings = body.settings.map_or_else(|| p.tenant.settings.clone(), |s| s.to_string());
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    store::update_tenant(&mut tx, &tenant_id, name, &settings).await?;
+    let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))})))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    p.in_tenant(&tenant_id)?;
+    authorize(&state, &p, Action::TenantDelete, Resource::Tenant(&p.tenant), None)?;
+    let tenant = set_status(&state, &p, &tenant_id, "pending_deletion", "tenant.deletion_requested").await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))}))).into_response())
+}
+
+async fn set_status(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: &str,
+    status: &str,
+    event: &str,
+) -> Result<store::TenantRow, ApiError> {
+    let mut tx = state.store.tenant_tx(tenant_id).await?;
+    store::set_tenant_status(&mut tx, tenant_id, status).await?;
+    let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
+    store::security_event(
+        &mut tx,
+        Some(tenant_id),
+        p.user().map(|u| u.id.as_str()),
+        event,
+        &p.client_ip,
+        json!({"by": p.actor_id()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// The target of a platform action: any tenant for platform administrators;
+/// for everyone else another tenant's id is indistinguishable from none.
+async fn platform_target(state: &AppState, p: &Principal, tenant_id: &str) -> Result<store::TenantRow, ApiError> {
+    let admin = p.user().is_some_and(|u| u.platform_admin == 1);
+    if !admin {
+        p.in_tenant(tenant_id)?;
+    }
+    let mut tx = state.store.tenant_tx(tenant_id).await?;
+    let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let target = platform_target(&state, &p, &tenant_id).await?;
+    authorize(&state, &p, Action::TenantSuspend, Resource::Tenant(&target), None)?;
+    if target.status == "suspended" {
+        return Err(ApiError::Conflict("tenant is already suspended".into()));
+    }
+    let tenant = set_status(&state, &p, &tenant_id, "suspended", "tenant.suspended").await?;
+    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let target = platform_target(&state, &p, &tenant_id).await?;
+    authorize(&state, &p, Action::TenantReactivate, Resource::Tenant(&target), None)?;
+    if target.status == "active" {
+        return Err(ApiError::Conflict("tenant is already active".into()));
+    }
+    let tenant = set_status(&state, &p, &tenant_id, "active", "tenant.reactivated").await?;
+    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
+}

@@ -1,0 +1,10 @@
+//! API tests: the router driven with `oneshot` on every test database, each
+//! endpoint with its hostile cases.
+
+mod accounts;
+mod harness;
+mod isolation;
+mod keys;
+mod members;
+mod session;
+mod tenants;

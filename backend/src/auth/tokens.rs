@@ -1,0 +1,296 @@
+//! Access tokens: Ed25519 signing keys (private halves in the data dir, public
+//! halves in the store for every instance to publish), the JWKS, and the
+//! signing and strict verification of our JWTs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, Store, StoreError, now};
+
+/// The JWT `typ` of our access tokens (RFC 9068), so no other JWT we sign
+/// can be replayed as one.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The audience of our access tokens.
+pub const AUDIENCE: &str = "tollgate";
+const ALGORITHM: &str = "EdDSA";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub tid: String,
+    pub sid: String,
+    pub jti: String,
+    pub roles: Vec<String>,
+    pub amr: Vec<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot access signing key file `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("signing key `{0}` is unusable")]
+    BadKey(String),
+    #[error("no signing key with its private half in the data dir; run `tollgate keys rotate`")]
+    NoSigningKey,
+}
+
+/// Why a token was refused. Callers answer 401 for every one of them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token type is not accepted")]
+    WrongType,
+    #[error("token signing key is unknown")]
+    UnknownKey,
+    #[error("token is invalid or expired")]
+    Invalid,
+}
+
+struct PublishedKey {
+    kid: String,
+    x: String,
+    decoding: DecodingKey,
+    /// When tokens signed with it can no longer be valid; `None` while current.
+    published_until: Option<i64>,
+}
+
+struct Snapshot {
+    signing: Option<(String, EncodingKey)>,
+    published: Vec<PublishedKey>,
+}
+
+/// The signing keys: reloaded from the store so a rotation by another process
+/// is picked up, swapped as a whole.
+pub struct KeyRing {
+    store: Store,
+    key_dir: PathBuf,
+    issuer: String,
+    access_ttl: i64,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+fn key_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.pk8"))
+}
+
+/// Generates a key, writes its private half (mode 0600) and publishes it,
+/// retiring the previous ones. Returns the new `kid`.
+pub async fn rotate(store: &Store, key_dir: &Path) -> Result<String, KeyError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| KeyError::Io { path, source }
+    };
+    std::fs::create_dir_all(key_dir).map_err(io(key_dir))?;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| KeyError::BadKey("new".into()))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::BadKey("new".into()))?;
+    let kid = format!("k{}", uuid::Uuid::now_v7().simple());
+    let path = key_path(key_dir, &kid);
+    write_private(&path, pkcs8.as_ref()).map_err(io(&path))?;
+    let mut tx = store.tx().await?;
+    store::add_signing_key(&mut tx, &kid, ALGORITHM, &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
+        .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(kid)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
+impl KeyRing {
+    /// Loads the keys, generating the first one when the store has none this
+    /// instance can sign with.
+    pub async fn open(store: Store, key_dir: PathBuf, issuer: String, access_ttl: i64) -> Result<Self, KeyError> {
+        let ring = Self {
+            store,
+            key_dir,
+            issuer,
+            access_ttl,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                signing: None,
+                published: Vec::new(),
+            })),
+        };
+        ring.reload().await?;
+        if ring.current().signing.is_none() {
+            rotate(&ring.store, &ring.key_dir).await?;
+            ring.reload().await?;
+        }
+        if ring.current().signing.is_none() {
+            return Err(KeyError::NoSigningKey);
+        }
+        Ok(ring)
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-reads the published keys from the store and swaps the snapshot.
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let mut tx = self.store.tx().await?;
+        let rows = store::signing_keys(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        let t = now();
+        let mut published = Vec::new();
+        let mut signing = None;
+        for row in rows {
+            let published_until = row.retired_at.map(|r| r + self.access_ttl + 60);
+            if published_until.is_some_and(|until| until <= t) || row.algorithm != ALGORITHM {
+                continue;
+            }
+            let decoding =
+                DecodingKey::from_ed_components(&row.public_key).map_err(|_| KeyError::BadKey(row.kid.clone()))?;
+            if row.retired_at.is_none() && signing.is_none() {
+                let path = key_path(&self.key_dir, &row.kid);
+                match std::fs::read(&path) {
+                    Ok(der) => {
+                        Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::BadKey(row.kid.clone()))?;
+                        signing = Some((row.kid.clone(), EncodingKey::from_ed_der(&der)));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(KeyError::Io {
+                            path: path.display().to_string(),
+                            source,
+                        });
+                    }
+                }
+            }
+            published.push(PublishedKey {
+                kid: row.kid,
+                x: row.public_key,
+                decoding,
+                published_until,
+            });
+        }
+        let snapshot = Arc::new(Snapshot { signing, published });
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        Ok(())
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn access_ttl(&self) -> i64 {
+        self.access_ttl
+    }
+
+    /// The JWKS document of every key whose tokens may still be valid.
+    pub fn jwks(&self) -> serde_json::Value {
+        let t = now();
+        let keys: Vec<_> = self
+            .current()
+            .published
+            .iter()
+            .filter(|k| k.published_until.is_none_or(|until| until > t))
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": ALGORITHM, "use": "sig", "kid": k.kid, "x": k.x,
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Signs an access token for a session.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+        session_id: &str,
+        roles: Vec<String>,
+        amr: Vec<String>,
+    ) -> Result<(String, AccessClaims), KeyError> {
+        let snapshot = self.current();
+        let Some((kid, key)) = &snapshot.signing else {
+            return Err(KeyError::NoSigningKey);
+        };
+        let t = now();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_owned(),
+            sub: user_id.to_owned(),
+            tid: tenant_id.to_owned(),
+            sid: session_id.to_owned(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            roles,
+            amr,
+            iat: t,
+            nbf: t,
+            exp: t + self.access_ttl,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, key).map_err(|_| KeyError::BadKey(kid.clone()))?;
+        Ok((token, claims))
+    }
+
+    /// Verifies one of our access tokens: EdDSA only, a `kid` we publish, our
+    /// `typ`, issuer and audience, and the time claims.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let snapshot = self.current();
+        let t = now();
+        let key = snapshot
+            .published
+            .iter()
+            .find(|k| k.kid == kid && k.published_until.is_none_or(|until| until > t))
+            .ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| TokenError::Invalid)
+    }
+}

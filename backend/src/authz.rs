@@ -1,0 +1,319 @@
+//! Authorization of every API call through the policy engine: builds the
+//! Cedar entities of the caller, its tenant and the resource from our rows,
+//! evaluates, logs the decision and turns a deny into 403.
+
+use serde_json::{Map, Value, json};
+use tollgate_policies::{EntityRef, EntitySpec, PolicyRequest};
+
+use crate::auth::principal::{Actor, Principal};
+use crate::problem::ApiError;
+use crate::roles::{Builtin, ResolvedRole};
+use crate::state::AppState;
+use crate::store::TenantRow;
+
+/// The platform API's actions, each with the API key scope it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    AccountRead,
+    AccountUpdate,
+    TenantCreate,
+    TenantRead,
+    TenantUpdate,
+    TenantDelete,
+    TenantSuspend,
+    TenantReactivate,
+    MemberList,
+    MemberUpdateRole,
+    MemberRemove,
+    InvitationCreate,
+    InvitationList,
+    InvitationRevoke,
+    ApiKeyCreate,
+    ApiKeyList,
+    ApiKeyRevoke,
+    ServiceAccountCreate,
+    ServiceAccountList,
+    RoleCreate,
+    RoleList,
+}
+
+/// The scopes an API key may be given.
+pub const SCOPES: &[&str] = &[
+    "*",
+    "account:read",
+    "tenant:read",
+    "tenant:write",
+    "members:read",
+    "members:write",
+    "keys:read",
+    "keys:write",
+    "roles:read",
+    "roles:write",
+];
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::AccountRead => "account.read",
+            Action::AccountUpdate => "account.update",
+            Action::TenantCreate => "tenant.create",
+            Action::TenantRead => "tenant.read",
+            Action::TenantUpdate => "tenant.update",
+            Action::TenantDelete => "tenant.delete",
+            Action::TenantSuspend => "tenant.suspend",
+            Action::TenantReactivate => "tenant.reactivate",
+            Action::MemberList => "member.list",
+            Action::MemberUpdateRole => "member.update_role",
+            Action::MemberRemove => "member.remove",
+            Action::InvitationCreate => "invitation.create",
+            Action::InvitationList => "invitation.list",
+            Action::InvitationRevoke => "invitation.revoke",
+            Action::ApiKeyCreate => "apikey.create",
+            Action::ApiKeyList => "apikey.list",
+            Action::ApiKeyRevoke => "apikey.revoke",
+            Action::ServiceAccountCreate => "serviceaccount.create",
+            Action::ServiceAccountList => "serviceaccount.list",
+            Action::RoleCreate => "role.create",
+            Action::RoleList => "role.list",
+        }
+    }
+
+    fn scope(self) -> &'static str {
+        match self {
+            Action::AccountRead => "account:read",
+            Action::AccountUpdate => "account:write",
+            Action::TenantCreate | Action::TenantSuspend | Action::TenantReactivate => "platform",
+            Action::TenantRead => "tenant:read",
+            Action::TenantUpdate | Action::TenantDelete => "tenant:write",
+            Action::MemberList | Action::InvitationList => "members:read",
+            Action::MemberUpdateRole | Action::MemberRemove | Action::InvitationCreate | Action::InvitationRevoke => {
+                "members:write"
+            }
+            Action::ApiKeyList | Action::ServiceAccountList => "keys:read",
+            Action::ApiKeyCreate | Action::ApiKeyRevoke | Action::ServiceAccountCreate => "keys:write",
+            Action::RoleList => "roles:read",
+            Action::RoleCreate => "roles:write",
+        }
+    }
+}
+
+/// What an action is done to.
+#[derive(Debug, Clone)]
+pub enum Resource<'a> {
+    Platform,
+    /// The caller's own account.
+    Account(&'a str),
+    Tenant(&'a TenantRow),
+    Member { user_id: &'a str, rank: i64 },
+    Invitation { id: &'a str, rank: i64 },
+    ApiKey { id: &'a str, owner: KeyOwner<'a>, scopes: &'a [String], rank: i64 },
+}
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyOwner<'a> {
+    User(&'a str),
+    ServiceAccount(&'a str),
+}
+
+fn tenant_ref(id: &str) -> EntityRef {
+    EntityRef::new("Tenant", id)
+}
+
+fn role_ref(role: Builtin) -> EntityRef {
+    EntityRef::new("Role", role.name())
+}
+
+fn custom_role_ref(name: &str) -> EntityRef {
+    EntityRef::new("Role", format!("custom:{name}"))
+}
+
+fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {
+    for builtin in Builtin::ALL {
+        let mut entity = EntitySpec::new(role_ref(builtin));
+        if let Some(below) = builtin.below() {
+            entity = entity.parent(role_ref(below));
+        }
+        out.push(entity);
+    }
+    if role.custom {
+        let mut entity = EntitySpec::new(custom_role_ref(&role.name));
+        if let Some(base) = role.base {
+            entity = entity.parent(role_ref(base));
+        }
+        out.push(entity);
+    }
+}
+
+fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
+    if role.custom {
+        Some(custom_role_ref(&role.name))
+    } else {
+        role.base.map(role_ref)
+    }
+}
+
+/// The principal's entity and those it sits under.
+fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
+    role_entities(&p.role, out);
+    let tenant = tenant_ref(&p.tenant.id);
+    out.push(EntitySpec::new(tenant.clone()).attr("status", json!(p.tenant.status)));
+    let with_role = |mut entity: EntitySpec| {
+        if let Some(role) = role_parent(&p.role) {
+            entity = entity.parent(role);
+        }
+        entity.parent(tenant.clone())
+    };
+    match &p.actor {
+        Actor::User { user, .. } => {
+            let uid = EntityRef::new("User", user.id.clone());
+            out.push(with_role(
+                EntitySpec::new(uid.clone())
+                    .attr("email", json!(user.email))
+                    .attr("platform_admin", json!(user.platform_admin == 1))
+                    .attr("role_rank", json!(p.role.rank())),
+            ));
+            uid
+        }
+        Actor::ApiKey { key, scopes } => {
+            let uid = EntityRef::new("ApiKey", key.id.clone());
+            let mut entity = with_role(
+                EntitySpec::new(uid.clone())
+                    .entity_attr("tenant", &tenant)
+                    .attr("scopes", json!(scopes))
+                    .attr("role_rank", json!(p.role.rank())),
+            );
+            if let Some(user_id) = &key.owner_user_id {
+                entity = entity.parent(EntityRef::new("User", user_id.clone()));
+            }
+            if let Some(sa_id) = &key.owner_service_account_id {
+                entity = entity.parent(EntityRef::new("ServiceAccount", sa_id.clone()));
+            }
+            out.push(entity);
+            uid
+        }
+    }
+}
+
+fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<EntitySpec>) -> EntityRef {
+    let tenant = tenant_ref(&p.tenant.id);
+    match resource {
+        Resource::Platform => {
+            let uid = EntityRef::new("Platform", "tollgate");
+            out.push(EntitySpec::new(uid.clone()));
+            uid
+        }
+        Resource::Account(user_id) => EntityRef::new("User", *user_id),
+        Resource::Tenant(row) => {
+            let uid = tenant_ref(&row.id);
+            if row.id != p.tenant.id {
+                out.push(EntitySpec::new(uid.clone()).attr("status", json!(row.status)));
+            }
+            uid
+        }
+        Resource::Member { user_id, rank } => {
+            let uid = EntityRef::new("Member", *user_id);
+            out.push(
+                EntitySpec::new(uid.clone())
+                    .entity_attr("tenant", &tenant)
+                    .attr("role_rank", json!(rank))
+                    .parent(tenant),
+            );
+            uid
+        }
+        Resource::Invitation { id, rank } => {
+            let uid = EntityRef::new("Invitation", *id);
+            out.push(
+                EntitySpec::new(uid.clone())
+                    .entity_attr("tenant", &tenant)
+                    .attr("role_rank", json!(rank))
+                    .parent(tenant),
+            );
+            uid
+        }
+        Resource::ApiKey { id, owner, scopes, rank } => {
+            let uid = EntityRef::new("ApiKey", *id);
+            let owner_ref = match owner {
+                KeyOwner::User(id) => EntityRef::new("User", *id),
+                KeyOwner::ServiceAccount(id) => EntityRef::new("ServiceAccount", *id),
+            };
+            let principal_is_owner = match &p.actor {
+                Actor::User { user, .. } => owner_ref.type_name == "User" && owner_ref.id == user.id,
+                Actor::ApiKey { key, .. } => owner_ref.type_name == "ApiKey" && owner_ref.id == key.id,
+            };
+            if !principal_is_owner {
+                // The owner is another entity: give it its type's attributes
+                // without any role, which the key does not inherit.
+                let entity = match owner {
+                    KeyOwner::User(_) => EntitySpec::new(owner_ref.clone())
+                        .attr("email", json!(""))
+                        .attr("platform_admin", json!(false))
+                        .attr("role_rank", json!(0)),
+                    KeyOwner::ServiceAccount(_) => EntitySpec::new(owner_ref.clone()).attr("role_rank", json!(0)),
+                };
+                out.push(entity.parent(tenant.clone()));
+            }
+            out.push(
+                EntitySpec::new(uid.clone())
+                    .entity_attr("tenant", &tenant)
+                    .attr("scopes", json!(scopes))
+                    .attr("role_rank", json!(rank))
+                    .parent(owner_ref)
+                    .parent(tenant),
+            );
+            uid
+        }
+    }
+}
+
+/// Asks the engine whether `p` may do `action` to `resource`; `granted_rank`
+/// is the rank of a role the action grants. A deny is a 403 with a decision id.
+pub fn authorize(
+    state: &AppState,
+    p: &Principal,
+    action: Action,
+    resource: Resource<'_>,
+    granted_rank: Option<i64>,
+) -> Result<(), ApiError> {
+    let mut entities = Vec::new();
+    let principal = principal_entities(p, &mut entities);
+    let resource_uid = resource_entities(p, &resource, &mut entities);
+    let (authn, mfa) = match &p.actor {
+        Actor::User { amr, .. } => ("password", amr.iter().any(|m| m == "mfa" || m == "otp")),
+        Actor::ApiKey { .. } => ("api_key", false),
+    };
+    let mut context = Map::new();
+    context.insert("authn".into(), json!(authn));
+    context.insert("mfa".into(), json!(mfa));
+    context.insert("required_scope".into(), json!(action.scope()));
+    if let Some(rank) = granted_rank {
+        context.insert("granted_rank".into(), Value::from(rank));
+    }
+    let outcome = state.engine.evaluate(&PolicyRequest {
+        principal,
+        action: action.name().to_owned(),
+        resource: resource_uid,
+        context,
+        entities,
+    });
+    let decision_id = uuid::Uuid::new_v4().to_string();
+    let policies: Vec<&str> = outcome.determining.iter().map(|d| d.id.as_str()).collect();
+    tracing::info!(
+        decision_id = %decision_id,
+        tenant = %p.tenant.id,
+        principal = %p.actor_id(),
+        action = action.name(),
+        decision = if outcome.is_allow() { "allow" } else { "deny" },
+        policies = ?policies,
+        errors = ?outcome.errors,
+        "authorization decision"
+    );
+    if outcome.is_allow() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            detail: format!("not allowed to `{}`", action.name()),
+            decision: Some(decision_id),
+        })
+    }
+}

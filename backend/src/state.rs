@@ -1,0 +1,58 @@
+//! The shared state of the backend's handlers and its validated configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tollgate_policies::PolicyEngine;
+
+use crate::auth::tokens::KeyRing;
+use crate::store::Store;
+
+/// The backend's settings, validated by the CLI before it starts.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Where signing keys and the SQLite file live.
+    pub data_dir: PathBuf,
+    /// The `iss` of our tokens: the public base URL.
+    pub issuer: String,
+    /// Access token lifetime in seconds.
+    pub access_ttl: i64,
+    /// Refresh token (session) lifetime in seconds.
+    pub refresh_ttl: i64,
+    /// Invitation lifetime in seconds.
+    pub invitation_ttl: i64,
+    /// Whether the refresh cookie carries `Secure`.
+    pub secure_cookies: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl BackendConfig {
+    pub fn new(data_dir: PathBuf, issuer: String) -> Self {
+        Self {
+            data_dir,
+            issuer,
+            access_ttl: 15 * 60,
+            refresh_ttl: 30 * 24 * 3600,
+            invitation_ttl: 7 * 24 * 3600,
+            secure_cookies: true,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    pub fn key_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}
+
+/// What every handler shares: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub engine: Arc<PolicyEngine>,
+    pub keys: Arc<KeyRing>,
+    pub config: Arc<BackendConfig>,
+    /// A hash verified against when the email is unknown, so that unknown
+    /// emails cost the same time as wrong passwords.
+    pub dummy_hash: Arc<str>,
+}

@@ -1,0 +1,408 @@
+//! Users, their settings, sessions with refresh-token families, login
+//! attempts, the mail outbox and the security event log.
+
+use sqlx::FromRow;
+
+use super::{StoreError, Tx, new_id, now};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub platform_admin: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, email, name, password_hash, platform_admin, created_at, updated_at"
+    };
+}
+
+pub async fn insert_user(
+    tx: &mut Tx,
+    email: &str,
+    name: &str,
+    password_hash: Option<&str>,
+) -> Result<UserRow, StoreError> {
+    let id = new_id();
+    let t = now();
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, platform_admin, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, $5)",
+    )
+    .bind(&id)
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO user_settings (user_id, preferences, updated_at) VALUES ($1, '{}', $2)")
+        .bind(&id)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    Ok(UserRow {
+        id,
+        email: email.to_owned(),
+        name: name.to_owned(),
+        password_hash: password_hash.map(str::to_owned),
+        platform_admin: 0,
+        created_at: t,
+        updated_at: t,
+    })
+}
+
+pub async fn user_by_email(tx: &mut Tx, email: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(
+        sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+pub async fn user_by_id(tx: &mut Tx, id: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(
+        sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+pub async fn update_user_name(tx: &mut Tx, id: &str, name: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
+        .bind(name)
+        .bind(now())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password(tx: &mut Tx, id: &str, hash: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(now())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_platform_admin(tx: &mut Tx, email: &str, admin: bool) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE users SET platform_admin = $1, updated_at = $2 WHERE email = $3")
+        .bind(i64::from(admin))
+        .bind(now())
+        .bind(email)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn settings(tx: &mut Tx, user_id: &str) -> Result<serde_json::Value, StoreError> {
+    let text: Option<String> =
+        sqlx::query_scalar("SELECT preferences FROM user_settings WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    match text {
+        None => Ok(serde_json::json!({})),
+        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("user_settings")),
+    }
+}
+
+pub async fn save_settings(
+    tx: &mut Tx,
+    user_id: &str,
+    preferences: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let text = preferences.to_string();
+    let t = now();
+    let done = sqlx::query("UPDATE user_settings SET preferences = $1, updated_at = $2 WHERE user_id = $3")
+        .bind(&text)
+        .bind(t)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        sqlx::query("INSERT INTO user_settings (user_id, preferences, updated_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(&text)
+            .bind(t)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Login attempts per email: failures, successes and lockouts. Lockout is
+/// decided from these rows alone, so unknown emails lock like known ones.
+pub struct LoginAttempts;
+
+/// The state of an email's login throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginThrottle {
+    /// Open, with the failures counted since the last success or lockout.
+    Open { failures: i64 },
+    /// Locked until this time.
+    Locked { until: i64 },
+}
+
+impl LoginAttempts {
+    pub async fn record(tx: &mut Tx, email: &str, ip: &str, outcome: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO login_attempts (email, ip, outcome, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(email)
+            .bind(ip)
+            .bind(outcome)
+            .bind(now())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `email` is locked, and otherwise how many failures count
+    /// towards a lock within `window` seconds.
+    pub async fn throttle(tx: &mut Tx, email: &str, window: i64, lock_for: i64) -> Result<LoginThrottle, StoreError> {
+        let t = now();
+        let last_lock: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(created_at) FROM login_attempts WHERE email = $1 AND outcome = 'locked'",
+        )
+        .bind(email)
+        .fetch_one(&mut **tx)
+        .await?;
+        if let Some(locked_at) = last_lock
+            && locked_at + lock_for > t
+        {
+            return Ok(LoginThrottle::Locked { until: locked_at + lock_for });
+        }
+        // Attempts are ordered by id: a success or a lockout resets the count
+        // even within the same second.
+        let last_reset: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(id) FROM login_attempts WHERE email = $1 AND outcome IN ('success', 'locked')",
+        )
+        .bind(email)
+        .fetch_one(&mut **tx)
+        .await?;
+        let failures = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM login_attempts WHERE email = $1 AND outcome = 'failure' AND created_at >= $2 AND id > $3",
+        )
+        .bind(email)
+        .bind(t - window)
+        .bind(last_reset.unwrap_or(0))
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(LoginThrottle::Open { failures })
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub tenant_id: String,
+    pub device: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub amr: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+macro_rules! session_columns {
+    () => {
+        "id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at, revoked_at"
+    };
+}
+
+pub struct NewSession<'a> {
+    pub user_id: &'a str,
+    pub tenant_id: &'a str,
+    pub device: &'a str,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+    pub amr: &'a str,
+    pub expires_at: i64,
+}
+
+/// Creates a session (a refresh-token family) with its first refresh token.
+pub async fn insert_session(
+    tx: &mut Tx,
+    new: &NewSession<'_>,
+    refresh_hash: &str,
+) -> Result<String, StoreError> {
+    let id = new_id();
+    let t = now();
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+    )
+    .bind(&id)
+    .bind(new.user_id)
+    .bind(new.tenant_id)
+    .bind(new.device)
+    .bind(new.ip)
+    .bind(new.user_agent)
+    .bind(new.amr)
+    .bind(t)
+    .bind(new.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    insert_refresh(tx, &id, refresh_hash).await?;
+    Ok(id)
+}
+
+pub async fn insert_refresh(tx: &mut Tx, session_id: &str, hash: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
+        .bind(hash)
+        .bind(session_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The refresh token with `hash`: its session id and whether it was used.
+pub async fn refresh_by_hash(tx: &mut Tx, hash: &str) -> Result<Option<(String, Option<i64>)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+/// Marks a refresh token used; false when another request used it first.
+pub async fn mark_refresh_used(tx: &mut Tx, hash: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+        .bind(now())
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn session_by_id(tx: &mut Tx, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    Ok(
+        sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+pub async fn touch_session(tx: &mut Tx, id: &str, ip: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET last_seen_at = $1, ip = $2 WHERE id = $3")
+        .bind(now())
+        .bind(ip)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The user's live sessions, newest first.
+pub async fn sessions_of_user(tx: &mut Tx, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+    Ok(sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+         ORDER BY created_at DESC, id DESC"))
+    .bind(user_id)
+    .bind(now())
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Revokes one of the user's sessions; false when it is not theirs or gone.
+pub async fn revoke_session(tx: &mut Tx, user_id: &str, id: &str, reason: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
+    )
+    .bind(now())
+    .bind(reason)
+    .bind(id)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Queues a mail in the outbox.
+pub async fn enqueue_mail(
+    tx: &mut Tx,
+    tenant_id: Option<&str>,
+    recipient: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (id, tenant_id, kind, recipient, subject, body, created_at) VALUES ($1, $2, 'email', $3, $4, $5, $6)",
+    )
+    .bind(new_id())
+    .bind(tenant_id)
+    .bind(recipient)
+    .bind(subject)
+    .bind(body)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// The newest mails, optionally for one recipient.
+pub async fn outbox(tx: &mut Tx, recipient: Option<&str>, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, recipient, subject, body, created_at FROM outbox \
+         WHERE ($1 IS NULL OR recipient = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(recipient)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Appends to the security event log.
+pub async fn security_event(
+    tx: &mut Tx,
+    tenant_id: Option<&str>,
+    user_id: Option<&str>,
+    kind: &str,
+    ip: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO security_events (id, tenant_id, user_id, kind, ip, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id())
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(kind)
+    .bind(ip)
+    .bind(detail.to_string())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The kinds of a user's security events, oldest first (for tests and support).
+pub async fn security_event_kinds(tx: &mut Tx, user_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT kind FROM security_events WHERE user_id = $1 ORDER BY created_at, id")
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await?)
+}

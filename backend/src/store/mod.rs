@@ -1,0 +1,186 @@
+//! The store: one sqlx `Any` pool over SQLite (embedded default) or PostgreSQL,
+//! migrations for each, and transactions scoped to a tenant so that
+//! PostgreSQL's row-level security backs every tenant check.
+
+mod identity;
+mod keys;
+mod tenancy;
+
+pub use identity::*;
+pub use keys::*;
+pub use tenancy::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Transaction};
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url: expected `sqlite:` or `postgres://`")]
+    UnsupportedUrl,
+    #[error("corrupt stored value in `{0}`")]
+    Corrupt(&'static str),
+}
+
+impl StoreError {
+    /// Whether the error is a unique-constraint violation (a conflict the
+    /// caller can report, not a fault).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:PATH` or `postgres://...`), creating a
+    /// SQLite file when it does not exist.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let url = match kind {
+            DbKind::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match kind {
+                DbKind::Sqlite => 4,
+                DbKind::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Applies the pending forward-only migrations of this database kind.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.kind {
+            DbKind::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            DbKind::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for maintenance and tests that must bypass the tenant scoping.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A transaction outside any tenant: it reaches only tables without
+    /// tenant data (users, sessions, tenants themselves, keys, outbox).
+    pub async fn tx(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction bound to one tenant: on PostgreSQL row-level security
+    /// then shows and accepts only that tenant's rows.
+    pub async fn tenant_tx(&self, tenant_id: &str) -> Result<Tx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.set_local(&mut tx, "app.tenant_id", tenant_id).await?;
+        Ok(tx)
+    }
+
+    /// A transaction that sees one user's memberships in every tenant (and
+    /// nothing else of those tenants).
+    pub async fn user_tx(&self, user_id: &str) -> Result<Tx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.set_local(&mut tx, "app.user_id", user_id).await?;
+        Ok(tx)
+    }
+
+    /// A transaction that sees the one API key with `prefix`, whatever its tenant.
+    pub async fn key_prefix_tx(&self, prefix: &str) -> Result<Tx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.set_local(&mut tx, "app.key_prefix", prefix).await?;
+        Ok(tx)
+    }
+
+    /// Binds an open transaction to a tenant, for flows that create the
+    /// tenant inside the transaction.
+    pub async fn bind_tenant(&self, tx: &mut Tx, tenant_id: &str) -> Result<(), StoreError> {
+        self.set_local(tx, "app.tenant_id", tenant_id).await
+    }
+
+    async fn set_local(&self, tx: &mut Tx, name: &str, value: &str) -> Result<(), StoreError> {
+        if self.kind == DbKind::Postgres {
+            sqlx::query("SELECT set_config($1, $2, true)")
+                .bind(name)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A new random, time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! Test databases: a fresh SQLite file always, and a fresh PostgreSQL
+//! database when `TOLLGATE_TEST_DATABASE_URL` names a server (CI always does:
+//! with `CI` set and no URL, asking for the databases fails).
+
+use std::path::PathBuf;
+
+use super::{DbKind, Store};
+
+/// The variable naming a PostgreSQL server (any database on it) whose role
+/// may create databases; each test gets its own database there.
+pub const POSTGRES_URL_VAR: &str = "TOLLGATE_TEST_DATABASE_URL";
+
+/// A migrated, empty store and where it lives.
+pub struct TestDb {
+    pub store: Store,
+    pub label: &'static str,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    dir
+}
+
+/// The databases every store test runs on.
+pub async fn databases() -> Vec<TestDb> {
+    let mut dbs = Vec::new();
+    let dir = temp_dir("sqlite");
+    let url = format!("sqlite:{}", dir.join("tollgate.db").display());
+    dbs.push(open("sqlite", url, dir).await);
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let url = create_postgres_database(&admin_url).await;
+            dbs.push(open("postgres", url, temp_dir("pg")).await);
+        }
+        _ => assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the store tests on PostgreSQL: set {POSTGRES_URL_VAR}"
+        ),
+    }
+    dbs
+}
+
+async fn open(label: &'static str, url: String, dir: PathBuf) -> TestDb {
+    let store = match Store::connect(&url).await {
+        Ok(s) => s,
+        Err(e) => panic!("cannot connect to the {label} test database: {e}"),
+    };
+    if let Err(e) = store.migrate().await {
+        panic!("cannot migrate the {label} test database: {e}");
+    }
+    assert_eq!(store.kind() == DbKind::Postgres, label == "postgres");
+    TestDb { store, label, url, dir }
+}
+
+/// Creates a uniquely named database on the server of `admin_url` and
+/// returns its URL.
+async fn create_postgres_database(admin_url: &str) -> String {
+    let name = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = match Store::connect(admin_url).await {
+        Ok(s) => s,
+        Err(e) => panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"),
+    };
+    let create = format!("CREATE DATABASE {name}");
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(admin.pool()).await {
+        panic!("cannot create test database: {e}");
+    }
+    admin.pool().close().await;
+    let (base, _) = admin_url.rsplit_once('/').unwrap_or((admin_url, ""));
+    format!("{base}/{name}")
+}
