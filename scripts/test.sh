@@ -71,4 +71,7 @@ if [ -z "${TOLLGATE_TEST_DATABASE_URL:-}" ]; then
     fi
 fi
 
+# The end-to-end tests drive the real binary: build it (with the test
+# targets, so both share one feature resolution) before running the suite.
+cargo build --workspace --all-targets
 cargo test --workspace "$@"

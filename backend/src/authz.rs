@@ -104,9 +104,20 @@ pub enum Resource<'a> {
     /// The caller's own account.
     Account(&'a str),
     Tenant(&'a TenantRow),
-    Member { user_id: &'a str, rank: i64 },
-    Invitation { id: &'a str, rank: i64 },
-    ApiKey { id: &'a str, owner: KeyOwner<'a>, scopes: &'a [String], rank: i64 },
+    Member {
+        user_id: &'a str,
+        rank: i64,
+    },
+    Invitation {
+        id: &'a str,
+        rank: i64,
+    },
+    ApiKey {
+        id: &'a str,
+        owner: KeyOwner<'a>,
+        scopes: &'a [String],
+        rank: i64,
+    },
 }
 
 /// Who an API key belongs to.
@@ -146,11 +157,7 @@ fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {
 }
 
 fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
-    if role.custom {
-        Some(custom_role_ref(&role.name))
-    } else {
-        role.base.map(role_ref)
-    }
+    if role.custom { Some(custom_role_ref(&role.name)) } else { role.base.map(role_ref) }
 }
 
 /// The principal's entity and those it sits under.
@@ -311,9 +318,6 @@ pub fn authorize(
     if outcome.is_allow() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden {
-            detail: format!("not allowed to `{}`", action.name()),
-            decision: Some(decision_id),
-        })
+        Err(ApiError::Forbidden { detail: format!("not allowed to `{}`", action.name()), decision: Some(decision_id) })
     }
 }

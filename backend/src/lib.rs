@@ -14,15 +14,18 @@ pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use tollgate_policies::PolicyEngine;
 
-pub use state::{AppState, BackendConfig};
 use auth::tokens::{KeyError, KeyRing};
+pub use state::{AppState, BackendConfig};
 use store::Store;
 
 /// Why the backend could not start.
@@ -37,16 +40,14 @@ pub enum StartError {
 }
 
 /// Opens the signing keys (creating the first one) and assembles the state.
-pub async fn build_state(store: Store, engine: Arc<PolicyEngine>, config: BackendConfig) -> Result<AppState, StartError> {
+pub async fn build_state(
+    store: Store,
+    engine: Arc<PolicyEngine>,
+    config: BackendConfig,
+) -> Result<AppState, StartError> {
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;
     let dummy = auth::password::hash(&auth::secrets::random_token()).map_err(|_| StartError::Hash)?;
-    Ok(AppState {
-        store,
-        engine,
-        keys: Arc::new(keys),
-        config: Arc::new(config),
-        dummy_hash: dummy.into(),
-    })
+    Ok(AppState { store, engine, keys: Arc::new(keys), config: Arc::new(config), dummy_hash: dummy.into() })
 }
 
 /// The whole HTTP surface of the backend.
@@ -60,7 +61,42 @@ pub fn app(state: AppState) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// A request id from the client when it is well-formed, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// One structured log line per request, with its id echoed in `X-Request-Id`.
+async fn request_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", value);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
 }
 
 /// Reloads the signing keys periodically so a rotation by `tollgate keys

@@ -66,11 +66,7 @@ pub struct ResolvedRole {
 
 impl ResolvedRole {
     pub fn builtin(role: Builtin) -> Self {
-        Self {
-            name: role.name().to_owned(),
-            base: Some(role),
-            custom: false,
-        }
+        Self { name: role.name().to_owned(), base: Some(role), custom: false }
     }
 
     /// The rank of the role: its built-in base's, or 0 when it grants nothing.
@@ -84,10 +80,6 @@ impl ResolvedRole {
             return Ok(Self::builtin(role));
         }
         let custom = store::role_by_name(tx, tenant_id, name).await?;
-        Ok(Self {
-            name: name.to_owned(),
-            base: custom.and_then(|r| Builtin::parse(&r.base_role)),
-            custom: true,
-        })
+        Ok(Self { name: name.to_owned(), base: custom.and_then(|r| Builtin::parse(&r.base_role)), custom: true })
     }
 }

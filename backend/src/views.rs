@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{ApiKeyRow, CustomRoleRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow, TenantRow, UserRow};
+use crate::store::{
+    ApiKeyRow, CustomRoleRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow, TenantRow, UserRow,
+};
 
 /// Unix seconds as RFC 3339.
 pub fn ts(secs: i64) -> Value {

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -24,10 +23,7 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid schema: {0}")]
     Schema(String),
     #[error("cannot parse `{file}`: {message}")]
@@ -50,10 +46,7 @@ pub struct EntityRef {
 
 impl EntityRef {
     pub fn new(type_name: &str, id: impl Into<String>) -> Self {
-        Self {
-            type_name: type_name.to_owned(),
-            id: id.into(),
-        }
+        Self { type_name: type_name.to_owned(), id: id.into() }
     }
 
     fn to_json(&self) -> Value {
@@ -72,11 +65,7 @@ pub struct EntitySpec {
 
 impl EntitySpec {
     pub fn new(uid: EntityRef) -> Self {
-        Self {
-            uid,
-            attrs: Map::new(),
-            parents: Vec::new(),
-        }
+        Self { uid, attrs: Map::new(), parents: Vec::new() }
     }
 
     pub fn attr(mut self, name: &str, value: Value) -> Self {
@@ -138,11 +127,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn error(message: String) -> Self {
-        Self {
-            decision: Decision::Deny,
-            determining: Vec::new(),
-            errors: vec![message],
-        }
+        Self { decision: Decision::Deny, determining: Vec::new(), errors: vec![message] }
     }
 
     pub fn is_allow(&self) -> bool {
@@ -161,9 +146,7 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine")
-            .field("policies", &self.reasons.len())
-            .finish_non_exhaustive()
+        f.debug_struct("PolicyEngine").field("policies", &self.reasons.len()).finish_non_exhaustive()
     }
 }
 
@@ -178,26 +161,16 @@ impl PolicyEngine {
         let schema = read(&dir.join("schema.cedarschema"))?;
         let mut files = Vec::new();
         let platform = dir.join("platform");
-        let entries = std::fs::read_dir(&platform).map_err(|source| LoadError::Read {
-            path: platform.display().to_string(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&platform)
+            .map_err(|source| LoadError::Read { path: platform.display().to_string(), source })?;
         for entry in entries {
-            let path = entry
-                .map_err(|source| LoadError::Read {
-                    path: platform.display().to_string(),
-                    source,
-                })?
-                .path();
+            let path = entry.map_err(|source| LoadError::Read { path: platform.display().to_string(), source })?.path();
             if path.extension().is_some_and(|ext| ext == "cedar") {
                 files.push((path.display().to_string(), read(&path)?));
             }
         }
         files.sort();
-        Self::from_sources(
-            &schema,
-            files.iter().map(|(name, text)| (name.as_str(), text.as_str())),
-        )
+        Self::from_sources(&schema, files.iter().map(|(name, text)| (name.as_str(), text.as_str())))
     }
 
     /// Parses the schema and policies, gives each policy its `@id`, and
@@ -206,49 +179,29 @@ impl PolicyEngine {
         schema: &str,
         files: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, LoadError> {
-        let (schema, _warnings) =
-            Schema::from_cedarschema_str(schema).map_err(|e| LoadError::Schema(e.to_string()))?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(schema).map_err(|e| LoadError::Schema(e.to_string()))?;
         let mut policies = PolicySet::new();
         let mut reasons = HashMap::new();
         for (file, text) in files {
-            let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
-                file: file.to_owned(),
-                message: e.to_string(),
-            })?;
+            let parsed = PolicySet::from_str(text)
+                .map_err(|e| LoadError::Parse { file: file.to_owned(), message: e.to_string() })?;
             for policy in parsed.policies() {
-                let id = policy
-                    .annotation("id")
-                    .ok_or_else(|| LoadError::MissingId {
-                        file: file.to_owned(),
-                    })?
-                    .to_owned();
+                let id =
+                    policy.annotation("id").ok_or_else(|| LoadError::MissingId { file: file.to_owned() })?.to_owned();
                 if reasons.contains_key(&id) {
                     return Err(LoadError::DuplicateId(id));
                 }
                 let renamed: Policy = policy.new_id(PolicyId::new(&id));
-                policies
-                    .add(renamed)
-                    .map_err(|_| LoadError::DuplicateId(id.clone()))?;
-                reasons.insert(
-                    id,
-                    policy.annotation("reason").unwrap_or_default().to_owned(),
-                );
+                policies.add(renamed).map_err(|_| LoadError::DuplicateId(id.clone()))?;
+                reasons.insert(id, policy.annotation("reason").unwrap_or_default().to_owned());
             }
         }
         let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !validation.validation_passed() {
-            let messages: Vec<String> = validation
-                .validation_errors()
-                .map(|e| e.to_string())
-                .collect();
+            let messages: Vec<String> = validation.validation_errors().map(|e| e.to_string()).collect();
             return Err(LoadError::Validation(messages.join("; ")));
         }
-        Ok(Self {
-            schema,
-            policies,
-            reasons,
-            authorizer: Authorizer::new(),
-        })
+        Ok(Self { schema, policies, reasons, authorizer: Authorizer::new() })
     }
 
     /// The number of policies in the snapshot.
@@ -269,17 +222,13 @@ impl PolicyEngine {
     }
 
     fn try_evaluate(&self, request: &PolicyRequest) -> Result<Outcome, String> {
-        let uid = |r: &EntityRef| {
-            EntityUid::from_json(r.to_json()).map_err(|e| format!("invalid entity `{}`: {e}", r.id))
-        };
+        let uid =
+            |r: &EntityRef| EntityUid::from_json(r.to_json()).map_err(|e| format!("invalid entity `{}`: {e}", r.id));
         let principal = uid(&request.principal)?;
         let resource = uid(&request.resource)?;
         let action = uid(&EntityRef::new("Action", request.action.clone()))?;
-        let context = Context::from_json_value(
-            Value::Object(request.context.clone()),
-            Some((&self.schema, &action)),
-        )
-        .map_err(|e| format!("invalid context: {e}"))?;
+        let context = Context::from_json_value(Value::Object(request.context.clone()), Some((&self.schema, &action)))
+            .map_err(|e| format!("invalid context: {e}"))?;
         let entities = Entities::from_json_value(
             Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
             Some(&self.schema),
@@ -287,43 +236,26 @@ impl PolicyEngine {
         .map_err(|e| format!("invalid entities: {e}"))?;
         let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("invalid request: {e}"))?;
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &self.policies, &entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| e.to_string())
-            .collect();
+        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let determining = response
             .diagnostics()
             .reason()
             .map(|id| DeterminingPolicy {
                 id: id.to_string(),
-                reason: self
-                    .reasons
-                    .get(AsRef::<str>::as_ref(id))
-                    .filter(|r| !r.is_empty())
-                    .cloned(),
+                reason: self.reasons.get(AsRef::<str>::as_ref(id)).filter(|r| !r.is_empty()).cloned(),
             })
             .collect();
         let decision = match response.decision() {
             cedar_policy::Decision::Allow if errors.is_empty() => Decision::Allow,
             _ => Decision::Deny,
         };
-        Ok(Outcome {
-            decision,
-            determining,
-            errors,
-        })
+        Ok(Outcome { decision, determining, errors })
     }
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })
 }
 
 #[cfg(test)]

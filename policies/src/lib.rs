@@ -8,8 +8,5 @@
 mod engine;
 mod scenario;
 
-pub use engine::{
-    Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome, PolicyEngine,
-    PolicyRequest,
-};
+pub use engine::{Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome, PolicyEngine, PolicyRequest};
 pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir};

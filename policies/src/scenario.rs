@@ -68,10 +68,8 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
     let mut report = ScenarioReport::default();
     for file in files {
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| ScenarioError::Read {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ScenarioError::Read { path: name.clone(), message: e.to_string() })?;
         let scenario: ScenarioFile = match serde_json::from_str(&text) {
             Ok(s) => s,
             Err(e) => {
@@ -79,15 +77,12 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
                 continue;
             }
         };
-        let label = if scenario.description.is_empty() { name.clone() } else { format!("{name} ({})", scenario.description) };
+        let label =
+            if scenario.description.is_empty() { name.clone() } else { format!("{name} ({})", scenario.description) };
         let entities: Vec<EntitySpec> = scenario
             .entities
             .into_iter()
-            .map(|e| EntitySpec {
-                uid: e.uid,
-                attrs: e.attrs,
-                parents: e.parents,
-            })
+            .map(|e| EntitySpec { uid: e.uid, attrs: e.attrs, parents: e.parents })
             .collect();
         for req in scenario.requests {
             let outcome = engine.evaluate(&PolicyRequest {
@@ -116,9 +111,7 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
             if problems.is_empty() {
                 report.passed += 1;
             } else {
-                report
-                    .failures
-                    .push(format!("{label}: {}: {}", req.name, problems.join("; ")));
+                report.failures.push(format!("{label}: {}: {}", req.name, problems.join("; ")));
             }
         }
     }
@@ -126,10 +119,7 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScenarioError> {
-    let read_err = |e: std::io::Error| ScenarioError::Read {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
+    let read_err = |e: std::io::Error| ScenarioError::Read { path: dir.display().to_string(), message: e.to_string() };
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
         if path.is_dir() {

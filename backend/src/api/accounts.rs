@@ -71,11 +71,10 @@ async fn update_me(
         (Some(new), Some(current)) => {
             let stored = user.password_hash.clone().unwrap_or_default();
             let (current, new) = (current.clone(), new.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                password::verify(&current, &stored).then(|| password::hash(&new))
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let result =
+                tokio::task::spawn_blocking(move || password::verify(&current, &stored).then(|| password::hash(&new)))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
             match result {
                 None => return Err(ApiError::field("current_password", "is not correct")),
                 Some(hash) => Some(hash.map_err(|e| ApiError::Internal(e.to_string()))?),
@@ -89,8 +88,15 @@ async fn update_me(
     }
     if let Some(hash) = &new_hash {
         store::set_password(&mut tx, &user.id, hash).await?;
-        store::security_event(&mut tx, Some(&p.tenant.id), Some(&user.id), "user.password_changed", &p.client_ip, json!({}))
-            .await?;
+        store::security_event(
+            &mut tx,
+            Some(&p.tenant.id),
+            Some(&user.id),
+            "user.password_changed",
+            &p.client_ip,
+            json!({}),
+        )
+        .await?;
     }
     let updated = store::user_by_id(&mut tx, &user.id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
@@ -212,8 +218,15 @@ async fn revoke_session(
     if !store::revoke_session(&mut tx, &user.id, &id, "revoked_by_user").await? {
         return Err(ApiError::NotFound);
     }
-    store::security_event(&mut tx, Some(&p.tenant.id), Some(&user.id), "session.revoked", &p.client_ip, json!({"session": id}))
-        .await?;
+    store::security_event(
+        &mut tx,
+        Some(&p.tenant.id),
+        Some(&user.id),
+        "session.revoked",
+        &p.client_ip,
+        json!({"session": id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,7 +23,13 @@ const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
 pub fn routes(api: Api) -> Api {
     api.post("/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
         .get("/tenants/{tenant_id}/invitations", "Invitations of the tenant", Auth::Bearer, list)
-        .delete("/tenants/{tenant_id}/invitations/{invitation_id}", "Revoke a pending invitation", Auth::Bearer, 204, revoke)
+        .delete(
+            "/tenants/{tenant_id}/invitations/{invitation_id}",
+            "Revoke a pending invitation",
+            Auth::Bearer,
+            204,
+            revoke,
+        )
         .post("/invitations/accept", "Accept an invitation, creating the account when new", Auth::Public, 201, accept)
 }
 
@@ -116,9 +122,7 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     p.in_tenant(&tenant_id)?;
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
-    let invitation = store::invitation_by_id(&mut tx, &tenant_id, &invitation_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let invitation = store::invitation_by_id(&mut tx, &tenant_id, &invitation_id).await?.ok_or(ApiError::NotFound)?;
     let rank = ResolvedRole::load(&mut tx, &tenant_id, &invitation.role).await?.rank();
     authorize(&state, &p, Action::InvitationRevoke, Resource::Invitation { id: &invitation.id, rank }, None)?;
     if !store::revoke_invitation(&mut tx, &tenant_id, &invitation_id).await? {
@@ -137,9 +141,8 @@ struct Accept {
 }
 
 async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -> Result<Response, ApiError> {
-    let tenant_id = secrets::invitation_tenant(&body.token)
-        .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?
-        .to_owned();
+    let tenant_id =
+        secrets::invitation_tenant(&body.token).ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?.to_owned();
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
     let invitation = store::invitation_by_token(&mut tx, &tenant_id, &secrets::hash(&body.token))
         .await?

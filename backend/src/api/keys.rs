@@ -19,11 +19,23 @@ use crate::store::{self, NewApiKey, now};
 use crate::views;
 
 pub fn routes(api: Api) -> Api {
-    api.post("/tenants/{tenant_id}/api-keys", "Create an API key; the secret is shown once", Auth::Bearer, 201, create_key)
-        .get("/tenants/{tenant_id}/api-keys", "API keys of the tenant (never their secrets)", Auth::Bearer, list_keys)
-        .delete("/tenants/{tenant_id}/api-keys/{key_id}", "Revoke an API key", Auth::Bearer, 204, revoke_key)
-        .post("/tenants/{tenant_id}/service-accounts", "Create a service account with a role", Auth::Bearer, 201, create_account)
-        .get("/tenants/{tenant_id}/service-accounts", "Service accounts of the tenant", Auth::Bearer, list_accounts)
+    api.post(
+        "/tenants/{tenant_id}/api-keys",
+        "Create an API key; the secret is shown once",
+        Auth::Bearer,
+        201,
+        create_key,
+    )
+    .get("/tenants/{tenant_id}/api-keys", "API keys of the tenant (never their secrets)", Auth::Bearer, list_keys)
+    .delete("/tenants/{tenant_id}/api-keys/{key_id}", "Revoke an API key", Auth::Bearer, 204, revoke_key)
+    .post(
+        "/tenants/{tenant_id}/service-accounts",
+        "Create a service account with a role",
+        Auth::Bearer,
+        201,
+        create_account,
+    )
+    .get("/tenants/{tenant_id}/service-accounts", "Service accounts of the tenant", Auth::Bearer, list_accounts)
 }
 
 #[derive(Deserialize)]
@@ -44,12 +56,7 @@ async fn create_key(
     p.in_tenant(&tenant_id)?;
     let mut checks = Checks::default();
     checks.check("name", validate::name(&body.name));
-    let unknown: Vec<&str> = body
-        .scopes
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !SCOPES.contains(s))
-        .collect();
+    let unknown: Vec<&str> = body.scopes.iter().map(String::as_str).filter(|s| !SCOPES.contains(s)).collect();
     if body.scopes.is_empty() || !unknown.is_empty() {
         checks.check("scopes", Err(format!("must be a non-empty list of: {}", SCOPES.join(", "))));
     }
@@ -148,7 +155,13 @@ async fn revoke_key(
         (None, None) => return Err(ApiError::Internal("api key without owner".into())),
     };
     let scopes = key.scopes()?;
-    authorize(&state, &p, Action::ApiKeyRevoke, Resource::ApiKey { id: &key.id, owner, scopes: &scopes, rank: 0 }, None)?;
+    authorize(
+        &state,
+        &p,
+        Action::ApiKeyRevoke,
+        Resource::ApiKey { id: &key.id, owner, scopes: &scopes, rank: 0 },
+        None,
+    )?;
     if !store::revoke_api_key(&mut tx, &tenant_id, &key_id).await? {
         return Err(ApiError::Conflict("API key is already revoked".into()));
     }
@@ -188,7 +201,8 @@ async fn create_account(
         return Err(ApiError::field("role", format!("`{}` is not a role of this tenant", body.role)));
     }
     authorize(&state, &p, Action::ServiceAccountCreate, Resource::Tenant(&p.tenant), Some(role.rank()))?;
-    let account = match store::insert_service_account(&mut tx, &tenant_id, &body.name, &role.name, &p.actor_id()).await {
+    let account = match store::insert_service_account(&mut tx, &tenant_id, &body.name, &role.name, &p.actor_id()).await
+    {
         Ok(a) => a,
         Err(e) if e.is_unique_violation() => {
             return Err(ApiError::Conflict(format!("service account `{}` already exists", body.name)));

@@ -20,11 +20,22 @@ use crate::store::{self, Tx};
 use crate::views;
 
 pub fn routes(api: Api) -> Api {
-    api.get("/tenants/{tenant_id}/members", "Members, searchable by email or name, paginated by cursor", Auth::Bearer, list)
-        .patch("/tenants/{tenant_id}/members/{user_id}", "Change a member's role", Auth::Bearer, change_role)
-        .delete("/tenants/{tenant_id}/members/{user_id}", "Remove a member", Auth::Bearer, 204, remove)
-        .get("/tenants/{tenant_id}/roles", "Built-in and custom roles", Auth::Bearer, list_roles)
-        .post("/tenants/{tenant_id}/roles", "Create a custom role extending a built-in one", Auth::Bearer, 201, create_role)
+    api.get(
+        "/tenants/{tenant_id}/members",
+        "Members, searchable by email or name, paginated by cursor",
+        Auth::Bearer,
+        list,
+    )
+    .patch("/tenants/{tenant_id}/members/{user_id}", "Change a member's role", Auth::Bearer, change_role)
+    .delete("/tenants/{tenant_id}/members/{user_id}", "Remove a member", Auth::Bearer, 204, remove)
+    .get("/tenants/{tenant_id}/roles", "Built-in and custom roles", Auth::Bearer, list_roles)
+    .post(
+        "/tenants/{tenant_id}/roles",
+        "Create a custom role extending a built-in one",
+        Auth::Bearer,
+        201,
+        create_role,
+    )
 }
 
 #[derive(Deserialize)]
@@ -167,10 +178,8 @@ async fn list_roles(
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
     let custom = store::roles(&mut tx, &tenant_id).await?;
     tx.commit().await?;
-    let builtin: Vec<Value> = Builtin::ALL
-        .iter()
-        .map(|r| json!({"name": r.name(), "builtin": true, "rank": r.rank()}))
-        .collect();
+    let builtin: Vec<Value> =
+        Builtin::ALL.iter().map(|r| json!({"name": r.name(), "builtin": true, "rank": r.rank()})).collect();
     let custom: Vec<Value> = custom.iter().map(views::role).collect();
     Ok(ApiJson(json!({"builtin": builtin, "custom": custom})))
 }
@@ -207,7 +216,8 @@ async fn create_role(
     let rank = base.map_or(0, Builtin::rank);
     authorize(&state, &p, Action::RoleCreate, Resource::Tenant(&p.tenant), Some(rank))?;
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
-    let role = match store::insert_role(&mut tx, &tenant_id, &body.name, &body.base_role, body.description.trim()).await {
+    let role = match store::insert_role(&mut tx, &tenant_id, &body.name, &body.base_role, body.description.trim()).await
+    {
         Ok(role) => role,
         Err(e) if e.is_unique_violation() => {
             return Err(ApiError::Conflict(format!("role `{}` already exists", body.name)));

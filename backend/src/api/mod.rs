@@ -46,11 +46,7 @@ pub struct Api {
 
 impl Api {
     fn new() -> Self {
-        Self {
-            router: Router::new(),
-            operations: Vec::new(),
-            tag: "",
-        }
+        Self { router: Router::new(), operations: Vec::new(), tag: "" }
     }
 
     fn tag(mut self, tag: &'static str) -> Self {
@@ -80,18 +76,17 @@ impl Api {
             _ => MethodFilter::DELETE,
         };
         self.router = self.router.route(path, on(filter, handler));
-        self.operations.push(Operation {
-            method,
-            path,
-            tag: self.tag,
-            summary,
-            auth,
-            success,
-        });
+        self.operations.push(Operation { method, path, tag: self.tag, summary, auth, success });
         self
     }
 
-    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, summary: &'static str, auth: Auth, h: H) -> Self {
+    fn get<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        summary: &'static str,
+        auth: Auth,
+        h: H,
+    ) -> Self {
         self.op("get", path, summary, auth, 200, h)
     }
 
@@ -106,7 +101,13 @@ impl Api {
         self.op("post", path, summary, auth, success, h)
     }
 
-    fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, summary: &'static str, auth: Auth, h: H) -> Self {
+    fn patch<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        summary: &'static str,
+        auth: Auth,
+        h: H,
+    ) -> Self {
         self.op("patch", path, summary, auth, 200, h)
     }
 
@@ -182,8 +183,7 @@ pub fn router() -> Router<AppState> {
     let api = invitations::routes(api.tag("invitations"));
     let api = keys::routes(api.tag("keys"));
     let document = api.openapi();
-    api.router
-        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
+    api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }
 
 #[cfg(test)]

@@ -59,11 +59,8 @@ async fn verify_password(pw: String, hash: String) -> Result<bool, ApiError> {
 async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody>) -> Result<Response, ApiError> {
     let email = validate::normalize_email(&body.email);
     let name = body.name.trim().to_owned();
-    let tenant_name = body
-        .tenant_name
-        .as_deref()
-        .map(str::trim)
-        .map_or_else(|| format!("{name}'s workspace"), str::to_owned);
+    let tenant_name =
+        body.tenant_name.as_deref().map(str::trim).map_or_else(|| format!("{name}'s workspace"), str::to_owned);
     let mut checks = Checks::default();
     checks.check("email", validate::email(&email));
     checks.check("name", validate::name(&name));
@@ -106,13 +103,7 @@ struct LoginBody {
 }
 
 fn user_agent(headers: &HeaderMap) -> String {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .chars()
-        .take(256)
-        .collect()
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").chars().take(256).collect()
 }
 
 async fn login(
@@ -139,10 +130,7 @@ async fn login(
     tx.commit().await?;
     // Unknown emails and accounts without a password verify against a dummy
     // hash, so every failure costs the same time.
-    let stored = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| state.dummy_hash.to_string());
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| state.dummy_hash.to_string());
     let verified = verify_password(body.password, stored).await?;
     let user = match user {
         Some(user) if verified && user.password_hash.is_some() => user,
@@ -185,8 +173,15 @@ async fn login(
         &secrets::hash(&refresh_token),
     )
     .await?;
-    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "login.succeeded", &ip, json!({"session": session_id}))
-        .await?;
+    store::security_event(
+        &mut tx,
+        Some(&tenant.id),
+        Some(&user.id),
+        "login.succeeded",
+        &ip,
+        json!({"session": session_id}),
+    )
+    .await?;
     tx.commit().await?;
     token_response(&state, &user.id, &tenant, &session_id, &role, refresh_token, StatusCode::OK)
 }
@@ -224,13 +219,8 @@ fn token_response(
     refresh_token: String,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    let (access_token, claims) = state.keys.issue(
-        user_id,
-        &tenant.id,
-        session_id,
-        vec![role.name.clone()],
-        vec!["pwd".to_owned()],
-    )?;
+    let (access_token, claims) =
+        state.keys.issue(user_id, &tenant.id, session_id, vec![role.name.clone()], vec!["pwd".to_owned()])?;
     let cookie = format!(
         "{REFRESH_COOKIE}={refresh_token}; HttpOnly;{} SameSite=Strict; Path=/api/v1/auth; Max-Age={}",
         if state.config.secure_cookies { " Secure;" } else { "" },
@@ -284,7 +274,12 @@ fn presented_refresh(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>
         .map(|(_, value)| value.to_owned()))
 }
 
-async fn refresh(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ip: ClientIp,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let token = presented_refresh(&headers, &body)?.ok_or(BAD_REFRESH)?;
     let hash = secrets::hash(&token);
     let mut tx = state.store.tx().await?;
@@ -332,12 +327,15 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp
     token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, StatusCode::OK)
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ip: ClientIp,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut tx = state.store.tx().await?;
     let session = if let Some(token) = presented_refresh(&headers, &body)? {
-        let (session_id, _) = store::refresh_by_hash(&mut tx, &secrets::hash(&token))
-            .await?
-            .ok_or(BAD_REFRESH)?;
+        let (session_id, _) = store::refresh_by_hash(&mut tx, &secrets::hash(&token)).await?.ok_or(BAD_REFRESH)?;
         store::session_by_id(&mut tx, &session_id).await?
     } else {
         let bearer = headers
@@ -345,10 +343,8 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp,
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized("a refresh token or an access token is required"))?;
-        let claims = state
-            .keys
-            .verify(bearer.trim())
-            .map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
+        let claims =
+            state.keys.verify(bearer.trim()).map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
         store::session_by_id(&mut tx, &claims.sid).await?
     };
     let session = session.ok_or(BAD_REFRESH)?;

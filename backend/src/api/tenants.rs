@@ -23,9 +23,21 @@ pub fn routes(api: Api) -> Api {
         .post("/tenants", "Create a tenant owned by the caller", Auth::Bearer, 201, create)
         .get("/tenants/{tenant_id}", "A tenant", Auth::Bearer, get)
         .patch("/tenants/{tenant_id}", "Rename a tenant or replace its settings", Auth::Bearer, update)
-        .delete("/tenants/{tenant_id}", "Request deletion (owner only): the tenant turns read-only", Auth::Bearer, 202, delete)
+        .delete(
+            "/tenants/{tenant_id}",
+            "Request deletion (owner only): the tenant turns read-only",
+            Auth::Bearer,
+            202,
+            delete,
+        )
         .post("/tenants/{tenant_id}/suspend", "Suspend a tenant (platform administrators)", Auth::Bearer, 200, suspend)
-        .post("/tenants/{tenant_id}/reactivate", "Reactivate a tenant (platform administrators)", Auth::Bearer, 200, reactivate)
+        .post(
+            "/tenants/{tenant_id}/reactivate",
+            "Reactivate a tenant (platform administrators)",
+            Auth::Bearer,
+            200,
+            reactivate,
+        )
 }
 
 async fn list(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {

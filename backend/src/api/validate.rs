@@ -11,10 +11,7 @@ pub struct Checks(Vec<FieldError>);
 impl Checks {
     pub fn check(&mut self, field: &str, result: Result<(), String>) {
         if let Err(message) = result {
-            self.0.push(FieldError {
-                field: field.to_owned(),
-                message,
-            });
+            self.0.push(FieldError { field: field.to_owned(), message });
         }
     }
 
@@ -68,11 +65,7 @@ pub fn slug(value: &str) -> Result<(), String> {
         && !value.starts_with('-')
         && !value.ends_with('-')
         && !value.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err("must be 3 to 40 characters of a-z, 0-9 and single inner dashes".into())
-    }
+    if ok { Ok(()) } else { Err("must be 3 to 40 characters of a-z, 0-9 and single inner dashes".into()) }
 }
 
 /// A slug derived from a name: lowercase ASCII letters and digits joined by
@@ -102,11 +95,7 @@ pub fn role_name(value: &str) -> Result<(), String> {
     let ok = (2..=40).contains(&value.len())
         && value.starts_with(|c: char| c.is_ascii_lowercase())
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be 2 to 40 characters of a-z, 0-9, - and _, starting with a letter".into())
-    }
+    if ok { Ok(()) } else { Err("must be 2 to 40 characters of a-z, 0-9, - and _, starting with a letter".into()) }
 }
 
 /// A page size: 1 to 100, 50 when absent.

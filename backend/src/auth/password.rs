@@ -11,17 +11,72 @@ pub const MAX_LENGTH: usize = 128;
 /// The most common passwords of at least the minimum length; a password equal
 /// to one of them (ignoring case) is refused.
 const COMMON: &[&str] = &[
-    "1234567890", "12345678910", "123456789a", "0123456789", "1111111111", "0000000000",
-    "1q2w3e4r5t", "qwertyuiop", "qwerty1234", "qwerty12345", "1qaz2wsx3edc", "password1",
-    "password12", "password123", "password1234", "passw0rd12", "iloveyou12", "abc1234567",
-    "abcdefghij", "letmein123", "welcome123", "welcome1234", "admin12345", "administrator",
-    "changeme123", "football123", "baseball123", "superman123", "sunshine123", "princess123",
-    "trustno1234", "monkey12345", "dragon12345", "master12345", "qazwsxedc123", "asdfghjkl1",
-    "zxcvbnm123", "1234qwerasdf", "p@ssw0rd123", "p@ssword123", "secret12345", "computer123",
-    "internet123", "starwars123", "whatever123", "chocolate1", "michael123", "jennifer123",
-    "1234567890a", "a1234567890", "aa12345678", "passwordpassword", "qwertyqwerty", "11111111111",
-    "987654321a", "9876543210", "summer2024", "winter2024", "spring2024", "autumn2024",
-    "summer2025", "winter2025", "summer2026", "winter2026", "company123", "tollgate123",
+    "1234567890",
+    "12345678910",
+    "123456789a",
+    "0123456789",
+    "1111111111",
+    "0000000000",
+    "1q2w3e4r5t",
+    "qwertyuiop",
+    "qwerty1234",
+    "qwerty12345",
+    "1qaz2wsx3edc",
+    "password1",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd12",
+    "iloveyou12",
+    "abc1234567",
+    "abcdefghij",
+    "letmein123",
+    "welcome123",
+    "welcome1234",
+    "admin12345",
+    "administrator",
+    "changeme123",
+    "football123",
+    "baseball123",
+    "superman123",
+    "sunshine123",
+    "princess123",
+    "trustno1234",
+    "monkey12345",
+    "dragon12345",
+    "master12345",
+    "qazwsxedc123",
+    "asdfghjkl1",
+    "zxcvbnm123",
+    "1234qwerasdf",
+    "p@ssw0rd123",
+    "p@ssword123",
+    "secret12345",
+    "computer123",
+    "internet123",
+    "starwars123",
+    "whatever123",
+    "chocolate1",
+    "michael123",
+    "jennifer123",
+    "1234567890a",
+    "a1234567890",
+    "aa12345678",
+    "passwordpassword",
+    "qwertyqwerty",
+    "11111111111",
+    "987654321a",
+    "9876543210",
+    "summer2024",
+    "winter2024",
+    "spring2024",
+    "autumn2024",
+    "summer2025",
+    "winter2025",
+    "summer2026",
+    "winter2026",
+    "company123",
+    "tollgate123",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,10 +119,7 @@ pub struct HashError;
 /// Hashes a password with argon2id and a random salt (PHC string format).
 pub fn hash(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| HashError)
+    hasher().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| HashError)
 }
 
 /// Verifies a password against a stored PHC hash; malformed hashes never match.

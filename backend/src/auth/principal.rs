@@ -18,11 +18,7 @@ use crate::store::{self, ApiKeyRow, Store, TenantRow, UserRow, now};
 #[derive(Debug, Clone)]
 pub enum Actor {
     /// A person with an access token for one of their sessions.
-    User {
-        user: UserRow,
-        session_id: String,
-        amr: Vec<String>,
-    },
+    User { user: UserRow, session_id: String, amr: Vec<String> },
     /// An API key, owned by a user or a service account of the tenant.
     ApiKey { key: ApiKeyRow, scopes: Vec<String> },
 }
@@ -47,8 +43,7 @@ impl Principal {
 
     /// The user behind the call, or 403 for API keys.
     pub fn require_user(&self) -> Result<&UserRow, ApiError> {
-        self.user()
-            .ok_or_else(|| ApiError::forbidden("this endpoint needs a person's access token, not an API key"))
+        self.user().ok_or_else(|| ApiError::forbidden("this endpoint needs a person's access token, not an API key"))
     }
 
     /// A stable id of the caller for logs and `created_by` columns.
@@ -62,11 +57,7 @@ impl Principal {
     /// Fails with 404 unless `tenant_id` is the tenant the caller acts in, so
     /// another tenant's ids look exactly like ids that do not exist.
     pub fn in_tenant(&self, tenant_id: &str) -> Result<(), ApiError> {
-        if self.tenant.id == tenant_id {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound)
-        }
+        if self.tenant.id == tenant_id { Ok(()) } else { Err(ApiError::NotFound) }
     }
 }
 
@@ -77,9 +68,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or(ApiError::Unauthorized("authentication required"))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("malformed authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized("malformed authorization header"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized("malformed authorization header"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::Unauthorized("authorization must be a bearer token"));
     }
@@ -87,10 +76,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 pub fn client_ip(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -113,19 +99,15 @@ fn check_tenant_state(tenant: &TenantRow, method: &Method) -> Result<(), ApiErro
     match tenant.status.as_str() {
         "active" => Ok(()),
         "pending_deletion" if method == Method::GET || method == Method::HEAD => Ok(()),
-        "pending_deletion" => Err(ApiError::forbidden(format!(
-            "tenant `{}` is pending deletion and read-only",
-            tenant.slug
-        ))),
+        "pending_deletion" => {
+            Err(ApiError::forbidden(format!("tenant `{}` is pending deletion and read-only", tenant.slug)))
+        }
         _ => Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug))),
     }
 }
 
 async fn from_access_token(state: &AppState, token: &str, ip: String) -> Result<Principal, ApiError> {
-    let claims = state
-        .keys
-        .verify(token)
-        .map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
+    let claims = state.keys.verify(token).map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
     let mut tx = state.store.tx().await?;
     let session = store::session_by_id(&mut tx, &claims.sid).await?;
     let live = session.as_ref().is_some_and(|s| {
@@ -134,21 +116,11 @@ async fn from_access_token(state: &AppState, token: &str, ip: String) -> Result<
     if !live {
         return Err(ApiError::Unauthorized("session is no longer valid"));
     }
-    let user = store::user_by_id(&mut tx, &claims.sub)
-        .await?
-        .ok_or(ApiError::Unauthorized("session is no longer valid"))?;
+    let user =
+        store::user_by_id(&mut tx, &claims.sub).await?.ok_or(ApiError::Unauthorized("session is no longer valid"))?;
     tx.commit().await?;
     let (tenant, role) = tenant_and_member_role(&state.store, &claims.tid, &user.id).await?;
-    Ok(Principal {
-        actor: Actor::User {
-            user,
-            session_id: claims.sid,
-            amr: claims.amr,
-        },
-        tenant,
-        role,
-        client_ip: ip,
-    })
+    Ok(Principal { actor: Actor::User { user, session_id: claims.sid, amr: claims.amr }, tenant, role, client_ip: ip })
 }
 
 async fn tenant_and_member_role(
@@ -157,9 +129,8 @@ async fn tenant_and_member_role(
     user_id: &str,
 ) -> Result<(TenantRow, ResolvedRole), ApiError> {
     let mut tx = store.tenant_tx(tenant_id).await?;
-    let tenant = store::tenant_by_id(&mut tx, tenant_id)
-        .await?
-        .ok_or(ApiError::Unauthorized("tenant no longer exists"))?;
+    let tenant =
+        store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::Unauthorized("tenant no longer exists"))?;
     let membership = store::membership(&mut tx, tenant_id, user_id)
         .await?
         .ok_or(ApiError::Unauthorized("membership was removed"))?;
@@ -184,15 +155,13 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
     }
     let scopes = key.scopes()?;
     let (tenant, role) = match (&key.owner_user_id, &key.owner_service_account_id) {
-        (Some(user_id), None) => tenant_and_member_role(&state.store, &key.tenant_id, user_id)
-            .await
-            .map_err(|_| INVALID_KEY)?,
+        (Some(user_id), None) => {
+            tenant_and_member_role(&state.store, &key.tenant_id, user_id).await.map_err(|_| INVALID_KEY)?
+        }
         (None, Some(sa_id)) => {
             let mut tx = state.store.tenant_tx(&key.tenant_id).await?;
             let tenant = store::tenant_by_id(&mut tx, &key.tenant_id).await?.ok_or(INVALID_KEY)?;
-            let account = store::service_account(&mut tx, &key.tenant_id, sa_id)
-                .await?
-                .ok_or(INVALID_KEY)?;
+            let account = store::service_account(&mut tx, &key.tenant_id, sa_id).await?.ok_or(INVALID_KEY)?;
             let role = ResolvedRole::load(&mut tx, &key.tenant_id, &account.role).await?;
             tx.commit().await?;
             (tenant, role)
@@ -204,10 +173,5 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
         store::touch_api_key(&mut tx, &key.tenant_id, &key.id).await?;
         tx.commit().await?;
     }
-    Ok(Principal {
-        actor: Actor::ApiKey { key, scopes },
-        tenant,
-        role,
-        client_ip: ip,
-    })
+    Ok(Principal { actor: Actor::ApiKey { key, scopes }, tenant, role, client_ip: ip })
 }

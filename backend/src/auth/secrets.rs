@@ -25,10 +25,7 @@ fn random_hex(n: usize) -> String {
 
 /// SHA-256 of a secret, hex: what the store keeps instead of the secret.
 pub fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `secret` hashes to `stored`, compared in constant time.

@@ -42,10 +42,7 @@ pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot access signing key file `{path}`: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("signing key `{0}` is unusable")]
     BadKey(String),
     #[error("no signing key with its private half in the data dir; run `tollgate keys rotate`")]
@@ -106,15 +103,13 @@ pub async fn rotate(store: &Store, key_dir: &Path) -> Result<String, KeyError> {
         move |source| KeyError::Io { path, source }
     };
     std::fs::create_dir_all(key_dir).map_err(io(key_dir))?;
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| KeyError::BadKey("new".into()))?;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::BadKey("new".into()))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::BadKey("new".into()))?;
     let kid = format!("k{}", uuid::Uuid::now_v7().simple());
     let path = key_path(key_dir, &kid);
     write_private(&path, pkcs8.as_ref()).map_err(io(&path))?;
     let mut tx = store.tx().await?;
-    store::add_signing_key(&mut tx, &kid, ALGORITHM, &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
-        .await?;
+    store::add_signing_key(&mut tx, &kid, ALGORITHM, &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(kid)
 }
@@ -140,10 +135,7 @@ impl KeyRing {
             key_dir,
             issuer,
             access_ttl,
-            snapshot: RwLock::new(Arc::new(Snapshot {
-                signing: None,
-                published: Vec::new(),
-            })),
+            snapshot: RwLock::new(Arc::new(Snapshot { signing: None, published: Vec::new() })),
         };
         ring.reload().await?;
         if ring.current().signing.is_none() {
@@ -187,19 +179,11 @@ impl KeyRing {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
-                        return Err(KeyError::Io {
-                            path: path.display().to_string(),
-                            source,
-                        });
+                        return Err(KeyError::Io { path: path.display().to_string(), source });
                     }
                 }
             }
-            published.push(PublishedKey {
-                kid: row.kid,
-                x: row.public_key,
-                decoding,
-                published_until,
-            });
+            published.push(PublishedKey { kid: row.kid, x: row.public_key, decoding, published_until });
         }
         let snapshot = Arc::new(Snapshot { signing, published });
         match self.snapshot.write() {

@@ -58,21 +58,17 @@ pub async fn insert_user(
 }
 
 pub async fn user_by_email(tx: &mut Tx, email: &str) -> Result<Option<UserRow>, StoreError> {
-    Ok(
-        sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1"))
+        .bind(email)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 pub async fn user_by_id(tx: &mut Tx, id: &str) -> Result<Option<UserRow>, StoreError> {
-    Ok(
-        sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 pub async fn update_user_name(tx: &mut Tx, id: &str, name: &str) -> Result<(), StoreError> {
@@ -106,22 +102,17 @@ pub async fn set_platform_admin(tx: &mut Tx, email: &str, admin: bool) -> Result
 }
 
 pub async fn settings(tx: &mut Tx, user_id: &str) -> Result<serde_json::Value, StoreError> {
-    let text: Option<String> =
-        sqlx::query_scalar("SELECT preferences FROM user_settings WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let text: Option<String> = sqlx::query_scalar("SELECT preferences FROM user_settings WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     match text {
         None => Ok(serde_json::json!({})),
         Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("user_settings")),
     }
 }
 
-pub async fn save_settings(
-    tx: &mut Tx,
-    user_id: &str,
-    preferences: &serde_json::Value,
-) -> Result<(), StoreError> {
+pub async fn save_settings(tx: &mut Tx, user_id: &str, preferences: &serde_json::Value) -> Result<(), StoreError> {
     let text = preferences.to_string();
     let t = now();
     let done = sqlx::query("UPDATE user_settings SET preferences = $1, updated_at = $2 WHERE user_id = $3")
@@ -170,12 +161,11 @@ impl LoginAttempts {
     /// towards a lock within `window` seconds.
     pub async fn throttle(tx: &mut Tx, email: &str, window: i64, lock_for: i64) -> Result<LoginThrottle, StoreError> {
         let t = now();
-        let last_lock: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(created_at) FROM login_attempts WHERE email = $1 AND outcome = 'locked'",
-        )
-        .bind(email)
-        .fetch_one(&mut **tx)
-        .await?;
+        let last_lock: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(created_at) FROM login_attempts WHERE email = $1 AND outcome = 'locked'")
+                .bind(email)
+                .fetch_one(&mut **tx)
+                .await?;
         if let Some(locked_at) = last_lock
             && locked_at + lock_for > t
         {
@@ -233,11 +223,7 @@ pub struct NewSession<'a> {
 }
 
 /// Creates a session (a refresh-token family) with its first refresh token.
-pub async fn insert_session(
-    tx: &mut Tx,
-    new: &NewSession<'_>,
-    refresh_hash: &str,
-) -> Result<String, StoreError> {
+pub async fn insert_session(tx: &mut Tx, new: &NewSession<'_>, refresh_hash: &str) -> Result<String, StoreError> {
     let id = new_id();
     let t = now();
     sqlx::query(
@@ -271,12 +257,10 @@ pub async fn insert_refresh(tx: &mut Tx, session_id: &str, hash: &str) -> Result
 
 /// The refresh token with `hash`: its session id and whether it was used.
 pub async fn refresh_by_hash(tx: &mut Tx, hash: &str) -> Result<Option<(String, Option<i64>)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 /// Marks a refresh token used; false when another request used it first.
@@ -290,12 +274,10 @@ pub async fn mark_refresh_used(tx: &mut Tx, hash: &str) -> Result<bool, StoreErr
 }
 
 pub async fn session_by_id(tx: &mut Tx, id: &str) -> Result<Option<SessionRow>, StoreError> {
-    Ok(
-        sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 pub async fn touch_session(tx: &mut Tx, id: &str, ip: &str) -> Result<(), StoreError> {
@@ -310,8 +292,12 @@ pub async fn touch_session(tx: &mut Tx, id: &str, ip: &str) -> Result<(), StoreE
 
 /// The user's live sessions, newest first.
 pub async fn sessions_of_user(tx: &mut Tx, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
-    Ok(sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-         ORDER BY created_at DESC, id DESC"))
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+         ORDER BY created_at DESC, id DESC"
+    ))
     .bind(user_id)
     .bind(now())
     .fetch_all(&mut **tx)

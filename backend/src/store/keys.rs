@@ -138,7 +138,11 @@ pub async fn insert_api_key(tx: &mut Tx, new: &NewApiKey<'_>) -> Result<ApiKeyRo
 }
 
 pub async fn api_keys(tx: &mut Tx, tenant_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
-    Ok(sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"))
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
     .bind(tenant_id)
     .fetch_all(&mut **tx)
     .await?)
@@ -171,12 +175,13 @@ pub async fn touch_api_key(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<(),
 }
 
 pub async fn revoke_api_key(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
-        .bind(now())
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -200,10 +205,7 @@ pub async fn signing_keys(tx: &mut Tx) -> Result<Vec<SigningKeyRow>, StoreError>
 /// Publishes a new signing key and retires every older one.
 pub async fn add_signing_key(tx: &mut Tx, kid: &str, algorithm: &str, public_key: &str) -> Result<(), StoreError> {
     let t = now();
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(t).execute(&mut **tx).await?;
     sqlx::query("INSERT INTO signing_keys (kid, algorithm, public_key, created_at) VALUES ($1, $2, $3, $4)")
         .bind(kid)
         .bind(algorithm)

@@ -157,11 +157,7 @@ impl Store {
 
     async fn set_local(&self, tx: &mut Tx, name: &str, value: &str) -> Result<(), StoreError> {
         if self.kind == DbKind::Postgres {
-            sqlx::query("SELECT set_config($1, $2, true)")
-                .bind(name)
-                .bind(value)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query("SELECT set_config($1, $2, true)").bind(name).bind(value).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -169,10 +165,7 @@ impl Store {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// A new random, time-ordered id.

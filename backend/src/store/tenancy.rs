@@ -60,21 +60,17 @@ pub async fn insert_tenant(tx: &mut Tx, name: &str, base_slug: &str) -> Result<T
 }
 
 pub async fn tenant_by_id(tx: &mut Tx, id: &str) -> Result<Option<TenantRow>, StoreError> {
-    Ok(
-        sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 pub async fn tenant_by_slug(tx: &mut Tx, slug: &str) -> Result<Option<TenantRow>, StoreError> {
-    Ok(
-        sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE slug = $1"))
-            .bind(slug)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE slug = $1"))
+        .bind(slug)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 pub async fn update_tenant(tx: &mut Tx, id: &str, name: &str, settings: &str) -> Result<(), StoreError> {
@@ -103,10 +99,7 @@ pub async fn set_tenant_status(tx: &mut Tx, id: &str, status: &str) -> Result<()
 /// lock for the rest of the transaction (a row lock on PostgreSQL, the
 /// database write lock on SQLite), so "last owner" checks cannot race.
 pub async fn lock_tenant(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE tenants SET updated_at = updated_at WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("UPDATE tenants SET updated_at = updated_at WHERE id = $1").bind(id).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -347,7 +340,11 @@ pub async fn insert_invitation(
 }
 
 pub async fn invitations(tx: &mut Tx, tenant_id: &str) -> Result<Vec<InvitationRow>, StoreError> {
-    Ok(sqlx::query_as(concat!("SELECT ", invitation_columns!(), " FROM invitations WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"))
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        invitation_columns!(),
+        " FROM invitations WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
     .bind(tenant_id)
     .fetch_all(&mut **tx)
     .await?)
@@ -355,14 +352,22 @@ pub async fn invitations(tx: &mut Tx, tenant_id: &str) -> Result<Vec<InvitationR
 
 pub async fn invitation_by_id(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<Option<InvitationRow>, StoreError> {
     Ok(sqlx::query_as(concat!("SELECT ", invitation_columns!(), " FROM invitations WHERE tenant_id = $1 AND id = $2"))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
-pub async fn invitation_by_token(tx: &mut Tx, tenant_id: &str, token_hash: &str) -> Result<Option<InvitationRow>, StoreError> {
-    Ok(sqlx::query_as(concat!("SELECT ", invitation_columns!(), " FROM invitations WHERE tenant_id = $1 AND token_hash = $2"))
+pub async fn invitation_by_token(
+    tx: &mut Tx,
+    tenant_id: &str,
+    token_hash: &str,
+) -> Result<Option<InvitationRow>, StoreError> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        invitation_columns!(),
+        " FROM invitations WHERE tenant_id = $1 AND token_hash = $2"
+    ))
     .bind(tenant_id)
     .bind(token_hash)
     .fetch_optional(&mut **tx)

@@ -62,10 +62,8 @@ async fn postgres_row_level_security_backs_tenant_checks() {
         }
         let (a, _) = tenant_with_owner(&db.store, "A", "alice@x.test").await;
         let (b, bob) = tenant_with_owner(&db.store, "B", "bob@x.test").await;
-        let unscoped: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships")
-            .fetch_one(db.store.pool())
-            .await
-            .unwrap();
+        let unscoped: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM memberships").fetch_one(db.store.pool()).await.unwrap();
         assert_eq!(unscoped, 0, "a query without the tenant set sees nothing");
         let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
         let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships").fetch_one(&mut *tx).await.unwrap();
@@ -75,10 +73,8 @@ async fn postgres_row_level_security_backs_tenant_checks() {
         let cross_write = insert_membership(&mut tx, &b.id, &bob.id, "viewer").await;
         assert!(cross_write.is_err(), "tenant A's transaction cannot write tenant B's rows");
         drop(tx);
-        let invitations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(db.store.pool())
-            .await
-            .unwrap();
+        let invitations: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(db.store.pool()).await.unwrap();
         assert_eq!(invitations, 0);
     }
 }

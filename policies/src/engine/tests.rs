@@ -69,8 +69,8 @@ fn policy_not_matching_schema_is_refused() {
 
 #[test]
 fn policy_without_id_is_refused() {
-    let err = PolicyEngine::from_sources(BUILTIN_SCHEMA, [("x.cedar", "permit(principal, action, resource);")])
-        .unwrap_err();
+    let err =
+        PolicyEngine::from_sources(BUILTIN_SCHEMA, [("x.cedar", "permit(principal, action, resource);")]).unwrap_err();
     assert!(matches!(err, LoadError::MissingId { .. }), "{err}");
 }
 

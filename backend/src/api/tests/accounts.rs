@@ -56,9 +56,8 @@ async fn profile_and_password_changes() {
         let new_pw = "a much better passphrase";
         let r = app.patch("/api/v1/me", &a.token, json!({"password": new_pw})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "needs the current password: {r:?}");
-        let r = app
-            .patch("/api/v1/me", &a.token, json!({"password": new_pw, "current_password": "wrong password!"}))
-            .await;
+        let r =
+            app.patch("/api/v1/me", &a.token, json!({"password": new_pw, "current_password": "wrong password!"})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         let r = app.patch("/api/v1/me", &a.token, json!({"password": new_pw, "current_password": PASSWORD})).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");

@@ -85,10 +85,9 @@ impl TestApp {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let req = match body {
-            Some(body) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
+            Some(body) => {
+                req.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap()
+            }
             None => req.body(Body::empty()).unwrap(),
         };
         self.request(req).await

@@ -14,15 +14,20 @@ async fn another_tenants_resources_are_not_found() {
         let b_member = app.member(&b, "bm@b.test", "member").await;
         let l = app.label();
         let r = app
-            .post(&format!("/api/v1/tenants/{}/api-keys", b.tenant_id), Some(&b.token), json!({"name": "b", "scopes": ["*"]}))
+            .post(
+                &format!("/api/v1/tenants/{}/api-keys", b.tenant_id),
+                Some(&b.token),
+                json!({"name": "b", "scopes": ["*"]}),
+            )
             .await;
         let b_key = r.body["api_key"]["id"].as_str().unwrap().to_owned();
         let b_key_secret = r.body["secret"].as_str().unwrap().to_owned();
         app.invite(&b, "pending@b.test", "viewer").await;
-        let b_inv = app.get(&format!("/api/v1/tenants/{}/invitations", b.tenant_id), &b.token).await.body["items"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let b_inv =
+            app.get(&format!("/api/v1/tenants/{}/invitations", b.tenant_id), &b.token).await.body["items"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
 
         let (ta, tb) = (&a.tenant_id, &b.tenant_id);
         let attempts = [
@@ -33,7 +38,11 @@ async fn another_tenants_resources_are_not_found() {
             ("PATCH", format!("/api/v1/tenants/{tb}/members/{}", b_member.user_id), Some(json!({"role": "viewer"}))),
             ("DELETE", format!("/api/v1/tenants/{tb}/members/{}", b_member.user_id), None),
             ("GET", format!("/api/v1/tenants/{tb}/invitations"), None),
-            ("POST", format!("/api/v1/tenants/{tb}/invitations"), Some(json!({"email": "spy@a.test", "role": "owner"}))),
+            (
+                "POST",
+                format!("/api/v1/tenants/{tb}/invitations"),
+                Some(json!({"email": "spy@a.test", "role": "owner"})),
+            ),
             ("DELETE", format!("/api/v1/tenants/{tb}/invitations/{b_inv}"), None),
             ("GET", format!("/api/v1/tenants/{tb}/api-keys"), None),
             ("POST", format!("/api/v1/tenants/{tb}/api-keys"), Some(json!({"name": "x", "scopes": ["*"]}))),

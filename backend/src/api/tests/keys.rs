@@ -66,7 +66,8 @@ async fn expired_keys_stop_working() {
     for app in apps().await {
         let owner = app.owner("exp@x.test", "Exp").await;
         let keys = format!("/api/v1/tenants/{}/api-keys", owner.tenant_id);
-        let r = app.post(&keys, Some(&owner.token), json!({"name": "short", "scopes": ["*"], "expires_in_days": 1})).await;
+        let r =
+            app.post(&keys, Some(&owner.token), json!({"name": "short", "scopes": ["*"], "expires_in_days": 1})).await;
         let secret = r.body["secret"].as_str().unwrap().to_owned();
         let members = format!("/api/v1/tenants/{}/members", owner.tenant_id);
         assert_eq!(app.get(&members, &secret).await.status, StatusCode::OK);
@@ -106,7 +107,11 @@ async fn members_own_keys_admins_manage_service_accounts() {
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: a member cannot mint a key for an admin-ranked account");
         let r = app
-            .post(&keys, Some(&owner.token), json!({"name": "sa", "scopes": ["members:read", "members:write"], "service_account_id": sa_id}))
+            .post(
+                &keys,
+                Some(&owner.token),
+                json!({"name": "sa", "scopes": ["members:read", "members:write"], "service_account_id": sa_id}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{l}: {r:?}");
         let sa_secret = r.body["secret"].as_str().unwrap().to_owned();
@@ -114,7 +119,11 @@ async fn members_own_keys_admins_manage_service_accounts() {
 
         // The service account acts with its admin role within its scopes.
         let r = app
-            .patch(&format!("/api/v1/tenants/{}/members/{}", owner.tenant_id, viewer.user_id), &sa_secret, json!({"role": "member"}))
+            .patch(
+                &format!("/api/v1/tenants/{}/members/{}", owner.tenant_id, viewer.user_id),
+                &sa_secret,
+                json!({"role": "member"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
 

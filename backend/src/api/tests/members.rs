@@ -47,8 +47,15 @@ async fn role_changes_respect_rank_and_the_last_owner() {
 
         let r = app.delete(&format!("{members}/{}", member.user_id), &admin.token).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
-        assert_eq!(app.get("/api/v1/me", &member.token).await.status, StatusCode::UNAUTHORIZED, "removed members lose access");
-        assert_eq!(app.delete(&format!("{members}/{}", member.user_id), &admin.token).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.get("/api/v1/me", &member.token).await.status,
+            StatusCode::UNAUTHORIZED,
+            "removed members lose access"
+        );
+        assert_eq!(
+            app.delete(&format!("{members}/{}", member.user_id), &admin.token).await.status,
+            StatusCode::NOT_FOUND
+        );
     }
 }
 
@@ -59,7 +66,9 @@ async fn members_search_and_cursor_pagination() {
         for i in 0..4 {
             let token = app.invite(&owner, &format!("user{i}@x.test"), "viewer").await;
             let name = if i == 2 { "Zelda Searchable" } else { "Someone" };
-            let r = app.post("/api/v1/invitations/accept", None, json!({"token": token, "name": name, "password": PASSWORD})).await;
+            let r = app
+                .post("/api/v1/invitations/accept", None, json!({"token": token, "name": name, "password": PASSWORD}))
+                .await;
             assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
         }
         let base = format!("/api/v1/tenants/{}/members", owner.tenant_id);
@@ -78,7 +87,8 @@ async fn members_search_and_cursor_pagination() {
         }
         assert_eq!(seen, ["aaa-owner@x.test", "user0@x.test", "user1@x.test", "user2@x.test", "user3@x.test"]);
         let r = app.get(&format!("{base}?q=zelda"), &owner.token).await;
-        let found: Vec<&str> = r.body["items"].as_array().unwrap().iter().map(|m| m["email"].as_str().unwrap()).collect();
+        let found: Vec<&str> =
+            r.body["items"].as_array().unwrap().iter().map(|m| m["email"].as_str().unwrap()).collect();
         assert_eq!(found, ["user2@x.test"]);
         let r = app.get(&format!("{base}?q=%25"), &owner.token).await;
         assert!(r.body["items"].as_array().unwrap().is_empty(), "LIKE wildcards are literal: {r:?}");
@@ -126,9 +136,14 @@ async fn invitations_are_single_use_expire_and_need_admins() {
         // Expiry.
         let token = app.invite(&owner, "late@x.test", "viewer").await;
         let mut tx = app.state.store.tenant_tx(&owner.tenant_id).await.unwrap();
-        sqlx::query("UPDATE invitations SET expires_at = 0 WHERE email = 'late@x.test'").execute(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE invitations SET expires_at = 0 WHERE email = 'late@x.test'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        let r = app.post("/api/v1/invitations/accept", None, json!({"token": token, "name": "L", "password": PASSWORD})).await;
+        let r = app
+            .post("/api/v1/invitations/accept", None, json!({"token": token, "name": "L", "password": PASSWORD}))
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}: expired");
 
         // Revocation.
@@ -138,7 +153,9 @@ async fn invitations_are_single_use_expire_and_need_admins() {
         assert_eq!(list.body["items"][0]["email"], "rev@x.test");
         assert!(list.body["items"][0].get("token").is_none());
         assert_eq!(app.delete(&format!("{path}/{id}"), &owner.token).await.status, StatusCode::NO_CONTENT);
-        let r = app.post("/api/v1/invitations/accept", None, json!({"token": token, "name": "R", "password": PASSWORD})).await;
+        let r = app
+            .post("/api/v1/invitations/accept", None, json!({"token": token, "name": "R", "password": PASSWORD}))
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert_eq!(app.delete(&format!("{path}/{id}"), &owner.token).await.status, StatusCode::CONFLICT);
     }

@@ -55,10 +55,26 @@ async fn signup_login_me() {
 async fn signup_rejects_bad_input_and_loses_nothing() {
     for app in apps().await {
         let cases = [
-            (json!({"email": "not-an-email", "password": PASSWORD, "name": "A"}), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-            (json!({"email": "a@b.test", "password": "short", "name": "A"}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-            (json!({"email": "a@b.test", "password": "Password123", "name": "A"}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-            (json!({"email": "a@b.test", "password": PASSWORD, "name": "  "}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
+            (
+                json!({"email": "not-an-email", "password": PASSWORD, "name": "A"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "email",
+            ),
+            (
+                json!({"email": "a@b.test", "password": "short", "name": "A"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password",
+            ),
+            (
+                json!({"email": "a@b.test", "password": "Password123", "name": "A"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password",
+            ),
+            (
+                json!({"email": "a@b.test", "password": PASSWORD, "name": "  "}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name",
+            ),
         ];
         for (body, status, field) in cases {
             let r = app.post("/api/v1/auth/signup", None, body).await;
@@ -66,7 +82,11 @@ async fn signup_rejects_bad_input_and_loses_nothing() {
             assert_eq!(r.body["errors"][0]["field"], field, "{r:?}");
         }
         let r = app
-            .post("/api/v1/auth/signup", None, json!({"email": "a@b.test", "password": PASSWORD, "name": "A", "platform_admin": true}))
+            .post(
+                "/api/v1/auth/signup",
+                None,
+                json!({"email": "a@b.test", "password": PASSWORD, "name": "A", "platform_admin": true}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "unknown fields are refused: {r:?}");
         assert!(r.body["detail"].as_str().unwrap().contains("platform_admin"));
@@ -86,7 +106,9 @@ async fn signup_rejects_bad_input_and_loses_nothing() {
 
         let ok = json!({"email": "a@b.test", "password": PASSWORD, "name": "A"});
         assert_eq!(app.post("/api/v1/auth/signup", None, ok.clone()).await.status, StatusCode::CREATED);
-        let dup = app.post("/api/v1/auth/signup", None, json!({"email": "A@B.test", "password": PASSWORD, "name": "B"})).await;
+        let dup = app
+            .post("/api/v1/auth/signup", None, json!({"email": "A@B.test", "password": PASSWORD, "name": "B"}))
+            .await;
         assert_eq!(dup.status, StatusCode::CONFLICT);
         // The first account is intact.
         assert_eq!(app.login("a@b.test", None).await.status, StatusCode::OK);
@@ -275,7 +297,8 @@ async fn bad_tokens_are_refused() {
         }
         let r = app.call(Method::GET, "/api/v1/me", None, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        let basic = Request::get("/api/v1/me").header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz").body(Body::empty()).unwrap();
+        let basic =
+            Request::get("/api/v1/me").header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz").body(Body::empty()).unwrap();
         assert_eq!(app.request(basic).await.status, StatusCode::UNAUTHORIZED);
         // The real token still works.
         assert_eq!(app.get("/api/v1/me", &owner.token).await.status, StatusCode::OK);

@@ -18,7 +18,8 @@ async fn create_list_get_update() {
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 
         let r = app.get("/api/v1/tenants", &a.token).await;
-        let slugs: Vec<&str> = r.body["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+        let slugs: Vec<&str> =
+            r.body["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
         assert_eq!(slugs, ["first", "second-co"]);
 
         // The token acts in the first tenant; the second needs a login there.
@@ -29,7 +30,11 @@ async fn create_list_get_update() {
         assert_eq!(r.body["tenant"]["role"], "owner");
 
         let r = app
-            .patch(&format!("/api/v1/tenants/{}", a.tenant_id), &a.token, json!({"name": "Renamed", "settings": {"color": "teal"}}))
+            .patch(
+                &format!("/api/v1/tenants/{}", a.tenant_id),
+                &a.token,
+                json!({"name": "Renamed", "settings": {"color": "teal"}}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert_eq!(r.body["tenant"]["settings"]["color"], "teal");
@@ -39,7 +44,8 @@ async fn create_list_get_update() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "status is not writable here");
 
         let viewer = app.member(&a, "v@x.test", "viewer").await;
-        let r = app.patch(&format!("/api/v1/tenants/{}", a.tenant_id), &viewer.token, json!({"name": "Mine now"})).await;
+        let r =
+            app.patch(&format!("/api/v1/tenants/{}", a.tenant_id), &viewer.token, json!({"name": "Mine now"})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
         assert!(r.body["decision_id"].is_string());
         assert_eq!(app.get(&format!("/api/v1/tenants/{}", a.tenant_id), &viewer.token).await.status, StatusCode::OK);

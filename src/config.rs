@@ -1,0 +1,237 @@
+//! Configuration: defaults, then a TOML file, then `TOLLGATE_*` environment
+//! variables, then command-line flags, validated once into [`Config`]. The
+//! file and environment shapes are separate from the validated struct.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The TOML file, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub log_format: Option<String>,
+    pub policies_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub access_ttl_secs: Option<i64>,
+    pub refresh_ttl_secs: Option<i64>,
+    pub invitation_ttl_secs: Option<i64>,
+    pub secure_cookies: Option<bool>,
+    pub key_reload_secs: Option<u64>,
+}
+
+/// Values given on the command line, which win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `sqlite:` or `postgres://`; never logged (it may hold a password).
+    pub database_url: String,
+    /// The public base URL, the issuer of our tokens; derived from the bound
+    /// address when not set.
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    pub policies_dir: Option<PathBuf>,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub invitation_ttl_secs: i64,
+    pub secure_cookies: bool,
+    pub key_reload_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {message}")]
+    Read { path: String, message: String },
+    #[error("invalid config file `{path}`: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid `{name}`: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, message: message.into() }
+}
+
+impl Config {
+    /// Loads and validates: `file` (when given), then the environment `env`
+    /// (a lookup, so tests need not touch the process environment), then `cli`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        cli: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let file_config = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        let pick = |cli: Option<String>, var: &str, file: Option<String>| cli.or_else(|| env(var)).or(file);
+        let parse_num = |name: &'static str, var: &str, file: Option<i64>| -> Result<Option<i64>, ConfigError> {
+            match env(var) {
+                Some(v) => v.parse().map(Some).map_err(|_| invalid(name, format!("`{v}` is not a number"))),
+                None => Ok(file),
+            }
+        };
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or_else(|| env("TOLLGATE_DATA_DIR").map(PathBuf::from))
+            .or(file_config.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let listen_text =
+            pick(cli.listen.clone(), "TOLLGATE_LISTEN", file_config.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{listen_text}` is not an address like 127.0.0.1:8080")))?;
+        let database_url = pick(cli.database_url.clone(), "TOLLGATE_DATABASE_URL", file_config.database_url)
+            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("tollgate.db").display()));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid("database_url", "must start with `sqlite:` or `postgres://`"));
+        }
+        let public_url = pick(None, "TOLLGATE_PUBLIC_URL", file_config.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("public_url", format!("`{url}` must start with http:// or https://")));
+        }
+        let log_format = match pick(None, "TOLLGATE_LOG_FORMAT", file_config.log_format).as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => return Err(invalid("log_format", format!("`{other}` is not `json` or `pretty`"))),
+        };
+        let policies_dir = env("TOLLGATE_POLICIES_DIR").map(PathBuf::from).or(file_config.policies_dir);
+        let auth = file_config.auth;
+        let access =
+            parse_num("auth.access_ttl_secs", "TOLLGATE_ACCESS_TTL_SECS", auth.access_ttl_secs)?.unwrap_or(900);
+        if !(60..=3600).contains(&access) {
+            return Err(invalid("auth.access_ttl_secs", "must be between 60 and 3600"));
+        }
+        let refresh = parse_num("auth.refresh_ttl_secs", "TOLLGATE_REFRESH_TTL_SECS", auth.refresh_ttl_secs)?
+            .unwrap_or(30 * 86_400);
+        if !(access..=365 * 86_400).contains(&refresh) {
+            return Err(invalid("auth.refresh_ttl_secs", "must be at least the access TTL and at most a year"));
+        }
+        let invitation =
+            parse_num("auth.invitation_ttl_secs", "TOLLGATE_INVITATION_TTL_SECS", auth.invitation_ttl_secs)?
+                .unwrap_or(7 * 86_400);
+        if !(3600..=30 * 86_400).contains(&invitation) {
+            return Err(invalid("auth.invitation_ttl_secs", "must be between an hour and 30 days"));
+        }
+        let secure_cookies = match env("TOLLGATE_SECURE_COOKIES").as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(invalid("auth.secure_cookies", format!("`{other}` is not true or false"))),
+            None => auth.secure_cookies.unwrap_or(true),
+        };
+        let key_reload =
+            parse_num("auth.key_reload_secs", "TOLLGATE_KEY_RELOAD_SECS", auth.key_reload_secs.map(|v| v as i64))?
+                .unwrap_or(30);
+        if !(1..=3600).contains(&key_reload) {
+            return Err(invalid("auth.key_reload_secs", "must be between 1 and 3600"));
+        }
+        Ok(Config {
+            data_dir,
+            listen,
+            database_url,
+            public_url,
+            log_format,
+            policies_dir,
+            access_ttl_secs: access,
+            refresh_ttl_secs: refresh,
+            invitation_ttl_secs: invitation,
+            secure_cookies,
+            key_reload_secs: key_reload as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_run_on_sqlite_under_data() {
+        let c = Config::load(None, env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite:./data/tollgate.db");
+        assert_eq!(c.access_ttl_secs, 900);
+    }
+
+    #[test]
+    fn layers_file_then_env_then_cli() {
+        let dir = std::env::temp_dir().join(format!("tg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tollgate.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/tg\"\n[auth]\naccess_ttl_secs = 600\n")
+            .unwrap();
+        let c = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!((c.listen.port(), c.access_ttl_secs), (9000, 600));
+        assert_eq!(c.database_url, "sqlite:/srv/tg/tollgate.db");
+        let env = env_of(&[("TOLLGATE_LISTEN", "127.0.0.1:9100"), ("TOLLGATE_DATABASE_URL", "postgres://u@h/db")]);
+        let c = Config::load(Some(&file), &env, &Overrides::default()).unwrap();
+        assert_eq!((c.listen.port(), c.database_url.as_str()), (9100, "postgres://u@h/db"));
+        let cli = Overrides { listen: Some("127.0.0.1:9200".into()), ..Overrides::default() };
+        assert_eq!(Config::load(Some(&file), &env, &cli).unwrap().listen.port(), 9200);
+        std::fs::write(&file, "lisen = \"typo\"\n").unwrap();
+        let err = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        for (var, value, name) in [
+            ("TOLLGATE_LISTEN", "localhost", "listen"),
+            ("TOLLGATE_DATABASE_URL", "mysql://x", "database_url"),
+            ("TOLLGATE_ACCESS_TTL_SECS", "5", "auth.access_ttl_secs"),
+            ("TOLLGATE_ACCESS_TTL_SECS", "soon", "auth.access_ttl_secs"),
+            ("TOLLGATE_PUBLIC_URL", "tollgate.example", "public_url"),
+            ("TOLLGATE_SECURE_COOKIES", "maybe", "auth.secure_cookies"),
+        ] {
+            let err = Config::load(None, env_of(&[(var, value)]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(&format!("`{name}`")), "{var}={value}: {err}");
+        }
+    }
+}

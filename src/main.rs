@@ -1,0 +1,304 @@
+//! The `tollgate` command: runs the services (`up`, `backend`), migrates the
+//! store, rotates signing keys, reads the mail outbox, manages platform
+//! administrators, and validates and tests policies.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tollgate_backend::store::{self, DbKind, Store};
+use tollgate_backend::{BackendConfig, auth};
+use tollgate_policies::{PolicyEngine, run_scenario_dir};
+
+use config::{Config, LogFormat, Overrides};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Tollgate: an authorization gateway and SaaS platform backend")]
+struct Cli {
+    /// A TOML config file (also `TOLLGATE_CONFIG`).
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct StoreArgs {
+    /// Where the SQLite file and signing keys live [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `sqlite:PATH` or `postgres://...` (also `TOLLGATE_DATABASE_URL`).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The public address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on one address, on embedded SQLite unless configured otherwise.
+    Up(ServeArgs),
+    /// Run the backend API alone.
+    Backend(ServeArgs),
+    /// Apply pending database migrations.
+    Migrate(StoreArgs),
+    /// Token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print queued mail (invitations), newest first.
+    Outbox {
+        /// Only mail to this address.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Grant or revoke platform administration (suspending tenants).
+    PlatformAdmin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Validate and test Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; older keys stay published until their tokens expire.
+    Rotate(StoreArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    Grant {
+        email: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    Revoke {
+        email: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check the schema and every policy file of a policies directory.
+    Validate {
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the scenario files under `<dir>/tests` against the policies of `<dir>`.
+    Test {
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(file: Option<&Path>, overrides: Overrides) -> Result<Config> {
+    Ok(Config::load(file, |k| std::env::var(k).ok(), &overrides)?)
+}
+
+fn store_overrides(args: &StoreArgs) -> Overrides {
+    Overrides { data_dir: args.data_dir.clone(), database_url: args.database_url.clone(), listen: None }
+}
+
+async fn open_store(config: &Config) -> Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
+    let store = Store::connect(&config.database_url).await.context("cannot open the database")?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Up(args) | Command::Backend(args) => {
+            let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
+            serve(load_config(file, overrides)?).await?;
+        }
+        Command::Migrate(args) => {
+            let config = load_config(file, store_overrides(&args))?;
+            open_store(&config).await?;
+            println!("migrations applied");
+        }
+        Command::Keys { command: KeysCommand::Rotate(args) } => {
+            let config = load_config(file, store_overrides(&args))?;
+            let store = open_store(&config).await?;
+            let kid = auth::tokens::rotate(&store, &config.data_dir.join("keys")).await?;
+            println!("new signing key `{kid}`; older keys stay published until their tokens expire");
+        }
+        Command::Outbox { to, limit, store: args } => {
+            let config = load_config(file, store_overrides(&args))?;
+            let store = open_store(&config).await?;
+            let mut tx = store.tx().await?;
+            let mails = store::outbox(&mut tx, to.as_deref(), limit.clamp(1, 1000)).await?;
+            tx.commit().await?;
+            for mail in mails {
+                println!("To: {}\nSubject: {}\n\n{}\n---", mail.recipient, mail.subject, mail.body);
+            }
+        }
+        Command::PlatformAdmin { command } => {
+            let (email, args, grant) = match command {
+                AdminCommand::Grant { email, store } => (email, store, true),
+                AdminCommand::Revoke { email, store } => (email, store, false),
+            };
+            let config = load_config(file, store_overrides(&args))?;
+            let store = open_store(&config).await?;
+            let mut tx = store.tx().await?;
+            let email = email.trim().to_lowercase();
+            if !store::set_platform_admin(&mut tx, &email, grant).await? {
+                bail!("no account with email `{email}`");
+            }
+            tx.commit().await?;
+            println!(
+                "{} `{email}`",
+                if grant { "granted platform administration to" } else { "revoked platform administration from" }
+            );
+        }
+        Command::Policy { command } => return Ok(policy(command)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    match command {
+        PolicyCommand::Validate { dir } => match PolicyEngine::from_dir(&dir) {
+            Ok(engine) => {
+                println!("{} policies valid against the schema", engine.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PolicyCommand::Test { dir } => {
+            let engine = match PolicyEngine::from_dir(&dir) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match run_scenario_dir(&engine, &dir.join("tests")) {
+                Ok(report) => {
+                    for failure in &report.failures {
+                        println!("FAIL {failure}");
+                    }
+                    println!("{} passed, {} failed", report.passed, report.failures.len());
+                    if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    init_logging(config.log_format);
+    let engine = match &config.policies_dir {
+        Some(dir) => PolicyEngine::from_dir(dir),
+        None => PolicyEngine::builtin(),
+    }
+    .context("cannot load policies")?;
+    let store = open_store(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let base = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let mut backend = BackendConfig::new(config.data_dir.clone(), base.trim_end_matches('/').to_owned());
+    backend.access_ttl = config.access_ttl_secs;
+    backend.refresh_ttl = config.refresh_ttl_secs;
+    backend.invitation_ttl = config.invitation_ttl_secs;
+    backend.secure_cookies = config.secure_cookies;
+    let state = tollgate_backend::build_state(store.clone(), Arc::new(engine), backend).await?;
+    tollgate_backend::spawn_key_reload(Arc::clone(&state.keys), Duration::from_secs(config.key_reload_secs));
+    let database = match store.kind() {
+        DbKind::Sqlite => format!("embedded SQLite at {}", config.database_url.trim_start_matches("sqlite:")),
+        DbKind::Postgres => "PostgreSQL".to_owned(),
+    };
+    println!("Tollgate is up ({database}, data in {})", config.data_dir.display());
+    println!("  api      http://{bound}/api/v1");
+    println!("  openapi  http://{bound}/api/v1/openapi.json");
+    println!("  jwks     http://{bound}/.well-known/jwks.json");
+    println!("  health   http://{bound}/healthz");
+    tracing::info!(address = %bound, "backend listening");
+    tollgate_backend::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,167 @@
+//! The end-to-end harness: starts the real `tollgate` binary on a free
+//! loopback port with its own data dir, and drives it over HTTP and its CLI.
+//!
+//! The binary is `TOLLGATE_BIN` when set, else `tollgate` in the target
+//! directory of this test executable (`scripts/test.sh` builds it first).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The `tollgate` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TOLLGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/tollgate
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("tollgate{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_default();
+    assert!(
+        candidate.exists(),
+        "the tollgate binary is not at {}: run `cargo build --bin tollgate` first (scripts/test.sh does) or set TOLLGATE_BIN",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("tollgate-e2e-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// A running `tollgate up`, killed on drop.
+pub struct Tollgate {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Tollgate {
+    /// Starts `tollgate up` on port 0 in a new data dir.
+    pub fn start() -> Self {
+        Self::start_in(temp_dir("up"))
+    }
+
+    /// Starts `tollgate up` on port 0 in `data_dir` and waits for the line
+    /// announcing the API address.
+    pub fn start_in(data_dir: PathBuf) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `tollgate up` on port 0 in `data_dir` with extra environment.
+    pub fn start_with(data_dir: PathBuf, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("TOLLGATE_KEY_RELOAD_SECS", "1")
+            .env("TOLLGATE_LOG", "warn")
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .env_remove("TOLLGATE_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tollgate: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("api").map(str::trim) {
+                    let _ = tx.send(url.trim_end_matches("/api/v1").to_owned());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tollgate did not announce its address within 60s");
+            }
+        };
+        Self { child, base, data_dir, http: reqwest::Client::new() }
+    }
+
+    /// Runs a CLI command against this instance's data dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let output = Command::new(binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tollgate {args:?}: {e}"));
+        assert!(output.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request and returns the status and the JSON body (Null when empty).
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method: reqwest::Method = method.parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, body)
+    }
+
+    pub async fn signup_and_login(&self, email: &str, tenant_name: &str) -> Value {
+        let (status, body) = self
+            .send(
+                "POST",
+                "/api/v1/auth/signup",
+                None,
+                Some(json!({"email": email, "password": PASSWORD, "name": "Someone", "tenant_name": tenant_name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        self.login(email).await
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let (status, body) =
+            self.send("POST", "/api/v1/auth/login", None, Some(json!({"email": email, "password": PASSWORD}))).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Stops the process and waits for it.
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

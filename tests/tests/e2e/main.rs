@@ -1,0 +1,3 @@
+//! End-to-end tests against the real `tollgate` process, a module per area.
+
+mod identity;
