@@ -218,26 +218,8 @@ fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<Entit
             }
             uid
         }
-        Resource::Member { user_id, rank } => {
-            let uid = EntityRef::new("Member", *user_id);
-            out.push(
-                EntitySpec::new(uid.clone())
-                    .entity_attr("tenant", &tenant)
-                    .attr("role_rank", json!(rank))
-                    .parent(tenant),
-            );
-            uid
-        }
-        Resource::Invitation { id, rank } => {
-            let uid = EntityRef::new("Invitation", *id);
-            out.push(
-                EntitySpec::new(uid.clone())
-                    .entity_attr("tenant", &tenant)
-                    .attr("role_rank", json!(rank))
-                    .parent(tenant),
-            );
-            uid
-        }
+        Resource::Member { user_id, rank } => ranked_in_tenant(EntityRef::new("Member", *user_id), *rank, tenant, out),
+        Resource::Invitation { id, rank } => ranked_in_tenant(EntityRef::new("Invitation", *id), *rank, tenant, out),
         Resource::ApiKey { id, owner, scopes, rank } => {
             let uid = EntityRef::new("ApiKey", *id);
             let owner_ref = match owner {
@@ -271,6 +253,13 @@ fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<Entit
             uid
         }
     }
+}
+
+/// A resource of the tenant that carries the rank of a role (a membership,
+/// an invitation).
+fn ranked_in_tenant(uid: EntityRef, rank: i64, tenant: EntityRef, out: &mut Vec<EntitySpec>) -> EntityRef {
+    out.push(EntitySpec::new(uid.clone()).entity_attr("tenant", &tenant).attr("role_rank", json!(rank)).parent(tenant));
+    uid
 }
 
 /// Asks the engine whether `p` may do `action` to `resource`; `granted_rank`

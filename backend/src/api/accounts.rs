@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::Verb::{Delete, Get, Patch};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::password;
@@ -20,12 +21,12 @@ use crate::views;
 const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 
 pub fn routes(api: Api) -> Api {
-    api.get("/me", "The caller's account and membership", Auth::Bearer, me)
-        .patch("/me", "Change name or password", Auth::Bearer, update_me)
-        .get("/me/settings", "The caller's preferences", Auth::Bearer, settings)
-        .patch("/me/settings", "Merge-patch the caller's preferences", Auth::Bearer, update_settings)
-        .get("/me/sessions", "The caller's live sessions", Auth::Bearer, sessions)
-        .delete("/me/sessions/{id}", "Revoke one of the caller's sessions", Auth::Bearer, 204, revoke_session)
+    api.op(Get, "/me", "The caller's account and membership", Auth::Bearer, 200, me)
+        .op(Patch, "/me", "Change name or password", Auth::Bearer, 200, update_me)
+        .op(Get, "/me/settings", "The caller's preferences", Auth::Bearer, 200, settings)
+        .op(Patch, "/me/settings", "Merge-patch the caller's preferences", Auth::Bearer, 200, update_settings)
+        .op(Get, "/me/sessions", "The caller's live sessions", Auth::Bearer, 200, sessions)
+        .op(Delete, "/me/sessions/{id}", "Revoke one of the caller's sessions", Auth::Bearer, 204, revoke_session)
 }
 
 fn account_user<'a>(state: &AppState, p: &'a Principal, action: Action) -> Result<&'a store::UserRow, ApiError> {

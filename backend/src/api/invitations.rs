@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::Principal;
@@ -21,16 +22,24 @@ use crate::views;
 const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
 
 pub fn routes(api: Api) -> Api {
-    api.post("/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
-        .get("/tenants/{tenant_id}/invitations", "Invitations of the tenant", Auth::Bearer, list)
-        .delete(
+    api.op(Post, "/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
+        .op(Get, "/tenants/{tenant_id}/invitations", "Invitations of the tenant", Auth::Bearer, 200, list)
+        .op(
+            Delete,
             "/tenants/{tenant_id}/invitations/{invitation_id}",
             "Revoke a pending invitation",
             Auth::Bearer,
             204,
             revoke,
         )
-        .post("/invitations/accept", "Accept an invitation, creating the account when new", Auth::Public, 201, accept)
+        .op(
+            Post,
+            "/invitations/accept",
+            "Accept an invitation, creating the account when new",
+            Auth::Public,
+            201,
+            accept,
+        )
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
@@ -19,23 +20,39 @@ use crate::store::{self, NewApiKey, now};
 use crate::views;
 
 pub fn routes(api: Api) -> Api {
-    api.post(
+    api.op(
+        Post,
         "/tenants/{tenant_id}/api-keys",
         "Create an API key; the secret is shown once",
         Auth::Bearer,
         201,
         create_key,
     )
-    .get("/tenants/{tenant_id}/api-keys", "API keys of the tenant (never their secrets)", Auth::Bearer, list_keys)
-    .delete("/tenants/{tenant_id}/api-keys/{key_id}", "Revoke an API key", Auth::Bearer, 204, revoke_key)
-    .post(
+    .op(
+        Get,
+        "/tenants/{tenant_id}/api-keys",
+        "API keys of the tenant (never their secrets)",
+        Auth::Bearer,
+        200,
+        list_keys,
+    )
+    .op(Delete, "/tenants/{tenant_id}/api-keys/{key_id}", "Revoke an API key", Auth::Bearer, 204, revoke_key)
+    .op(
+        Post,
         "/tenants/{tenant_id}/service-accounts",
         "Create a service account with a role",
         Auth::Bearer,
         201,
         create_account,
     )
-    .get("/tenants/{tenant_id}/service-accounts", "Service accounts of the tenant", Auth::Bearer, list_accounts)
+    .op(
+        Get,
+        "/tenants/{tenant_id}/service-accounts",
+        "Service accounts of the tenant",
+        Auth::Bearer,
+        200,
+        list_accounts,
+    )
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::Principal;
@@ -20,16 +21,19 @@ use crate::store::{self, Tx};
 use crate::views;
 
 pub fn routes(api: Api) -> Api {
-    api.get(
+    api.op(
+        Get,
         "/tenants/{tenant_id}/members",
         "Members, searchable by email or name, paginated by cursor",
         Auth::Bearer,
+        200,
         list,
     )
-    .patch("/tenants/{tenant_id}/members/{user_id}", "Change a member's role", Auth::Bearer, change_role)
-    .delete("/tenants/{tenant_id}/members/{user_id}", "Remove a member", Auth::Bearer, 204, remove)
-    .get("/tenants/{tenant_id}/roles", "Built-in and custom roles", Auth::Bearer, list_roles)
-    .post(
+    .op(Patch, "/tenants/{tenant_id}/members/{user_id}", "Change a member's role", Auth::Bearer, 200, change_role)
+    .op(Delete, "/tenants/{tenant_id}/members/{user_id}", "Remove a member", Auth::Bearer, 204, remove)
+    .op(Get, "/tenants/{tenant_id}/roles", "Built-in and custom roles", Auth::Bearer, 200, list_roles)
+    .op(
+        Post,
         "/tenants/{tenant_id}/roles",
         "Create a custom role extending a built-in one",
         Auth::Bearer,

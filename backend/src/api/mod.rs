@@ -27,9 +27,38 @@ pub enum Auth {
     Bearer,
 }
 
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Operation {
-    method: &'static str,
+    method: Verb,
     path: &'static str,
     tag: &'static str,
     summary: &'static str,
@@ -54,10 +83,11 @@ impl Api {
         self
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Registers `handler` for `method` (`get`, `post`, `patch`, `delete`)
+    /// on `path`, answering `success` when it succeeds.
     fn op<H, T>(
         mut self,
-        method: &'static str,
+        method: Verb,
         path: &'static str,
         summary: &'static str,
         auth: Auth,
@@ -68,58 +98,9 @@ impl Api {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let filter = match method {
-            "get" => MethodFilter::GET,
-            "post" => MethodFilter::POST,
-            "patch" => MethodFilter::PATCH,
-            "put" => MethodFilter::PUT,
-            _ => MethodFilter::DELETE,
-        };
-        self.router = self.router.route(path, on(filter, handler));
+        self.router = self.router.route(path, on(method.filter(), handler));
         self.operations.push(Operation { method, path, tag: self.tag, summary, auth, success });
         self
-    }
-
-    fn get<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &'static str,
-        summary: &'static str,
-        auth: Auth,
-        h: H,
-    ) -> Self {
-        self.op("get", path, summary, auth, 200, h)
-    }
-
-    fn post<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &'static str,
-        summary: &'static str,
-        auth: Auth,
-        success: u16,
-        h: H,
-    ) -> Self {
-        self.op("post", path, summary, auth, success, h)
-    }
-
-    fn patch<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &'static str,
-        summary: &'static str,
-        auth: Auth,
-        h: H,
-    ) -> Self {
-        self.op("patch", path, summary, auth, 200, h)
-    }
-
-    fn delete<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &'static str,
-        summary: &'static str,
-        auth: Auth,
-        success: u16,
-        h: H,
-    ) -> Self {
-        self.op("delete", path, summary, auth, success, h)
     }
 
     /// The OpenAPI 3.1 document of the registered operations.
@@ -140,7 +121,7 @@ impl Api {
                        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}),
             );
             let mut operation = json!({
-                "operationId": format!("{}_{}", op.method, op.path.replace(['/', '{', '}', '-', '.'], "_").trim_matches('_')),
+                "operationId": format!("{}_{}", op.method.name(), op.path.replace(['/', '{', '}', '-', '.'], "_").trim_matches('_')),
                 "summary": op.summary,
                 "tags": [op.tag],
                 "parameters": params,
@@ -149,11 +130,11 @@ impl Api {
             if op.auth == Auth::Bearer {
                 operation["security"] = json!([{"bearer": []}]);
             }
-            if matches!(op.method, "post" | "patch" | "put") {
+            if matches!(op.method, Verb::Post | Verb::Patch) {
                 operation["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object"}}}});
             }
             let entry = paths.entry(format!("/api/v1{}", op.path)).or_insert_with(|| json!({}));
-            entry[op.method] = operation;
+            entry[op.method.name()] = operation;
         }
         json!({
             "openapi": "3.1.0",

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Verb::Post;
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::{password, secrets};
@@ -28,10 +29,10 @@ const BAD_LOGIN: ApiError = ApiError::Unauthorized("invalid email or password");
 const BAD_REFRESH: ApiError = ApiError::Unauthorized("invalid or expired refresh token");
 
 pub fn routes(api: Api) -> Api {
-    api.post("/auth/signup", "Create an account and its first tenant", Auth::Public, 201, signup)
-        .post("/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
-        .post("/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
-        .post("/auth/logout", "End the current session", Auth::Public, 204, logout)
+    api.op(Post, "/auth/signup", "Create an account and its first tenant", Auth::Public, 201, signup)
+        .op(Post, "/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
+        .op(Post, "/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
+        .op(Post, "/auth/logout", "End the current session", Auth::Public, 204, logout)
 }
 
 #[derive(Deserialize)]

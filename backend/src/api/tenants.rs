@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
@@ -19,19 +20,28 @@ use crate::views;
 const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 
 pub fn routes(api: Api) -> Api {
-    api.get("/tenants", "Tenants the caller belongs to", Auth::Bearer, list)
-        .post("/tenants", "Create a tenant owned by the caller", Auth::Bearer, 201, create)
-        .get("/tenants/{tenant_id}", "A tenant", Auth::Bearer, get)
-        .patch("/tenants/{tenant_id}", "Rename a tenant or replace its settings", Auth::Bearer, update)
-        .delete(
+    api.op(Get, "/tenants", "Tenants the caller belongs to", Auth::Bearer, 200, list)
+        .op(Post, "/tenants", "Create a tenant owned by the caller", Auth::Bearer, 201, create)
+        .op(Get, "/tenants/{tenant_id}", "A tenant", Auth::Bearer, 200, get)
+        .op(Patch, "/tenants/{tenant_id}", "Rename a tenant or replace its settings", Auth::Bearer, 200, update)
+        .op(
+            Delete,
             "/tenants/{tenant_id}",
             "Request deletion (owner only): the tenant turns read-only",
             Auth::Bearer,
             202,
             delete,
         )
-        .post("/tenants/{tenant_id}/suspend", "Suspend a tenant (platform administrators)", Auth::Bearer, 200, suspend)
-        .post(
+        .op(
+            Post,
+            "/tenants/{tenant_id}/suspend",
+            "Suspend a tenant (platform administrators)",
+            Auth::Bearer,
+            200,
+            suspend,
+        )
+        .op(
+            Post,
             "/tenants/{tenant_id}/reactivate",
             "Reactivate a tenant (platform administrators)",
             Auth::Bearer,
@@ -195,13 +205,7 @@ async fn suspend(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    let target = platform_target(&state, &p, &tenant_id).await?;
-    authorize(&state, &p, Action::TenantSuspend, Resource::Tenant(&target), None)?;
-    if target.status == "suspended" {
-        return Err(ApiError::Conflict("tenant is already suspended".into()));
-    }
-    let tenant = set_status(&state, &p, &tenant_id, "suspended", "tenant.suspended").await?;
-    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
+    change_lifecycle(&state, &p, &tenant_id, Action::TenantSuspend, "suspended", "tenant.suspended").await
 }
 
 async fn reactivate(
@@ -209,11 +213,23 @@ async fn reactivate(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    let target = platform_target(&state, &p, &tenant_id).await?;
-    authorize(&state, &p, Action::TenantReactivate, Resource::Tenant(&target), None)?;
-    if target.status == "active" {
-        return Err(ApiError::Conflict("tenant is already active".into()));
+    change_lifecycle(&state, &p, &tenant_id, Action::TenantReactivate, "active", "tenant.reactivated").await
+}
+
+/// A platform administrator's change of a tenant's lifecycle status.
+async fn change_lifecycle(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: &str,
+    action: Action,
+    status: &str,
+    event: &str,
+) -> Result<ApiJson<Value>, ApiError> {
+    let target = platform_target(state, p, tenant_id).await?;
+    authorize(state, p, action, Resource::Tenant(&target), None)?;
+    if target.status == status {
+        return Err(ApiError::Conflict(format!("tenant is already {status}")));
     }
-    let tenant = set_status(&state, &p, &tenant_id, "active", "tenant.reactivated").await?;
+    let tenant = set_status(state, p, tenant_id, status, event).await?;
     Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
 }
