@@ -165,3 +165,32 @@ impl Drop for Tollgate {
         let _ = self.child.wait();
     }
 }
+
+/// A new, empty PostgreSQL database on the test server named by
+/// `TOLLGATE_TEST_DATABASE_URL`, as a URL; `None` without a server (which
+/// fails instead in CI).
+pub async fn postgres_database() -> Option<String> {
+    let admin_url = match std::env::var("TOLLGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL tests: set TOLLGATE_TEST_DATABASE_URL"
+            );
+            return None;
+        }
+    };
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the PostgreSQL test server: {e}"));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("tg_e2e_{}_{nanos}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the e2e database: {e}"));
+    let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
+    Some(format!("{base}/{name}"))
+}

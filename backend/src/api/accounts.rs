@@ -23,8 +23,10 @@ const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 pub fn routes(api: Api) -> Api {
     api.op(Get, "/me", "The caller's account and membership", Auth::Bearer, 200, me)
         .op(Patch, "/me", "Change name or password", Auth::Bearer, 200, update_me)
+        .body::<UpdateMe>()
         .op(Get, "/me/settings", "The caller's preferences", Auth::Bearer, 200, settings)
         .op(Patch, "/me/settings", "Merge-patch the caller's preferences", Auth::Bearer, 200, update_settings)
+        .body::<SettingsPatch>()
         .op(Get, "/me/sessions", "The caller's live sessions", Auth::Bearer, 200, sessions)
         .op(Delete, "/me/sessions/{id}", "Revoke one of the caller's sessions", Auth::Bearer, 204, revoke_session)
 }
@@ -43,7 +45,7 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMe {
     name: Option<String>,
@@ -89,6 +91,12 @@ async fn update_me(
     }
     if let Some(hash) = &new_hash {
         store::set_password(&mut tx, &user.id, hash).await?;
+        // A new password ends every other session: whoever knew the old one is out.
+        let current = match &p.actor {
+            Actor::User { session_id, .. } => Some(session_id.as_str()),
+            Actor::ApiKey { .. } => None,
+        };
+        store::revoke_other_sessions(&mut tx, &user.id, current, "password_changed").await?;
         store::security_event(
             &mut tx,
             Some(&p.tenant.id),
@@ -172,7 +180,7 @@ async fn settings(State(state): State<AppState>, p: Principal) -> Result<ApiJson
     Ok(ApiJson(settings_view(&stored)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsPatch {
     preferences: Value,

@@ -23,6 +23,7 @@ const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
 
 pub fn routes(api: Api) -> Api {
     api.op(Post, "/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
+        .body::<CreateInvitation>()
         .op(Get, "/tenants/{tenant_id}/invitations", "Invitations of the tenant", Auth::Bearer, 200, list)
         .op(
             Delete,
@@ -40,9 +41,10 @@ pub fn routes(api: Api) -> Api {
             201,
             accept,
         )
+        .body::<Accept>()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateInvitation {
     email: String,
@@ -141,7 +143,7 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Accept {
     token: String,

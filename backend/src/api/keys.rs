@@ -28,6 +28,7 @@ pub fn routes(api: Api) -> Api {
         201,
         create_key,
     )
+    .body::<CreateKey>()
     .op(
         Get,
         "/tenants/{tenant_id}/api-keys",
@@ -45,6 +46,7 @@ pub fn routes(api: Api) -> Api {
         201,
         create_account,
     )
+    .body::<CreateAccount>()
     .op(
         Get,
         "/tenants/{tenant_id}/service-accounts",
@@ -55,7 +57,7 @@ pub fn routes(api: Api) -> Api {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: String,
@@ -195,7 +197,7 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
     name: String,

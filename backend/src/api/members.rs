@@ -30,6 +30,7 @@ pub fn routes(api: Api) -> Api {
         list,
     )
     .op(Patch, "/tenants/{tenant_id}/members/{user_id}", "Change a member's role", Auth::Bearer, 200, change_role)
+    .body::<ChangeRole>()
     .op(Delete, "/tenants/{tenant_id}/members/{user_id}", "Remove a member", Auth::Bearer, 204, remove)
     .op(Get, "/tenants/{tenant_id}/roles", "Built-in and custom roles", Auth::Bearer, 200, list_roles)
     .op(
@@ -40,6 +41,7 @@ pub fn routes(api: Api) -> Api {
         201,
         create_role,
     )
+    .body::<CreateRole>()
 }
 
 #[derive(Deserialize)]
@@ -95,7 +97,7 @@ async fn existing_role(tx: &mut Tx, tenant_id: &str, name: &str) -> Result<Resol
     Ok(role)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeRole {
     role: String,
@@ -188,7 +190,7 @@ async fn list_roles(
     Ok(ApiJson(json!({"builtin": builtin, "custom": custom})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRole {
     name: String,

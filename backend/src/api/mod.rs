@@ -64,6 +64,7 @@ struct Operation {
     summary: &'static str,
     auth: Auth,
     success: u16,
+    body: Option<Value>,
 }
 
 /// Routes being registered, with their descriptions.
@@ -99,7 +100,16 @@ impl Api {
         T: 'static,
     {
         self.router = self.router.route(path, on(method.filter(), handler));
-        self.operations.push(Operation { method, path, tag: self.tag, summary, auth, success });
+        self.operations.push(Operation { method, path, tag: self.tag, summary, auth, success, body: None });
+        self
+    }
+
+    /// Declares the JSON body of the operation registered last, for the
+    /// OpenAPI document (the handler's extractor enforces it).
+    fn body<B: schemars::JsonSchema>(mut self) -> Self {
+        if let Some(op) = self.operations.last_mut() {
+            op.body = serde_json::to_value(schemars::schema_for!(B)).ok();
+        }
         self
     }
 
@@ -130,8 +140,9 @@ impl Api {
             if op.auth == Auth::Bearer {
                 operation["security"] = json!([{"bearer": []}]);
             }
-            if matches!(op.method, Verb::Post | Verb::Patch) {
-                operation["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+            if let Some(schema) = &op.body {
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"application/json": {"schema": schema}}});
             }
             let entry = paths.entry(format!("/api/v1{}", op.path)).or_insert_with(|| json!({}));
             entry[op.method.name()] = operation;

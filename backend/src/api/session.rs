@@ -30,12 +30,14 @@ const BAD_REFRESH: ApiError = ApiError::Unauthorized("invalid or expired refresh
 
 pub fn routes(api: Api) -> Api {
     api.op(Post, "/auth/signup", "Create an account and its first tenant", Auth::Public, 201, signup)
+        .body::<SignupBody>()
         .op(Post, "/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
+        .body::<LoginBody>()
         .op(Post, "/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
         .op(Post, "/auth/logout", "End the current session", Auth::Public, 204, logout)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupBody {
     email: String,
@@ -92,7 +94,7 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     Ok((StatusCode::CREATED, ApiJson(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,

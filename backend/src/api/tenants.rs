@@ -22,8 +22,10 @@ const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 pub fn routes(api: Api) -> Api {
     api.op(Get, "/tenants", "Tenants the caller belongs to", Auth::Bearer, 200, list)
         .op(Post, "/tenants", "Create a tenant owned by the caller", Auth::Bearer, 201, create)
+        .body::<CreateTenant>()
         .op(Get, "/tenants/{tenant_id}", "A tenant", Auth::Bearer, 200, get)
         .op(Patch, "/tenants/{tenant_id}", "Rename a tenant or replace its settings", Auth::Bearer, 200, update)
+        .body::<UpdateTenant>()
         .op(
             Delete,
             "/tenants/{tenant_id}",
@@ -67,7 +69,7 @@ async fn list(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Val
     Ok(ApiJson(json!({"items": items})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     name: String,
@@ -117,7 +119,7 @@ async fn get(
     Ok(ApiJson(json!({"tenant": views::tenant(&p.tenant, Some(&p.role.name))})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTenant {
     name: Option<String>,

@@ -103,6 +103,11 @@ pub async fn rotate(store: &Store, key_dir: &Path) -> Result<String, KeyError> {
         move |source| KeyError::Io { path, source }
     };
     std::fs::create_dir_all(key_dir).map_err(io(key_dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(key_dir, std::fs::Permissions::from_mode(0o700)).map_err(io(key_dir))?;
+    }
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::BadKey("new".into()))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::BadKey("new".into()))?;
     let kid = format!("k{}", uuid::Uuid::now_v7().simple());

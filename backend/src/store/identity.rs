@@ -318,6 +318,26 @@ pub async fn revoke_session(tx: &mut Tx, user_id: &str, id: &str, reason: &str) 
     Ok(done.rows_affected() == 1)
 }
 
+/// Revokes every live session of the user except `keep` (the caller's own).
+pub async fn revoke_other_sessions(
+    tx: &mut Tx,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
+    )
+    .bind(now())
+    .bind(reason)
+    .bind(user_id)
+    .bind(keep)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Queues a mail in the outbox.
 pub async fn enqueue_mail(
     tx: &mut Tx,

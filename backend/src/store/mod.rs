@@ -123,13 +123,23 @@ impl Store {
     /// A transaction outside any tenant: it reaches only tables without
     /// tenant data (users, sessions, tenants themselves, keys, outbox).
     pub async fn tx(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        self.begin().await
+    }
+
+    /// Begins a transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so two transactions that read then write wait for
+    /// each other under the busy timeout instead of one failing on upgrade.
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// A transaction bound to one tenant: on PostgreSQL row-level security
     /// then shows and accepts only that tenant's rows.
     pub async fn tenant_tx(&self, tenant_id: &str) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         self.set_local(&mut tx, "app.tenant_id", tenant_id).await?;
         Ok(tx)
     }
@@ -137,14 +147,14 @@ impl Store {
     /// A transaction that sees one user's memberships in every tenant (and
     /// nothing else of those tenants).
     pub async fn user_tx(&self, user_id: &str) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         self.set_local(&mut tx, "app.user_id", user_id).await?;
         Ok(tx)
     }
 
     /// A transaction that sees the one API key with `prefix`, whatever its tenant.
     pub async fn key_prefix_tx(&self, prefix: &str) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         self.set_local(&mut tx, "app.key_prefix", prefix).await?;
         Ok(tx)
     }

@@ -126,6 +126,38 @@ async fn data_survives_a_restart_and_platform_admin_is_granted_by_cli() {
     assert_eq!(status, 403, "{body}");
 }
 
+/// The binary on PostgreSQL: migrations, signing keys and the identity flows
+/// through row-level security, as the application's own (non-superuser) role.
+#[tokio::test]
+async fn runs_on_postgresql() {
+    let Some(url) = tollgate_tests::postgres_database().await else {
+        return;
+    };
+    let tg = Tollgate::start_with(temp_dir("pg"), &[("TOLLGATE_DATABASE_URL", url.as_str())]);
+    let login = tg.signup_and_login("pg@example.com", "On Postgres").await;
+    let token = login["access_token"].as_str().unwrap();
+    let tenant = login["tenant"]["id"].as_str().unwrap();
+    let (status, body) = tg
+        .send(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/invitations"),
+            Some(token),
+            Some(json!({"email": "colleague@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, members) = tg.send("GET", &format!("/api/v1/tenants/{tenant}/members"), Some(token), None).await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(members["items"][0]["email"], "pg@example.com");
+    let (status, ready) = tg.send("GET", "/readyz", None, None).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let other = tg.signup_and_login("other@example.com", "Other").await;
+    let (status, _) = tg
+        .send("GET", &format!("/api/v1/tenants/{tenant}/members"), Some(other["access_token"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(status, 404);
+}
+
 #[test]
 fn invalid_configuration_is_refused_with_a_clear_message() {
     let output = Command::new(binary())

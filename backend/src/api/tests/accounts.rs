@@ -53,6 +53,7 @@ async fn profile_and_password_changes() {
         let r = app.patch("/api/v1/me", &a.token, json!({"email": "x@y.test"})).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
+        let other_session = super::harness::account(&app.login("me@x.test", None).await);
         let new_pw = "a much better passphrase";
         let r = app.patch("/api/v1/me", &a.token, json!({"password": new_pw})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "needs the current password: {r:?}");
@@ -61,6 +62,9 @@ async fn profile_and_password_changes() {
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         let r = app.patch("/api/v1/me", &a.token, json!({"password": new_pw, "current_password": PASSWORD})).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(app.get("/api/v1/me", &a.token).await.status, StatusCode::OK, "the changing session stays");
+        let r = app.get("/api/v1/me", &other_session.token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "other sessions end with the old password");
         assert_eq!(app.login("me@x.test", None).await.status, StatusCode::UNAUTHORIZED);
         let r = app.post("/api/v1/auth/login", None, json!({"email": "me@x.test", "password": new_pw})).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -83,6 +87,11 @@ async fn system_endpoints_and_unknown_routes() {
             assert!(doc["paths"].get(path).is_some(), "{path} in the OpenAPI document");
         }
         assert_eq!(doc["paths"]["/api/v1/me"]["patch"]["security"][0]["bearer"], json!([]));
+        let signup =
+            &doc["paths"]["/api/v1/auth/signup"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(signup["additionalProperties"], false, "{signup}");
+        let required: Vec<&str> = signup["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(required, ["email", "password", "name"]);
         let r = app.call(Method::GET, "/api/v1/nothing-here", None, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         let r = app.call(Method::PUT, "/api/v1/auth/login", None, None).await;

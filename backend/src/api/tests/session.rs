@@ -180,6 +180,28 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     }
 }
 
+/// Two refreshes racing with the same token: at most one wins, and the
+/// loser is treated as reuse, which ends the family for both.
+#[tokio::test]
+async fn concurrent_refresh_with_one_token_cannot_fork_the_session() {
+    for app in apps().await {
+        let owner = app.owner("race@x.test", "Race").await;
+        let body = json!({"refresh_token": owner.refresh});
+        let (a, b) = tokio::join!(
+            app.post("/api/v1/auth/refresh", None, body.clone()),
+            app.post("/api/v1/auth/refresh", None, body.clone())
+        );
+        let winners: Vec<_> = [&a, &b].into_iter().filter(|r| r.status == StatusCode::OK).collect();
+        assert!(winners.len() <= 1, "{}: {a:?} / {b:?}", app.label());
+        for w in winners {
+            let token = w.body["refresh_token"].as_str().unwrap();
+            let r = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": token})).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}: the family was revoked", app.label());
+        }
+        assert_eq!(app.get("/api/v1/me", &owner.token).await.status, StatusCode::UNAUTHORIZED);
+    }
+}
+
 #[tokio::test]
 async fn logout_and_session_revocation_end_sessions() {
     for app in apps().await {
