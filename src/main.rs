@@ -4,6 +4,7 @@
 
 mod config;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,8 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use tollgate_backend::auth::tokens::KeyRing;
 use tollgate_backend::store::{self, DbKind, Store};
-use tollgate_backend::{BackendConfig, auth};
+use tollgate_backend::{AppState, BackendConfig, auth};
+use tollgate_gateway::config::GatewayConfig;
+use tollgate_gateway::identity::Identity;
+use tollgate_gateway::pipeline::Gateway;
 use tollgate_policies::{PolicyEngine, run_scenario_dir};
 
 use config::{Config, LogFormat, Overrides};
@@ -52,6 +57,14 @@ enum Command {
     Up(ServeArgs),
     /// Run the backend API alone.
     Backend(ServeArgs),
+    /// Run the gateway alone, routing as its config file says.
+    Gateway {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The gateway's routes and upstreams (TOML).
+        #[arg(long)]
+        routes: PathBuf,
+    },
     /// Apply pending database migrations.
     Migrate(StoreArgs),
     /// Token signing keys.
@@ -152,9 +165,17 @@ async fn open_store(config: &Config) -> Result<Store> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let file = cli.config.as_deref();
     match cli.command {
-        Command::Up(args) | Command::Backend(args) => {
+        Command::Up(args) => {
+            let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
+            up(load_config(file, overrides)?).await?;
+        }
+        Command::Backend(args) => {
             let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
             serve(load_config(file, overrides)?).await?;
+        }
+        Command::Gateway { serve: args, routes } => {
+            let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
+            gateway_alone(load_config(file, overrides)?, &routes).await?;
         }
         Command::Migrate(args) => {
             let config = load_config(file, store_overrides(&args))?;
@@ -247,38 +268,162 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
-    init_logging(config.log_format);
+fn load_engine(config: &Config) -> Result<Arc<PolicyEngine>> {
     let engine = match &config.policies_dir {
         Some(dir) => PolicyEngine::from_dir(dir),
         None => PolicyEngine::builtin(),
     }
     .context("cannot load policies")?;
+    Ok(Arc::new(engine))
+}
+
+/// The backend's state with the configured lifetimes, tokens issued by `issuer`.
+async fn backend_state(config: &Config, store: Store, engine: Arc<PolicyEngine>, issuer: &str) -> Result<AppState> {
+    let mut backend = BackendConfig::new(config.data_dir.clone(), issuer.trim_end_matches('/').to_owned());
+    backend.access_ttl = config.access_ttl_secs;
+    backend.refresh_ttl = config.refresh_ttl_secs;
+    backend.invitation_ttl = config.invitation_ttl_secs;
+    backend.secure_cookies = config.secure_cookies;
+    let state = tollgate_backend::build_state(store, engine, backend).await?;
+    tollgate_backend::spawn_key_reload(Arc::clone(&state.keys), Duration::from_secs(config.key_reload_secs));
+    Ok(state)
+}
+
+fn describe_store(config: &Config, store: &Store) -> String {
+    let database = match store.kind() {
+        DbKind::Sqlite => format!("embedded SQLite at {}", config.database_url.trim_start_matches("sqlite:")),
+        DbKind::Postgres => "PostgreSQL".to_owned(),
+    };
+    format!("{database}, data in {}", config.data_dir.display())
+}
+
+fn print_endpoints(public: SocketAddr) {
+    println!("  api      http://{public}/api/v1");
+    println!("  openapi  http://{public}/api/v1/openapi.json");
+    println!("  jwks     http://{public}/.well-known/jwks.json");
+    println!("  health   http://{public}/healthz");
+}
+
+/// The backend alone on the configured address.
+async fn serve(config: Config) -> Result<()> {
+    init_logging(config.log_format);
+    let engine = load_engine(&config)?;
     let store = open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    let base = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
-    let mut backend = BackendConfig::new(config.data_dir.clone(), base.trim_end_matches('/').to_owned());
-    backend.access_ttl = config.access_ttl_secs;
-    backend.refresh_ttl = config.refresh_ttl_secs;
-    backend.invitation_ttl = config.invitation_ttl_secs;
-    backend.secure_cookies = config.secure_cookies;
-    let state = tollgate_backend::build_state(store.clone(), Arc::new(engine), backend).await?;
-    tollgate_backend::spawn_key_reload(Arc::clone(&state.keys), Duration::from_secs(config.key_reload_secs));
-    let database = match store.kind() {
-        DbKind::Sqlite => format!("embedded SQLite at {}", config.database_url.trim_start_matches("sqlite:")),
-        DbKind::Postgres => "PostgreSQL".to_owned(),
-    };
-    println!("Tollgate is up ({database}, data in {})", config.data_dir.display());
-    println!("  api      http://{bound}/api/v1");
-    println!("  openapi  http://{bound}/api/v1/openapi.json");
-    println!("  jwks     http://{bound}/.well-known/jwks.json");
-    println!("  health   http://{bound}/healthz");
+    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let state = backend_state(&config, store.clone(), engine, &issuer).await?;
+    println!("Tollgate backend is up ({})", describe_store(&config, &store));
+    print_endpoints(bound);
     tracing::info!(address = %bound, "backend listening");
     tollgate_backend::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// An address for a listener that must be handed over as an address (the
+/// gateway's): the configured one, or a free loopback port for port 0.
+fn concrete_address(listen: SocketAddr) -> Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    Ok(probe.local_addr()?)
+}
+
+/// Waits (bounded) until `addr` accepts connections: the gateway binds in its
+/// own thread, and nothing is announced before it can be reached.
+async fn wait_listening(addr: SocketAddr) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the gateway did not start listening on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The gateway's routes in front of the platform's own backend.
+fn platform_routes(backend: SocketAddr) -> String {
+    let all = r#"{ GET = "platform.api", HEAD = "platform.api", POST = "platform.api", PUT = "platform.api", PATCH = "platform.api", DELETE = "platform.api", OPTIONS = "platform.api" }"#;
+    let read = r#"{ GET = "platform.api", HEAD = "platform.api" }"#;
+    let platform = r#"{ type = "Platform", id = "tollgate" }"#;
+    let mut out = format!("[upstreams.backend]\naddresses = [\"{backend}\"]\n");
+    for (name, path, methods) in [
+        ("platform-api", "/api/v1/{rest*}", all),
+        ("jwks", "/.well-known/jwks.json", read),
+        ("healthz", "/healthz", read),
+        ("readyz", "/readyz", read),
+    ] {
+        out.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"backend\"\nmethods = {methods}\nresource = {platform}\n"
+        ));
+    }
+    out
+}
+
+/// Everything on one address: the gateway on the public address in front of
+/// the backend on an internal loopback port.
+async fn up(config: Config) -> Result<()> {
+    init_logging(config.log_format);
+    let engine = load_engine(&config)?;
+    let store = open_store(&config).await?;
+    let public = concrete_address(config.listen)?;
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the backend's port")?;
+    let backend_addr = internal.local_addr()?;
+    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
+    let state = backend_state(&config, store.clone(), Arc::clone(&engine), &issuer).await?;
+    let gateway_config = GatewayConfig::from_toml(&platform_routes(backend_addr))?;
+    let gateway = Arc::new(Gateway {
+        config: gateway_config,
+        engine,
+        identity: Identity::new(Arc::clone(&state.keys), config.database_url.clone()),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
+    wait_listening(public).await?;
+    println!("Tollgate is up ({})", describe_store(&config, &store));
+    print_endpoints(public);
+    println!("  backend  http://{backend_addr} (internal, behind the gateway)");
+    tracing::info!(gateway = %public, backend = %backend_addr, "listening");
+    tollgate_backend::serve(internal, state, shutdown_signal()).await?;
+    let _ = stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The gateway alone, with the routes of `routes`, verifying tokens with the
+/// keys published in the store.
+async fn gateway_alone(config: Config, routes: &Path) -> Result<()> {
+    init_logging(config.log_format);
+    let engine = load_engine(&config)?;
+    let store = open_store(&config).await?;
+    let text = std::fs::read_to_string(routes).with_context(|| format!("cannot read `{}`", routes.display()))?;
+    let gateway_config = GatewayConfig::from_toml(&text)?;
+    let public = concrete_address(config.listen)?;
+    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
+    let keys =
+        Arc::new(KeyRing::open(store.clone(), config.data_dir.join("keys"), issuer, config.access_ttl_secs).await?);
+    tollgate_backend::spawn_key_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
+    let gateway = Arc::new(Gateway {
+        config: gateway_config,
+        engine,
+        identity: Identity::new(keys, config.database_url.clone()),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
+    wait_listening(public).await?;
+    println!("Tollgate gateway is up ({})", describe_store(&config, &store));
+    println!("  gateway  http://{public}");
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;
     Ok(())
 }
 

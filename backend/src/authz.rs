@@ -160,8 +160,9 @@ fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
     if role.custom { Some(custom_role_ref(&role.name)) } else { role.base.map(role_ref) }
 }
 
-/// The principal's entity and those it sits under.
-fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
+/// The principal's entity and those it sits under (shared with the gateway,
+/// so both build the same entities for the same caller).
+pub fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
     role_entities(&p.role, out);
     let tenant = tenant_ref(&p.tenant.id);
     out.push(EntitySpec::new(tenant.clone()).attr("status", json!(p.tenant.status)));

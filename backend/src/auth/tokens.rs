@@ -257,6 +257,23 @@ impl KeyRing {
         Ok((token, claims))
     }
 
+    /// Signs a JWT of type `typ` (never [`ACCESS_TOKEN_TYPE`], which only
+    /// [`KeyRing::issue`] signs) with the current key, e.g. the gateway's
+    /// identity assertions for upstreams.
+    pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
+        let snapshot = self.current();
+        let Some((kid, key)) = &snapshot.signing else {
+            return Err(KeyError::NoSigningKey);
+        };
+        if typ == ACCESS_TOKEN_TYPE {
+            return Err(KeyError::BadKey(kid.clone()));
+        }
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, key).map_err(|_| KeyError::BadKey(kid.clone()))
+    }
+
     /// Verifies one of our access tokens: EdDSA only, a `kid` we publish, our
     /// `typ`, issuer and audience, and the time claims.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {

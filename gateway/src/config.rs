@@ -1,0 +1,201 @@
+//! The gateway's configuration file: upstreams, routes and how the tenant of
+//! a request is found, validated into a [`RouteTable`] and upstream set.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::route::{ResourceId, Route, RouteError, RouteTable, Template};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    tenant_from: Option<Vec<String>>,
+    #[serde(default)]
+    base_domain: Option<String>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, UpstreamFile>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    addresses: Vec<String>,
+    connect_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    name: String,
+    path: String,
+    upstream: String,
+    /// HTTP method -> Cedar action.
+    methods: BTreeMap<String, String>,
+    resource: ResourceFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceFile {
+    #[serde(rename = "type")]
+    type_name: String,
+    /// The path parameter holding the id.
+    param: Option<String>,
+    /// A fixed id, for collections.
+    id: Option<String>,
+}
+
+/// Where a request's tenant comes from, in the configured order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSource {
+    /// The tenant of the token or API key.
+    Credential,
+    /// The `X-Tenant` header (slug or id).
+    Header,
+    /// The first label of the host below `base_domain`.
+    Subdomain,
+}
+
+/// An upstream: its addresses and timeouts.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub addresses: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// The validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub tenant_from: Vec<TenantSource>,
+    pub base_domain: Option<String>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub routes: RouteTable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid gateway config: {0}")]
+    Parse(String),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("upstream `{name}`: {reason}")]
+    Upstream { name: String, reason: String },
+    #[error("invalid `tenant_from` entry `{0}`: expected credential, header or subdomain")]
+    TenantSource(String),
+}
+
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+impl GatewayConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        let tenant_from = file
+            .tenant_from
+            .unwrap_or_else(|| vec!["credential".into(), "header".into(), "subdomain".into()])
+            .into_iter()
+            .map(|s| match s.as_str() {
+                "credential" => Ok(TenantSource::Credential),
+                "header" => Ok(TenantSource::Header),
+                "subdomain" => Ok(TenantSource::Subdomain),
+                _ => Err(ConfigError::TenantSource(s)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in file.upstreams {
+            let bad = |reason: String| ConfigError::Upstream { name: name.clone(), reason };
+            if u.addresses.is_empty() {
+                return Err(bad("needs at least one address".into()));
+            }
+            let addresses = u
+                .addresses
+                .iter()
+                .map(|a| {
+                    a.parse::<SocketAddr>().map_err(|_| bad(format!("`{a}` is not an address like 127.0.0.1:9000")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    name: name.clone(),
+                    addresses,
+                    connect_timeout: Duration::from_millis(u.connect_timeout_ms.unwrap_or(1_000)),
+                    read_timeout: Duration::from_millis(u.read_timeout_ms.unwrap_or(30_000)),
+                },
+            );
+        }
+        let mut routes = Vec::new();
+        for r in file.routes {
+            let invalid = |reason: String| RouteError::Invalid { route: r.name.clone(), reason };
+            if !upstreams.contains_key(&r.upstream) {
+                return Err(invalid(format!("upstream `{}` is not configured", r.upstream)).into());
+            }
+            if let Some(m) = r.methods.keys().find(|m| !METHODS.contains(&m.as_str())) {
+                return Err(invalid(format!("method `{m}` is not one of {}", METHODS.join(", "))).into());
+            }
+            let resource_id = match (r.resource.param, r.resource.id) {
+                (Some(p), None) => ResourceId::Param(p),
+                (None, Some(id)) => ResourceId::Fixed(id),
+                _ => return Err(invalid("resource needs exactly one of `param` or `id`".into()).into()),
+            };
+            routes.push(Route {
+                template: Template::parse(&r.name, &r.path)?,
+                name: r.name,
+                actions: r.methods,
+                upstream: r.upstream,
+                resource_type: r.resource.type_name,
+                resource_id,
+            });
+        }
+        Ok(Self { tenant_from, base_domain: file.base_domain, upstreams, routes: RouteTable::new(routes)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        tenant_from = ["credential", "header"]
+        [upstreams.crm]
+        addresses = ["127.0.0.1:9001", "127.0.0.1:9002"]
+        [[routes]]
+        name = "contact"
+        path = "/crm/contacts/{id}"
+        upstream = "crm"
+        methods = { GET = "contact.read", PATCH = "contact.update" }
+        resource = { type = "Contact", param = "id" }
+    "#;
+
+    #[test]
+    fn parses_routes_and_upstreams() {
+        let c = GatewayConfig::from_toml(GOOD).unwrap();
+        assert_eq!(c.tenant_from, [TenantSource::Credential, TenantSource::Header]);
+        assert_eq!(c.upstreams["crm"].addresses.len(), 2);
+        assert_eq!(c.routes.route("PATCH", "/crm/contacts/7").unwrap().action, "contact.update");
+    }
+
+    #[test]
+    fn refuses_what_cannot_work() {
+        for (bad, needle) in [
+            (GOOD.replace("upstream = \"crm\"", "upstream = \"nope\""), "`nope` is not configured"),
+            (GOOD.replace("PATCH =", "FETCH ="), "`FETCH`"),
+            (GOOD.replace("127.0.0.1:9002", "localhost"), "`localhost`"),
+            (GOOD.replace("param = \"id\"", "param = \"id\", id = \"x\""), "exactly one"),
+            (GOOD.replace("\"header\"", "\"cookie\""), "`cookie`"),
+            (GOOD.replace("{id}", "{id}/../x"), "normal form"),
+            (GOOD.replace("name = \"contact\"", "nam = \"contact\""), "unknown field"),
+        ] {
+            let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The authenticate stage: turns a request's credential into a caller, with
+//! every store look-up cached so the hot path does not wait on the database
+//! when caches are warm. Cached liveness (sessions, keys, memberships) is at
+//! most [`LIVENESS_TTL`] old: a revoked session or key stops working within
+//! that bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use tollgate_backend::auth::principal::{Actor, Principal};
+use tollgate_backend::auth::secrets;
+use tollgate_backend::auth::tokens::{AccessClaims, KeyRing};
+use tollgate_backend::roles::ResolvedRole;
+use tollgate_backend::store::{self, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, UserRow, now};
+
+use crate::reject::Reject;
+
+/// How stale cached liveness may be: the bound on revocation.
+pub const LIVENESS_TTL: Duration = Duration::from_secs(5);
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// Who is calling, as far as the gateway can tell.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A user or API key acting in the tenant of its credential.
+    Known(Box<Principal>),
+    /// No credential: policies decide what anonymous callers may do.
+    Anonymous,
+}
+
+/// The authenticate stage's state: keys, the store, and the caches.
+pub struct Identity {
+    keys: Arc<KeyRing>,
+    database_url: String,
+    /// Opened on first use, inside the runtime that serves requests.
+    store: tokio::sync::OnceCell<Store>,
+    tokens: Cache<[u8; 32], Arc<AccessClaims>>,
+    sessions: Cache<String, Option<Arc<SessionRow>>>,
+    users: Cache<String, Option<Arc<UserRow>>>,
+    tenants: Cache<String, Option<Arc<TenantRow>>>,
+    roles: Cache<(String, String), Option<ResolvedRole>>,
+    api_keys: Cache<String, Option<Arc<ApiKeyRow>>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build()
+}
+
+const BAD_TOKEN: Reject = Reject::Unauthenticated("invalid or expired access token");
+const BAD_KEY: Reject = Reject::Unauthenticated("invalid, revoked or expired API key");
+
+fn internal(e: impl std::fmt::Display) -> Reject {
+    tracing::error!(error = %e, "store error in the gateway");
+    Reject::Internal
+}
+
+impl Identity {
+    /// The stage over the store at `database_url` (opened lazily, so its
+    /// connections belong to the runtime that serves requests).
+    pub fn new(keys: Arc<KeyRing>, database_url: String) -> Self {
+        Self {
+            keys,
+            database_url,
+            store: tokio::sync::OnceCell::new(),
+            tokens: cache(TOKEN_TTL),
+            sessions: cache(LIVENESS_TTL),
+            users: cache(LIVENESS_TTL),
+            tenants: cache(LIVENESS_TTL),
+            roles: cache(LIVENESS_TTL),
+            api_keys: cache(LIVENESS_TTL),
+        }
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    async fn store(&self) -> Result<&Store, Reject> {
+        self.store.get_or_try_init(|| Store::connect(&self.database_url)).await.map_err(internal)
+    }
+
+    /// The caller of a request with this `Authorization` header value.
+    pub async fn authenticate(&self, authorization: Option<&str>, client_ip: &str) -> Result<Caller, Reject> {
+        let Some(value) = authorization else {
+            return Ok(Caller::Anonymous);
+        };
+        let (scheme, token) = value.split_once(' ').ok_or(Reject::Unauthenticated("malformed authorization header"))?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(Reject::Unauthenticated("authorization must be a bearer token"));
+        }
+        let principal = if token.starts_with(secrets::API_KEY_PREFIX) {
+            self.by_api_key(token, client_ip).await?
+        } else {
+            self.by_access_token(token, client_ip).await?
+        };
+        Ok(Caller::Known(Box::new(principal)))
+    }
+
+    async fn verified(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let claims = match self.tokens.get(&digest).await {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.keys.verify(token).map_err(|_| BAD_TOKEN)?);
+                self.tokens.insert(digest, Arc::clone(&claims)).await;
+                claims
+            }
+        };
+        // Cached until expiry, never past it.
+        if claims.exp <= now() {
+            self.tokens.invalidate(&digest).await;
+            return Err(BAD_TOKEN);
+        }
+        Ok(claims)
+    }
+
+    async fn by_access_token(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
+        let claims = self.verified(token).await?;
+        let session = self.session(&claims.sid).await?.ok_or(BAD_TOKEN)?;
+        let live = session.user_id == claims.sub
+            && session.tenant_id == claims.tid
+            && session.revoked_at.is_none()
+            && session.expires_at > now();
+        if !live {
+            return Err(Reject::Unauthenticated("session is no longer valid"));
+        }
+        let user = self.user(&claims.sub).await?.ok_or(BAD_TOKEN)?;
+        let tenant = self.tenant(&claims.tid).await?.ok_or(BAD_TOKEN)?;
+        let role =
+            self.role(&claims.tid, &claims.sub).await?.ok_or(Reject::Unauthenticated("membership was removed"))?;
+        Ok(Principal {
+            actor: Actor::User { user: (*user).clone(), session_id: claims.sid.clone(), amr: claims.amr.clone() },
+            tenant: (*tenant).clone(),
+            role,
+            client_ip: client_ip.to_owned(),
+        })
+    }
+
+    async fn by_api_key(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
+        let prefix = secrets::api_key_prefix(token).ok_or(BAD_KEY)?;
+        let key = self.api_key(prefix).await?.ok_or(BAD_KEY)?;
+        if !secrets::matches(token, &key.secret_hash)
+            || key.revoked_at.is_some()
+            || key.expires_at.is_some_and(|e| e <= now())
+        {
+            return Err(BAD_KEY);
+        }
+        let tenant = self.tenant(&key.tenant_id).await?.ok_or(BAD_KEY)?;
+        let role = match (&key.owner_user_id, &key.owner_service_account_id) {
+            (Some(user_id), None) => self.role(&key.tenant_id, user_id).await?.ok_or(BAD_KEY)?,
+            (None, Some(sa_id)) => self.service_account_role(&key.tenant_id, sa_id).await?.ok_or(BAD_KEY)?,
+            _ => return Err(BAD_KEY),
+        };
+        let scopes = key.scopes().map_err(internal)?;
+        Ok(Principal {
+            actor: Actor::ApiKey { key: (*key).clone(), scopes },
+            tenant: (*tenant).clone(),
+            role,
+            client_ip: client_ip.to_owned(),
+        })
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, Reject> {
+        let store = self.store().await?;
+        self.sessions
+            .try_get_with(id.to_owned(), async move {
+                let mut tx = store.tx().await?;
+                let row = store::session_by_id(&mut tx, id).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(row.map(Arc::new))
+            })
+            .await
+            .map_err(internal)
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<Arc<UserRow>>, Reject> {
+        let store = self.store().await?;
+        self.users
+            .try_get_with(id.to_owned(), async move {
+                let mut tx = store.tx().await?;
+                let row = store::user_by_id(&mut tx, id).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(row.map(Arc::new))
+            })
+            .await
+            .map_err(internal)
+    }
+
+    /// A tenant by id (or by slug when `id` is not one).
+    pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Arc<TenantRow>>, Reject> {
+        let store = self.store().await?;
+        self.tenants
+            .try_get_with(id_or_slug.to_owned(), async move {
+                let mut tx = store.tenant_tx(id_or_slug).await?;
+                let mut row = store::tenant_by_id(&mut tx, id_or_slug).await?;
+                if row.is_none() {
+                    row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(row.map(Arc::new))
+            })
+            .await
+            .map_err(internal)
+    }
+
+    async fn role(&self, tenant_id: &str, user_id: &str) -> Result<Option<ResolvedRole>, Reject> {
+        let store = self.store().await?;
+        self.roles
+            .try_get_with((tenant_id.to_owned(), user_id.to_owned()), async move {
+                let mut tx = store.tenant_tx(tenant_id).await?;
+                let role = match store::membership(&mut tx, tenant_id, user_id).await? {
+                    Some(m) => Some(ResolvedRole::load(&mut tx, tenant_id, &m.role).await?),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok::<_, StoreError>(role)
+            })
+            .await
+            .map_err(internal)
+    }
+
+    async fn service_account_role(&self, tenant_id: &str, sa_id: &str) -> Result<Option<ResolvedRole>, Reject> {
+        let store = self.store().await?;
+        self.roles
+            .try_get_with((tenant_id.to_owned(), format!("sa:{sa_id}")), async move {
+                let mut tx = store.tenant_tx(tenant_id).await?;
+                let role = match store::service_account(&mut tx, tenant_id, sa_id).await? {
+                    Some(a) => Some(ResolvedRole::load(&mut tx, tenant_id, &a.role).await?),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok::<_, StoreError>(role)
+            })
+            .await
+            .map_err(internal)
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<Arc<ApiKeyRow>>, Reject> {
+        let store = self.store().await?;
+        self.api_keys
+            .try_get_with(prefix.to_owned(), async move {
+                let mut tx = store.key_prefix_tx(prefix).await?;
+                let row = store::api_key_by_prefix(&mut tx, prefix).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(row.map(Arc::new))
+            })
+            .await
+            .map_err(internal)
+    }
+}

@@ -1,0 +1,109 @@
+//! Rejections: the expected ways a request is refused before any upstream is
+//! chosen, each written as an RFC 9457 problem with a decision id.
+
+use serde_json::json;
+
+use crate::route::NoRoute;
+
+/// A refusal of the pipeline. `Forbidden` may carry the determining policies
+/// for callers allowed to see them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("{0}")]
+    BadPath(String),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{detail}")]
+    Forbidden { detail: String, policies: Vec<String> },
+    #[error("the upstream is unavailable")]
+    BadGateway,
+    #[error("the upstream did not answer in time")]
+    GatewayTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<NoRoute> for Reject {
+    fn from(e: NoRoute) -> Self {
+        match e {
+            NoRoute::Path(p) => Reject::BadPath(p.to_string()),
+            NoRoute::NotFound => Reject::NotFound,
+            NoRoute::MethodNotAllowed => Reject::MethodNotAllowed,
+        }
+    }
+}
+
+impl Reject {
+    pub fn status(&self) -> u16 {
+        match self {
+            Reject::BadPath(_) => 400,
+            Reject::NotFound => 404,
+            Reject::MethodNotAllowed => 405,
+            Reject::Unauthenticated(_) => 401,
+            Reject::Forbidden { .. } => 403,
+            Reject::BadGateway => 502,
+            Reject::GatewayTimeout => 504,
+            Reject::Internal => 500,
+        }
+    }
+
+    fn code(&self) -> (&'static str, &'static str) {
+        match self {
+            Reject::BadPath(_) => ("bad-path", "Bad request path"),
+            Reject::NotFound => ("not-found", "Not found"),
+            Reject::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Reject::Unauthenticated(_) => ("unauthorized", "Unauthorized"),
+            Reject::Forbidden { .. } => ("forbidden", "Forbidden"),
+            Reject::BadGateway => ("bad-gateway", "Bad gateway"),
+            Reject::GatewayTimeout => ("gateway-timeout", "Gateway timeout"),
+            Reject::Internal => ("internal", "Internal error"),
+        }
+    }
+
+    /// The problem document; the determining policies only when `explain`.
+    pub fn body(&self, decision_id: &str, explain: bool) -> Vec<u8> {
+        let (code, title) = self.code();
+        let mut problem = json!({
+            "type": format!("urn:tollgate:problem:{code}"),
+            "title": title,
+            "status": self.status(),
+            "detail": self.to_string(),
+            "decision_id": decision_id,
+        });
+        if let (Reject::Forbidden { policies, .. }, true) = (self, explain) {
+            problem["policies"] = json!(policies);
+        }
+        serde_json::to_vec(&problem).unwrap_or_default()
+    }
+
+    /// Extra headers: `WWW-Authenticate` on 401.
+    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Reject::Unauthenticated(_) => {
+                vec![("www-authenticate", "Bearer realm=\"tollgate\", error=\"invalid_token\"")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_carry_status_decision_and_only_explained_policies() {
+        let r = Reject::Forbidden { detail: "not allowed to `contact.read`".into(), policies: vec!["p1".into()] };
+        let hidden: serde_json::Value = serde_json::from_slice(&r.body("d-1", false)).unwrap();
+        assert_eq!((hidden["status"].as_u64(), hidden["decision_id"].as_str()), (Some(403), Some("d-1")));
+        assert!(hidden.get("policies").is_none());
+        let shown: serde_json::Value = serde_json::from_slice(&r.body("d-1", true)).unwrap();
+        assert_eq!(shown["policies"], json!(["p1"]));
+        assert_eq!(Reject::Unauthenticated("x").headers()[0].0, "www-authenticate");
+        assert_eq!(Reject::from(NoRoute::MethodNotAllowed).status(), 405);
+    }
+}

@@ -1,0 +1,350 @@
+//! The route stage: normalize the request path once, match it against the
+//! route table, and name the Cedar action and resource it maps to. The
+//! upstream is sent exactly the normalized path, so the gateway and the
+//! upstream can never disagree about which route a request is.
+
+use std::collections::BTreeMap;
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH: usize = 2048;
+
+/// Why a path was refused before any route was looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    #[error("path is too long")]
+    TooLong,
+    #[error("path has an invalid percent-encoding")]
+    BadEncoding,
+    #[error("path encodes a character that is ambiguous in a path (`{0}`)")]
+    AmbiguousEncoding(String),
+    #[error("path contains a character that is not allowed (`{0}`)")]
+    ForbiddenChar(char),
+    #[error("path climbs above the root")]
+    AboveRoot,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes percent-escapes of unreserved characters, upper-cases the others,
+/// and refuses escapes that would change the path's structure or meaning
+/// (`%2F`, `%5C`, `%25`, controls) and characters servers treat differently
+/// (`\`, `;`, controls).
+fn decode_segment(segment: &str) -> Result<String, PathError> {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            else {
+                return Err(PathError::BadEncoding);
+            };
+            let decoded = hi * 16 + lo;
+            if is_unreserved(decoded) {
+                out.push(char::from(decoded));
+            } else if matches!(decoded, b'/' | b'\\' | b'%' | b';') || decoded < 0x20 || decoded == 0x7f {
+                return Err(PathError::AmbiguousEncoding(format!("%{:02X}", decoded)));
+            } else {
+                out.push_str(&format!("%{:02X}", decoded));
+            }
+            i += 3;
+            continue;
+        }
+        if b < 0x20 || b == 0x7f || b >= 0x80 {
+            return Err(PathError::ForbiddenChar(char::from(b)));
+        }
+        if matches!(b, b'\\' | b';') {
+            return Err(PathError::ForbiddenChar(char::from(b)));
+        }
+        out.push(char::from(b));
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The one normalization of a request path: percent-decoding of unreserved
+/// characters, removal of `.` and `..` segments, collapsing of repeated
+/// slashes and of a trailing slash. What is ambiguous is refused.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if raw.len() > MAX_PATH {
+        return Err(PathError::TooLong);
+    }
+    let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    let mut segments: Vec<String> = Vec::new();
+    for segment in rest.split('/') {
+        let decoded = decode_segment(segment)?;
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+            }
+            _ => segments.push(decoded),
+        }
+    }
+    Ok(format!("/{}", segments.join("/")))
+}
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `{name}`: exactly one segment.
+    Param(String),
+    /// `{name*}`: the rest of the path, at least one segment; last only.
+    Rest(String),
+}
+
+/// Why a route of the configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("route `{route}`: template `{template}` is invalid: {reason}")]
+    Template { route: String, template: String, reason: String },
+    #[error("route `{route}`: {reason}")]
+    Invalid { route: String, reason: String },
+    #[error("routes `{0}` and `{1}` match the same paths and methods")]
+    Overlap(String, String),
+}
+
+/// A compiled path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+impl Template {
+    pub fn parse(route: &str, source: &str) -> Result<Self, RouteError> {
+        let err = |reason: &str| RouteError::Template {
+            route: route.to_owned(),
+            template: source.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let normalized = normalize(source).map_err(|e| err(&e.to_string()))?;
+        if normalized != source {
+            return Err(err("must already be in normal form (no `.`, `..`, `//`, trailing `/` or escapes)"));
+        }
+        let mut segments = Vec::new();
+        let mut names = Vec::new();
+        let parts: Vec<&str> = source.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let segment = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let (name, rest) = match inner.strip_suffix('*') {
+                    Some(name) => (name, true),
+                    None => (inner, false),
+                };
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(err("parameter names are letters, digits and `_`"));
+                }
+                if names.contains(&name) {
+                    return Err(err("parameter names must be unique"));
+                }
+                names.push(name);
+                if rest && i + 1 != parts.len() {
+                    return Err(err("a `{name*}` parameter must come last"));
+                }
+                if rest { Segment::Rest(name.to_owned()) } else { Segment::Param(name.to_owned()) }
+            } else if part.contains(['{', '}']) {
+                return Err(err("a parameter must be a whole segment"));
+            } else {
+                Segment::Literal((*part).to_owned())
+            };
+            segments.push(segment);
+        }
+        Ok(Self { source: source.to_owned(), segments })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Matches a normalized path, returning the parameters.
+    fn matches(&self, path: &str) -> Option<BTreeMap<String, String>> {
+        let parts: Vec<&str> = path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+        let mut params = BTreeMap::new();
+        let mut i = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(lit) => {
+                    if parts.get(i) != Some(&lit.as_str()) {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    params.insert(name.clone(), (*parts.get(i)?).to_owned());
+                }
+                Segment::Rest(name) => {
+                    if i >= parts.len() {
+                        return None;
+                    }
+                    params.insert(name.clone(), parts[i..].join("/"));
+                    return Some(params);
+                }
+            }
+            i += 1;
+        }
+        (i == parts.len()).then_some(params)
+    }
+
+    /// Specificity for picking among matches: literals first, then
+    /// single parameters; rest parameters last.
+    fn rank(&self) -> (usize, usize, usize) {
+        let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
+        let params = self.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
+        let rest = self.segments.iter().filter(|s| matches!(s, Segment::Rest(_))).count();
+        (self.segments.len() - rest, literals, params)
+    }
+
+    /// A path that this template matches, for overlap detection.
+    fn witness(&self) -> String {
+        let parts: Vec<String> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.clone(),
+                Segment::Param(_) | Segment::Rest(_) => "x".to_owned(),
+            })
+            .collect();
+        format!("/{}", parts.join("/"))
+    }
+}
+
+/// How the resource of a route is named: a Cedar entity type and the path
+/// parameter holding its id (or a fixed id, for collections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceId {
+    Param(String),
+    Fixed(String),
+}
+
+/// A route: which paths and methods, to which upstream, as which action on
+/// which resource.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub template: Template,
+    /// Upper-case HTTP method -> Cedar action id.
+    pub actions: BTreeMap<String, String>,
+    pub upstream: String,
+    pub resource_type: String,
+    pub resource_id: ResourceId,
+}
+
+/// The result of routing a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub route: usize,
+    pub path: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// Why a request has no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoute {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+}
+
+/// The route table, ordered most specific first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Builds the table; refuses routes that match the same paths with the
+    /// same specificity and a common method, where the choice would be arbitrary.
+    pub fn new(mut routes: Vec<Route>) -> Result<Self, RouteError> {
+        for route in &routes {
+            if route.actions.is_empty() {
+                return Err(RouteError::Invalid { route: route.name.clone(), reason: "has no methods".into() });
+            }
+            if let ResourceId::Param(p) = &route.resource_id
+                && !route.template.segments.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Rest(n) if n == p))
+            {
+                return Err(RouteError::Invalid {
+                    route: route.name.clone(),
+                    reason: format!("resource id parameter `{p}` is not in the template"),
+                });
+            }
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.template.rank()));
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                let same_rank = a.template.rank() == b.template.rank();
+                let shared_method = a.actions.keys().any(|m| b.actions.contains_key(m));
+                let overlap = a.template.matches(&b.template.witness()).is_some()
+                    || b.template.matches(&a.template.witness()).is_some();
+                if same_rank && shared_method && overlap {
+                    return Err(RouteError::Overlap(a.name.clone(), b.name.clone()));
+                }
+            }
+        }
+        Ok(Self { routes })
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Routes a request: normalizes `raw_path` and finds the most specific
+    /// route for it and `method`.
+    pub fn route(&self, method: &str, raw_path: &str) -> Result<RouteMatch, NoRoute> {
+        let path = normalize(raw_path)?;
+        let mut path_matched = false;
+        for (index, route) in self.routes.iter().enumerate() {
+            let Some(params) = route.template.matches(&path) else {
+                continue;
+            };
+            path_matched = true;
+            let Some(action) = route.actions.get(method) else {
+                continue;
+            };
+            let resource_id = match &route.resource_id {
+                ResourceId::Fixed(id) => id.clone(),
+                ResourceId::Param(p) => params.get(p).cloned().unwrap_or_default(),
+            };
+            return Ok(RouteMatch {
+                route: index,
+                path,
+                action: action.clone(),
+                resource_type: route.resource_type.clone(),
+                resource_id,
+                params,
+            });
+        }
+        Err(if path_matched { NoRoute::MethodNotAllowed } else { NoRoute::NotFound })
+    }
+}
+
+#[cfg(test)]
+mod tests;

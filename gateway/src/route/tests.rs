@@ -1,0 +1,146 @@
+//! Path normalization and routing, including the tricks an attacker of an
+//! authorization gateway tries.
+
+use super::*;
+
+#[test]
+fn normalization_cases() {
+    let ok = [
+        ("/", "/"),
+        ("/crm/contacts", "/crm/contacts"),
+        ("/crm//contacts///", "/crm/contacts"),
+        ("/crm/./contacts", "/crm/contacts"),
+        ("/crm/x/../contacts", "/crm/contacts"),
+        ("/crm/%63ontacts", "/crm/contacts"),
+        ("/crm/%2e%2e/api/v1/me", "/api/v1/me"),
+        ("/crm/%2E/contacts", "/crm/contacts"),
+        ("/a%7eb", "/a~b"),
+        ("/name%20with%20space", "/name%20with%20space"),
+        ("/caf%c3%a9", "/caf%C3%A9"),
+        ("/CRM/Contacts", "/CRM/Contacts"),
+    ];
+    for (raw, want) in ok {
+        assert_eq!(normalize(raw).as_deref(), Ok(want), "{raw}");
+    }
+    let refused = [
+        ("crm/contacts", PathError::NotAbsolute),
+        ("/..", PathError::AboveRoot),
+        ("/crm/../../etc", PathError::AboveRoot),
+        ("/crm/%2F..%2Fapi", PathError::AmbiguousEncoding("%2F".into())),
+        ("/crm%2fcontacts", PathError::AmbiguousEncoding("%2F".into())),
+        ("/crm/%5c..", PathError::AmbiguousEncoding("%5C".into())),
+        ("/crm/%252e%252e", PathError::AmbiguousEncoding("%25".into())),
+        ("/crm/%00", PathError::AmbiguousEncoding("%00".into())),
+        ("/crm/%3b", PathError::AmbiguousEncoding("%3B".into())),
+        ("/crm/contacts;jsessionid=1", PathError::ForbiddenChar(';')),
+        ("/crm\\..\\api", PathError::ForbiddenChar('\\')),
+        ("/crm/%", PathError::BadEncoding),
+        ("/crm/%g1", PathError::BadEncoding),
+        ("/crm/%4", PathError::BadEncoding),
+    ];
+    for (raw, want) in refused {
+        assert_eq!(normalize(raw), Err(want), "{raw}");
+    }
+    assert_eq!(normalize(&format!("/{}", "a".repeat(MAX_PATH))), Err(PathError::TooLong));
+}
+
+#[test]
+fn normalization_is_idempotent() {
+    for raw in ["/a//b/./c/../d/", "/%61%2e%2e/x", "/x%20y/z", "/a/b/c"] {
+        let once = normalize(raw).unwrap();
+        assert_eq!(normalize(&once).unwrap(), once, "{raw}");
+    }
+}
+
+fn route(name: &str, template: &str, methods: &[(&str, &str)], resource: (&str, ResourceId)) -> Route {
+    Route {
+        name: name.into(),
+        template: Template::parse(name, template).unwrap(),
+        actions: methods.iter().map(|(m, a)| ((*m).to_owned(), (*a).to_owned())).collect(),
+        upstream: "crm".into(),
+        resource_type: resource.0.into(),
+        resource_id: resource.1,
+    }
+}
+
+fn table() -> RouteTable {
+    RouteTable::new(vec![
+        route(
+            "contacts",
+            "/crm/contacts",
+            &[("GET", "contact.list"), ("POST", "contact.create")],
+            ("Tenant", ResourceId::Fixed("current".into())),
+        ),
+        route(
+            "contact",
+            "/crm/contacts/{id}",
+            &[("GET", "contact.read"), ("PATCH", "contact.update")],
+            ("Contact", ResourceId::Param("id".into())),
+        ),
+        route(
+            "export",
+            "/crm/contacts/export",
+            &[("GET", "contact.export")],
+            ("Tenant", ResourceId::Fixed("current".into())),
+        ),
+        route("files", "/files/{path*}", &[("GET", "file.read")], ("File", ResourceId::Param("path".into()))),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn matching_picks_the_most_specific_route_and_extracts_the_resource() {
+    let t = table();
+    let m = t.route("GET", "/crm/contacts/c-1").unwrap();
+    assert_eq!(
+        (m.action.as_str(), m.resource_type.as_str(), m.resource_id.as_str()),
+        ("contact.read", "Contact", "c-1")
+    );
+    assert_eq!(t.route("GET", "/crm/contacts/export").unwrap().action, "contact.export");
+    assert_eq!(t.route("POST", "/crm/contacts").unwrap().action, "contact.create");
+    let m = t.route("GET", "/files/a/b/c.txt").unwrap();
+    assert_eq!(m.resource_id, "a/b/c.txt");
+    assert_eq!(t.route("GET", "/files"), Err(NoRoute::NotFound));
+    assert_eq!(t.route("DELETE", "/crm/contacts/c-1"), Err(NoRoute::MethodNotAllowed));
+    assert_eq!(t.route("GET", "/crm/contacts/c-1/extra"), Err(NoRoute::NotFound));
+}
+
+#[test]
+fn path_tricks_neither_bypass_nor_reach_unrouted_paths() {
+    let t = table();
+    // Every trick either resolves to the route an honest client would name
+    // (and the upstream is sent that path), or is refused.
+    let m = t.route("GET", "/crm//contacts/./c-1/").unwrap();
+    assert_eq!((m.path.as_str(), m.action.as_str()), ("/crm/contacts/c-1", "contact.read"));
+    let m = t.route("GET", "/crm/contacts/%63-1").unwrap();
+    assert_eq!(m.resource_id, "c-1");
+    assert_eq!(t.route("GET", "/crm/../api/v1/tenants"), Err(NoRoute::NotFound));
+    assert_eq!(t.route("GET", "/crm/%2e%2e/admin"), Err(NoRoute::NotFound));
+    assert!(matches!(t.route("GET", "/crm/contacts%2Fc-1"), Err(NoRoute::Path(_))));
+    assert!(matches!(t.route("GET", "/crm/contacts/c-1;/../../admin"), Err(NoRoute::Path(_))));
+    assert_eq!(t.route("GET", "/CRM/contacts/c-1"), Err(NoRoute::NotFound), "routes are case-sensitive");
+    assert_eq!(t.route("GET", "/crm/contacts/x/..").unwrap().action, "contact.list");
+    assert_eq!(t.route("get", "/crm/contacts"), Err(NoRoute::MethodNotAllowed), "methods are exact");
+}
+
+#[test]
+fn invalid_templates_and_overlaps_are_refused() {
+    for bad in ["/a/{}", "/a/{b}/{b}", "/a/{rest*}/b", "/a/x{b}", "/a//b", "/a/../b", "a", "/a/{b-c}"] {
+        assert!(Template::parse("r", bad).is_err(), "{bad}");
+    }
+    let err = RouteTable::new(vec![
+        route("one", "/a/{x}", &[("GET", "a")], ("A", ResourceId::Param("x".into()))),
+        route("two", "/a/{y}", &[("GET", "b")], ("A", ResourceId::Param("y".into()))),
+    ])
+    .unwrap_err();
+    assert!(matches!(err, RouteError::Overlap(..)), "{err}");
+    // Same paths, different methods: fine.
+    RouteTable::new(vec![
+        route("read", "/a/{x}", &[("GET", "a")], ("A", ResourceId::Param("x".into()))),
+        route("write", "/a/{y}", &[("PUT", "b")], ("A", ResourceId::Param("y".into()))),
+    ])
+    .unwrap();
+    let err = RouteTable::new(vec![route("r", "/a/{x}", &[("GET", "a")], ("A", ResourceId::Param("nope".into())))])
+        .unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+}
