@@ -51,6 +51,24 @@ pub const SCOPES: &[&str] = &[
     "roles:write",
 ];
 
+/// Whether `scope` may be given to an API key: a platform scope, or a
+/// product action id (`contact.read`), which the gateway checks against the
+/// action of each route.
+pub fn is_valid_scope(scope: &str) -> bool {
+    if SCOPES.contains(&scope) {
+        return true;
+    }
+    let Some((resource, verb)) = scope.split_once('.') else {
+        return false;
+    };
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.starts_with(|c: char| c.is_ascii_lowercase())
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    scope.len() <= 64 && part(resource) && part(verb)
+}
+
 impl Action {
     pub fn name(self) -> &'static str {
         match self {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tollgate_backend::auth::principal::tenant_refusal;
 use tollgate_backend::store::TenantRow;
 
 use crate::config::TenantSource;
@@ -83,14 +84,9 @@ pub async fn resolve(
 }
 
 fn check_state(tenant: &TenantRow, method: &str) -> Result<(), Reject> {
-    match tenant.status.as_str() {
-        "active" => Ok(()),
-        "pending_deletion" if method == "GET" || method == "HEAD" => Ok(()),
-        "pending_deletion" => Err(Reject::Forbidden {
-            detail: format!("tenant `{}` is pending deletion and read-only", tenant.slug),
-            policies: Vec::new(),
-        }),
-        _ => Err(Reject::Forbidden { detail: format!("tenant `{}` is suspended", tenant.slug), policies: Vec::new() }),
+    match tenant_refusal(tenant, method == "GET" || method == "HEAD") {
+        None => Ok(()),
+        Some(detail) => Err(Reject::Forbidden { detail, policies: Vec::new() }),
     }
 }
 

@@ -65,8 +65,21 @@ impl Tollgate {
 
     /// Starts `tollgate up` on port 0 in `data_dir` with extra environment.
     pub fn start_with(data_dir: PathBuf, env: &[(&str, &str)]) -> Self {
+        Self::spawn(&["up"], "api", data_dir, env)
+    }
+
+    /// Starts `tollgate gateway --routes ROUTES` on port 0 over `data_dir`.
+    pub fn start_gateway(data_dir: PathBuf, routes: &Path, env: &[(&str, &str)]) -> Self {
+        let routes = routes.to_string_lossy().into_owned();
+        Self::spawn(&["gateway", "--routes", &routes], "gateway", data_dir, env)
+    }
+
+    /// Runs `tollgate ARGS --listen 127.0.0.1:0 --data-dir DIR` and waits for
+    /// the line `LABEL URL` announcing where it serves.
+    fn spawn(args: &[&str], label: &'static str, data_dir: PathBuf, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("TOLLGATE_KEY_RELOAD_SECS", "1")
             .env("TOLLGATE_LOG", "warn")
@@ -81,7 +94,7 @@ impl Tollgate {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("api").map(str::trim) {
+                if let Some(url) = line.trim().strip_prefix(label).map(str::trim) {
                     let _ = tx.send(url.trim_end_matches("/api/v1").to_owned());
                 }
             }
@@ -193,4 +206,26 @@ pub async fn postgres_database() -> Option<String> {
         .unwrap_or_else(|e| panic!("cannot create the e2e database: {e}"));
     let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
     Some(format!("{base}/{name}"))
+}
+
+/// Sends `GET PATH` with `headers` over a raw connection, so the path
+/// reaches the server exactly as written (HTTP clients normalize it), and
+/// returns the status and the body.
+pub async fn raw_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream =
+        tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -12,7 +12,7 @@ use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
 use crate::auth::secrets;
-use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize};
+use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::roles::ResolvedRole;
 use crate::state::AppState;
@@ -75,9 +75,12 @@ async fn create_key(
     p.in_tenant(&tenant_id)?;
     let mut checks = Checks::default();
     checks.check("name", validate::name(&body.name));
-    let unknown: Vec<&str> = body.scopes.iter().map(String::as_str).filter(|s| !SCOPES.contains(s)).collect();
+    let unknown: Vec<&str> = body.scopes.iter().map(String::as_str).filter(|s| !is_valid_scope(s)).collect();
     if body.scopes.is_empty() || !unknown.is_empty() {
-        checks.check("scopes", Err(format!("must be a non-empty list of: {}", SCOPES.join(", "))));
+        checks.check(
+            "scopes",
+            Err(format!("must be a non-empty list of product actions (`contact.read`) or of: {}", SCOPES.join(", "))),
+        );
     }
     if let Some(days) = body.expires_in_days
         && !(1..=365).contains(&days)

@@ -95,14 +95,22 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-fn check_tenant_state(tenant: &TenantRow, method: &Method) -> Result<(), ApiError> {
+/// Why a tenant's lifecycle state refuses a request, if it does: suspended
+/// tenants refuse everything, tenants pending deletion everything but reads.
+/// The backend and the gateway both apply this one rule.
+pub fn tenant_refusal(tenant: &TenantRow, read_only_request: bool) -> Option<String> {
     match tenant.status.as_str() {
-        "active" => Ok(()),
-        "pending_deletion" if method == Method::GET || method == Method::HEAD => Ok(()),
-        "pending_deletion" => {
-            Err(ApiError::forbidden(format!("tenant `{}` is pending deletion and read-only", tenant.slug)))
-        }
-        _ => Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug))),
+        "active" => None,
+        "pending_deletion" if read_only_request => None,
+        "pending_deletion" => Some(format!("tenant `{}` is pending deletion and read-only", tenant.slug)),
+        _ => Some(format!("tenant `{}` is suspended", tenant.slug)),
+    }
+}
+
+fn check_tenant_state(tenant: &TenantRow, method: &Method) -> Result<(), ApiError> {
+    match tenant_refusal(tenant, method == Method::GET || method == Method::HEAD) {
+        None => Ok(()),
+        Some(reason) => Err(ApiError::forbidden(reason)),
     }
 }
 

@@ -1,3 +1,7 @@
 //! End-to-end tests against the real `tollgate` process, a module per area.
 
+// Test code through and through: a failed unwrap in a helper is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gateway;
 mod identity;

@@ -52,6 +52,8 @@ async fn api_keys_authenticate_within_scopes_until_revoked() {
         for bad in [
             json!({"name": "x", "scopes": []}),
             json!({"name": "x", "scopes": ["root"]}),
+            json!({"name": "x", "scopes": ["Contact.Read"]}),
+            json!({"name": "x", "scopes": ["contact."]}),
             json!({"name": "x", "scopes": ["*"], "expires_in_days": 0}),
             json!({"name": "", "scopes": ["*"]}),
         ] {

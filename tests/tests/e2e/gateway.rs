@@ -1,0 +1,289 @@
+//! The gateway against a real upstream: identity headers and assertions,
+//! header spoofing, path tricks, tenant confusion, bad credentials, the
+//! revocation bound, and upstream failures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::http::{HeaderMap, Uri};
+use serde_json::{Value, json};
+use tollgate_tests::{Tollgate, raw_get, temp_dir};
+
+const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
+
+/// An upstream that answers every request with what it received.
+async fn echo_upstream() -> std::net::SocketAddr {
+    async fn echo(method: axum::http::Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, value) in &headers {
+            seen.entry(name.as_str().to_owned()).or_default().push(value.to_str().unwrap_or("").to_owned());
+        }
+        Json(json!({"method": method.as_str(), "uri": uri.to_string(), "headers": seen}))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(echo)).await });
+    addr
+}
+
+/// The repository's policies plus a product's: a resource type, two actions,
+/// viewers read and admins write.
+fn policies_with_echo() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let dir = temp_dir("policies");
+    std::fs::create_dir_all(dir.join("platform")).unwrap();
+    let mut schema = std::fs::read_to_string(repo.join("schema.cedarschema")).unwrap();
+    schema.push_str(
+        "\nentity Echo in [Tenant] = { tenant: Tenant };\n\
+         action \"echo.read\", \"echo.write\" appliesTo { principal: [User, ApiKey, Anonymous], resource: [Echo], context: GatewayContext };\n",
+    );
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    for file in ["guardrails.cedar", "api.cedar"] {
+        std::fs::copy(repo.join("platform").join(file), dir.join("platform").join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("platform/echo.cedar"),
+        "@id(\"echo.viewers-read\") @reason(\"members of the tenant read\")\n\
+         permit (principal in Role::\"viewer\", action == Action::\"echo.read\", resource);\n\
+         @id(\"echo.admins-write\") @reason(\"admins write\")\n\
+         permit (principal in Role::\"admin\", action == Action::\"echo.write\", resource);\n",
+    )
+    .unwrap();
+    dir
+}
+
+struct Setup {
+    up: Tollgate,
+    gw: Tollgate,
+}
+
+async fn setup() -> Setup {
+    let echo = echo_upstream().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let up = Tollgate::start_with(temp_dir("gw-up"), &[ISSUER]);
+    let routes = up.data_dir.join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
+             [[routes]]\nname = \"item\"\npath = \"/echo/items/{{id}}\"\nupstream = \"echo\"\n\
+             methods = {{ GET = \"echo.read\", PUT = \"echo.write\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
+             [[routes]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"dead\"\n\
+             methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"dead\" }}\n"
+        ),
+    )
+    .unwrap();
+    let policies = policies_with_echo();
+    let policies = policies.to_string_lossy().into_owned();
+    let gw =
+        Tollgate::start_gateway(up.data_dir.clone(), &routes, &[ISSUER, ("TOLLGATE_POLICIES_DIR", policies.as_str())]);
+    Setup { up, gw }
+}
+
+async fn get(gw: &Tollgate, path: &str, token: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = gw.http.get(gw.url(path)).bearer_auth(token);
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    let response = req.send().await.unwrap();
+    let status = response.status().as_u16();
+    let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        assert_eq!(ct, "application/problem+json", "{status} {body}");
+    }
+    (status, body)
+}
+
+#[tokio::test]
+async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() {
+    let Setup { up, gw } = setup().await;
+    let owner = up.signup_and_login("owner@echo.test", "Echo Co").await;
+    let token = owner["access_token"].as_str().unwrap();
+    let tenant = owner["tenant"]["id"].as_str().unwrap();
+    let spoofed = [
+        ("X-Tollgate-Tenant", "someone-else"),
+        ("x-tollgate-principal", "user:root"),
+        ("X-TOLLGATE-ROLES", "owner"),
+        ("x-tollgate-assertion", "forged"),
+        ("x-tollgate-anything", "x"),
+    ];
+    let (status, echo) = get(&gw, "/echo/items/42?full=1", token, &spoofed).await;
+    assert_eq!(status, 200, "{echo}");
+    let h = &echo["headers"];
+    assert_eq!(echo["uri"], "/echo/items/42?full=1");
+    assert_eq!(h["x-tollgate-tenant"], json!([tenant]));
+    assert_eq!(h["x-tollgate-principal"], json!([format!("user:{}", owner_user(token))]));
+    assert_eq!(h["x-tollgate-roles"], json!(["owner"]));
+    assert!(h.get("x-tollgate-anything").is_none(), "client-sent identity headers never reach the upstream");
+    assert_eq!(h["x-tollgate-assertion"].as_array().unwrap().len(), 1);
+
+    // The assertion verifies against the published JWKS.
+    let assertion = h["x-tollgate-assertion"][0].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(assertion).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("tollgate-assertion+jwt"));
+    let (_, jwks) = up.send("GET", "/.well-known/jwks.json", None, None).await;
+    let jwk =
+        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header.kid.clone().unwrap().as_str()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["echo"]);
+    validation.set_issuer(&["http://tollgate.e2e.test"]);
+    let claims = jsonwebtoken::decode::<Value>(assertion, &key, &validation).unwrap().claims;
+    assert_eq!(claims["tid"], tenant);
+    assert_eq!(claims["act"], "echo.read");
+    assert_eq!(claims["decision"], h["x-tollgate-decision"][0]);
+    // An access token is not an assertion, and an assertion is not an access token.
+    let (status, _) = get(&gw, "/echo/items/42", assertion, &[]).await;
+    assert_eq!(status, 401);
+}
+
+fn owner_user(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn path_tricks_neither_bypass_policy_nor_reach_unrouted_paths() {
+    let Setup { up, gw } = setup().await;
+    let owner = up.signup_and_login("paths@echo.test", "Paths").await;
+    let auth = format!("Bearer {}", owner["access_token"].as_str().unwrap());
+    let auth = [("Authorization", auth.as_str())];
+    for (path, want_status, want_uri) in [
+        ("/echo//items///42", 200, Some("/echo/items/42")),
+        ("/echo/./items/x/../42", 200, Some("/echo/items/42")),
+        ("/echo/items/%34%32", 200, Some("/echo/items/42")),
+        ("/echo/items/%2e%2e/%2e%2e/api/v1/me", 404, None),
+        ("/echo/../api/v1/tenants", 404, None),
+        ("/echo/items/..%2F..%2Fadmin", 400, None),
+        ("/echo/items%2F42", 400, None),
+        ("/echo/items/42;jsessionid=x", 400, None),
+        ("/echo/items/42%00", 400, None),
+        ("/echo/items/%252e%252e", 400, None),
+        ("/ECHO/items/42", 404, None),
+        ("/echo/items", 404, None),
+        ("/../../etc/passwd", 400, None),
+    ] {
+        let (status, body) = raw_get(&gw.base, path, &auth).await;
+        assert_eq!(status, want_status, "{path}: {body}");
+        if let Some(uri) = want_uri {
+            let echo: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            assert_eq!(echo["uri"], uri, "{path}: the upstream gets exactly the routed path");
+        } else {
+            assert!(body.contains("urn:tollgate:problem:"), "{path}: refused by the gateway itself: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn roles_tenants_and_credentials_are_enforced() {
+    let Setup { up, gw } = setup().await;
+    let owner = up.signup_and_login("boss@echo.test", "Roles").await;
+    let token = owner["access_token"].as_str().unwrap();
+    let tenant = owner["tenant"]["id"].as_str().unwrap();
+    let other = up.signup_and_login("other@echo.test", "Other Co").await;
+
+    let (status, _) = gw.send("PUT", "/echo/items/1", Some(token), None).await;
+    assert_eq!(status, 200, "owners write");
+    // A viewer reads but does not write, and sees no policy internals.
+    let (_, inv) = up
+        .send(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/invitations"),
+            Some(token),
+            Some(json!({"email": "v@echo.test", "role": "viewer"})),
+        )
+        .await;
+    assert!(inv["invitation"]["id"].is_string(), "{inv}");
+    let outbox = String::from_utf8(up.cli(&["outbox", "--to", "v@echo.test"]).stdout).unwrap();
+    let invite: String = outbox[outbox.find("tgi_").unwrap()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    up.send(
+        "POST",
+        "/api/v1/invitations/accept",
+        None,
+        Some(json!({"token": invite, "name": "V", "password": tollgate_tests::PASSWORD})),
+    )
+    .await;
+    let viewer = up.login("v@echo.test").await;
+    let viewer_token = viewer["access_token"].as_str().unwrap();
+    assert_eq!(get(&gw, "/echo/items/1", viewer_token, &[]).await.0, 200);
+    let (status, body) = gw.send("PUT", "/echo/items/1", Some(viewer_token), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["decision_id"].is_string());
+    assert!(body.get("policies").is_none(), "only admins see why: {body}");
+
+    // The credential's tenant cannot be swapped by header.
+    let other_slug = other["tenant"]["slug"].as_str().unwrap();
+    let (status, body) = get(&gw, "/echo/items/1", token, &[("X-Tenant", other_slug)]).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = get(&gw, "/echo/items/1", token, &[("X-Tenant", "no-such-tenant")]).await;
+    assert_eq!(status, 404);
+
+    // Bad credentials are refused at the gateway with WWW-Authenticate.
+    for bad in ["garbage", "tg_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "eyJhbGciOiJub25lIn0.e30."] {
+        let response = gw.http.get(gw.url("/echo/items/1")).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{bad}");
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    // Anonymous callers name no tenant here: refused.
+    let (status, _) = gw.send("GET", "/echo/items/1", None, None).await;
+    assert_eq!(status, 403);
+    let (status, body) = gw.send("GET", "/nothing/here", Some(token), None).await;
+    assert_eq!((status, body["type"].as_str()), (404, Some("urn:tollgate:problem:not-found")));
+    let (status, body) = gw.send("GET", "/dead", Some(token), None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["type"], "urn:tollgate:problem:bad-gateway");
+}
+
+/// Waits, bounded, until `path` answers `want` for `token`.
+async fn answers_within(gw: &Tollgate, path: &str, token: &str, want: u16, bound: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, _) = gw.send("GET", path, Some(token), None).await;
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound, "{path} still answers {status} after {bound:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn revoked_keys_and_ended_sessions_stop_within_the_bound() {
+    let Setup { up, gw } = setup().await;
+    let owner = up.signup_and_login("rev@echo.test", "Revocation").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let tenant = owner["tenant"]["id"].as_str().unwrap();
+    let (_, key) = up
+        .send(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/api-keys"),
+            Some(&token),
+            Some(json!({"name": "k", "scopes": ["echo.read"]})),
+        )
+        .await;
+    let secret = key["secret"].as_str().unwrap();
+    assert_eq!(get(&gw, "/echo/items/1", secret, &[]).await.0, 200);
+    let (status, body) = gw.send("PUT", "/echo/items/1", Some(secret), None).await;
+    assert_eq!(status, 403, "the key's scopes do not cover echo.write: {body}");
+    let key_id = key["api_key"]["id"].as_str().unwrap();
+    up.send("DELETE", &format!("/api/v1/tenants/{tenant}/api-keys/{key_id}"), Some(&token), None).await;
+    // The documented bound is 5 seconds of cached liveness; allow scheduling slack.
+    answers_within(&gw, "/echo/items/1", secret, 401, Duration::from_secs(10)).await;
+
+    let session = up.login("rev@echo.test").await;
+    let session_token = session["access_token"].as_str().unwrap();
+    assert_eq!(get(&gw, "/echo/items/1", session_token, &[]).await.0, 200);
+    let (status, _) = up.send("POST", "/api/v1/auth/logout", Some(session_token), None).await;
+    assert_eq!(status, 204);
+    answers_within(&gw, "/echo/items/1", session_token, 401, Duration::from_secs(10)).await;
+    assert_eq!(get(&gw, "/echo/items/1", &token, &[]).await.0, 200, "other sessions are unaffected");
+}
