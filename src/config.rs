@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub log_format: Option<String>,
     pub policies_dir: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub auth: AuthFile,
 }
@@ -57,6 +58,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub policies_dir: Option<PathBuf>,
+    /// The admin address serving `/metrics`.
+    pub metrics_listen: SocketAddr,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
     pub invitation_ttl_secs: i64,
@@ -135,6 +138,11 @@ impl Config {
             Some(other) => return Err(invalid("log_format", format!("`{other}` is not `json` or `pretty`"))),
         };
         let policies_dir = env("TOLLGATE_POLICIES_DIR").map(PathBuf::from).or(file_config.policies_dir);
+        let metrics_text = pick(None, "TOLLGATE_METRICS_LISTEN", file_config.metrics_listen)
+            .unwrap_or_else(|| "127.0.0.1:9464".into());
+        let metrics_listen: SocketAddr = metrics_text.parse().map_err(|_| {
+            invalid("metrics_listen", format!("`{metrics_text}` is not an address like 127.0.0.1:9464"))
+        })?;
         let auth = file_config.auth;
         let access =
             parse_num("auth.access_ttl_secs", "TOLLGATE_ACCESS_TTL_SECS", auth.access_ttl_secs)?.unwrap_or(900);
@@ -171,6 +179,7 @@ impl Config {
             public_url,
             log_format,
             policies_dir,
+            metrics_listen,
             access_ttl_secs: access,
             refresh_ttl_secs: refresh,
             invitation_ttl_secs: invitation,

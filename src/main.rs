@@ -18,7 +18,7 @@ use tollgate_backend::{AppState, BackendConfig, auth};
 use tollgate_gateway::config::GatewayConfig;
 use tollgate_gateway::identity::Identity;
 use tollgate_gateway::pipeline::Gateway;
-use tollgate_policies::{PolicyEngine, run_scenario_dir};
+use tollgate_policies::{LivePolicies, PolicyEngine, PolicyWatcher, ReloadOutcome, run_scenario_dir};
 
 use config::{Config, LogFormat, Overrides};
 
@@ -268,17 +268,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn load_engine(config: &Config) -> Result<Arc<PolicyEngine>> {
-    let engine = match &config.policies_dir {
-        Some(dir) => PolicyEngine::from_dir(dir),
-        None => PolicyEngine::builtin(),
+/// The policies: built in, or a directory watched for changes (a valid
+/// change is swapped in atomically, an invalid one refused with a log line
+/// while the old set keeps serving).
+fn load_engine(config: &Config) -> Result<(Arc<LivePolicies>, Option<PolicyWatcher>)> {
+    let live = match &config.policies_dir {
+        Some(dir) => LivePolicies::from_dir(dir),
+        None => PolicyEngine::builtin().map(LivePolicies::fixed),
     }
     .context("cannot load policies")?;
-    Ok(Arc::new(engine))
+    let live = Arc::new(live);
+    let watcher = PolicyWatcher::start(Arc::clone(&live), |outcome| match outcome {
+        ReloadOutcome::Swapped(n) => {
+            tollgate_gateway::metrics::policy_reload("ok");
+            tracing::info!(policies = n, "policies reloaded");
+        }
+        ReloadOutcome::Refused(e) => {
+            tollgate_gateway::metrics::policy_reload("refused");
+            tracing::error!(error = %e, "policy change refused; the previous policies keep serving");
+        }
+    })
+    .context("cannot watch the policies directory")?;
+    Ok((live, watcher))
 }
 
 /// The backend's state with the configured lifetimes, tokens issued by `issuer`.
-async fn backend_state(config: &Config, store: Store, engine: Arc<PolicyEngine>, issuer: &str) -> Result<AppState> {
+async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>, issuer: &str) -> Result<AppState> {
     let mut backend = BackendConfig::new(config.data_dir.clone(), issuer.trim_end_matches('/').to_owned());
     backend.access_ttl = config.access_ttl_secs;
     backend.refresh_ttl = config.refresh_ttl_secs;
@@ -307,7 +322,7 @@ fn print_endpoints(public: SocketAddr) {
 /// The backend alone on the configured address.
 async fn serve(config: Config) -> Result<()> {
     init_logging(config.log_format);
-    let engine = load_engine(&config)?;
+    let (engine, _watcher) = load_engine(&config)?;
     let store = open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -367,11 +382,31 @@ fn platform_routes(backend: SocketAddr) -> String {
     out
 }
 
+/// Serves `/metrics` (Prometheus text) on the admin address; returns where.
+async fn serve_metrics(listen: SocketAddr) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            ([("content-type", "text/plain; version=0.0.4")], tollgate_gateway::metrics::render())
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
 /// Everything on one address: the gateway on the public address in front of
 /// the backend on an internal loopback port.
 async fn up(config: Config) -> Result<()> {
     init_logging(config.log_format);
-    let engine = load_engine(&config)?;
+    let (engine, _watcher) = load_engine(&config)?;
     let store = open_store(&config).await?;
     let public = concrete_address(config.listen)?;
     let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the backend's port")?;
@@ -387,8 +422,10 @@ async fn up(config: Config) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
     wait_listening(public).await?;
+    let metrics = serve_metrics(config.metrics_listen).await?;
     println!("Tollgate is up ({})", describe_store(&config, &store));
     print_endpoints(public);
+    println!("  metrics  http://{metrics}/metrics");
     println!("  backend  http://{backend_addr} (internal, behind the gateway)");
     tracing::info!(gateway = %public, backend = %backend_addr, "listening");
     tollgate_backend::serve(internal, state, shutdown_signal()).await?;
@@ -402,7 +439,7 @@ async fn up(config: Config) -> Result<()> {
 /// keys published in the store.
 async fn gateway_alone(config: Config, routes: &Path) -> Result<()> {
     init_logging(config.log_format);
-    let engine = load_engine(&config)?;
+    let (engine, _watcher) = load_engine(&config)?;
     let store = open_store(&config).await?;
     let text = std::fs::read_to_string(routes).with_context(|| format!("cannot read `{}`", routes.display()))?;
     let gateway_config = GatewayConfig::from_toml(&text)?;
@@ -419,8 +456,10 @@ async fn gateway_alone(config: Config, routes: &Path) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
     wait_listening(public).await?;
+    let metrics = serve_metrics(config.metrics_listen).await?;
     println!("Tollgate gateway is up ({})", describe_store(&config, &store));
     println!("  gateway  http://{public}");
+    println!("  metrics  http://{metrics}/metrics");
     shutdown_signal().await;
     let _ = stop.send(true);
     let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;

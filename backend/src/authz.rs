@@ -304,7 +304,7 @@ pub fn authorize(
     if let Some(rank) = granted_rank {
         context.insert("granted_rank".into(), Value::from(rank));
     }
-    let outcome = state.engine.evaluate(&PolicyRequest {
+    let outcome = state.engine.current().evaluate(&PolicyRequest {
         principal,
         action: action.name().to_owned(),
         resource: resource_uid,

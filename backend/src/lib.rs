@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
-use tollgate_policies::PolicyEngine;
+use tollgate_policies::LivePolicies;
 
 use auth::tokens::{KeyError, KeyRing};
 pub use state::{AppState, BackendConfig};
@@ -42,7 +42,7 @@ pub enum StartError {
 /// Opens the signing keys (creating the first one) and assembles the state.
 pub async fn build_state(
     store: Store,
-    engine: Arc<PolicyEngine>,
+    engine: Arc<LivePolicies>,
     config: BackendConfig,
 ) -> Result<AppState, StartError> {
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;

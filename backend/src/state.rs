@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tollgate_policies::PolicyEngine;
+use tollgate_policies::LivePolicies;
 
 use crate::auth::tokens::KeyRing;
 use crate::store::Store;
@@ -49,7 +49,8 @@ impl BackendConfig {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
-    pub engine: Arc<PolicyEngine>,
+    /// The policies in force, swapped whole when their files change.
+    pub engine: Arc<LivePolicies>,
     pub keys: Arc<KeyRing>,
     pub config: Arc<BackendConfig>,
     /// A hash verified against when the email is unknown, so that unknown

@@ -15,6 +15,7 @@ use tollgate_backend::auth::tokens::{AccessClaims, KeyRing};
 use tollgate_backend::roles::ResolvedRole;
 use tollgate_backend::store::{self, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, UserRow, now};
 
+use crate::metrics;
 use crate::reject::Reject;
 
 /// How stale cached liveness may be: the bound on revocation.
@@ -112,9 +113,11 @@ impl Identity {
 
     async fn verified(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        metrics::cache_lookup("tokens");
         let claims = match self.tokens.get(&digest).await {
             Some(claims) => claims,
             None => {
+                metrics::cache_miss("tokens");
                 let claims = Arc::new(self.keys.verify(token).map_err(|_| BAD_TOKEN)?);
                 self.tokens.insert(digest, Arc::clone(&claims)).await;
                 claims
@@ -176,8 +179,10 @@ impl Identity {
 
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("sessions");
         self.sessions
             .try_get_with(id.to_owned(), async move {
+                metrics::cache_miss("sessions");
                 let mut tx = store.tx().await?;
                 let row = store::session_by_id(&mut tx, id).await?;
                 tx.commit().await?;
@@ -189,8 +194,10 @@ impl Identity {
 
     async fn user(&self, id: &str) -> Result<Option<Arc<UserRow>>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("users");
         self.users
             .try_get_with(id.to_owned(), async move {
+                metrics::cache_miss("users");
                 let mut tx = store.tx().await?;
                 let row = store::user_by_id(&mut tx, id).await?;
                 tx.commit().await?;
@@ -203,8 +210,10 @@ impl Identity {
     /// A tenant by id (or by slug when `id` is not one).
     pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Arc<TenantRow>>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("tenants");
         self.tenants
             .try_get_with(id_or_slug.to_owned(), async move {
+                metrics::cache_miss("tenants");
                 let mut tx = store.tenant_tx(id_or_slug).await?;
                 let mut row = store::tenant_by_id(&mut tx, id_or_slug).await?;
                 if row.is_none() {
@@ -219,8 +228,10 @@ impl Identity {
 
     async fn role(&self, tenant_id: &str, user_id: &str) -> Result<Option<ResolvedRole>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("roles");
         self.roles
             .try_get_with((tenant_id.to_owned(), user_id.to_owned()), async move {
+                metrics::cache_miss("roles");
                 let mut tx = store.tenant_tx(tenant_id).await?;
                 let role = match store::membership(&mut tx, tenant_id, user_id).await? {
                     Some(m) => Some(ResolvedRole::load(&mut tx, tenant_id, &m.role).await?),
@@ -235,8 +246,10 @@ impl Identity {
 
     async fn service_account_role(&self, tenant_id: &str, sa_id: &str) -> Result<Option<ResolvedRole>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("roles");
         self.roles
             .try_get_with((tenant_id.to_owned(), format!("sa:{sa_id}")), async move {
+                metrics::cache_miss("roles");
                 let mut tx = store.tenant_tx(tenant_id).await?;
                 let role = match store::service_account(&mut tx, tenant_id, sa_id).await? {
                     Some(a) => Some(ResolvedRole::load(&mut tx, tenant_id, &a.role).await?),
@@ -251,8 +264,10 @@ impl Identity {
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<ApiKeyRow>>, Reject> {
         let store = self.store().await?;
+        metrics::cache_lookup("api_keys");
         self.api_keys
             .try_get_with(prefix.to_owned(), async move {
+                metrics::cache_miss("api_keys");
                 let mut tx = store.key_prefix_tx(prefix).await?;
                 let row = store::api_key_by_prefix(&mut tx, prefix).await?;
                 tx.commit().await?;

@@ -3,12 +3,14 @@
 //! Entitlements and quotas have their place here and arrive with plans.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::json;
-use tollgate_policies::PolicyEngine;
+use tollgate_policies::LivePolicies;
 
 use crate::config::GatewayConfig;
 use crate::identity::Identity;
+use crate::metrics;
 use crate::policy::{Denial, Permit, RequestFacts, decide};
 use crate::reject::Reject;
 use crate::tenant::{self, TenantHints};
@@ -35,7 +37,8 @@ pub struct Incoming<'a> {
 #[derive(Debug)]
 pub struct Gateway {
     pub config: GatewayConfig,
-    pub engine: Arc<PolicyEngine>,
+    /// The policies in force; each request holds one snapshot.
+    pub engine: Arc<LivePolicies>,
     pub identity: Identity,
 }
 
@@ -46,8 +49,17 @@ fn early(reject: Reject) -> Box<Denial> {
 impl Gateway {
     /// Runs the stages in order; only an allow yields a [`Permit`].
     pub async fn admit(&self, req: &Incoming<'_>) -> Result<Permit, Box<Denial>> {
-        let route = self.config.routes.route(req.method, req.path).map_err(|e| early(e.into()))?;
-        let caller = self.identity.authenticate(req.authorization, req.client_ip).await.map_err(early)?;
+        let mut clock = Instant::now();
+        let mut lap = |stage: &str| {
+            metrics::stage(stage, clock.elapsed().as_secs_f64());
+            clock = Instant::now();
+        };
+        let route = self.config.routes.route(req.method, req.path).map_err(|e| early(e.into()));
+        lap("route");
+        let route = route?;
+        let caller = self.identity.authenticate(req.authorization, req.client_ip).await.map_err(early);
+        lap("authenticate");
+        let caller = caller?;
         let hints = TenantHints { header: req.tenant_header, host: req.host };
         let tenant = tenant::resolve(
             &self.identity,
@@ -58,8 +70,13 @@ impl Gateway {
             req.method,
         )
         .await
-        .map_err(early)?;
-        decide(&self.engine, &caller, tenant, route, &RequestFacts { method: req.method, source_ip: req.client_ip })
+        .map_err(early);
+        lap("tenant");
+        let tenant = tenant?;
+        let facts = RequestFacts { method: req.method, source_ip: req.client_ip };
+        let decision = decide(&self.engine.current(), &caller, tenant, route, &facts);
+        lap("policy");
+        decision
     }
 
     /// The identity headers an upstream receives for a permitted request,

@@ -183,6 +183,17 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx
+            .permit
+            .as_ref()
+            .and_then(|p| self.gateway.config.routes.get(p.route().route))
+            .map_or("none", |r| r.name.as_str());
+        let decision = match (&ctx.permit, &ctx.decision_id) {
+            (Some(_), _) => "allow",
+            (None, Some(_)) => "deny",
+            (None, None) => "none",
+        };
+        crate::metrics::request(route, status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
         tracing::info!(
             request_id = %ctx.request_id,

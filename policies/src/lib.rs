@@ -6,7 +6,9 @@
 //! carries the error for the decision log.
 
 mod engine;
+mod live;
 mod scenario;
 
 pub use engine::{Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome, PolicyEngine, PolicyRequest};
+pub use live::{LivePolicies, PolicyWatcher, ReloadOutcome};
 pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir};

@@ -47,6 +47,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub struct Tollgate {
     child: Child,
     pub base: String,
+    /// Where `/metrics` is served.
+    pub metrics: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
 }
@@ -82,6 +84,7 @@ impl Tollgate {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("TOLLGATE_KEY_RELOAD_SECS", "1")
+            .env("TOLLGATE_METRICS_LISTEN", "127.0.0.1:0")
             .env("TOLLGATE_LOG", "warn")
             .env_remove("TOLLGATE_DATABASE_URL")
             .env_remove("TOLLGATE_CONFIG")
@@ -94,19 +97,25 @@ impl Tollgate {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix(label).map(str::trim) {
-                    let _ = tx.send(url.trim_end_matches("/api/v1").to_owned());
+                if let Some((name, url)) = line.trim().split_once(' ') {
+                    let _ = tx.send((name.to_owned(), url.trim().to_owned()));
                 }
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("tollgate did not announce its address within 60s");
+        let (mut base, mut metrics) = (None, None);
+        while base.is_none() || metrics.is_none() {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((name, url)) if name == label => base = Some(url.trim_end_matches("/api/v1").to_owned()),
+                Ok((name, url)) if name == "metrics" => metrics = Some(url),
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tollgate did not announce its addresses within 60s");
+                }
             }
-        };
-        Self { child, base, data_dir, http: reqwest::Client::new() }
+        }
+        let (base, metrics) = (base.unwrap_or_default(), metrics.unwrap_or_default());
+        Self { child, base, metrics, data_dir, http: reqwest::Client::new() }
     }
 
     /// Runs a CLI command against this instance's data dir.

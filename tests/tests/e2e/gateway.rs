@@ -57,6 +57,7 @@ fn policies_with_echo() -> PathBuf {
 struct Setup {
     up: Tollgate,
     gw: Tollgate,
+    policies: PathBuf,
 }
 
 async fn setup() -> Setup {
@@ -76,10 +77,9 @@ async fn setup() -> Setup {
     )
     .unwrap();
     let policies = policies_with_echo();
-    let policies = policies.to_string_lossy().into_owned();
-    let gw =
-        Tollgate::start_gateway(up.data_dir.clone(), &routes, &[ISSUER, ("TOLLGATE_POLICIES_DIR", policies.as_str())]);
-    Setup { up, gw }
+    let dir = policies.to_string_lossy().into_owned();
+    let gw = Tollgate::start_gateway(up.data_dir.clone(), &routes, &[ISSUER, ("TOLLGATE_POLICIES_DIR", dir.as_str())]);
+    Setup { up, gw, policies }
 }
 
 async fn get(gw: &Tollgate, path: &str, token: &str, extra: &[(&str, &str)]) -> (u16, Value) {
@@ -99,7 +99,7 @@ async fn get(gw: &Tollgate, path: &str, token: &str, extra: &[(&str, &str)]) -> 
 
 #[tokio::test]
 async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() {
-    let Setup { up, gw } = setup().await;
+    let Setup { up, gw, .. } = setup().await;
     let owner = up.signup_and_login("owner@echo.test", "Echo Co").await;
     let token = owner["access_token"].as_str().unwrap();
     let tenant = owner["tenant"]["id"].as_str().unwrap();
@@ -150,7 +150,7 @@ fn owner_user(token: &str) -> String {
 
 #[tokio::test]
 async fn path_tricks_neither_bypass_policy_nor_reach_unrouted_paths() {
-    let Setup { up, gw } = setup().await;
+    let Setup { up, gw, .. } = setup().await;
     let owner = up.signup_and_login("paths@echo.test", "Paths").await;
     let auth = format!("Bearer {}", owner["access_token"].as_str().unwrap());
     let auth = [("Authorization", auth.as_str())];
@@ -182,7 +182,7 @@ async fn path_tricks_neither_bypass_policy_nor_reach_unrouted_paths() {
 
 #[tokio::test]
 async fn roles_tenants_and_credentials_are_enforced() {
-    let Setup { up, gw } = setup().await;
+    let Setup { up, gw, .. } = setup().await;
     let owner = up.signup_and_login("boss@echo.test", "Roles").await;
     let token = owner["access_token"].as_str().unwrap();
     let tenant = owner["tenant"]["id"].as_str().unwrap();
@@ -258,7 +258,7 @@ async fn answers_within(gw: &Tollgate, path: &str, token: &str, want: u16, bound
 
 #[tokio::test]
 async fn revoked_keys_and_ended_sessions_stop_within_the_bound() {
-    let Setup { up, gw } = setup().await;
+    let Setup { up, gw, .. } = setup().await;
     let owner = up.signup_and_login("rev@echo.test", "Revocation").await;
     let token = owner["access_token"].as_str().unwrap().to_owned();
     let tenant = owner["tenant"]["id"].as_str().unwrap();
@@ -286,4 +286,75 @@ async fn revoked_keys_and_ended_sessions_stop_within_the_bound() {
     assert_eq!(status, 204);
     answers_within(&gw, "/echo/items/1", session_token, 401, Duration::from_secs(10)).await;
     assert_eq!(get(&gw, "/echo/items/1", &token, &[]).await.0, 200, "other sessions are unaffected");
+}
+
+/// Waits, bounded, until a request answers `want`.
+async fn status_becomes(gw: &Tollgate, method: &str, path: &str, token: &str, want: u16) {
+    let started = Instant::now();
+    loop {
+        let (status, _) = gw.send(method, path, Some(token), None).await;
+        if status == want {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{method} {path} still answers {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn policy_file_edits_apply_without_restart_and_broken_edits_change_nothing() {
+    let Setup { up, gw, policies } = setup().await;
+    let owner = up.signup_and_login("edit@echo.test", "Edits").await;
+    let token = owner["access_token"].as_str().unwrap();
+    assert_eq!(gw.send("PUT", "/echo/items/1", Some(token), None).await.0, 200);
+    let file = policies.join("platform/echo.cedar");
+    let original = std::fs::read_to_string(&file).unwrap();
+
+    // A security team forbids writes: decisions change without a restart.
+    let mut tightened = original.clone();
+    tightened.push_str("@id(\"echo.freeze\") @reason(\"writes are frozen\")\nforbid (principal, action == Action::\"echo.write\", resource);\n");
+    std::fs::write(&file, &tightened).unwrap();
+    status_becomes(&gw, "PUT", "/echo/items/1", token, 403).await;
+    let (_, body) = gw.send("PUT", "/echo/items/1", Some(token), None).await;
+    assert!(body["policies"].to_string().contains("echo.freeze"), "owners see why: {body}");
+
+    // A broken edit is refused; the tightened set keeps serving.
+    std::fs::write(&file, "@id(\"oops\") permit(principal, action, resource) when { resource.nope };").unwrap();
+    let started = Instant::now();
+    let metrics = loop {
+        let m = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+        if m.contains("tollgate_policy_reloads_total{result=\"refused\"}") {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the broken edit was never refused:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(gw.send("PUT", "/echo/items/1", Some(token), None).await.0, 403, "the old set keeps serving");
+    assert_eq!(gw.send("GET", "/echo/items/1", Some(token), None).await.0, 200);
+    assert!(metrics.contains("tollgate_policy_reloads_total{result=\"ok\"}"), "{metrics}");
+
+    std::fs::write(&file, &original).unwrap();
+    status_becomes(&gw, "PUT", "/echo/items/1", token, 200).await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_stages_and_caches() {
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("metrics@echo.test", "Metrics").await;
+    let token = owner["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(gw.send("GET", "/echo/items/1", Some(token), None).await.0, 200);
+    }
+    assert_eq!(gw.send("GET", "/nowhere", Some(token), None).await.0, 404);
+    let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "tollgate_gateway_requests_total{decision=\"allow\",route=\"item\",status=\"200\"} 3",
+        "tollgate_gateway_requests_total{decision=\"deny\",route=\"none\",status=\"404\"} 1",
+        "tollgate_gateway_stage_seconds_count{stage=\"policy\"} 3",
+        "tollgate_gateway_cache_lookups_total{cache=\"tokens\"} 3",
+        "tollgate_gateway_cache_misses_total{cache=\"tokens\"} 1",
+        "tollgate_gateway_request_seconds_bucket{route=\"item\"",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+    }
 }

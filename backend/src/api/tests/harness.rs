@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tollgate_policies::PolicyEngine;
+use tollgate_policies::{LivePolicies, PolicyEngine};
 use tower::ServiceExt;
 
 use crate::state::{AppState, BackendConfig};
@@ -49,7 +49,7 @@ pub async fn apps() -> Vec<TestApp> {
     for db in databases().await {
         let mut config = BackendConfig::new(db.dir.clone(), "http://tollgate.test".into());
         config.secure_cookies = true;
-        let engine = Arc::new(PolicyEngine::builtin().unwrap());
+        let engine = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
         let state = build_state(db.store.clone(), engine, config).await.unwrap();
         out.push(TestApp { router: app(state.clone()), state, db });
     }
