@@ -35,11 +35,13 @@ pub enum Action {
     ServiceAccountList,
     RoleCreate,
     RoleList,
+    PdpQuery,
 }
 
 /// The scopes an API key may be given.
 pub const SCOPES: &[&str] = &[
     "*",
+    "authorize",
     "account:read",
     "tenant:read",
     "tenant:write",
@@ -70,6 +72,32 @@ pub fn is_valid_scope(scope: &str) -> bool {
 }
 
 impl Action {
+    /// Every platform action, which the decision point does not answer for.
+    pub const ALL: [Action; 22] = [
+        Action::AccountRead,
+        Action::AccountUpdate,
+        Action::TenantCreate,
+        Action::TenantRead,
+        Action::TenantUpdate,
+        Action::TenantDelete,
+        Action::TenantSuspend,
+        Action::TenantReactivate,
+        Action::MemberList,
+        Action::MemberUpdateRole,
+        Action::MemberRemove,
+        Action::InvitationCreate,
+        Action::InvitationList,
+        Action::InvitationRevoke,
+        Action::ApiKeyCreate,
+        Action::ApiKeyList,
+        Action::ApiKeyRevoke,
+        Action::ServiceAccountCreate,
+        Action::ServiceAccountList,
+        Action::RoleCreate,
+        Action::RoleList,
+        Action::PdpQuery,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Action::AccountRead => "account.read",
@@ -93,6 +121,7 @@ impl Action {
             Action::ServiceAccountList => "serviceaccount.list",
             Action::RoleCreate => "role.create",
             Action::RoleList => "role.list",
+            Action::PdpQuery => "pdp.query",
         }
     }
 
@@ -111,6 +140,7 @@ impl Action {
             Action::ApiKeyCreate | Action::ApiKeyRevoke | Action::ServiceAccountCreate => "keys:write",
             Action::RoleList => "roles:read",
             Action::RoleCreate => "roles:write",
+            Action::PdpQuery => "authorize",
         }
     }
 }

@@ -9,6 +9,9 @@ mod engine;
 mod live;
 mod scenario;
 
-pub use engine::{Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome, PolicyEngine, PolicyRequest};
+pub use engine::{
+    BUILTIN_POLICIES, BUILTIN_SCHEMA, Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome,
+    PolicyEngine, PolicyRequest,
+};
 pub use live::{LivePolicies, PolicyWatcher, ReloadOutcome};
 pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir};

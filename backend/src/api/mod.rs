@@ -3,6 +3,7 @@
 //! is generated from the same table that serves requests.
 
 mod accounts;
+mod authorize;
 mod invitations;
 mod keys;
 mod members;
@@ -174,6 +175,7 @@ pub fn router() -> Router<AppState> {
     let api = members::routes(api.tag("members"));
     let api = invitations::routes(api.tag("invitations"));
     let api = keys::routes(api.tag("keys"));
+    let api = authorize::routes(api.tag("authorize"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -2,6 +2,7 @@
 //! endpoint with its hostile cases.
 
 mod accounts;
+mod authorize;
 mod harness;
 mod isolation;
 mod keys;

@@ -45,11 +45,16 @@ pub struct Account {
 
 /// One app per test database.
 pub async fn apps() -> Vec<TestApp> {
+    apps_with(|| PolicyEngine::builtin().unwrap()).await
+}
+
+/// One app per test database, with the policies `engine` makes.
+pub async fn apps_with(engine: impl Fn() -> PolicyEngine) -> Vec<TestApp> {
     let mut out = Vec::new();
     for db in databases().await {
         let mut config = BackendConfig::new(db.dir.clone(), "http://tollgate.test".into());
         config.secure_cookies = true;
-        let engine = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
+        let engine = Arc::new(LivePolicies::fixed(engine()));
         let state = build_state(db.store.clone(), engine, config).await.unwrap();
         out.push(TestApp { router: app(state.clone()), state, db });
     }
