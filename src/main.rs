@@ -413,7 +413,20 @@ async fn up(config: Config) -> Result<()> {
     let backend_addr = internal.local_addr()?;
     let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
     let state = backend_state(&config, store.clone(), Arc::clone(&engine), &issuer).await?;
-    let gateway_config = GatewayConfig::from_toml(&platform_routes(backend_addr))?;
+    let crm = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the demo's port")?;
+    let crm_addr = crm.local_addr()?;
+    let demo = tollgate_demo::app(tollgate_demo::DemoConfig {
+        tollgate_url: format!("http://{backend_addr}"),
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        audience: "crm".into(),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(crm, demo).await {
+            tracing::error!(error = %e, "the demo product stopped");
+        }
+    });
+    let routes = format!("{}{}", platform_routes(backend_addr), tollgate_demo::gateway_routes(crm_addr));
+    let gateway_config = GatewayConfig::from_toml(&routes)?;
     let gateway = Arc::new(Gateway {
         config: gateway_config,
         engine,
@@ -425,6 +438,7 @@ async fn up(config: Config) -> Result<()> {
     let metrics = serve_metrics(config.metrics_listen).await?;
     println!("Tollgate is up ({})", describe_store(&config, &store));
     print_endpoints(public);
+    println!("  crm      http://{public}/crm/contacts (the demo product)");
     println!("  metrics  http://{metrics}/metrics");
     println!("  backend  http://{backend_addr} (internal, behind the gateway)");
     tracing::info!(gateway = %public, backend = %backend_addr, "listening");

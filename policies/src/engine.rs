@@ -17,6 +17,7 @@ pub const BUILTIN_SCHEMA: &str = include_str!("../schema.cedarschema");
 pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ("platform/guardrails.cedar", include_str!("../platform/guardrails.cedar")),
     ("platform/api.cedar", include_str!("../platform/api.cedar")),
+    ("products/crm.cedar", include_str!("../products/crm.cedar")),
 ];
 
 /// Why a schema or a policy set could not be loaded.
@@ -156,17 +157,22 @@ impl PolicyEngine {
         Self::from_sources(BUILTIN_SCHEMA, BUILTIN_POLICIES.iter().copied())
     }
 
-    /// `schema.cedarschema` and every `*.cedar` file under `platform/` of `dir`.
+    /// `schema.cedarschema` and every `*.cedar` file under `platform/` and
+    /// (when present) `products/` of `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
         let schema = read(&dir.join("schema.cedarschema"))?;
         let mut files = Vec::new();
-        let platform = dir.join("platform");
-        let entries = std::fs::read_dir(&platform)
-            .map_err(|source| LoadError::Read { path: platform.display().to_string(), source })?;
-        for entry in entries {
-            let path = entry.map_err(|source| LoadError::Read { path: platform.display().to_string(), source })?.path();
-            if path.extension().is_some_and(|ext| ext == "cedar") {
-                files.push((path.display().to_string(), read(&path)?));
+        for sub in ["platform", "products"] {
+            let folder = dir.join(sub);
+            if sub == "products" && !folder.exists() {
+                continue;
+            }
+            let read_err = |source| LoadError::Read { path: folder.display().to_string(), source };
+            for entry in std::fs::read_dir(&folder).map_err(read_err)? {
+                let path = entry.map_err(read_err)?.path();
+                if path.extension().is_some_and(|ext| ext == "cedar") {
+                    files.push((path.display().to_string(), read(&path)?));
+                }
             }
         }
         files.sort();

@@ -128,7 +128,9 @@ mod tests {
         std::fs::create_dir_all(dir.join("platform")).unwrap();
         std::fs::write(dir.join("schema.cedarschema"), BUILTIN_SCHEMA).unwrap();
         for (name, text) in BUILTIN_POLICIES {
-            std::fs::write(dir.join(name), text).unwrap();
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         dir
     }

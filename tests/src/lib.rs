@@ -173,6 +173,25 @@ impl Tollgate {
         body
     }
 
+    /// Invites `email` into the tenant of `owner` (a login response) with
+    /// `role`, accepts from the outbox mail as a new user, and logs in there;
+    /// returns the access token.
+    pub async fn invite_member(&self, owner: &Value, email: &str, role: &str) -> String {
+        let token = owner["access_token"].as_str().unwrap_or_default();
+        let tenant = owner["tenant"]["id"].as_str().unwrap_or_default();
+        let path = format!("/api/v1/tenants/{tenant}/invitations");
+        let (status, body) = self.send("POST", &path, Some(token), Some(json!({"email": email, "role": role}))).await;
+        assert_eq!(status, 201, "{body}");
+        let outbox = String::from_utf8_lossy(&self.cli(&["outbox", "--to", email]).stdout).into_owned();
+        let start = outbox.find("tgi_").unwrap_or_else(|| panic!("no invitation for {email} in the outbox"));
+        let invite: String =
+            outbox[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+        let accept = json!({"token": invite, "name": "Member", "password": PASSWORD});
+        let (status, body) = self.send("POST", "/api/v1/invitations/accept", None, Some(accept)).await;
+        assert_eq!(status, 201, "{body}");
+        self.login(email).await["access_token"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Stops the process and waits for it.
     pub fn stop(mut self) -> PathBuf {
         let _ = self.child.kill();

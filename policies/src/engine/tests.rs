@@ -34,7 +34,7 @@ fn scenario_files_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let report = run_scenario_dir(&engine, &dir).unwrap();
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.passed >= 19, "ran {} requests", report.passed);
+    assert!(report.passed >= 29, "ran {} requests", report.passed);
 }
 
 #[test]

@@ -185,35 +185,13 @@ async fn roles_tenants_and_credentials_are_enforced() {
     let Setup { up, gw, .. } = setup().await;
     let owner = up.signup_and_login("boss@echo.test", "Roles").await;
     let token = owner["access_token"].as_str().unwrap();
-    let tenant = owner["tenant"]["id"].as_str().unwrap();
     let other = up.signup_and_login("other@echo.test", "Other Co").await;
 
     let (status, _) = gw.send("PUT", "/echo/items/1", Some(token), None).await;
     assert_eq!(status, 200, "owners write");
     // A viewer reads but does not write, and sees no policy internals.
-    let (_, inv) = up
-        .send(
-            "POST",
-            &format!("/api/v1/tenants/{tenant}/invitations"),
-            Some(token),
-            Some(json!({"email": "v@echo.test", "role": "viewer"})),
-        )
-        .await;
-    assert!(inv["invitation"]["id"].is_string(), "{inv}");
-    let outbox = String::from_utf8(up.cli(&["outbox", "--to", "v@echo.test"]).stdout).unwrap();
-    let invite: String = outbox[outbox.find("tgi_").unwrap()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    up.send(
-        "POST",
-        "/api/v1/invitations/accept",
-        None,
-        Some(json!({"token": invite, "name": "V", "password": tollgate_tests::PASSWORD})),
-    )
-    .await;
-    let viewer = up.login("v@echo.test").await;
-    let viewer_token = viewer["access_token"].as_str().unwrap();
+    let viewer_token = up.invite_member(&owner, "v@echo.test", "viewer").await;
+    let viewer_token = viewer_token.as_str();
     assert_eq!(get(&gw, "/echo/items/1", viewer_token, &[]).await.0, 200);
     let (status, body) = gw.send("PUT", "/echo/items/1", Some(viewer_token), None).await;
     assert_eq!(status, 403, "{body}");

@@ -3,5 +3,6 @@
 // Test code through and through: a failed unwrap in a helper is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod crm;
 mod gateway;
 mod identity;
