@@ -36,6 +36,8 @@ pub enum Action {
     RoleCreate,
     RoleList,
     PdpQuery,
+    PolicyRead,
+    PolicyManage,
 }
 
 /// The scopes an API key may be given.
@@ -51,6 +53,8 @@ pub const SCOPES: &[&str] = &[
     "keys:write",
     "roles:read",
     "roles:write",
+    "policies:read",
+    "policies:write",
 ];
 
 /// Whether `scope` may be given to an API key: a platform scope, or a
@@ -73,7 +77,7 @@ pub fn is_valid_scope(scope: &str) -> bool {
 
 impl Action {
     /// Every platform action, which the decision point does not answer for.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 24] = [
         Action::AccountRead,
         Action::AccountUpdate,
         Action::TenantCreate,
@@ -96,6 +100,8 @@ impl Action {
         Action::RoleCreate,
         Action::RoleList,
         Action::PdpQuery,
+        Action::PolicyRead,
+        Action::PolicyManage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +128,8 @@ impl Action {
             Action::RoleCreate => "role.create",
             Action::RoleList => "role.list",
             Action::PdpQuery => "pdp.query",
+            Action::PolicyRead => "policy.read",
+            Action::PolicyManage => "policy.manage",
         }
     }
 
@@ -141,6 +149,8 @@ impl Action {
             Action::RoleList => "roles:read",
             Action::RoleCreate => "roles:write",
             Action::PdpQuery => "authorize",
+            Action::PolicyRead => "policies:read",
+            Action::PolicyManage => "policies:write",
         }
     }
 }
@@ -358,4 +368,18 @@ pub fn authorize(
     } else {
         Err(ApiError::Forbidden { detail: format!("not allowed to `{}`", action.name()), decision: Some(decision_id) })
     }
+}
+
+/// The common opening of a call on a tenant: another tenant's id is 404,
+/// `action` on the tenant must be allowed, and the returned transaction is
+/// bound to the tenant.
+pub async fn open_tenant(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: &str,
+    action: Action,
+) -> Result<crate::store::Tx, ApiError> {
+    p.in_tenant(tenant_id)?;
+    authorize(state, p, action, Resource::Tenant(&p.tenant), None)?;
+    Ok(state.store.tenant_tx(tenant_id).await?)
 }

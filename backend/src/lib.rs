@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod layers;
 pub mod problem;
 pub mod roles;
 pub mod state;

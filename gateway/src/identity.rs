@@ -12,8 +12,10 @@ use sha2::{Digest, Sha256};
 use tollgate_backend::auth::principal::{Actor, Principal};
 use tollgate_backend::auth::secrets;
 use tollgate_backend::auth::tokens::{AccessClaims, KeyRing};
+use tollgate_backend::layers::{self, LAYER_TTL_SECS};
 use tollgate_backend::roles::ResolvedRole;
 use tollgate_backend::store::{self, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, UserRow, now};
+use tollgate_policies::{LivePolicies, PolicyEngine};
 
 use crate::metrics;
 use crate::reject::Reject;
@@ -44,6 +46,9 @@ pub struct Identity {
     tenants: Cache<String, Option<Arc<TenantRow>>>,
     roles: Cache<(String, String), Option<ResolvedRole>>,
     api_keys: Cache<String, Option<Arc<ApiKeyRow>>>,
+    /// Each tenant's engine (platform plus its layer), at most
+    /// `LAYER_TTL_SECS` old.
+    layers: Cache<String, Arc<PolicyEngine>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -82,6 +87,7 @@ impl Identity {
             tenants: cache(LIVENESS_TTL),
             roles: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
+            layers: cache(Duration::from_secs(LAYER_TTL_SECS)),
         }
     }
 
@@ -175,6 +181,31 @@ impl Identity {
             role,
             client_ip: client_ip.to_owned(),
         })
+    }
+
+    /// The engine for a request in `tenant`: the platform's, plus the
+    /// tenant's active layer. A layer that cannot be loaded refuses the
+    /// request (fail closed), it is never silently skipped.
+    pub async fn engine_for(
+        &self,
+        live: &LivePolicies,
+        tenant: Option<&TenantRow>,
+    ) -> Result<Arc<PolicyEngine>, Reject> {
+        let Some(tenant) = tenant else {
+            return Ok(live.current());
+        };
+        let store = self.store().await?;
+        metrics::cache_lookup("layers");
+        self.layers
+            .try_get_with(tenant.id.clone(), async move {
+                metrics::cache_miss("layers");
+                layers::tenant_engine(store, live, &tenant.id).await
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, tenant = %tenant.id, "tenant policies cannot be loaded");
+                Reject::Forbidden { detail: "the tenant's policies cannot be loaded".into(), policies: Vec::new() }
+            })
     }
 
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, Reject> {

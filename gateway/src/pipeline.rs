@@ -74,7 +74,8 @@ impl Gateway {
         lap("tenant");
         let tenant = tenant?;
         let facts = RequestFacts { method: req.method, source_ip: req.client_ip };
-        let decision = decide(&self.engine.current(), &caller, tenant, route, &facts);
+        let engine = self.identity.engine_for(&self.engine, tenant.as_deref()).await.map_err(early)?;
+        let decision = decide(&engine, &caller, tenant, route, &facts);
         lap("policy");
         decision
     }

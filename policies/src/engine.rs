@@ -189,25 +189,22 @@ impl PolicyEngine {
         let mut policies = PolicySet::new();
         let mut reasons = HashMap::new();
         for (file, text) in files {
-            let parsed = PolicySet::from_str(text)
-                .map_err(|e| LoadError::Parse { file: file.to_owned(), message: e.to_string() })?;
-            for policy in parsed.policies() {
-                let id =
-                    policy.annotation("id").ok_or_else(|| LoadError::MissingId { file: file.to_owned() })?.to_owned();
-                if reasons.contains_key(&id) {
-                    return Err(LoadError::DuplicateId(id));
-                }
-                let renamed: Policy = policy.new_id(PolicyId::new(&id));
-                policies.add(renamed).map_err(|_| LoadError::DuplicateId(id.clone()))?;
-                reasons.insert(id, policy.annotation("reason").unwrap_or_default().to_owned());
-            }
+            add_file(&mut policies, &mut reasons, file, text, "")?;
         }
-        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
-        if !validation.validation_passed() {
-            let messages: Vec<String> = validation.validation_errors().map(|e| e.to_string()).collect();
-            return Err(LoadError::Validation(messages.join("; ")));
-        }
+        validate(&schema, &policies)?;
         Ok(Self { schema, policies, reasons, authorizer: Authorizer::new() })
+    }
+
+    /// This snapshot plus a layer of policies (a tenant's), whose ids are
+    /// prefixed with `prefix`; validated strictly against the same schema.
+    /// The base's `forbid`s keep winning: a layer can only add permits and
+    /// forbids of its own.
+    pub fn with_layer(&self, prefix: &str, file: &str, text: &str) -> Result<Self, LoadError> {
+        let mut policies = self.policies.clone();
+        let mut reasons = self.reasons.clone();
+        add_file(&mut policies, &mut reasons, file, text, prefix)?;
+        validate(&self.schema, &policies)?;
+        Ok(Self { schema: self.schema.clone(), policies, reasons, authorizer: Authorizer::new() })
     }
 
     /// The number of policies in the snapshot.
@@ -257,6 +254,42 @@ impl PolicyEngine {
             _ => Decision::Deny,
         };
         Ok(Outcome { decision, determining, errors })
+    }
+}
+
+/// Parses one file's policies into `policies`, each named `prefix` + its `@id`.
+fn add_file(
+    policies: &mut PolicySet,
+    reasons: &mut HashMap<String, String>,
+    file: &str,
+    text: &str,
+    prefix: &str,
+) -> Result<(), LoadError> {
+    let parsed =
+        PolicySet::from_str(text).map_err(|e| LoadError::Parse { file: file.to_owned(), message: e.to_string() })?;
+    if parsed.templates().next().is_some() {
+        return Err(LoadError::Parse { file: file.to_owned(), message: "templates are not supported".into() });
+    }
+    for policy in parsed.policies() {
+        let id = policy.annotation("id").ok_or_else(|| LoadError::MissingId { file: file.to_owned() })?;
+        let id = format!("{prefix}{id}");
+        if reasons.contains_key(&id) {
+            return Err(LoadError::DuplicateId(id));
+        }
+        let renamed: Policy = policy.new_id(PolicyId::new(&id));
+        policies.add(renamed).map_err(|_| LoadError::DuplicateId(id.clone()))?;
+        reasons.insert(id, policy.annotation("reason").unwrap_or_default().to_owned());
+    }
+    Ok(())
+}
+
+fn validate(schema: &Schema, policies: &PolicySet) -> Result<(), LoadError> {
+    let validation = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
+    if validation.validation_passed() {
+        Ok(())
+    } else {
+        let messages: Vec<String> = validation.validation_errors().map(|e| e.to_string()).collect();
+        Err(LoadError::Validation(messages.join("; ")))
     }
 }
 

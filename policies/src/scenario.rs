@@ -60,6 +60,13 @@ pub struct ScenarioReport {
     pub failures: Vec<String>,
 }
 
+/// Runs one scenario document (the JSON of a scenario file) named `name`.
+pub fn run_scenario_text(engine: &PolicyEngine, name: &str, text: &str) -> ScenarioReport {
+    let mut report = ScenarioReport::default();
+    run_one(engine, name, text, &mut report);
+    report
+}
+
 /// Runs every `*.json` scenario file under `dir` (recursively) against `engine`.
 pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
     let mut files = Vec::new();
@@ -70,52 +77,53 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file)
             .map_err(|e| ScenarioError::Read { path: name.clone(), message: e.to_string() })?;
-        let scenario: ScenarioFile = match serde_json::from_str(&text) {
-            Ok(s) => s,
-            Err(e) => {
-                report.failures.push(format!("{name}: invalid scenario file: {e}"));
-                continue;
-            }
-        };
-        let label =
-            if scenario.description.is_empty() { name.clone() } else { format!("{name} ({})", scenario.description) };
-        let entities: Vec<EntitySpec> = scenario
-            .entities
-            .into_iter()
-            .map(|e| EntitySpec { uid: e.uid, attrs: e.attrs, parents: e.parents })
-            .collect();
-        for req in scenario.requests {
-            let outcome = engine.evaluate(&PolicyRequest {
-                principal: req.principal,
-                action: req.action,
-                resource: req.resource,
-                context: req.context,
-                entities: entities.clone(),
-            });
-            let mut problems = Vec::new();
-            if outcome.decision != req.decision {
-                problems.push(format!(
-                    "expected {:?}, got {:?} (errors: {:?})",
-                    req.decision, outcome.decision, outcome.errors
-                ));
-            }
-            if let Some(expected) = &req.determining {
-                let mut got: Vec<&str> = outcome.determining.iter().map(|p| p.id.as_str()).collect();
-                got.sort_unstable();
-                let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
-                want.sort_unstable();
-                if got != want {
-                    problems.push(format!("expected determining {want:?}, got {got:?}"));
-                }
-            }
-            if problems.is_empty() {
-                report.passed += 1;
-            } else {
-                report.failures.push(format!("{label}: {}: {}", req.name, problems.join("; ")));
-            }
-        }
+        run_one(engine, &name, &text, &mut report);
     }
     Ok(report)
+}
+
+fn run_one(engine: &PolicyEngine, name: &str, text: &str, report: &mut ScenarioReport) {
+    let scenario: ScenarioFile = match serde_json::from_str(text) {
+        Ok(s) => s,
+        Err(e) => {
+            report.failures.push(format!("{name}: invalid scenario file: {e}"));
+            return;
+        }
+    };
+    let label =
+        if scenario.description.is_empty() { name.to_owned() } else { format!("{name} ({})", scenario.description) };
+    let entities: Vec<EntitySpec> =
+        scenario.entities.into_iter().map(|e| EntitySpec { uid: e.uid, attrs: e.attrs, parents: e.parents }).collect();
+    for req in scenario.requests {
+        let outcome = engine.evaluate(&PolicyRequest {
+            principal: req.principal,
+            action: req.action,
+            resource: req.resource,
+            context: req.context,
+            entities: entities.clone(),
+        });
+        let mut problems = Vec::new();
+        if outcome.decision != req.decision {
+            problems.push(format!(
+                "expected {:?}, got {:?} (errors: {:?})",
+                req.decision, outcome.decision, outcome.errors
+            ));
+        }
+        if let Some(expected) = &req.determining {
+            let mut got: Vec<&str> = outcome.determining.iter().map(|p| p.id.as_str()).collect();
+            got.sort_unstable();
+            let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            if got != want {
+                problems.push(format!("expected determining {want:?}, got {got:?}"));
+            }
+        }
+        if problems.is_empty() {
+            report.passed += 1;
+        } else {
+            report.failures.push(format!("{label}: {}: {}", req.name, problems.join("; ")));
+        }
+    }
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScenarioError> {

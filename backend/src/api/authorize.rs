@@ -177,7 +177,12 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
             return Err(ApiError::field("context", format!("`{name}` is set by Tollgate")));
         }
     }
-    let outcome = state.engine.current().evaluate(&PolicyRequest {
+    // The caller's tenant layer applies here as at the gateway.
+    let engine = crate::layers::tenant_engine(&state.store, &state.engine, tenant_id).await.map_err(|e| {
+        tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+        ApiError::Conflict("the tenant's active policies cannot be loaded".into())
+    })?;
+    let outcome = engine.evaluate(&PolicyRequest {
         principal,
         action: q.action.clone(),
         resource: EntityRef::new(&q.resource.type_name, q.resource.id),

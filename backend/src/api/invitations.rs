@@ -12,7 +12,7 @@ use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::Principal;
 use crate::auth::{password, secrets};
-use crate::authz::{Action, Resource, authorize};
+use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::roles::ResolvedRole;
 use crate::state::AppState;
@@ -117,9 +117,7 @@ async fn list(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    p.in_tenant(&tenant_id)?;
-    authorize(&state, &p, Action::InvitationList, Resource::Tenant(&p.tenant), None)?;
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let mut tx = open_tenant(&state, &p, &tenant_id, Action::InvitationList).await?;
     let rows = store::invitations(&mut tx, &tenant_id).await?;
     tx.commit().await?;
     let items: Vec<Value> = rows.iter().map(views::invitation).collect();

@@ -12,7 +12,7 @@ use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
 use crate::auth::secrets;
-use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope};
+use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::roles::ResolvedRole;
 use crate::state::AppState;
@@ -154,9 +154,7 @@ async fn list_keys(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    p.in_tenant(&tenant_id)?;
-    authorize(&state, &p, Action::ApiKeyList, Resource::Tenant(&p.tenant), None)?;
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let mut tx = open_tenant(&state, &p, &tenant_id, Action::ApiKeyList).await?;
     let rows = store::api_keys(&mut tx, &tenant_id).await?;
     tx.commit().await?;
     let items: Vec<Value> = rows.iter().map(views::api_key).collect();
@@ -240,9 +238,7 @@ async fn list_accounts(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    p.in_tenant(&tenant_id)?;
-    authorize(&state, &p, Action::ServiceAccountList, Resource::Tenant(&p.tenant), None)?;
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let mut tx = open_tenant(&state, &p, &tenant_id, Action::ServiceAccountList).await?;
     let rows = store::service_accounts(&mut tx, &tenant_id).await?;
     tx.commit().await?;
     let items: Vec<Value> = rows.iter().map(views::service_account).collect();

@@ -13,7 +13,7 @@ use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::Principal;
-use crate::authz::{Action, Resource, authorize};
+use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::roles::{Builtin, ResolvedRole};
 use crate::state::AppState;
@@ -179,9 +179,7 @@ async fn list_roles(
     p: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    p.in_tenant(&tenant_id)?;
-    authorize(&state, &p, Action::RoleList, Resource::Tenant(&p.tenant), None)?;
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let mut tx = open_tenant(&state, &p, &tenant_id, Action::RoleList).await?;
     let custom = store::roles(&mut tx, &tenant_id).await?;
     tx.commit().await?;
     let builtin: Vec<Value> =

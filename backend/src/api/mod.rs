@@ -7,6 +7,7 @@ mod authorize;
 mod invitations;
 mod keys;
 mod members;
+mod policies;
 mod session;
 mod system;
 mod tenants;
@@ -176,6 +177,7 @@ pub fn router() -> Router<AppState> {
     let api = invitations::routes(api.tag("invitations"));
     let api = keys::routes(api.tag("keys"));
     let api = authorize::routes(api.tag("authorize"));
+    let api = policies::routes(api.tag("policies"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

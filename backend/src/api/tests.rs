@@ -7,5 +7,6 @@ mod harness;
 mod isolation;
 mod keys;
 mod members;
+mod policies;
 mod session;
 mod tenants;

@@ -4,10 +4,12 @@
 
 mod identity;
 mod keys;
+mod policies;
 mod tenancy;
 
 pub use identity::*;
 pub use keys::*;
+pub use policies::*;
 pub use tenancy::*;
 
 use std::str::FromStr;

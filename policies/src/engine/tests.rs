@@ -137,3 +137,40 @@ fn evaluation_error_in_a_guardrail_denies() {
     assert_eq!(outcome.decision, Decision::Deny, "{outcome:?}");
     assert!(!outcome.errors.is_empty());
 }
+
+#[test]
+fn layers_add_policies_with_prefixed_ids_and_cannot_override_guardrails() {
+    let base = PolicyEngine::builtin().unwrap();
+    let layer = PolicyEngine::builtin()
+        .unwrap()
+        .with_layer(
+            "tenant:t:",
+            "layer",
+            "@id(\"everyone-reads\") permit(principal, action == Action::\"tenant.read\", resource);",
+        )
+        .unwrap();
+    assert_eq!(layer.len(), base.len() + 1);
+    // A stranger to tenant `t` is still refused: the isolation guardrail wins.
+    let outcome = layer.evaluate(&PolicyRequest {
+        principal: EntityRef::new("User", "u"),
+        action: "tenant.read".into(),
+        resource: EntityRef::new("Tenant", "t"),
+        context: ctx(),
+        entities: vec![
+            EntitySpec::new(EntityRef::new("User", "u"))
+                .attr("email", json!("u@x"))
+                .attr("platform_admin", json!(false))
+                .attr("role_rank", json!(1)),
+            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")),
+        ],
+    });
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert_eq!(outcome.determining[0].id, "platform.tenant-isolation");
+    for bad in [
+        "permit(principal, action, resource);",
+        "@id(\"x\") permit(principal, action, resource) when { resource.nope };",
+        "@id(\"t\") permit(principal == ?principal, action, resource);",
+    ] {
+        assert!(base.with_layer("tenant:t:", "layer", bad).is_err(), "{bad}");
+    }
+}

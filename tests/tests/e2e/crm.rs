@@ -59,3 +59,48 @@ async fn crm_rules_hold_end_to_end() {
     // Anonymous callers are refused at the gateway.
     assert_eq!(tg.send("GET", "/crm/contacts", None, None).await.0, 403);
 }
+
+/// Waits, bounded, until a request answers `want`.
+async fn becomes(tg: &Tollgate, method: &str, path: &str, token: &str, body: serde_json::Value, want: u16) {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = tg.send(method, path, Some(token), Some(body.clone())).await;
+        if status == want {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "{method} {path} still answers {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_policy_activated_through_the_api_takes_effect_and_rolls_back() {
+    let tg = Tollgate::start();
+    let owner = tg.signup_and_login("layer@crm.test", "Layered").await;
+    let boss = owner["access_token"].as_str().unwrap().to_owned();
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    let rep = tg.invite_member(&owner, "layer-rep@crm.test", "member").await;
+    let contact = json!({"name": "Someone"});
+    assert_eq!(tg.send("POST", "/crm/contacts", Some(&rep), Some(contact.clone())).await.0, 201);
+
+    let source = "@id(\"admins-only\") @reason(\"only admins write here\")\n\
+                  forbid (principal, action == Action::\"crm.write\", resource) unless { principal in Role::\"admin\" };";
+    let base = format!("/api/v1/tenants/{tenant}/policies");
+    let (status, body) = tg.send("POST", &base, Some(&boss), Some(json!({"source": source}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = tg.send("POST", &format!("{base}/1/activate"), Some(&boss), Some(json!({}))).await;
+    assert_eq!(status, 200);
+    // The gateway picks the layer up within its documented bound (2 seconds).
+    becomes(&tg, "POST", "/crm/contacts", &rep, contact.clone(), 403).await;
+    assert_eq!(tg.send("POST", "/crm/contacts", Some(&boss), Some(contact.clone())).await.0, 201, "admins still write");
+    // Another tenant is untouched.
+    let other = tg.signup_and_login("layer-other@crm.test", "Unlayered").await;
+    assert_eq!(
+        tg.send("POST", "/crm/contacts", Some(other["access_token"].as_str().unwrap()), Some(contact.clone())).await.0,
+        201
+    );
+
+    let (status, _) = tg.send("POST", &format!("{base}/rollback"), Some(&boss), Some(json!({}))).await;
+    assert_eq!(status, 200);
+    becomes(&tg, "POST", "/crm/contacts", &rep, contact, 201).await;
+}
