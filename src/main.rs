@@ -462,11 +462,8 @@ async fn gateway_alone(config: Config, routes: &Path) -> Result<()> {
     let keys =
         Arc::new(KeyRing::open(store.clone(), config.data_dir.join("keys"), issuer, config.access_ttl_secs).await?);
     tollgate_backend::spawn_key_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
-    let gateway = Arc::new(Gateway {
-        config: gateway_config,
-        engine,
-        identity: Identity::new(keys, config.database_url.clone()),
-    });
+    let identity = Identity::new(keys, config.database_url.clone()).with_issuers(gateway_config.issuers.clone());
+    let gateway = Arc::new(Gateway { config: gateway_config, engine, identity });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
     wait_listening(public).await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::issuers::IssuerConfig;
 use crate::route::{ResourceId, Route, RouteError, RouteTable, Template};
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +21,8 @@ struct File {
     upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     routes: Vec<RouteFile>,
+    #[serde(default)]
+    issuers: Vec<IssuerConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +82,8 @@ pub struct GatewayConfig {
     pub base_domain: Option<String>,
     pub upstreams: BTreeMap<String, Upstream>,
     pub routes: RouteTable,
+    /// Trusted external issuers.
+    pub issuers: Vec<IssuerConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,8 @@ pub enum ConfigError {
     Route(#[from] RouteError),
     #[error("upstream `{name}`: {reason}")]
     Upstream { name: String, reason: String },
+    #[error("issuer `{issuer}`: {reason}")]
+    Issuer { issuer: String, reason: String },
     #[error("invalid `tenant_from` entry `{0}`: expected credential, header or subdomain")]
     TenantSource(String),
 }
@@ -155,7 +162,25 @@ impl GatewayConfig {
                 resource_id,
             });
         }
-        Ok(Self { tenant_from, base_domain: file.base_domain, upstreams, routes: RouteTable::new(routes)? })
+        for i in &file.issuers {
+            let bad = |reason: &str| ConfigError::Issuer { issuer: i.issuer.clone(), reason: reason.to_owned() };
+            if !(i.jwks_url.starts_with("https://") || i.jwks_url.starts_with("http://")) {
+                return Err(bad("`jwks_url` must be an http(s) URL"));
+            }
+            if i.tenants.is_empty() {
+                return Err(bad("`tenants` must name the tenants it may speak for"));
+            }
+            if i.issuer.is_empty() || i.audience.is_empty() {
+                return Err(bad("`issuer` and `audience` must not be empty"));
+            }
+        }
+        Ok(Self {
+            tenant_from,
+            base_domain: file.base_domain,
+            upstreams,
+            routes: RouteTable::new(routes)?,
+            issuers: file.issuers,
+        })
     }
 }
 

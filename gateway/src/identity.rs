@@ -13,10 +13,11 @@ use tollgate_backend::auth::principal::{Actor, Principal};
 use tollgate_backend::auth::secrets;
 use tollgate_backend::auth::tokens::{AccessClaims, KeyRing};
 use tollgate_backend::layers::{self, LAYER_TTL_SECS};
-use tollgate_backend::roles::ResolvedRole;
+use tollgate_backend::roles::{Builtin, ResolvedRole};
 use tollgate_backend::store::{self, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, UserRow, now};
 use tollgate_policies::{LivePolicies, PolicyEngine};
 
+use crate::issuers::{ExternalError, ExternalIdentity, IssuerConfig, Issuers};
 use crate::metrics;
 use crate::reject::Reject;
 
@@ -49,6 +50,8 @@ pub struct Identity {
     /// Each tenant's engine (platform plus its layer), at most
     /// `LAYER_TTL_SECS` old.
     layers: Cache<String, Arc<PolicyEngine>>,
+    issuers: Issuers,
+    external: Cache<[u8; 32], Arc<ExternalIdentity>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -88,7 +91,15 @@ impl Identity {
             roles: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
             layers: cache(Duration::from_secs(LAYER_TTL_SECS)),
+            issuers: Issuers::new(Vec::new()),
+            external: cache(TOKEN_TTL),
         }
+    }
+
+    /// Also accepts tokens of these trusted external issuers.
+    pub fn with_issuers(mut self, issuers: Vec<IssuerConfig>) -> Self {
+        self.issuers = Issuers::new(issuers);
+        self
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -111,6 +122,8 @@ impl Identity {
         }
         let principal = if token.starts_with(secrets::API_KEY_PREFIX) {
             self.by_api_key(token, client_ip).await?
+        } else if self.issuers.claims_trusted_issuer(token) {
+            self.by_external_token(token, client_ip).await?
         } else {
             self.by_access_token(token, client_ip).await?
         };
@@ -153,6 +166,53 @@ impl Identity {
             self.role(&claims.tid, &claims.sub).await?.ok_or(Reject::Unauthenticated("membership was removed"))?;
         Ok(Principal {
             actor: Actor::User { user: (*user).clone(), session_id: claims.sid.clone(), amr: claims.amr.clone() },
+            tenant: (*tenant).clone(),
+            role,
+            client_ip: client_ip.to_owned(),
+        })
+    }
+
+    /// A token of a trusted external issuer: the issuer vouches for the
+    /// subject, its tenant (one of those the issuer may speak for) and its
+    /// roles; the principal is `User::"<issuer>#<subject>"`.
+    async fn by_external_token(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        metrics::cache_lookup("external_tokens");
+        let identity = match self.external.get(&digest).await {
+            Some(identity) => identity,
+            None => {
+                metrics::cache_miss("external_tokens");
+                let identity = Arc::new(self.issuers.verify(token).await.map_err(|e| match e {
+                    ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Vec::new() },
+                    _ => BAD_TOKEN,
+                })?);
+                self.external.insert(digest, Arc::clone(&identity)).await;
+                identity
+            }
+        };
+        if identity.expires_at <= now() {
+            self.external.invalidate(&digest).await;
+            return Err(BAD_TOKEN);
+        }
+        let tenant = self.tenant(&identity.tenant).await?.ok_or(BAD_TOKEN)?;
+        let role = identity
+            .roles
+            .iter()
+            .filter_map(|r| Builtin::parse(r))
+            .max()
+            .map_or(ResolvedRole { name: "none".into(), base: None, custom: false }, ResolvedRole::builtin);
+        let t = now();
+        let user = UserRow {
+            id: format!("{}#{}", identity.issuer, identity.subject),
+            email: identity.email.clone(),
+            name: identity.subject.clone(),
+            password_hash: None,
+            platform_admin: 0,
+            created_at: t,
+            updated_at: t,
+        };
+        Ok(Principal {
+            actor: Actor::User { user, session_id: String::new(), amr: vec!["ext".into()] },
             tenant: (*tenant).clone(),
             role,
             client_ip: client_ip.to_owned(),

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod issuers;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -39,6 +39,8 @@ static CACHE_LOOKUPS: LazyLock<IntCounterVec> =
 static CACHE_MISSES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("tollgate_gateway_cache_misses_total", "Identity cache misses (loads from the store)", &["cache"])
 });
+static JWKS_REFRESHES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("tollgate_gateway_jwks_refreshes_total", "JWKS fetches of trusted issuers", &["issuer"]));
 static POLICY_RELOADS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_policy_reloads_total", "Policy reloads by result", &["result"]));
 
@@ -62,6 +64,11 @@ pub fn cache_miss(cache: &str) {
     CACHE_MISSES.with_label_values(&[cache]).inc();
 }
 
+/// A fetch of a trusted issuer's JWKS.
+pub fn jwks_refresh(issuer: &str) {
+    JWKS_REFRESHES.with_label_values(&[issuer]).inc();
+}
+
 /// A policy reload: `ok` or `refused`.
 pub fn policy_reload(result: &str) {
     POLICY_RELOADS.with_label_values(&[result]).inc();
@@ -76,6 +83,7 @@ pub fn render() -> String {
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_MISSES);
     LazyLock::force(&POLICY_RELOADS);
+    LazyLock::force(&JWKS_REFRESHES);
     let mut out = Vec::new();
     if TextEncoder::new().encode(&prometheus::gather(), &mut out).is_err() {
         return String::new();

@@ -68,7 +68,7 @@ async fn setup() -> Setup {
     std::fs::write(
         &routes,
         format!(
-            "[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
+            "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
              [[routes]]\nname = \"item\"\npath = \"/echo/items/{{id}}\"\nupstream = \"echo\"\n\
              methods = {{ GET = \"echo.read\", PUT = \"echo.write\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
              [[routes]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"dead\"\n\
@@ -205,6 +205,17 @@ async fn roles_tenants_and_credentials_are_enforced() {
     let (status, _) = get(&gw, "/echo/items/1", token, &[("X-Tenant", "no-such-tenant")]).await;
     assert_eq!(status, 404);
 
+    // Nor by subdomain; the own subdomain is fine.
+    let auth = format!("Bearer {token}");
+    let own_host = format!("{}.tollgate.e2e.test", owner["tenant"]["slug"].as_str().unwrap());
+    let other_host = format!("{other_slug}.tollgate.e2e.test");
+    let (status, _) = raw_get(&gw.base, "/echo/items/1", &[("Authorization", &auth), ("Host", &other_host)]).await;
+    assert_eq!(status, 403);
+    let (status, _) = raw_get(&gw.base, "/echo/items/1", &[("Authorization", &auth), ("Host", &own_host)]).await;
+    assert_eq!(status, 200);
+    let (status, _) = raw_get(&gw.base, "/echo/items/1", &[("Host", "no-such.tollgate.e2e.test")]).await;
+    assert_eq!(status, 404);
+
     // Bad credentials are refused at the gateway with WWW-Authenticate.
     for bad in ["garbage", "tg_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "eyJhbGciOiJub25lIn0.e30."] {
         let response = gw.http.get(gw.url("/echo/items/1")).bearer_auth(bad).send().await.unwrap();
@@ -335,4 +346,121 @@ async fn metrics_count_requests_stages_and_caches() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }
+}
+
+/// An identity provider: Ed25519 keys published at a JWKS URL.
+struct Idp {
+    jwks_url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+fn ed25519() -> (Vec<u8>, String) {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    (pkcs8.as_ref().to_vec(), x)
+}
+
+impl Idp {
+    async fn start() -> Self {
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let served = std::sync::Arc::clone(&jwks);
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let keys = served.lock().unwrap().clone();
+                async move { Json(json!({"keys": keys})) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { jwks_url: format!("http://{addr}/jwks"), jwks }
+    }
+
+    /// Publishes a new key under `kid`; returns its private half.
+    fn publish(&self, kid: &str) -> Vec<u8> {
+        let (der, x) = ed25519();
+        self.jwks.lock().unwrap().push(json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid, "x": x}));
+        der
+    }
+}
+
+fn sign(der: &[u8], kid: &str, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der)).unwrap()
+}
+
+#[tokio::test]
+async fn external_issuers_are_trusted_only_for_their_tenants_and_keys() {
+    let echo = echo_upstream().await;
+    let idp = Idp::start().await;
+    let key1 = idp.publish("idp-1");
+    let up = Tollgate::start_with(temp_dir("ext-up"), &[ISSUER]);
+    let federated = up.signup_and_login("ext@echo.test", "Federated").await;
+    let slug = federated["tenant"]["slug"].as_str().unwrap().to_owned();
+    let tenant_id = federated["tenant"]["id"].as_str().unwrap().to_owned();
+    let other = up.signup_and_login("ext-other@echo.test", "Not Federated").await;
+    let other_slug = other["tenant"]["slug"].as_str().unwrap().to_owned();
+    let routes = up.data_dir.join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "[upstreams.echo]\naddresses = [\"{echo}\"]\n\
+             [[routes]]\nname = \"item\"\npath = \"/echo/items/{{id}}\"\nupstream = \"echo\"\n\
+             methods = {{ GET = \"echo.read\", PUT = \"echo.write\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
+             [[issuers]]\nissuer = \"https://idp.test\"\naudience = \"tollgate-e2e\"\njwks_url = \"{}\"\n\
+             tenant_claim = \"org\"\nroles_claim = \"roles\"\ntenants = [\"{slug}\"]\n",
+            idp.jwks_url
+        ),
+    )
+    .unwrap();
+    let policies = policies_with_echo();
+    let dir = policies.to_string_lossy().into_owned();
+    let gw = Tollgate::start_gateway(up.data_dir.clone(), &routes, &[ISSUER, ("TOLLGATE_POLICIES_DIR", dir.as_str())]);
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = |iss: &str, org: &str, aud: &str, exp: i64| json!({"iss": iss, "aud": aud, "sub": "alice", "org": org, "roles": ["member"], "iat": now, "exp": exp});
+    let good = sign(&key1, "idp-1", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300));
+    let (status, echo_body) = get(&gw, "/echo/items/1", &good, &[]).await;
+    assert_eq!(status, 200, "{echo_body}");
+    assert_eq!(echo_body["headers"]["x-tollgate-principal"], json!(["user:https://idp.test#alice"]));
+    assert_eq!(echo_body["headers"]["x-tollgate-tenant"], json!([tenant_id]));
+    assert_eq!(echo_body["headers"]["x-tollgate-roles"], json!(["member"]));
+    assert_eq!(gw.send("PUT", "/echo/items/1", Some(&good), None).await.0, 403, "members do not write");
+
+    // Refused: another tenant than the issuer's, an untrusted issuer reusing
+    // the kid, a forgery under the trusted issuer and kid, wrong audience, expired.
+    let foreign = sign(&key1, "idp-1", &claims("https://idp.test", &other_slug, "tollgate-e2e", now + 300));
+    assert_eq!(get(&gw, "/echo/items/1", &foreign, &[]).await.0, 403);
+    let (attacker, _) = ed25519();
+    for (name, token) in [
+        (
+            "untrusted issuer, same kid",
+            sign(&attacker, "idp-1", &claims("https://evil.test", &slug, "tollgate-e2e", now + 300)),
+        ),
+        (
+            "forged under the trusted kid",
+            sign(&attacker, "idp-1", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300)),
+        ),
+        ("wrong audience", sign(&key1, "idp-1", &claims("https://idp.test", &slug, "someone-else", now + 300))),
+        ("expired", sign(&key1, "idp-1", &claims("https://idp.test", &slug, "tollgate-e2e", now - 60))),
+        ("unknown kid", sign(&attacker, "idp-9", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300))),
+    ] {
+        assert_eq!(get(&gw, "/echo/items/1", &token, &[]).await.0, 401, "{name}");
+    }
+
+    // The IdP rotates: a token under a new kid works once the JWKS is fetched again.
+    let key2 = idp.publish("idp-2");
+    let rotated = sign(&key2, "idp-2", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300));
+    let started = Instant::now();
+    while get(&gw, "/echo/items/1", &rotated, &[]).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(15), "the rotated key was never fetched");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tollgate_gateway_jwks_refreshes_total{issuer=\"https://idp.test\"}"), "{metrics}");
 }
