@@ -3,18 +3,22 @@
 //! `Permit`; `upstream_request_filter` strips client-sent identity headers
 //! and adds ours; `logging` writes one line per request.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 
 use crate::pipeline::{Gateway, IDENTITY_HEADER_PREFIX, Incoming};
 use crate::policy::Permit;
@@ -29,10 +33,13 @@ pub struct Ctx {
     decision_id: Option<String>,
 }
 
-/// The proxy: the gateway and a round-robin counter per process.
+/// How often each upstream address is health checked (TCP connect).
+const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The proxy: the gateway and a health-checked round-robin balancer per upstream.
 pub struct Proxy {
     gateway: Arc<Gateway>,
-    next: AtomicUsize,
+    balancers: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -119,8 +126,19 @@ impl ProxyHttp for Proxy {
             .upstreams
             .get(&route.upstream)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream vanished"))?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let address = upstream.addresses[n % upstream.addresses.len()];
+        let balancer = self
+            .balancers
+            .get(&upstream.name)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "balancer vanished"))?;
+        // Round robin over the addresses that pass their health check.
+        let backend = balancer
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
+        let address = backend
+            .addr
+            .as_inet()
+            .copied()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "not an inet address"))?;
         let mut peer = HttpPeer::new(address, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -239,8 +257,16 @@ pub fn spawn(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, Proxy { gateway, next: AtomicUsize::new(0) });
+    let mut balancers = HashMap::new();
+    for upstream in gateway.config.upstreams.values() {
+        let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(upstream.addresses.iter().copied())?;
+        balancer.set_health_check(TcpHealthCheck::new());
+        balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
+        let checker = background_service(&format!("health check {}", upstream.name), balancer);
+        balancers.insert(upstream.name.clone(), checker.task());
+        server.add_service(checker);
+    }
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Proxy { gateway, balancers });
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     std::thread::Builder::new()

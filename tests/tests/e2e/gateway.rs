@@ -69,6 +69,9 @@ async fn setup() -> Setup {
         &routes,
         format!(
             "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
+             [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 500\n\
+             [[routes]]\nname = \"pair\"\npath = \"/pair/items/{{id}}\"\nupstream = \"pair\"\n\
+             methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
              [[routes]]\nname = \"item\"\npath = \"/echo/items/{{id}}\"\nupstream = \"echo\"\n\
              methods = {{ GET = \"echo.read\", PUT = \"echo.write\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
              [[routes]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"dead\"\n\
@@ -463,4 +466,23 @@ async fn external_issuers_are_trusted_only_for_their_tenants_and_keys() {
     }
     let metrics = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tollgate_gateway_jwks_refreshes_total{issuer=\"https://idp.test\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn health_checks_take_a_dead_address_out_of_the_rotation() {
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("lb@echo.test", "Balanced").await;
+    let token = owner["access_token"].as_str().unwrap();
+    // Until the dead address fails its check, round robin may pick it (502);
+    // within the bound every request reaches the live one.
+    let started = Instant::now();
+    let mut streak = 0;
+    while streak < 10 {
+        let (status, _) = get(&gw, "/pair/items/1", token, &[]).await;
+        streak = if status == 200 { streak + 1 } else { 0 };
+        assert!(started.elapsed() < Duration::from_secs(15), "the dead address stayed in the rotation");
+    }
+    for _ in 0..20 {
+        assert_eq!(get(&gw, "/pair/items/1", token, &[]).await.0, 200);
+    }
 }
