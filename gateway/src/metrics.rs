@@ -32,6 +32,13 @@ static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 static REQUEST_SECONDS: LazyLock<HistogramVec> =
     LazyLock::new(|| histogram("tollgate_gateway_request_seconds", "Whole request latency by route", &["route"]));
+static UPSTREAM_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "tollgate_gateway_upstream_seconds",
+        "Time from choosing an upstream to its response headers",
+        &["upstream"],
+    )
+});
 static STAGE_SECONDS: LazyLock<HistogramVec> =
     LazyLock::new(|| histogram("tollgate_gateway_stage_seconds", "Latency of each pipeline stage", &["stage"]));
 static CACHE_LOOKUPS: LazyLock<IntCounterVec> =
@@ -48,6 +55,11 @@ static POLICY_RELOADS: LazyLock<IntCounterVec> =
 pub fn request(route: &str, status: u16, decision: &str, seconds: f64) {
     REQUESTS.with_label_values(&[route, &status.to_string(), decision]).inc();
     REQUEST_SECONDS.with_label_values(&[route]).observe(seconds);
+}
+
+/// An upstream's latency up to its response headers.
+pub fn upstream(upstream: &str, seconds: f64) {
+    UPSTREAM_SECONDS.with_label_values(&[upstream]).observe(seconds);
 }
 
 /// One pipeline stage's latency.
@@ -80,6 +92,7 @@ pub fn render() -> String {
     LazyLock::force(&REQUESTS);
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&STAGE_SECONDS);
+    LazyLock::force(&UPSTREAM_SECONDS);
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_MISSES);
     LazyLock::force(&POLICY_RELOADS);

@@ -123,6 +123,7 @@ pub fn decide(
     context.insert("method".into(), json!(facts.method));
     context.insert("path".into(), json!(route.path));
     context.insert("source_ip".into(), json!(facts.source_ip));
+    context.insert("time".into(), json!(tollgate_backend::store::now()));
     let outcome: Outcome =
         engine.evaluate(&PolicyRequest { principal, action: route.action.clone(), resource, context, entities });
     let policies: Vec<String> = outcome.determining.iter().map(|d| d.id.clone()).collect();

@@ -31,6 +31,8 @@ pub struct Ctx {
     request_id: String,
     permit: Option<Permit>,
     decision_id: Option<String>,
+    /// The upstream chosen and when.
+    upstream: Option<(String, Instant)>,
 }
 
 /// How often each upstream address is health checked (TCP connect).
@@ -78,7 +80,7 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx { started: Instant::now(), request_id: String::new(), permit: None, decision_id: None }
+        Ctx { started: Instant::now(), request_id: String::new(), permit: None, decision_id: None, upstream: None }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -139,6 +141,7 @@ impl ProxyHttp for Proxy {
             .as_inet()
             .copied()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "not an inet address"))?;
+        ctx.upstream = Some((upstream.name.clone(), Instant::now()));
         let mut peer = HttpPeer::new(address, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -184,6 +187,9 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some((name, chosen)) = &ctx.upstream {
+            crate::metrics::upstream(name, chosen.elapsed().as_secs_f64());
+        }
         response.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }

@@ -171,6 +171,7 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
         ("method", json!("")),
         ("path", json!("")),
         ("source_ip", json!(caller.client_ip)),
+        ("time", json!(store::now())),
     ];
     for (name, value) in standard {
         if context.insert(name.to_owned(), value).is_some() {

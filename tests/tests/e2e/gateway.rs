@@ -60,8 +60,22 @@ struct Setup {
     policies: PathBuf,
 }
 
+/// An upstream that accepts connections and never answers.
+async fn silent_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
 async fn setup() -> Setup {
     let echo = echo_upstream().await;
+    let silent = silent_upstream().await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let up = Tollgate::start_with(temp_dir("gw-up"), &[ISSUER]);
     let routes = up.data_dir.join("routes.toml");
@@ -70,6 +84,9 @@ async fn setup() -> Setup {
         format!(
             "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
              [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 500\n\
+             [upstreams.silent]\naddresses = [\"{silent}\"]\nread_timeout_ms = 300\n\
+             [[routes]]\nname = \"silent\"\npath = \"/silent\"\nupstream = \"silent\"\n\
+             methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"silent\" }}\n\
              [[routes]]\nname = \"pair\"\npath = \"/pair/items/{{id}}\"\nupstream = \"pair\"\n\
              methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", param = \"id\" }}\n\
              [[routes]]\nname = \"item\"\npath = \"/echo/items/{{id}}\"\nupstream = \"echo\"\n\
@@ -112,6 +129,8 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
         ("X-TOLLGATE-ROLES", "owner"),
         ("x-tollgate-assertion", "forged"),
         ("x-tollgate-anything", "x"),
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("x-request-id", "req-e2e-1"),
     ];
     let (status, echo) = get(&gw, "/echo/items/42?full=1", token, &spoofed).await;
     assert_eq!(status, 200, "{echo}");
@@ -121,6 +140,8 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     assert_eq!(h["x-tollgate-principal"], json!([format!("user:{}", owner_user(token))]));
     assert_eq!(h["x-tollgate-roles"], json!(["owner"]));
     assert!(h.get("x-tollgate-anything").is_none(), "client-sent identity headers never reach the upstream");
+    assert_eq!(h["traceparent"], json!(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]), "passed through");
+    assert_eq!(h["x-request-id"], json!(["req-e2e-1"]), "a well-formed request id is propagated");
     assert_eq!(h["x-tollgate-assertion"].as_array().unwrap().len(), 1);
 
     // The assertion verifies against the published JWKS.
@@ -233,6 +254,9 @@ async fn roles_tenants_and_credentials_are_enforced() {
     let (status, body) = gw.send("GET", "/dead", Some(token), None).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["type"], "urn:tollgate:problem:bad-gateway");
+    let (status, body) = gw.send("GET", "/silent", Some(token), None).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["type"], "urn:tollgate:problem:gateway-timeout");
 }
 
 /// Waits, bounded, until `path` answers `want` for `token`.
@@ -346,6 +370,7 @@ async fn metrics_count_requests_stages_and_caches() {
         "tollgate_gateway_cache_lookups_total{cache=\"tokens\"} 3",
         "tollgate_gateway_cache_misses_total{cache=\"tokens\"} 1",
         "tollgate_gateway_request_seconds_bucket{route=\"item\"",
+        "tollgate_gateway_upstream_seconds_count{upstream=\"echo\"} 3",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }
