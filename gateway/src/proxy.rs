@@ -56,13 +56,33 @@ fn request_id(session: &Session) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-async fn write_problem(session: &mut Session, reject: &Reject, decision_id: &str, explain: bool, request_id: &str) {
+/// Whether the connection stays open after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    KeepAlive,
+    /// The connection is closed after this response: say so, so clients do
+    /// not send the next request on it.
+    Close,
+}
+
+async fn write_problem(
+    session: &mut Session,
+    reject: &Reject,
+    decision_id: &str,
+    explain: bool,
+    request_id: &str,
+    connection: Connection,
+) {
     let body = reject.body(decision_id, explain);
     let result: Result<()> = async {
         let mut response = ResponseHeader::build(reject.status(), None)?;
         response.insert_header("content-type", "application/problem+json")?;
         response.insert_header("content-length", body.len().to_string())?;
         response.insert_header("x-request-id", request_id)?;
+        if connection == Connection::Close {
+            // Pingora then writes `Connection: close` itself.
+            session.set_keepalive(None);
+        }
         for (name, value) in reject.headers() {
             response.insert_header(name, value)?;
         }
@@ -107,7 +127,15 @@ impl ProxyHttp for Proxy {
             }
             Err(denial) => {
                 ctx.decision_id = Some(denial.decision_id.clone());
-                write_problem(session, &denial.reject, &denial.decision_id, denial.explain, &ctx.request_id).await;
+                write_problem(
+                    session,
+                    &denial.reject,
+                    &denial.decision_id,
+                    denial.explain,
+                    &ctx.request_id,
+                    Connection::KeepAlive,
+                )
+                .await;
                 Ok(true)
             }
         }
@@ -201,7 +229,7 @@ impl ProxyHttp for Proxy {
             _ => Reject::BadGateway,
         };
         let decision = ctx.decision_id.clone().unwrap_or_default();
-        write_problem(session, &reject, &decision, false, &ctx.request_id).await;
+        write_problem(session, &reject, &decision, false, &ctx.request_id, Connection::Close).await;
         FailToProxy { error_code: reject.status(), can_reuse_downstream: false }
     }
 

@@ -145,7 +145,7 @@ impl Tollgate {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let response = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let response = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e:?}"));
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         let body =

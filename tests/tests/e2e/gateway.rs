@@ -254,6 +254,9 @@ async fn roles_tenants_and_credentials_are_enforced() {
     let (status, body) = gw.send("GET", "/dead", Some(token), None).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["type"], "urn:tollgate:problem:bad-gateway");
+    // The connection is closed after a failed proxy attempt, and the answer says so.
+    let response = gw.http.get(gw.url("/dead")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
     let (status, body) = gw.send("GET", "/silent", Some(token), None).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["type"], "urn:tollgate:problem:gateway-timeout");
