@@ -127,6 +127,14 @@ pub fn decide(
     let outcome: Outcome =
         engine.evaluate(&PolicyRequest { principal, action: route.action.clone(), resource, context, entities });
     let policies: Vec<String> = outcome.determining.iter().map(|d| d.id.clone()).collect();
+    let reasons: Vec<String> = outcome
+        .determining
+        .iter()
+        .map(|d| match &d.reason {
+            Some(reason) => format!("{}: {reason}", d.id),
+            None => d.id.clone(),
+        })
+        .collect();
     tracing::info!(
         decision_id = %decision_id,
         tenant = tenant.as_ref().map_or("", |t| t.id.as_str()),
@@ -134,21 +142,13 @@ pub fn decide(
         action = %route.action,
         resource = %route.resource_id,
         decision = if outcome.is_allow() { "allow" } else { "deny" },
-        policies = ?policies,
+        policies = ?reasons,
         errors = ?outcome.errors,
         "gateway decision"
     );
     if outcome.is_allow() {
         Ok(Permit { decision_id, tenant, principal: principal_id(caller), roles, policies, route })
     } else {
-        let reasons: Vec<String> = outcome
-            .determining
-            .iter()
-            .map(|d| match &d.reason {
-                Some(reason) => format!("{}: {reason}", d.id),
-                None => d.id.clone(),
-            })
-            .collect();
         Err(Box::new(Denial {
             reject: Reject::Forbidden { detail: format!("not allowed to `{}`", route.action), policies: reasons },
             decision_id,

@@ -58,6 +58,26 @@ async fn crm_rules_hold_end_to_end() {
     assert_eq!(list["items"], json!([]));
     // Anonymous callers are refused at the gateway.
     assert_eq!(tg.send("GET", "/crm/contacts", None, None).await.0, 403);
+
+    // A suspended tenant is refused at the gateway (within the 5-second liveness bound).
+    tg.signup_and_login("root@crm.test", "Platform").await;
+    tg.cli(&["platform-admin", "grant", "root@crm.test"]);
+    let root = tg.login("root@crm.test").await;
+    let acme = owner["tenant"]["id"].as_str().unwrap();
+    let (status, body) = tg
+        .send("POST", &format!("/api/v1/tenants/{acme}/suspend"), Some(root["access_token"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = tg.send("GET", "/crm/contacts", Some(&viewer), None).await;
+        if status == 403 {
+            assert!(body["detail"].as_str().unwrap_or("").contains("suspended"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "still {status} for a suspended tenant");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits, bounded, until a request answers `want`.
