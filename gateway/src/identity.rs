@@ -268,103 +268,94 @@ impl Identity {
             })
     }
 
-    async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("sessions");
-        self.sessions
-            .try_get_with(id.to_owned(), async move {
-                metrics::cache_miss("sessions");
-                let mut tx = store.tx().await?;
-                let row = store::session_by_id(&mut tx, id).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(row.map(Arc::new))
+    /// A look-up through `cache`, loading from the store on a miss; both
+    /// counted under `name`.
+    async fn cached<K, V, F, Fut>(&self, cache: &Cache<K, V>, name: &'static str, key: K, load: F) -> Result<V, Reject>
+    where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: FnOnce(Store) -> Fut,
+        Fut: std::future::Future<Output = Result<V, StoreError>>,
+    {
+        // A pool handle: cheap to clone, owned by the loader.
+        let store = self.store().await?.clone();
+        metrics::cache_lookup(name);
+        cache
+            .try_get_with(key, async move {
+                metrics::cache_miss(name);
+                load(store).await
             })
             .await
             .map_err(internal)
     }
 
+    async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, Reject> {
+        self.cached(&self.sessions, "sessions", id.to_owned(), |store| async move {
+            let mut tx = store.tx().await?;
+            let row = store::session_by_id(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(row.map(Arc::new))
+        })
+        .await
+    }
+
     async fn user(&self, id: &str) -> Result<Option<Arc<UserRow>>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("users");
-        self.users
-            .try_get_with(id.to_owned(), async move {
-                metrics::cache_miss("users");
-                let mut tx = store.tx().await?;
-                let row = store::user_by_id(&mut tx, id).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(row.map(Arc::new))
-            })
-            .await
-            .map_err(internal)
+        self.cached(&self.users, "users", id.to_owned(), |store| async move {
+            let mut tx = store.tx().await?;
+            let row = store::user_by_id(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(row.map(Arc::new))
+        })
+        .await
     }
 
     /// A tenant by id (or by slug when `id` is not one).
     pub async fn tenant(&self, id_or_slug: &str) -> Result<Option<Arc<TenantRow>>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("tenants");
-        self.tenants
-            .try_get_with(id_or_slug.to_owned(), async move {
-                metrics::cache_miss("tenants");
-                let mut tx = store.tenant_tx(id_or_slug).await?;
-                let mut row = store::tenant_by_id(&mut tx, id_or_slug).await?;
-                if row.is_none() {
-                    row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
-                }
-                tx.commit().await?;
-                Ok::<_, StoreError>(row.map(Arc::new))
-            })
-            .await
-            .map_err(internal)
+        self.cached(&self.tenants, "tenants", id_or_slug.to_owned(), |store| async move {
+            let mut tx = store.tenant_tx(id_or_slug).await?;
+            let mut row = store::tenant_by_id(&mut tx, id_or_slug).await?;
+            if row.is_none() {
+                row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
+            }
+            tx.commit().await?;
+            Ok(row.map(Arc::new))
+        })
+        .await
     }
 
     async fn role(&self, tenant_id: &str, user_id: &str) -> Result<Option<ResolvedRole>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("roles");
-        self.roles
-            .try_get_with((tenant_id.to_owned(), user_id.to_owned()), async move {
-                metrics::cache_miss("roles");
-                let mut tx = store.tenant_tx(tenant_id).await?;
-                let role = match store::membership(&mut tx, tenant_id, user_id).await? {
-                    Some(m) => Some(ResolvedRole::load(&mut tx, tenant_id, &m.role).await?),
-                    None => None,
-                };
-                tx.commit().await?;
-                Ok::<_, StoreError>(role)
-            })
-            .await
-            .map_err(internal)
+        self.cached(&self.roles, "roles", (tenant_id.to_owned(), user_id.to_owned()), |store| async move {
+            let mut tx = store.tenant_tx(tenant_id).await?;
+            let role = match store::membership(&mut tx, tenant_id, user_id).await? {
+                Some(m) => Some(ResolvedRole::load(&mut tx, tenant_id, &m.role).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(role)
+        })
+        .await
     }
 
     async fn service_account_role(&self, tenant_id: &str, sa_id: &str) -> Result<Option<ResolvedRole>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("roles");
-        self.roles
-            .try_get_with((tenant_id.to_owned(), format!("sa:{sa_id}")), async move {
-                metrics::cache_miss("roles");
-                let mut tx = store.tenant_tx(tenant_id).await?;
-                let role = match store::service_account(&mut tx, tenant_id, sa_id).await? {
-                    Some(a) => Some(ResolvedRole::load(&mut tx, tenant_id, &a.role).await?),
-                    None => None,
-                };
-                tx.commit().await?;
-                Ok::<_, StoreError>(role)
-            })
-            .await
-            .map_err(internal)
+        self.cached(&self.roles, "roles", (tenant_id.to_owned(), format!("sa:{sa_id}")), |store| async move {
+            let mut tx = store.tenant_tx(tenant_id).await?;
+            let role = match store::service_account(&mut tx, tenant_id, sa_id).await? {
+                Some(a) => Some(ResolvedRole::load(&mut tx, tenant_id, &a.role).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(role)
+        })
+        .await
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<ApiKeyRow>>, Reject> {
-        let store = self.store().await?;
-        metrics::cache_lookup("api_keys");
-        self.api_keys
-            .try_get_with(prefix.to_owned(), async move {
-                metrics::cache_miss("api_keys");
-                let mut tx = store.key_prefix_tx(prefix).await?;
-                let row = store::api_key_by_prefix(&mut tx, prefix).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(row.map(Arc::new))
-            })
-            .await
-            .map_err(internal)
+        self.cached(&self.api_keys, "api_keys", prefix.to_owned(), |store| async move {
+            let mut tx = store.key_prefix_tx(prefix).await?;
+            let row = store::api_key_by_prefix(&mut tx, prefix).await?;
+            tx.commit().await?;
+            Ok(row.map(Arc::new))
+        })
+        .await
     }
 }
