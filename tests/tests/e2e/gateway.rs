@@ -514,3 +514,56 @@ async fn health_checks_take_a_dead_address_out_of_the_rotation() {
         assert_eq!(get(&gw, "/pair/items/1", token, &[]).await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn every_bad_variant_of_our_tokens_is_refused_at_the_gateway() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("tokens@echo.test", "Tokens").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(get(&gw, "/echo/items/1", &token, &[]).await.0, 200);
+    let parts: Vec<&str> = token.split('.').collect();
+    let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    // Sign with our own private key from the data dir, to vary one claim at a time.
+    let der = std::fs::read(up.data_dir.join("keys").join(format!("{kid}.pk8"))).unwrap();
+    let ours = |claims: &Value, typ: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&der)).unwrap()
+    };
+    let with = |field: &str, value: Value| {
+        let mut c = claims.clone();
+        c[field] = value;
+        c
+    };
+    let now = claims["iat"].as_i64().unwrap();
+    let mut tampered = claims.clone();
+    tampered["roles"] = json!(["owner", "admin"]);
+    let hs = jsonwebtoken::Header {
+        kid: Some(kid.clone()),
+        typ: Some("at+jwt".into()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+    };
+    let (_, jwks) = up.send("GET", "/.well-known/jwks.json", None, None).await;
+    let x = jwks["keys"][0]["x"].as_str().unwrap();
+    for (name, bad) in [
+        ("tampered", format!("{}.{}.{}", parts[0], b64.encode(tampered.to_string()), parts[2])),
+        ("alg none", format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"at+jwt"}"#), parts[1])),
+        (
+            "algorithm confusion",
+            jsonwebtoken::encode(&hs, &claims, &jsonwebtoken::EncodingKey::from_secret(x.as_bytes())).unwrap(),
+        ),
+        ("expired", ours(&with("exp", json!(now - 60)), "at+jwt")),
+        ("not yet valid", ours(&with("nbf", json!(now + 3600)), "at+jwt")),
+        ("wrong issuer", ours(&with("iss", json!("https://evil.test")), "at+jwt")),
+        ("wrong audience", ours(&with("aud", json!("elsewhere")), "at+jwt")),
+        ("wrong type", ours(&claims, "JWT")),
+    ] {
+        let response = gw.http.get(gw.url("/echo/items/1")).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{name}");
+        assert!(response.headers().contains_key("www-authenticate"), "{name}");
+    }
+}
