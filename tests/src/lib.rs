@@ -50,6 +50,8 @@ pub struct Tollgate {
     /// Where `/metrics` is served.
     pub metrics: String,
     pub data_dir: PathBuf,
+    /// Whether the data dir outlives this process (for a restart).
+    keep_data: bool,
     pub http: reqwest::Client,
 }
 
@@ -115,7 +117,7 @@ impl Tollgate {
             }
         }
         let (base, metrics) = (base.unwrap_or_default(), metrics.unwrap_or_default());
-        Self { child, base, metrics, data_dir, http: reqwest::Client::new() }
+        Self { child, base, metrics, data_dir, keep_data: false, http: reqwest::Client::new() }
     }
 
     /// Runs a CLI command against this instance's data dir.
@@ -192,8 +194,9 @@ impl Tollgate {
         self.login(email).await["access_token"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// Stops the process and waits for it.
+    /// Stops the process and waits for it, keeping its data dir (returned).
     pub fn stop(mut self) -> PathBuf {
+        self.keep_data = true;
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.data_dir.clone()
@@ -204,6 +207,9 @@ impl Drop for Tollgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

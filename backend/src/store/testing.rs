@@ -18,6 +18,14 @@ pub struct TestDb {
     pub dir: PathBuf,
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // The SQLite file and signing keys of this test; open handles do not
+        // stop the removal on Unix.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tollgate-{tag}-{}", uuid::Uuid::new_v4().simple()));
