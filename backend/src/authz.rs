@@ -333,10 +333,7 @@ pub fn authorize(
     let mut entities = Vec::new();
     let principal = principal_entities(p, &mut entities);
     let resource_uid = resource_entities(p, &resource, &mut entities);
-    let (authn, mfa) = match &p.actor {
-        Actor::User { amr, .. } => ("password", amr.iter().any(|m| m == "mfa" || m == "otp")),
-        Actor::ApiKey { .. } => ("api_key", false),
-    };
+    let (authn, mfa) = p.authn_facts();
     let mut context = Map::new();
     context.insert("authn".into(), json!(authn));
     context.insert("mfa".into(), json!(mfa));

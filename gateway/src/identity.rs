@@ -153,10 +153,7 @@ impl Identity {
     async fn by_access_token(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
         let claims = self.verified(token).await?;
         let session = self.session(&claims.sid).await?.ok_or(BAD_TOKEN)?;
-        let live = session.user_id == claims.sub
-            && session.tenant_id == claims.tid
-            && session.revoked_at.is_none()
-            && session.expires_at > now();
+        let live = session.is_live_for(&claims.sub, &claims.tid);
         if !live {
             return Err(Reject::Unauthenticated("session is no longer valid"));
         }
@@ -222,10 +219,7 @@ impl Identity {
     async fn by_api_key(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
         let prefix = secrets::api_key_prefix(token).ok_or(BAD_KEY)?;
         let key = self.api_key(prefix).await?.ok_or(BAD_KEY)?;
-        if !secrets::matches(token, &key.secret_hash)
-            || key.revoked_at.is_some()
-            || key.expires_at.is_some_and(|e| e <= now())
-        {
+        if !key.accepts(token) {
             return Err(BAD_KEY);
         }
         let tenant = self.tenant(&key.tenant_id).await?.ok_or(BAD_KEY)?;

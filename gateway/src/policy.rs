@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use serde_json::{Map, json};
-use tollgate_backend::auth::principal::Actor;
 use tollgate_backend::authz::principal_entities;
 use tollgate_backend::roles::Builtin;
 use tollgate_backend::store::TenantRow;
@@ -84,10 +83,7 @@ pub fn decide(
     let (principal, authn, mfa, explain, roles) = match caller {
         Caller::Known(p) => {
             let uid = principal_entities(p, &mut entities);
-            let (authn, mfa) = match &p.actor {
-                Actor::User { amr, .. } => ("password", amr.iter().any(|m| m == "mfa" || m == "otp")),
-                Actor::ApiKey { .. } => ("api_key", false),
-            };
+            let (authn, mfa) = p.authn_facts();
             let explain = p.role.base.is_some_and(|b| b >= Builtin::Admin);
             (uid, authn, mfa, explain, vec![p.role.name.clone()])
         }

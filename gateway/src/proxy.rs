@@ -49,11 +49,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 }
 
 fn request_id(session: &Session) -> String {
-    header(session, "x-request-id")
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+    tollgate_backend::request_id_or_new(header(session, "x-request-id"))
 }
 
 /// Whether the connection stays open after a refusal.

@@ -46,6 +46,18 @@ impl Principal {
         self.user().ok_or_else(|| ApiError::forbidden("this endpoint needs a person's access token, not an API key"))
     }
 
+    /// How the caller authenticated, and whether with a second factor: the
+    /// `authn` and `mfa` facts every policy context carries.
+    pub fn authn_facts(&self) -> (&'static str, bool) {
+        match &self.actor {
+            Actor::User { amr, .. } => {
+                let mfa = amr.iter().any(|m| m == "mfa" || m == "otp");
+                if amr.iter().any(|m| m == "ext") { ("external", mfa) } else { ("password", mfa) }
+            }
+            Actor::ApiKey { .. } => ("api_key", false),
+        }
+    }
+
     /// A stable id of the caller for logs and `created_by` columns.
     pub fn actor_id(&self) -> String {
         match &self.actor {
@@ -118,9 +130,7 @@ async fn from_access_token(state: &AppState, token: &str, ip: String) -> Result<
     let claims = state.keys.verify(token).map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
     let mut tx = state.store.tx().await?;
     let session = store::session_by_id(&mut tx, &claims.sid).await?;
-    let live = session.as_ref().is_some_and(|s| {
-        s.user_id == claims.sub && s.tenant_id == claims.tid && s.revoked_at.is_none() && s.expires_at > now()
-    });
+    let live = session.as_ref().is_some_and(|s| s.is_live_for(&claims.sub, &claims.tid));
     if !live {
         return Err(ApiError::Unauthorized("session is no longer valid"));
     }
@@ -155,10 +165,7 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
     let key = store::api_key_by_prefix(&mut tx, prefix).await?;
     tx.commit().await?;
     let key = key.ok_or(INVALID_KEY)?;
-    if !secrets::matches(token, &key.secret_hash)
-        || key.revoked_at.is_some()
-        || key.expires_at.is_some_and(|e| e <= now())
-    {
+    if !key.accepts(token) {
         return Err(INVALID_KEY);
     }
     let scopes = key.scopes()?;
@@ -182,4 +189,45 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
         tx.commit().await?;
     }
     Ok(Principal { actor: Actor::ApiKey { key, scopes }, tenant, role, client_ip: ip })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roles::Builtin;
+
+    fn with_amr(amr: &[&str]) -> Principal {
+        let user = UserRow {
+            id: "u".into(),
+            email: "u@x.test".into(),
+            name: "U".into(),
+            password_hash: None,
+            platform_admin: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let tenant = TenantRow {
+            id: "t".into(),
+            slug: "t".into(),
+            name: "T".into(),
+            status: "active".into(),
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+            status_changed_at: 0,
+        };
+        Principal {
+            actor: Actor::User { user, session_id: "s".into(), amr: amr.iter().map(|s| (*s).to_owned()).collect() },
+            tenant,
+            role: ResolvedRole::builtin(Builtin::Member),
+            client_ip: "127.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn authn_facts_name_how_the_caller_authenticated() {
+        assert_eq!(with_amr(&["pwd"]).authn_facts(), ("password", false));
+        assert_eq!(with_amr(&["pwd", "otp"]).authn_facts(), ("password", true));
+        assert_eq!(with_amr(&["ext"]).authn_facts(), ("external", false), "external issuers are not passwords");
+    }
 }

@@ -206,6 +206,14 @@ pub struct SessionRow {
     pub revoked_at: Option<i64>,
 }
 
+impl SessionRow {
+    /// Whether this session still backs an access token of `user_id` in
+    /// `tenant_id`: not revoked, not expired, and the token's own.
+    pub fn is_live_for(&self, user_id: &str, tenant_id: &str) -> bool {
+        self.user_id == user_id && self.tenant_id == tenant_id && self.revoked_at.is_none() && self.expires_at > now()
+    }
+}
+
 macro_rules! session_columns {
     () => {
         "id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at, revoked_at"

@@ -78,6 +78,14 @@ pub struct ApiKeyRow {
 }
 
 impl ApiKeyRow {
+    /// Whether `presented` is this key's secret (constant-time) and the key
+    /// is neither revoked nor expired.
+    pub fn accepts(&self, presented: &str) -> bool {
+        crate::auth::secrets::matches(presented, &self.secret_hash)
+            && self.revoked_at.is_none()
+            && self.expires_at.is_none_or(|e| e > super::now())
+    }
+
     pub fn scopes(&self) -> Result<Vec<String>, StoreError> {
         serde_json::from_str(&self.scopes).map_err(|_| StoreError::Corrupt("api_keys.scopes"))
     }

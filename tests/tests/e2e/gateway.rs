@@ -561,6 +561,13 @@ async fn every_bad_variant_of_our_tokens_is_refused_at_the_gateway() {
         ("wrong issuer", ours(&with("iss", json!("https://evil.test")), "at+jwt")),
         ("wrong audience", ours(&with("aud", json!("elsewhere")), "at+jwt")),
         ("wrong type", ours(&claims, "JWT")),
+        ("unknown kid", {
+            let (foreign, _) = ed25519();
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            header.kid = Some("k-unknown".into());
+            header.typ = Some("at+jwt".into());
+            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(&foreign)).unwrap()
+        }),
     ] {
         let response = gw.http.get(gw.url("/echo/items/1")).bearer_auth(&bad).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 401, "{name}");
