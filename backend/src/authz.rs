@@ -38,6 +38,9 @@ pub enum Action {
     PdpQuery,
     PolicyRead,
     PolicyManage,
+    GroupList,
+    GroupManage,
+    TenantSetPlan,
 }
 
 /// The scopes an API key may be given.
@@ -55,6 +58,8 @@ pub const SCOPES: &[&str] = &[
     "roles:write",
     "policies:read",
     "policies:write",
+    "groups:read",
+    "groups:write",
 ];
 
 /// Whether `scope` may be given to an API key: a platform scope, or a
@@ -77,7 +82,7 @@ pub fn is_valid_scope(scope: &str) -> bool {
 
 impl Action {
     /// Every platform action, which the decision point does not answer for.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 27] = [
         Action::AccountRead,
         Action::AccountUpdate,
         Action::TenantCreate,
@@ -102,6 +107,9 @@ impl Action {
         Action::PdpQuery,
         Action::PolicyRead,
         Action::PolicyManage,
+        Action::GroupList,
+        Action::GroupManage,
+        Action::TenantSetPlan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +138,9 @@ impl Action {
             Action::PdpQuery => "pdp.query",
             Action::PolicyRead => "policy.read",
             Action::PolicyManage => "policy.manage",
+            Action::GroupList => "group.list",
+            Action::GroupManage => "group.manage",
+            Action::TenantSetPlan => "tenant.set_plan",
         }
     }
 
@@ -137,7 +148,9 @@ impl Action {
         match self {
             Action::AccountRead => "account:read",
             Action::AccountUpdate => "account:write",
-            Action::TenantCreate | Action::TenantSuspend | Action::TenantReactivate => "platform",
+            Action::TenantCreate | Action::TenantSuspend | Action::TenantReactivate | Action::TenantSetPlan => {
+                "platform"
+            }
             Action::TenantRead => "tenant:read",
             Action::TenantUpdate | Action::TenantDelete => "tenant:write",
             Action::MemberList | Action::InvitationList => "members:read",
@@ -151,6 +164,8 @@ impl Action {
             Action::PdpQuery => "authorize",
             Action::PolicyRead => "policies:read",
             Action::PolicyManage => "policies:write",
+            Action::GroupList => "groups:read",
+            Action::GroupManage => "groups:write",
         }
     }
 }
@@ -197,6 +212,12 @@ fn custom_role_ref(name: &str) -> EntityRef {
     EntityRef::new("Role", format!("custom:{name}"))
 }
 
+/// A tenant's entity, with the attributes policies see: its lifecycle
+/// status and its plan.
+pub fn tenant_entity(tenant: &TenantRow) -> EntitySpec {
+    EntitySpec::new(tenant_ref(&tenant.id)).attr("status", json!(tenant.status)).attr("plan", json!(tenant.plan))
+}
+
 fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {
     for builtin in Builtin::ALL {
         let mut entity = EntitySpec::new(role_ref(builtin));
@@ -218,15 +239,22 @@ fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
     if role.custom { Some(custom_role_ref(&role.name)) } else { role.base.map(role_ref) }
 }
 
-/// The principal's entity and those it sits under (shared with the gateway,
-/// so both build the same entities for the same caller).
+/// The principal's entity and those it sits under: its role, its groups and
+/// its tenant (shared with the gateway, so both build the same entities for
+/// the same caller).
 pub fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
     role_entities(&p.role, out);
     let tenant = tenant_ref(&p.tenant.id);
-    out.push(EntitySpec::new(tenant.clone()).attr("status", json!(p.tenant.status)));
+    out.push(tenant_entity(&p.tenant));
+    for group in p.groups.iter() {
+        out.push(EntitySpec::new(EntityRef::new("Group", group.clone())).parent(tenant.clone()));
+    }
     let with_role = |mut entity: EntitySpec| {
         if let Some(role) = role_parent(&p.role) {
             entity = entity.parent(role);
+        }
+        for group in p.groups.iter() {
+            entity = entity.parent(EntityRef::new("Group", group.clone()));
         }
         entity.parent(tenant.clone())
     };
@@ -273,7 +301,7 @@ fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<Entit
         Resource::Tenant(row) => {
             let uid = tenant_ref(&row.id);
             if row.id != p.tenant.id {
-                out.push(EntitySpec::new(uid.clone()).attr("status", json!(row.status)));
+                out.push(tenant_entity(row));
             }
             uid
         }

@@ -1,6 +1,8 @@
 //! Roles: the built-in chain owner > admin > member > viewer, and a tenant's
 //! custom roles, each extending one built-in role.
 
+use std::sync::Arc;
+
 use crate::store::{self, StoreError, Tx};
 
 /// A built-in role.
@@ -81,5 +83,36 @@ impl ResolvedRole {
         }
         let custom = store::role_by_name(tx, tenant_id, name).await?;
         Ok(Self { name: name.to_owned(), base: custom.and_then(|r| Builtin::parse(&r.base_role)), custom: true })
+    }
+}
+
+/// A caller's standing in a tenant: the role it acts with and the groups it
+/// belongs to, the parents of its entity in every policy decision. The
+/// backend and the gateway load it the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub role: ResolvedRole,
+    /// Group ids, sorted.
+    pub groups: Arc<[String]>,
+}
+
+impl Standing {
+    /// A user's standing as a member of the tenant; `None` when they are not one.
+    pub async fn of_member(tx: &mut Tx, tenant_id: &str, user_id: &str) -> Result<Option<Self>, StoreError> {
+        let Some(membership) = store::membership(tx, tenant_id, user_id).await? else {
+            return Ok(None);
+        };
+        let role = ResolvedRole::load(tx, tenant_id, &membership.role).await?;
+        let groups = store::group_ids_of_member(tx, tenant_id, user_id).await?;
+        Ok(Some(Self { role, groups: groups.into() }))
+    }
+
+    /// A service account's standing: its role; groups hold people only.
+    pub async fn of_service_account(tx: &mut Tx, tenant_id: &str, sa_id: &str) -> Result<Option<Self>, StoreError> {
+        let Some(account) = store::service_account(tx, tenant_id, sa_id).await? else {
+            return Ok(None);
+        };
+        let role = ResolvedRole::load(tx, tenant_id, &account.role).await?;
+        Ok(Some(Self { role, groups: Arc::from([]) }))
     }
 }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::store::{
-    ApiKeyRow, CustomRoleRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow, TenantRow, UserRow,
+    ApiKeyRow, CustomRoleRow, GroupRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow, TenantRow, UserRow,
 };
 
 /// Unix seconds as RFC 3339.
@@ -39,6 +39,7 @@ pub fn tenant(t: &TenantRow, role: Option<&str>) -> Value {
         "slug": t.slug,
         "name": t.name,
         "status": t.status,
+        "plan": t.plan,
         "settings": settings,
         "created_at": ts(t.created_at),
         "updated_at": ts(t.updated_at),
@@ -123,5 +124,16 @@ pub fn role(r: &CustomRoleRow) -> Value {
         "base_role": r.base_role,
         "description": r.description,
         "created_at": ts(r.created_at),
+    })
+}
+
+pub fn group(g: &GroupRow) -> Value {
+    json!({
+        "id": g.id,
+        "name": g.name,
+        "description": g.description,
+        "member_count": g.member_count,
+        "created_at": ts(g.created_at),
+        "updated_at": ts(g.updated_at),
     })
 }

@@ -75,17 +75,20 @@ fn problem(status: StatusCode, detail: &str) -> Problem {
     Problem(status, detail.to_owned())
 }
 
-/// The caller, as the gateway asserted it.
+/// The caller, as the gateway asserted it: a person, or a person's API key
+/// acting for them.
 struct Caller {
     tenant: String,
+    /// The person the call acts for, who owns what it creates.
     user: String,
     authorization: String,
 }
 
 #[derive(Deserialize)]
 struct AssertionClaims {
-    sub: String,
     tid: Option<String>,
+    /// `user:<id>` of the person behind the call (absent for service accounts).
+    user: Option<String>,
 }
 
 impl Demo {
@@ -156,9 +159,10 @@ impl FromRequestParts<Shared> for Caller {
             jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation).map_err(|_| unauthorized())?.claims;
         let tenant = claims.tid.ok_or_else(|| problem(StatusCode::FORBIDDEN, "a tenant is required"))?;
         let user = claims
-            .sub
-            .strip_prefix("user:")
-            .ok_or_else(|| problem(StatusCode::FORBIDDEN, "the CRM is for people, not API keys"))?
+            .user
+            .as_deref()
+            .and_then(|u| u.strip_prefix("user:"))
+            .ok_or_else(|| problem(StatusCode::FORBIDDEN, "the CRM is for people and their API keys"))?
             .to_owned();
         let authorization =
             parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

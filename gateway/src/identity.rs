@@ -1,7 +1,8 @@
 //! The authenticate stage: turns a request's credential into a caller, with
 //! every store look-up cached so the hot path does not wait on the database
-//! when caches are warm. Cached liveness (sessions, keys, memberships) is at
-//! most [`LIVENESS_TTL`] old: a revoked session or key stops working within
+//! when caches are warm. Cached liveness (sessions, keys, memberships with
+//! their roles and groups, tenants with their status and plan) is at most
+//! [`LIVENESS_TTL`] old: a revoked session or key stops working within
 //! that bound.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tollgate_backend::auth::principal::{Actor, Principal};
 use tollgate_backend::auth::secrets;
 use tollgate_backend::auth::tokens::{AccessClaims, KeyRing};
 use tollgate_backend::layers::{self, LAYER_TTL_SECS};
-use tollgate_backend::roles::{Builtin, ResolvedRole};
+use tollgate_backend::roles::{Builtin, ResolvedRole, Standing};
 use tollgate_backend::store::{self, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, UserRow, now};
 use tollgate_policies::{LivePolicies, PolicyEngine};
 
@@ -45,7 +46,8 @@ pub struct Identity {
     sessions: Cache<String, Option<Arc<SessionRow>>>,
     users: Cache<String, Option<Arc<UserRow>>>,
     tenants: Cache<String, Option<Arc<TenantRow>>>,
-    roles: Cache<(String, String), Option<ResolvedRole>>,
+    /// Roles and groups of members and service accounts.
+    standings: Cache<(String, String), Option<Standing>>,
     api_keys: Cache<String, Option<Arc<ApiKeyRow>>>,
     /// Each tenant's engine (platform plus its layer), at most
     /// `LAYER_TTL_SECS` old.
@@ -88,7 +90,7 @@ impl Identity {
             sessions: cache(LIVENESS_TTL),
             users: cache(LIVENESS_TTL),
             tenants: cache(LIVENESS_TTL),
-            roles: cache(LIVENESS_TTL),
+            standings: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
             layers: cache(Duration::from_secs(LAYER_TTL_SECS)),
             issuers: Issuers::new(Vec::new()),
@@ -159,12 +161,15 @@ impl Identity {
         }
         let user = self.user(&claims.sub).await?.ok_or(BAD_TOKEN)?;
         let tenant = self.tenant(&claims.tid).await?.ok_or(BAD_TOKEN)?;
-        let role =
-            self.role(&claims.tid, &claims.sub).await?.ok_or(Reject::Unauthenticated("membership was removed"))?;
+        let standing = self
+            .member_standing(&claims.tid, &claims.sub)
+            .await?
+            .ok_or(Reject::Unauthenticated("membership was removed"))?;
         Ok(Principal {
             actor: Actor::User { user: (*user).clone(), session_id: claims.sid.clone(), amr: claims.amr.clone() },
             tenant: (*tenant).clone(),
-            role,
+            role: standing.role,
+            groups: standing.groups,
             client_ip: client_ip.to_owned(),
         })
     }
@@ -212,6 +217,7 @@ impl Identity {
             actor: Actor::User { user, session_id: String::new(), amr: vec!["ext".into()] },
             tenant: (*tenant).clone(),
             role,
+            groups: Arc::from([]),
             client_ip: client_ip.to_owned(),
         })
     }
@@ -223,16 +229,17 @@ impl Identity {
             return Err(BAD_KEY);
         }
         let tenant = self.tenant(&key.tenant_id).await?.ok_or(BAD_KEY)?;
-        let role = match (&key.owner_user_id, &key.owner_service_account_id) {
-            (Some(user_id), None) => self.role(&key.tenant_id, user_id).await?.ok_or(BAD_KEY)?,
-            (None, Some(sa_id)) => self.service_account_role(&key.tenant_id, sa_id).await?.ok_or(BAD_KEY)?,
+        let standing = match (&key.owner_user_id, &key.owner_service_account_id) {
+            (Some(user_id), None) => self.member_standing(&key.tenant_id, user_id).await?.ok_or(BAD_KEY)?,
+            (None, Some(sa_id)) => self.service_account_standing(&key.tenant_id, sa_id).await?.ok_or(BAD_KEY)?,
             _ => return Err(BAD_KEY),
         };
         let scopes = key.scopes().map_err(internal)?;
         Ok(Principal {
             actor: Actor::ApiKey { key: (*key).clone(), scopes },
             tenant: (*tenant).clone(),
-            role,
+            role: standing.role,
+            groups: standing.groups,
             client_ip: client_ip.to_owned(),
         })
     }
@@ -317,28 +324,24 @@ impl Identity {
         .await
     }
 
-    async fn role(&self, tenant_id: &str, user_id: &str) -> Result<Option<ResolvedRole>, Reject> {
-        self.cached(&self.roles, "roles", (tenant_id.to_owned(), user_id.to_owned()), |store| async move {
+    /// A member's role and groups.
+    async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, Reject> {
+        self.cached(&self.standings, "standings", (tenant_id.to_owned(), user_id.to_owned()), |store| async move {
             let mut tx = store.tenant_tx(tenant_id).await?;
-            let role = match store::membership(&mut tx, tenant_id, user_id).await? {
-                Some(m) => Some(ResolvedRole::load(&mut tx, tenant_id, &m.role).await?),
-                None => None,
-            };
+            let standing = Standing::of_member(&mut tx, tenant_id, user_id).await?;
             tx.commit().await?;
-            Ok(role)
+            Ok(standing)
         })
         .await
     }
 
-    async fn service_account_role(&self, tenant_id: &str, sa_id: &str) -> Result<Option<ResolvedRole>, Reject> {
-        self.cached(&self.roles, "roles", (tenant_id.to_owned(), format!("sa:{sa_id}")), |store| async move {
+    async fn service_account_standing(&self, tenant_id: &str, sa_id: &str) -> Result<Option<Standing>, Reject> {
+        let key = (tenant_id.to_owned(), format!("sa:{sa_id}"));
+        self.cached(&self.standings, "standings", key, |store| async move {
             let mut tx = store.tenant_tx(tenant_id).await?;
-            let role = match store::service_account(&mut tx, tenant_id, sa_id).await? {
-                Some(a) => Some(ResolvedRole::load(&mut tx, tenant_id, &a.role).await?),
-                None => None,
-            };
+            let standing = Standing::of_service_account(&mut tx, tenant_id, sa_id).await?;
             tx.commit().await?;
-            Ok(role)
+            Ok(standing)
         })
         .await
     }

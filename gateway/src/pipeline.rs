@@ -90,8 +90,10 @@ impl Gateway {
             "iss": self.identity.keys().issuer(),
             "aud": upstream,
             "sub": permit.principal(),
+            "user": permit.user(),
             "tid": permit.tenant().map(|t| t.id.as_str()),
             "roles": permit.roles(),
+            "groups": permit.groups(),
             "act": route.action,
             "decision": permit.decision_id(),
             "iat": now,
@@ -106,6 +108,7 @@ impl Gateway {
         let mut headers = vec![
             ("x-tollgate-principal".to_owned(), permit.principal().to_owned()),
             ("x-tollgate-roles".to_owned(), permit.roles().join(",")),
+            ("x-tollgate-groups".to_owned(), permit.groups().join(",")),
             ("x-tollgate-decision".to_owned(), permit.decision_id().to_owned()),
             ("x-tollgate-assertion".to_owned(), assertion),
         ];

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use serde_json::{Map, json};
-use tollgate_backend::authz::principal_entities;
+use tollgate_backend::auth::principal::Actor;
+use tollgate_backend::authz::{principal_entities, tenant_entity};
 use tollgate_backend::roles::Builtin;
 use tollgate_backend::store::TenantRow;
 use tollgate_policies::{EntityRef, EntitySpec, Outcome, PolicyEngine, PolicyRequest};
@@ -28,7 +29,9 @@ pub struct Permit {
     decision_id: String,
     tenant: Option<Arc<TenantRow>>,
     principal: String,
+    user: Option<String>,
     roles: Vec<String>,
+    groups: Arc<[String]>,
     policies: Vec<String>,
     route: RouteMatch,
 }
@@ -43,8 +46,18 @@ impl Permit {
     pub fn principal(&self) -> &str {
         &self.principal
     }
+    /// `user:<id>` of the person the request acts for: the caller, or the
+    /// owner of the caller's API key; `None` for service accounts and
+    /// anonymous callers.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+    /// The ids of the tenant's groups the principal belongs to.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
     }
     pub fn policies(&self) -> &[String] {
         &self.policies
@@ -70,6 +83,16 @@ fn principal_id(caller: &Caller) -> String {
     }
 }
 
+fn acting_user(caller: &Caller) -> Option<String> {
+    match caller {
+        Caller::Known(p) => match &p.actor {
+            Actor::User { user, .. } => Some(format!("user:{}", user.id)),
+            Actor::ApiKey { key, .. } => key.owner_user_id.as_ref().map(|id| format!("user:{id}")),
+        },
+        Caller::Anonymous => None,
+    }
+}
+
 /// Evaluates the request; an error or a deny is a [`Denial`].
 pub fn decide(
     engine: &PolicyEngine,
@@ -80,17 +103,17 @@ pub fn decide(
 ) -> Result<Permit, Box<Denial>> {
     let decision_id = uuid::Uuid::new_v4().to_string();
     let mut entities = Vec::new();
-    let (principal, authn, mfa, explain, roles) = match caller {
+    let (principal, authn, mfa, explain, roles, groups) = match caller {
         Caller::Known(p) => {
             let uid = principal_entities(p, &mut entities);
             let (authn, mfa) = p.authn_facts();
             let explain = p.role.base.is_some_and(|b| b >= Builtin::Admin);
-            (uid, authn, mfa, explain, vec![p.role.name.clone()])
+            (uid, authn, mfa, explain, vec![p.role.name.clone()], Arc::clone(&p.groups))
         }
         Caller::Anonymous => {
             let uid = EntityRef::new("Anonymous", "anonymous");
             entities.push(EntitySpec::new(uid.clone()));
-            (uid, "none", false, false, Vec::new())
+            (uid, "none", false, false, Vec::new(), Arc::from([]))
         }
     };
     let resource = EntityRef::new(&route.resource_type, route.resource_id.clone());
@@ -107,7 +130,7 @@ pub fn decide(
         };
         let tenant_ref = EntityRef::new("Tenant", t.id.clone());
         if !matches!(caller, Caller::Known(_)) {
-            entities.push(EntitySpec::new(tenant_ref.clone()).attr("status", json!(t.status)));
+            entities.push(tenant_entity(t));
         }
         resource_entity = resource_entity.entity_attr("tenant", &tenant_ref).parent(tenant_ref);
     }
@@ -143,7 +166,16 @@ pub fn decide(
         "gateway decision"
     );
     if outcome.is_allow() {
-        Ok(Permit { decision_id, tenant, principal: principal_id(caller), roles, policies, route })
+        Ok(Permit {
+            decision_id,
+            tenant,
+            principal: principal_id(caller),
+            user: acting_user(caller),
+            roles,
+            groups,
+            policies,
+            route,
+        })
     } else {
         Err(Box::new(Denial {
             reject: Reject::Forbidden { detail: format!("not allowed to `{}`", route.action), policies: reasons },

@@ -2,9 +2,13 @@
 //! decisions, run against an engine by `cargo test` and by the CLI.
 //!
 //! A scenario file is JSON:
-//! `{"description": "..", "entities": [Cedar JSON entities],
+//! `{"description": "..", "layer": ["cedar line", ..]?, "entities": [Cedar JSON entities],
 //!   "requests": [{"name", "principal", "action", "resource", "context",
 //!                 "decision": "allow" | "deny", "determining": ["policy-id"]?}]}`
+//!
+//! `layer`, when present, is a tenant layer (Cedar source, one string per
+//! line) evaluated on top of the engine, as a tenant's active layer is; its
+//! policy ids are prefixed with [`SCENARIO_LAYER_PREFIX`].
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +23,16 @@ pub enum ScenarioError {
     Read { path: String, message: String },
 }
 
+/// The id prefix of a scenario's own layer policies.
+pub const SCENARIO_LAYER_PREFIX: &str = "layer:";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScenarioFile {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    layer: Vec<String>,
     #[serde(default)]
     entities: Vec<EntityJson>,
     requests: Vec<ScenarioRequest>,
@@ -92,6 +101,21 @@ fn run_one(engine: &PolicyEngine, name: &str, text: &str, report: &mut ScenarioR
     };
     let label =
         if scenario.description.is_empty() { name.to_owned() } else { format!("{name} ({})", scenario.description) };
+    let layered;
+    let engine = if scenario.layer.is_empty() {
+        engine
+    } else {
+        match engine.with_layer(SCENARIO_LAYER_PREFIX, &format!("{name} layer"), &scenario.layer.join("\n")) {
+            Ok(e) => {
+                layered = e;
+                &layered
+            }
+            Err(e) => {
+                report.failures.push(format!("{label}: invalid layer: {e}"));
+                return;
+            }
+        }
+    };
     let entities: Vec<EntitySpec> =
         scenario.entities.into_iter().map(|e| EntitySpec { uid: e.uid, attrs: e.attrs, parents: e.parents }).collect();
     for req in scenario.requests {

@@ -18,13 +18,24 @@ use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
 use crate::authz::{Action, Resource, authorize, principal_entities};
 use crate::problem::{ApiError, ApiJson};
-use crate::roles::ResolvedRole;
+use crate::roles::Standing;
 use crate::state::AppState;
 use crate::store;
 
 /// Entity types whose truth is Tollgate's, never a product's.
-const RESERVED_TYPES: &[&str] =
-    &["User", "Role", "Tenant", "ApiKey", "ServiceAccount", "Member", "Invitation", "Platform", "Anonymous", "Action"];
+const RESERVED_TYPES: &[&str] = &[
+    "User",
+    "Role",
+    "Group",
+    "Tenant",
+    "ApiKey",
+    "ServiceAccount",
+    "Member",
+    "Invitation",
+    "Platform",
+    "Anonymous",
+    "Action",
+];
 const MAX_BATCH: usize = 100;
 const MAX_ENTITIES: usize = 1000;
 
@@ -147,14 +158,14 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
         None => caller.clone(),
         Some(name) if name.type_name == "User" => {
             let mut tx = state.store.tenant_tx(tenant_id).await?;
-            let membership = store::membership(&mut tx, tenant_id, &name.id).await?.ok_or(ApiError::NotFound)?;
-            let role = ResolvedRole::load(&mut tx, tenant_id, &membership.role).await?;
+            let standing = Standing::of_member(&mut tx, tenant_id, &name.id).await?.ok_or(ApiError::NotFound)?;
             let user = store::user_by_id(&mut tx, &name.id).await?.ok_or(ApiError::NotFound)?;
             tx.commit().await?;
             Principal {
                 actor: Actor::User { user, session_id: String::new(), amr: Vec::new() },
                 tenant: caller.tenant.clone(),
-                role,
+                role: standing.role,
+                groups: standing.groups,
                 client_ip: caller.client_ip.clone(),
             }
         }

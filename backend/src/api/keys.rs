@@ -213,7 +213,7 @@ async fn create_account(
 ) -> Result<Response, ApiError> {
     p.in_tenant(&tenant_id)?;
     let mut checks = Checks::default();
-    checks.check("name", validate::role_name(&body.name));
+    checks.check("name", validate::identifier(&body.name));
     checks.finish()?;
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
     let role = ResolvedRole::load(&mut tx, &tenant_id, &body.role).await?;

@@ -205,7 +205,7 @@ async fn create_role(
 ) -> Result<Response, ApiError> {
     p.in_tenant(&tenant_id)?;
     let mut checks = Checks::default();
-    checks.check("name", validate::role_name(&body.name));
+    checks.check("name", validate::identifier(&body.name));
     if Builtin::parse(&body.name).is_some() {
         checks.check("name", Err("must not be a built-in role".into()));
     }

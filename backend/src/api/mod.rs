@@ -4,6 +4,7 @@
 
 mod accounts;
 mod authorize;
+mod groups;
 mod invitations;
 mod keys;
 mod members;
@@ -34,6 +35,7 @@ pub enum Auth {
 pub enum Verb {
     Get,
     Post,
+    Put,
     Patch,
     Delete,
 }
@@ -43,6 +45,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Post => "post",
+            Verb::Put => "put",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
         }
@@ -52,6 +55,7 @@ impl Verb {
         match self {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
             Verb::Patch => MethodFilter::PATCH,
             Verb::Delete => MethodFilter::DELETE,
         }
@@ -86,7 +90,7 @@ impl Api {
         self
     }
 
-    /// Registers `handler` for `method` (`get`, `post`, `patch`, `delete`)
+    /// Registers `handler` for `method` (`get`, `post`, `put`, `patch`, `delete`)
     /// on `path`, answering `success` when it succeeds.
     fn op<H, T>(
         mut self,
@@ -178,6 +182,7 @@ pub fn router() -> Router<AppState> {
     let api = keys::routes(api.tag("keys"));
     let api = authorize::routes(api.tag("authorize"));
     let api = policies::routes(api.tag("policies"));
+    let api = groups::routes(api.tag("groups"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -1,5 +1,5 @@
 //! Tenants: the caller's list, creation, reading and updating, the owner's
-//! deletion request, and platform administrators' suspension.
+//! deletion request, and platform administrators' suspension and plan changes.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Verb::{Delete, Get, Patch, Post};
+use super::Verb::{Delete, Get, Patch, Post, Put};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::principal::{Actor, Principal};
@@ -50,6 +50,15 @@ pub fn routes(api: Api) -> Api {
             200,
             reactivate,
         )
+        .op(
+            Put,
+            "/tenants/{tenant_id}/plan",
+            "Change a tenant's plan (platform administrators)",
+            Auth::Bearer,
+            200,
+            set_plan,
+        )
+        .body::<SetPlan>()
 }
 
 async fn list(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
@@ -233,5 +242,39 @@ async fn change_lifecycle(
         return Err(ApiError::Conflict(format!("tenant is already {status}")));
     }
     let tenant = set_status(state, p, tenant_id, status, event).await?;
+    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SetPlan {
+    /// The plan's name, as policies see it in `resource.tenant.plan`.
+    plan: String,
+}
+
+async fn set_plan(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<SetPlan>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let mut checks = Checks::default();
+    checks.check("plan", validate::identifier(&body.plan));
+    checks.finish()?;
+    let target = platform_target(&state, &p, &tenant_id).await?;
+    authorize(&state, &p, Action::TenantSetPlan, Resource::Tenant(&target), None)?;
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    store::set_tenant_plan(&mut tx, &tenant_id, &body.plan).await?;
+    let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
+    store::security_event(
+        &mut tx,
+        Some(&tenant_id),
+        p.user().map(|u| u.id.as_str()),
+        "tenant.plan_changed",
+        &p.client_ip,
+        json!({"by": p.actor_id(), "from": target.plan, "to": body.plan}),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
 }

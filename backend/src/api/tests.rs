@@ -3,6 +3,7 @@
 
 mod accounts;
 mod authorize;
+mod groups;
 mod harness;
 mod isolation;
 mod keys;

@@ -90,8 +90,9 @@ pub fn slugify(name: &str) -> String {
     out
 }
 
-/// A custom role name: 2 to 40 of `a-z`, `0-9`, `-`, `_`, starting with a letter.
-pub fn role_name(value: &str) -> Result<(), String> {
+/// A machine name (a custom role's, a plan's): 2 to 40 of `a-z`, `0-9`,
+/// `-`, `_`, starting with a letter.
+pub fn identifier(value: &str) -> Result<(), String> {
     let ok = (2..=40).contains(&value.len())
         && value.starts_with(|c: char| c.is_ascii_lowercase())
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');

@@ -3,6 +3,7 @@
 //! acts in with the caller's role there. Its rejection is a problem response.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -10,7 +11,7 @@ use axum::http::{Method, header};
 
 use crate::auth::secrets;
 use crate::problem::ApiError;
-use crate::roles::ResolvedRole;
+use crate::roles::{ResolvedRole, Standing};
 use crate::state::AppState;
 use crate::store::{self, ApiKeyRow, Store, TenantRow, UserRow, now};
 
@@ -29,6 +30,9 @@ pub struct Principal {
     pub actor: Actor,
     pub tenant: TenantRow,
     pub role: ResolvedRole,
+    /// The ids of the tenant's groups the caller belongs to (an API key:
+    /// its owner's).
+    pub groups: Arc<[String]>,
     pub client_ip: String,
 }
 
@@ -137,24 +141,29 @@ async fn from_access_token(state: &AppState, token: &str, ip: String) -> Result<
     let user =
         store::user_by_id(&mut tx, &claims.sub).await?.ok_or(ApiError::Unauthorized("session is no longer valid"))?;
     tx.commit().await?;
-    let (tenant, role) = tenant_and_member_role(&state.store, &claims.tid, &user.id).await?;
-    Ok(Principal { actor: Actor::User { user, session_id: claims.sid, amr: claims.amr }, tenant, role, client_ip: ip })
+    let (tenant, standing) = tenant_and_member_standing(&state.store, &claims.tid, &user.id).await?;
+    Ok(Principal {
+        actor: Actor::User { user, session_id: claims.sid, amr: claims.amr },
+        tenant,
+        role: standing.role,
+        groups: standing.groups,
+        client_ip: ip,
+    })
 }
 
-async fn tenant_and_member_role(
+async fn tenant_and_member_standing(
     store: &Store,
     tenant_id: &str,
     user_id: &str,
-) -> Result<(TenantRow, ResolvedRole), ApiError> {
+) -> Result<(TenantRow, Standing), ApiError> {
     let mut tx = store.tenant_tx(tenant_id).await?;
     let tenant =
         store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::Unauthorized("tenant no longer exists"))?;
-    let membership = store::membership(&mut tx, tenant_id, user_id)
+    let standing = Standing::of_member(&mut tx, tenant_id, user_id)
         .await?
         .ok_or(ApiError::Unauthorized("membership was removed"))?;
-    let role = ResolvedRole::load(&mut tx, tenant_id, &membership.role).await?;
     tx.commit().await?;
-    Ok((tenant, role))
+    Ok((tenant, standing))
 }
 
 const INVALID_KEY: ApiError = ApiError::Unauthorized("invalid, revoked or expired API key");
@@ -169,17 +178,16 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
         return Err(INVALID_KEY);
     }
     let scopes = key.scopes()?;
-    let (tenant, role) = match (&key.owner_user_id, &key.owner_service_account_id) {
+    let (tenant, standing) = match (&key.owner_user_id, &key.owner_service_account_id) {
         (Some(user_id), None) => {
-            tenant_and_member_role(&state.store, &key.tenant_id, user_id).await.map_err(|_| INVALID_KEY)?
+            tenant_and_member_standing(&state.store, &key.tenant_id, user_id).await.map_err(|_| INVALID_KEY)?
         }
         (None, Some(sa_id)) => {
             let mut tx = state.store.tenant_tx(&key.tenant_id).await?;
             let tenant = store::tenant_by_id(&mut tx, &key.tenant_id).await?.ok_or(INVALID_KEY)?;
-            let account = store::service_account(&mut tx, &key.tenant_id, sa_id).await?.ok_or(INVALID_KEY)?;
-            let role = ResolvedRole::load(&mut tx, &key.tenant_id, &account.role).await?;
+            let standing = Standing::of_service_account(&mut tx, &key.tenant_id, sa_id).await?.ok_or(INVALID_KEY)?;
             tx.commit().await?;
-            (tenant, role)
+            (tenant, standing)
         }
         _ => return Err(INVALID_KEY),
     };
@@ -188,7 +196,13 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
         store::touch_api_key(&mut tx, &key.tenant_id, &key.id).await?;
         tx.commit().await?;
     }
-    Ok(Principal { actor: Actor::ApiKey { key, scopes }, tenant, role, client_ip: ip })
+    Ok(Principal {
+        actor: Actor::ApiKey { key, scopes },
+        tenant,
+        role: standing.role,
+        groups: standing.groups,
+        client_ip: ip,
+    })
 }
 
 #[cfg(test)]
@@ -211,6 +225,7 @@ mod tests {
             slug: "t".into(),
             name: "T".into(),
             status: "active".into(),
+            plan: "free".into(),
             settings: "{}".into(),
             created_at: 0,
             updated_at: 0,
@@ -220,6 +235,7 @@ mod tests {
             actor: Actor::User { user, session_id: "s".into(), amr: amr.iter().map(|s| (*s).to_owned()).collect() },
             tenant,
             role: ResolvedRole::builtin(Builtin::Member),
+            groups: Arc::from([]),
             client_ip: "127.0.0.1".into(),
         }
     }

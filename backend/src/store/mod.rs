@@ -2,11 +2,13 @@
 //! migrations for each, and transactions scoped to a tenant so that
 //! PostgreSQL's row-level security backs every tenant check.
 
+mod groups;
 mod identity;
 mod keys;
 mod policies;
 mod tenancy;
 
+pub use groups::*;
 pub use identity::*;
 pub use keys::*;
 pub use policies::*;
@@ -43,6 +45,15 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+
+    /// Whether the error is a foreign-key violation: a row referred to
+    /// vanished (or never existed) while the caller worked.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e.is_foreign_key_violation(),
             _ => false,
         }
     }

@@ -11,15 +11,20 @@ pub struct TenantRow {
     pub slug: String,
     pub name: String,
     pub status: String,
+    /// The plan the tenant is on, as policies and entitlements see it.
+    pub plan: String,
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
     pub status_changed_at: i64,
 }
 
+/// The plan of a new tenant.
+pub const DEFAULT_PLAN: &str = "free";
+
 macro_rules! tenant_columns {
     () => {
-        "id, slug, name, status, settings, created_at, updated_at, status_changed_at"
+        "id, slug, name, status, plan, settings, created_at, updated_at, status_changed_at"
     };
 }
 
@@ -38,12 +43,13 @@ pub async fn insert_tenant(tx: &mut Tx, name: &str, base_slug: &str) -> Result<T
         .find(|candidate| !taken.contains(candidate))
         .unwrap_or_else(|| format!("{base_slug}-{id}"));
     sqlx::query(
-        "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at, status_changed_at) \
-         VALUES ($1, $2, $3, 'active', '{}', $4, $4, $4)",
+        "INSERT INTO tenants (id, slug, name, status, plan, settings, created_at, updated_at, status_changed_at) \
+         VALUES ($1, $2, $3, 'active', $4, '{}', $5, $5, $5)",
     )
     .bind(&id)
     .bind(&slug)
     .bind(name)
+    .bind(DEFAULT_PLAN)
     .bind(t)
     .execute(&mut **tx)
     .await?;
@@ -52,6 +58,7 @@ pub async fn insert_tenant(tx: &mut Tx, name: &str, base_slug: &str) -> Result<T
         slug,
         name: name.to_owned(),
         status: "active".into(),
+        plan: DEFAULT_PLAN.into(),
         settings: "{}".into(),
         created_at: t,
         updated_at: t,
@@ -89,6 +96,16 @@ pub async fn set_tenant_status(tx: &mut Tx, id: &str, status: &str) -> Result<()
     sqlx::query("UPDATE tenants SET status = $1, status_changed_at = $2, updated_at = $2 WHERE id = $3")
         .bind(status)
         .bind(t)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_tenant_plan(tx: &mut Tx, id: &str, plan: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tenants SET plan = $1, updated_at = $2 WHERE id = $3")
+        .bind(plan)
+        .bind(now())
         .bind(id)
         .execute(&mut **tx)
         .await?;

@@ -79,6 +79,53 @@ async fn postgres_row_level_security_backs_tenant_checks() {
     }
 }
 
+/// Group memberships are tied to the group's tenant by the schema itself:
+/// on both databases a member of one tenant cannot be put into another
+/// tenant's group, even by a query that names them; on PostgreSQL row-level
+/// security also hides other tenants' groups.
+#[tokio::test]
+async fn group_members_stay_inside_their_tenant() {
+    for db in databases().await {
+        let l = db.label;
+        let (a, alice) = tenant_with_owner(&db.store, "A", "alice@x.test").await;
+        let (b, bob) = tenant_with_owner(&db.store, "B", "bob@x.test").await;
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        let group = insert_group(&mut tx, &a.id, "Sales", "").await.unwrap();
+        assert!(add_group_member(&mut tx, &a.id, &group.id, &alice.id).await.unwrap(), "{l}");
+        assert!(!add_group_member(&mut tx, &a.id, &group.id, &alice.id).await.unwrap(), "{l}: already in");
+        tx.commit().await.unwrap();
+        // Each refused write in a transaction of its own (a failed statement
+        // aborts a PostgreSQL transaction).
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        let refused = add_group_member(&mut tx, &a.id, &group.id, &bob.id).await.unwrap_err();
+        assert!(refused.is_foreign_key_violation(), "{l}: bob is not A's member: {refused}");
+        tx.rollback().await.unwrap();
+        let mut tx = db.store.tenant_tx(&b.id).await.unwrap();
+        let smuggled = add_group_member(&mut tx, &b.id, &group.id, &bob.id).await;
+        assert!(smuggled.is_err(), "{l}: A's group under B's tenant id");
+        tx.rollback().await.unwrap();
+
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        assert_eq!(
+            group_ids_of_member(&mut tx, &a.id, &alice.id).await.unwrap(),
+            std::slice::from_ref(&group.id),
+            "{l}"
+        );
+        delete_membership(&mut tx, &a.id, &alice.id).await.unwrap();
+        assert!(group_ids_of_member(&mut tx, &a.id, &alice.id).await.unwrap().is_empty(), "{l}: left with the tenant");
+        tx.commit().await.unwrap();
+
+        if db.store.kind() == DbKind::Postgres {
+            let unscoped: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM tenant_groups").fetch_one(db.store.pool()).await.unwrap();
+            assert_eq!(unscoped, 0, "a query without the tenant set sees no groups");
+            let mut tx = db.store.tenant_tx(&b.id).await.unwrap();
+            assert!(group_by_id(&mut tx, &a.id, &group.id).await.unwrap().is_none(), "B cannot read A's group");
+            assert!(insert_group(&mut tx, &a.id, "Planted", "").await.is_err(), "B cannot write into A");
+        }
+    }
+}
+
 #[tokio::test]
 async fn login_throttle_locks_after_failures_and_resets_on_success() {
     for db in databases().await {

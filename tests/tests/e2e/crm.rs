@@ -2,7 +2,9 @@
 //! gateway, ownership and the large-deal rule through the decision point,
 //! tenants kept apart by the asserted tenant.
 
-use serde_json::json;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 use tollgate_tests::Tollgate;
 
 #[tokio::test]
@@ -123,4 +125,98 @@ async fn a_tenant_policy_activated_through_the_api_takes_effect_and_rolls_back()
     let (status, _) = tg.send("POST", &format!("{base}/rollback"), Some(&boss), Some(json!({}))).await;
     assert_eq!(status, 200);
     becomes(&tg, "POST", "/crm/contacts", &rep, contact, 201).await;
+}
+
+/// Sends until the answer is `want` (bounded by the gateway's 5-second
+/// liveness and 2-second layer caches, with slack); returns the last body.
+async fn answers(tg: &Tollgate, method: &str, path: &str, token: &str, body: Option<Value>, want: u16) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, answer) = tg.send(method, path, Some(token), body.clone()).await;
+        if status == want {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{method} {path} still answers {status}: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn user_id(tg: &Tollgate, token: &str) -> String {
+    let (_, me) = tg.send("GET", "/api/v1/me", Some(token), None).await;
+    me["user"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn groups_plans_and_deletion_reach_gateway_decisions() {
+    let tg = Tollgate::start();
+    let owner = tg.signup_and_login("owner@plans.test", "Plans CRM").await;
+    let boss = owner["access_token"].as_str().unwrap().to_owned();
+    let t = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    let viewer = tg.invite_member(&owner, "viewer@plans.test", "viewer").await;
+    let viewer_id = user_id(&tg, &viewer).await;
+    let contact = Some(json!({"name": "Lin"}));
+
+    // A tenant layer names a group: its members write to the CRM whatever their role.
+    let (status, group) =
+        tg.send("POST", &format!("/api/v1/tenants/{t}/groups"), Some(&boss), Some(json!({"name": "Sales"}))).await;
+    assert_eq!(status, 201, "{group}");
+    let sales = group["group"]["id"].as_str().unwrap();
+    let layer = format!(
+        "@id(\"sales-write\") @reason(\"sales writes\")\npermit (principal in Group::\"{sales}\", action == Action::\"crm.write\", resource);"
+    );
+    let policies = format!("/api/v1/tenants/{t}/policies");
+    let (status, body) = tg.send("POST", &policies, Some(&boss), Some(json!({"source": layer}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = tg.send("POST", &format!("{policies}/1/activate"), Some(&boss), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = tg.send("POST", "/crm/contacts", Some(&viewer), contact.clone()).await;
+    assert_eq!(status, 403, "a viewer outside the group: {body}");
+
+    let member = format!("/api/v1/tenants/{t}/groups/{sales}/members/{viewer_id}");
+    assert_eq!(tg.send("PUT", &member, Some(&boss), None).await.0, 204);
+    let created = answers(&tg, "POST", "/crm/contacts", &viewer, contact.clone(), 201).await;
+    assert_eq!(created["contact"]["owner"], viewer_id.as_str(), "{created}");
+    assert_eq!(tg.send("DELETE", &member, Some(&boss), None).await.0, 204);
+    answers(&tg, "POST", "/crm/contacts", &viewer, contact.clone(), 403).await;
+
+    // On the free plan API keys only read; a paid plan lets them write.
+    let (status, key) = tg
+        .send(
+            "POST",
+            &format!("/api/v1/tenants/{t}/api-keys"),
+            Some(&boss),
+            Some(json!({"name": "sync", "scopes": ["crm.read", "crm.write", "contact.update", "authorize"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["secret"].as_str().unwrap().to_owned();
+    assert_eq!(tg.send("GET", "/crm/contacts", Some(&key), None).await.0, 200);
+    let (status, body) = tg.send("POST", "/crm/contacts", Some(&key), contact.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["policies"].to_string().contains("crm.free-plan-keys-read-only"),
+        "explained to the owner's key: {body}"
+    );
+
+    tg.signup_and_login("root@plans.test", "Platform").await;
+    tg.cli(&["platform-admin", "grant", "root@plans.test"]);
+    let root = tg.login("root@plans.test").await;
+    let root = root["access_token"].as_str().unwrap();
+    let (status, body) =
+        tg.send("PUT", &format!("/api/v1/tenants/{t}/plan"), Some(root), Some(json!({"plan": "pro"}))).await;
+    assert_eq!((status, body["tenant"]["plan"].as_str()), (200, Some("pro")), "{body}");
+    let created = answers(&tg, "POST", "/crm/contacts", &key, contact.clone(), 201).await;
+    let owner_id = user_id(&tg, &boss).await;
+    assert_eq!(created["contact"]["owner"], owner_id.as_str(), "a key creates for its owner: {created}");
+    let id = created["contact"]["id"].as_str().unwrap();
+    let (status, body) =
+        tg.send("PATCH", &format!("/crm/contacts/{id}"), Some(&key), Some(json!({"name": "Lin Li"}))).await;
+    assert_eq!((status, body["contact"]["name"].as_str()), (200, Some("Lin Li")), "{body}");
+
+    // A tenant pending deletion is read-only at the gateway.
+    let (status, body) = tg.send("DELETE", &format!("/api/v1/tenants/{t}"), Some(&boss), None).await;
+    assert_eq!(status, 202, "{body}");
+    let refused = answers(&tg, "POST", "/crm/contacts", &boss, contact, 403).await;
+    assert!(refused["detail"].as_str().unwrap_or("").contains("read-only"), "{refused}");
+    assert_eq!(tg.send("GET", "/crm/contacts", Some(&boss), None).await.0, 200, "reads still work");
 }

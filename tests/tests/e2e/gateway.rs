@@ -123,8 +123,14 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     let owner = up.signup_and_login("owner@echo.test", "Echo Co").await;
     let token = owner["access_token"].as_str().unwrap();
     let tenant = owner["tenant"]["id"].as_str().unwrap();
+    let (_, group) =
+        up.send("POST", &format!("/api/v1/tenants/{tenant}/groups"), Some(token), Some(json!({"name": "Ops"}))).await;
+    let group = group["group"]["id"].as_str().unwrap();
+    let member = format!("/api/v1/tenants/{tenant}/groups/{group}/members/{}", owner_user(token));
+    assert_eq!(up.send("PUT", &member, Some(token), None).await.0, 204);
     let spoofed = [
         ("X-Tollgate-Tenant", "someone-else"),
+        ("x-tollgate-groups", "admins"),
         ("x-tollgate-principal", "user:root"),
         ("X-TOLLGATE-ROLES", "owner"),
         ("x-tollgate-assertion", "forged"),
@@ -139,6 +145,7 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     assert_eq!(h["x-tollgate-tenant"], json!([tenant]));
     assert_eq!(h["x-tollgate-principal"], json!([format!("user:{}", owner_user(token))]));
     assert_eq!(h["x-tollgate-roles"], json!(["owner"]));
+    assert_eq!(h["x-tollgate-groups"], json!([group]), "the caller's groups, never the client's");
     assert!(h.get("x-tollgate-anything").is_none(), "client-sent identity headers never reach the upstream");
     assert_eq!(h["traceparent"], json!(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]), "passed through");
     assert_eq!(h["x-request-id"], json!(["req-e2e-1"]), "a well-formed request id is propagated");
@@ -158,6 +165,8 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     let claims = jsonwebtoken::decode::<Value>(assertion, &key, &validation).unwrap().claims;
     assert_eq!(claims["tid"], tenant);
     assert_eq!(claims["act"], "echo.read");
+    assert_eq!(claims["user"], format!("user:{}", owner_user(token)));
+    assert_eq!(claims["groups"], json!([group]));
     assert_eq!(claims["decision"], h["x-tollgate-decision"][0]);
     // An access token is not an assertion, and an assertion is not an access token.
     let (status, _) = get(&gw, "/echo/items/42", assertion, &[]).await;

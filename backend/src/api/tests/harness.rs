@@ -106,6 +106,10 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, token: &str, body: Option<Value>) -> Reply {
+        self.call(Method::PUT, path, Some(token), body).await
+    }
+
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call(Method::PATCH, path, Some(token), Some(body)).await
     }
