@@ -263,7 +263,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
         LogFormat::Pretty => builder.init(),
     }
 }
@@ -368,15 +368,17 @@ fn platform_routes(backend: SocketAddr) -> String {
     let all = r#"{ GET = "platform.api", HEAD = "platform.api", POST = "platform.api", PUT = "platform.api", PATCH = "platform.api", DELETE = "platform.api", OPTIONS = "platform.api" }"#;
     let read = r#"{ GET = "platform.api", HEAD = "platform.api" }"#;
     let platform = r#"{ type = "Platform", id = "tollgate" }"#;
-    let mut out = format!("[upstreams.backend]\naddresses = [\"{backend}\"]\n");
-    for (name, path, methods) in [
+    // Named so the backend trusts the assertions the gateway sends it.
+    let name = tollgate_backend::auth::tokens::BACKEND_UPSTREAM;
+    let mut out = format!("[upstreams.{name}]\naddresses = [\"{backend}\"]\n");
+    for (route, path, methods) in [
         ("platform-api", "/api/v1/{rest*}", all),
         ("jwks", "/.well-known/jwks.json", read),
         ("healthz", "/healthz", read),
         ("readyz", "/readyz", read),
     ] {
         out.push_str(&format!(
-            "[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"backend\"\nmethods = {methods}\nresource = {platform}\n"
+            "[[routes]]\nname = \"{route}\"\npath = \"{path}\"\nupstream = \"{name}\"\nmethods = {methods}\nresource = {platform}\n"
         ));
     }
     out

@@ -62,7 +62,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(request_log))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_log))
         .with_state(state)
 }
 
@@ -79,26 +79,52 @@ fn request_id(headers: &HeaderMap) -> String {
     request_id_or_new(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
+/// The client's address as the gateway in front saw it, from a verified
+/// assertion; handlers prefer it to the connection's peer (the gateway).
+#[derive(Debug, Clone)]
+pub struct ForwardedClient(pub String);
+
 /// One structured log line per request, with its id echoed in `X-Request-Id`.
-async fn request_log(req: Request, next: Next) -> Response {
+/// A request from the gateway carries its signed assertion: when it verifies
+/// (ours, addressed to the backend, unexpired), the client address it names
+/// replaces the gateway's own, and the gateway's decision id joins the log
+/// span of everything the request does, so the two decisions of one platform
+/// call can be found together.
+async fn request_log(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = next.run(req).await;
+    let assertion = req
+        .headers()
+        .get("x-tollgate-assertion")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|token| state.keys.verify_assertion(token, auth::tokens::BACKEND_UPSTREAM).ok());
+    let gateway_decision = assertion.as_ref().map_or("", |a| a.decision.as_str()).to_owned();
+    if let Some(ip) = assertion.and_then(|a| a.ip) {
+        req.extensions_mut().insert(ForwardedClient(ip));
+    }
+    let span = tracing::info_span!("request", request_id = %id, gateway_decision = %gateway_decision);
+    let mut response = next.run(req).instrument(span.clone()).await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert("x-request-id", value);
     }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    tracing::info!(
-        request_id = %id,
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    });
     response
 }
 

@@ -15,8 +15,7 @@ use crate::policy::{Denial, Permit, RequestFacts, decide};
 use crate::reject::Reject;
 use crate::tenant::{self, TenantHints};
 
-/// The JWT `typ` of identity assertions sent to upstreams.
-pub const ASSERTION_TYPE: &str = "tollgate-assertion+jwt";
+pub use tollgate_backend::auth::tokens::ASSERTION_TYPE;
 /// How long an assertion is valid: one request's worth.
 pub const ASSERTION_TTL: i64 = 60;
 /// The prefix of every identity header; clients never get to send one.
@@ -94,6 +93,7 @@ impl Gateway {
             "tid": permit.tenant().map(|t| t.id.as_str()),
             "roles": permit.roles(),
             "groups": permit.groups(),
+            "ip": permit.source_ip(),
             "act": route.action,
             "decision": permit.decision_id(),
             "iat": now,

@@ -34,6 +34,7 @@ pub struct Permit {
     groups: Arc<[String]>,
     policies: Vec<String>,
     route: RouteMatch,
+    source_ip: String,
 }
 
 impl Permit {
@@ -64,6 +65,10 @@ impl Permit {
     }
     pub fn route(&self) -> &RouteMatch {
         &self.route
+    }
+    /// The client's address as the gateway saw it.
+    pub fn source_ip(&self) -> &str {
+        &self.source_ip
     }
 }
 
@@ -175,6 +180,7 @@ pub fn decide(
             groups,
             policies,
             route,
+            source_ip: facts.source_ip.to_owned(),
         })
     } else {
         Err(Box::new(Denial {

@@ -91,7 +91,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// The client's address: as the gateway in front saw it when the request
+/// came with its verified assertion, else the connection's peer.
 pub fn client_ip(parts: &Parts) -> String {
+    if let Some(forwarded) = parts.extensions.get::<crate::ForwardedClient>() {
+        return forwarded.0.clone();
+    }
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 

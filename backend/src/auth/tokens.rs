@@ -19,6 +19,11 @@ use crate::store::{self, Store, StoreError, now};
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// The audience of our access tokens.
 pub const AUDIENCE: &str = "tollgate";
+/// The JWT `typ` of the gateway's identity assertions for upstreams.
+pub const ASSERTION_TYPE: &str = "tollgate-assertion+jwt";
+/// The backend's upstream name in the gateway's routes: the audience of the
+/// assertions it trusts.
+pub const BACKEND_UPSTREAM: &str = "backend";
 const ALGORITHM: &str = "EdDSA";
 
 /// The claims of an access token.
@@ -35,6 +40,16 @@ pub struct AccessClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+}
+
+/// What the backend reads from a gateway assertion.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct GatewayAssertion {
+    /// The client's address as the gateway saw it.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The gateway's decision id for the request.
+    pub decision: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,8 +292,24 @@ impl KeyRing {
     /// Verifies one of our access tokens: EdDSA only, a `kid` we publish, our
     /// `typ`, issuer and audience, and the time claims.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_typed(token, ACCESS_TOKEN_TYPE, AUDIENCE, &["exp", "nbf", "iss", "aud", "sub"])
+    }
+
+    /// Verifies a gateway assertion addressed to `audience` (an upstream's
+    /// name), with the same strictness as an access token.
+    pub fn verify_assertion(&self, token: &str, audience: &str) -> Result<GatewayAssertion, TokenError> {
+        self.verify_typed(token, ASSERTION_TYPE, audience, &["exp", "nbf", "iss", "aud", "sub"])
+    }
+
+    fn verify_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+        audience: &str,
+        required: &[&str],
+    ) -> Result<T, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(typ) {
             return Err(TokenError::WrongType);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
@@ -291,11 +322,11 @@ impl KeyRing {
             .ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(required);
         validation.validate_nbf = true;
         validation.leeway = 5;
-        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|_| TokenError::Invalid)
     }

@@ -205,3 +205,27 @@ fn policy_commands_validate_and_test_the_repository_policies() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("do not validate"));
 }
+
+/// Behind the gateway the backend records the client's address, not the
+/// gateway's: the client here connects from 127.0.0.2, the gateway from
+/// 127.0.0.1.
+#[tokio::test]
+async fn the_backend_sees_the_client_address_through_the_gateway() {
+    let tg = Tollgate::start();
+    tg.signup_and_login("far@example.com", "Far Away").await;
+    let client = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let login: serde_json::Value = client
+        .post(tg.url("/api/v1/auth/login"))
+        .json(&json!({"email": "far@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let sessions: serde_json::Value =
+        client.get(tg.url("/api/v1/me/sessions")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let current = sessions["items"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(current["ip"], "127.0.0.2", "{sessions}");
+}

@@ -343,3 +343,46 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both() {
         assert_eq!(app.get("/api/v1/me", &fresh.token).await.status, StatusCode::OK);
     }
 }
+
+/// Behind the gateway the connection's peer is the gateway itself: the
+/// client's address comes from the gateway's signed assertion, and only from
+/// one that verifies and is addressed to the backend.
+#[tokio::test]
+async fn client_address_comes_only_from_a_verified_gateway_assertion() {
+    use crate::auth::tokens::{ASSERTION_TYPE, BACKEND_UPSTREAM};
+    for app in apps().await {
+        let l = app.label();
+        app.owner("via@x.test", "Via").await;
+        let t = now();
+        let claims = |aud: &str, ip: &str| {
+            json!({"iss": app.state.keys.issuer(), "aud": aud, "sub": "anonymous", "ip": ip,
+                   "decision": "d-1", "iat": t, "nbf": t, "exp": t + 60})
+        };
+        let valid = app.state.keys.sign(ASSERTION_TYPE, &claims(BACKEND_UPSTREAM, "203.0.113.7")).unwrap();
+        let for_a_product = app.state.keys.sign(ASSERTION_TYPE, &claims("crm", "198.51.100.1")).unwrap();
+        let wrong_type = app.state.keys.sign("JWT", &claims(BACKEND_UPSTREAM, "198.51.100.2")).unwrap();
+        let mut tampered: Vec<String> = valid.split('.').map(str::to_owned).collect();
+        tampered[1] = URL_SAFE_NO_PAD.encode(claims(BACKEND_UPSTREAM, "198.51.100.3").to_string());
+        let tampered = tampered.join(".");
+
+        let login_via = |assertion: String| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("x-tollgate-assertion", assertion)
+                .body(Body::from(json!({"email": "via@x.test", "password": PASSWORD}).to_string()))
+                .unwrap()
+        };
+        for (assertion, want) in
+            [(valid, "203.0.113.7"), (for_a_product, "unknown"), (wrong_type, "unknown"), (tampered, "unknown")]
+        {
+            let r = app.request(login_via(assertion)).await;
+            assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+            let token = r.body["access_token"].as_str().unwrap().to_owned();
+            let sessions = app.get("/api/v1/me/sessions", &token).await;
+            let current = sessions.body["items"].as_array().unwrap().iter().find(|s| s["current"] == true).cloned();
+            assert_eq!(current.unwrap()["ip"], want, "{l}: {sessions:?}");
+        }
+    }
+}
