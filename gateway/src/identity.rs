@@ -167,7 +167,7 @@ impl Identity {
             .ok_or(Reject::Unauthenticated("membership was removed"))?;
         Ok(Principal {
             actor: Actor::User { user: (*user).clone(), session_id: claims.sid.clone(), amr: claims.amr.clone() },
-            tenant: (*tenant).clone(),
+            tenant,
             role: standing.role,
             groups: standing.groups,
             client_ip: client_ip.to_owned(),
@@ -215,7 +215,7 @@ impl Identity {
         };
         Ok(Principal {
             actor: Actor::User { user, session_id: String::new(), amr: vec!["ext".into()] },
-            tenant: (*tenant).clone(),
+            tenant,
             role,
             groups: Arc::from([]),
             client_ip: client_ip.to_owned(),
@@ -237,7 +237,7 @@ impl Identity {
         let scopes = key.scopes().map_err(internal)?;
         Ok(Principal {
             actor: Actor::ApiKey { key: (*key).clone(), scopes },
-            tenant: (*tenant).clone(),
+            tenant,
             role: standing.role,
             groups: standing.groups,
             client_ip: client_ip.to_owned(),

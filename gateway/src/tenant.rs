@@ -40,7 +40,7 @@ pub async fn resolve(
     method: &str,
 ) -> Result<Option<Arc<TenantRow>>, Reject> {
     let credential = match caller {
-        Caller::Known(p) => Some(Arc::new(p.tenant.clone())),
+        Caller::Known(p) => Some(Arc::clone(&p.tenant)),
         Caller::Anonymous => None,
     };
     let mut chosen: Option<Arc<TenantRow>> = None;

@@ -28,7 +28,8 @@ pub enum Actor {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub actor: Actor,
-    pub tenant: TenantRow,
+    /// Shared with the gateway's tenant cache, not copied per request.
+    pub tenant: Arc<TenantRow>,
     pub role: ResolvedRole,
     /// The ids of the tenant's groups the caller belongs to (an API key:
     /// its owner's).
@@ -149,7 +150,7 @@ async fn from_access_token(state: &AppState, token: &str, ip: String) -> Result<
     let (tenant, standing) = tenant_and_member_standing(&state.store, &claims.tid, &user.id).await?;
     Ok(Principal {
         actor: Actor::User { user, session_id: claims.sid, amr: claims.amr },
-        tenant,
+        tenant: Arc::new(tenant),
         role: standing.role,
         groups: standing.groups,
         client_ip: ip,
@@ -203,7 +204,7 @@ async fn from_api_key(state: &AppState, token: &str, ip: String) -> Result<Princ
     }
     Ok(Principal {
         actor: Actor::ApiKey { key, scopes },
-        tenant,
+        tenant: Arc::new(tenant),
         role: standing.role,
         groups: standing.groups,
         client_ip: ip,
@@ -238,7 +239,7 @@ mod tests {
         };
         Principal {
             actor: Actor::User { user, session_id: "s".into(), amr: amr.iter().map(|s| (*s).to_owned()).collect() },
-            tenant,
+            tenant: Arc::new(tenant),
             role: ResolvedRole::builtin(Builtin::Member),
             groups: Arc::from([]),
             client_ip: "127.0.0.1".into(),
