@@ -6,7 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -141,6 +142,9 @@ impl Outcome {
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
+    /// For each action of the schema, the policies whose action scope can
+    /// match it: the only ones a request for that action needs evaluated.
+    by_action: HashMap<String, PolicySet>,
     reasons: HashMap<String, String>,
     authorizer: Authorizer,
 }
@@ -192,7 +196,12 @@ impl PolicyEngine {
             add_file(&mut policies, &mut reasons, file, text, "")?;
         }
         validate(&schema, &policies)?;
-        Ok(Self { schema, policies, reasons, authorizer: Authorizer::new() })
+        Ok(Self::assemble(schema, policies, reasons))
+    }
+
+    fn assemble(schema: Schema, policies: PolicySet, reasons: HashMap<String, String>) -> Self {
+        let by_action = index_by_action(&schema, &policies);
+        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new() }
     }
 
     /// This snapshot plus a layer of policies (a tenant's), whose ids are
@@ -204,7 +213,7 @@ impl PolicyEngine {
         let mut reasons = self.reasons.clone();
         add_file(&mut policies, &mut reasons, file, text, prefix)?;
         validate(&self.schema, &policies)?;
-        Ok(Self { schema: self.schema.clone(), policies, reasons, authorizer: Authorizer::new() })
+        Ok(Self::assemble(self.schema.clone(), policies, reasons))
     }
 
     /// The number of policies in the snapshot.
@@ -225,21 +234,31 @@ impl PolicyEngine {
     }
 
     fn try_evaluate(&self, request: &PolicyRequest) -> Result<Outcome, String> {
-        let uid =
-            |r: &EntityRef| EntityUid::from_json(r.to_json()).map_err(|e| format!("invalid entity `{}`: {e}", r.id));
+        let uid = |r: &EntityRef| entity_uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
         let principal = uid(&request.principal)?;
         let resource = uid(&request.resource)?;
         let action = uid(&EntityRef::new("Action", request.action.clone()))?;
-        let context = Context::from_json_value(Value::Object(request.context.clone()), Some((&self.schema, &action)))
-            .map_err(|e| format!("invalid context: {e}"))?;
-        let entities = Entities::from_json_value(
-            Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
-            Some(&self.schema),
-        )
+        let context = match primitive_context(&request.context) {
+            // Checked against the action's context type by `Request::new`.
+            Some(pairs) => Context::from_pairs(pairs).map_err(|e| e.to_string()),
+            None => Context::from_json_value(Value::Object(request.context.clone()), Some((&self.schema, &action)))
+                .map_err(|e| e.to_string()),
+        }
+        .map_err(|e| format!("invalid context: {e}"))?;
+        // Checked against the schema on either path.
+        let entities = match plain_entities(&request.entities) {
+            Some(entities) => Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string()),
+            None => Entities::from_json_value(
+                Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
+                Some(&self.schema),
+            )
+            .map_err(|e| e.to_string()),
+        }
         .map_err(|e| format!("invalid entities: {e}"))?;
         let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("invalid request: {e}"))?;
-        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let policies = self.by_action.get(&request.action).unwrap_or(&self.policies);
+        let response = self.authorizer.is_authorized(&cedar_request, policies, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let determining = response
             .diagnostics()
@@ -255,6 +274,95 @@ impl PolicyEngine {
         };
         Ok(Outcome { decision, determining, errors })
     }
+}
+
+fn entity_uid(r: &EntityRef) -> Option<EntityUid> {
+    let type_name = EntityTypeName::from_str(&r.type_name).ok()?;
+    Some(EntityUid::from_type_name_and_id(type_name, EntityId::new(&r.id)))
+}
+
+/// An attribute value written plainly: a string, boolean, integer, an
+/// explicit `{"__entity": ..}` reference, or a set of those.
+fn plain_value(value: &Value) -> Option<RestrictedExpression> {
+    Some(match value {
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+        Value::Array(items) => {
+            RestrictedExpression::new_set(items.iter().map(plain_value).collect::<Option<Vec<_>>>()?)
+        }
+        Value::Object(map) if map.len() == 1 => {
+            let target: EntityRef = serde_json::from_value(map.get("__entity")?.clone()).ok()?;
+            RestrictedExpression::new_entity_uid(entity_uid(&target)?)
+        }
+        _ => return None,
+    })
+}
+
+/// The entities as Cedar entities without a round trip through JSON, when
+/// every attribute is written plainly (as the platform's own entities are);
+/// `None` when any is not, and those take the JSON path.
+fn plain_entities(specs: &[EntitySpec]) -> Option<Vec<Entity>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let attrs = spec
+                .attrs
+                .iter()
+                .map(|(name, value)| Some((name.clone(), plain_value(value)?)))
+                .collect::<Option<HashMap<_, _>>>()?;
+            let parents = spec.parents.iter().map(entity_uid).collect::<Option<std::collections::HashSet<_>>>()?;
+            Entity::new(entity_uid(&spec.uid)?, attrs, parents).ok()
+        })
+        .collect()
+}
+
+/// A context of strings, booleans and integers only (what the gateway and
+/// the platform API send) as Cedar values, without a round trip through
+/// JSON; `None` for anything richer, which takes the JSON path.
+fn primitive_context(context: &Map<String, Value>) -> Option<Vec<(String, RestrictedExpression)>> {
+    context
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(s) => RestrictedExpression::new_string(s.clone()),
+                Value::Bool(b) => RestrictedExpression::new_bool(*b),
+                Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+                _ => return None,
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
+}
+
+/// For each action of the schema, the policies that can apply to it: those
+/// without an action constraint, `action == it`, or `action in [..]` naming
+/// it or one of its action groups. A policy left out could only have been
+/// unsatisfied by its scope, so decisions and determining policies are the
+/// same as evaluating the whole set.
+fn index_by_action(schema: &Schema, policies: &PolicySet) -> HashMap<String, PolicySet> {
+    let groups = schema.action_entities().ok();
+    let mut out = HashMap::new();
+    for action in schema.actions() {
+        let mut lineage: Vec<&EntityUid> = vec![action];
+        if let Some(ancestors) = groups.as_ref().and_then(|g| g.ancestors(action)) {
+            lineage.extend(ancestors);
+        }
+        let mut subset = PolicySet::new();
+        for policy in policies.policies() {
+            let applies = match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => &uid == action,
+                ActionConstraint::In(uids) => uids.iter().any(|uid| lineage.contains(&uid)),
+            };
+            // Ids are unique in `policies`, so adding to the subset cannot fail.
+            if applies && subset.add(policy.clone()).is_err() {
+                return HashMap::new();
+            }
+        }
+        out.insert(action.id().unescaped().to_owned(), subset);
+    }
+    out
 }
 
 /// Parses one file's policies into `policies`, each named `prefix` + its `@id`.

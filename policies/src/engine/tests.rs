@@ -174,3 +174,138 @@ fn layers_add_policies_with_prefixed_ids_and_cannot_override_guardrails() {
         assert!(base.with_layer("tenant:t:", "layer", bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn contexts_are_checked_against_the_schema_on_every_path() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let request = |context: Value| {
+        let Value::Object(context) = context else { unreachable!("object") };
+        PolicyRequest {
+            principal: EntityRef::new("User", "u"),
+            action: "account.read".into(),
+            resource: EntityRef::new("User", "u"),
+            context,
+            entities: vec![
+                EntitySpec::new(EntityRef::new("User", "u"))
+                    .attr("email", json!("u@x.test"))
+                    .attr("platform_admin", json!(false))
+                    .attr("role_rank", json!(1)),
+            ],
+        }
+    };
+    let good = engine.evaluate(&request(json!({"authn": "password", "mfa": false, "required_scope": "x"})));
+    assert!(good.is_allow(), "{good:?}");
+    for bad in [
+        json!({"authn": "password", "required_scope": "x"}),
+        json!({"authn": "password", "mfa": "no", "required_scope": "x"}),
+        json!({"authn": "password", "mfa": false, "required_scope": "x", "extra": 1}),
+        json!({"authn": "password", "mfa": false, "required_scope": ["x"]}),
+        json!({"authn": "password", "mfa": false, "required_scope": "x", "n": 1.5}),
+    ] {
+        let outcome = engine.evaluate(&request(bad.clone()));
+        assert_eq!(outcome.decision, Decision::Deny, "{bad}");
+        assert!(!outcome.errors.is_empty(), "{bad}: {outcome:?}");
+    }
+}
+
+#[test]
+fn evaluating_only_the_policies_of_the_action_changes_no_decision() {
+    // `act` is in the action group `writes`; policies scope actions every way.
+    let schema = "entity U; entity R;\n\
+        action \"writes\";\n\
+        action \"act\" in [\"writes\"] appliesTo { principal: [U], resource: [R] };\n\
+        action \"other\" appliesTo { principal: [U], resource: [R] };";
+    let engine = PolicyEngine::from_sources(
+        schema,
+        [(
+            "p.cedar",
+            "@id(\"eq\") permit(principal, action == Action::\"act\", resource);\n\
+             @id(\"group\") forbid(principal, action in [Action::\"writes\"], resource);\n\
+             @id(\"any\") permit(principal, action, resource);\n\
+             @id(\"other\") forbid(principal, action == Action::\"other\", resource);",
+        )],
+    )
+    .unwrap();
+    let ask = |action: &str| {
+        engine.evaluate(&PolicyRequest {
+            principal: EntityRef::new("U", "u"),
+            action: action.into(),
+            resource: EntityRef::new("R", "r"),
+            context: Map::new(),
+            entities: vec![],
+        })
+    };
+    let ids = |o: &Outcome| {
+        let mut ids: Vec<String> = o.determining.iter().map(|d| d.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let act = ask("act");
+    assert_eq!((act.decision, ids(&act)), (Decision::Deny, vec!["group".to_owned()]), "{act:?}");
+    let other = ask("other");
+    assert_eq!((other.decision, ids(&other)), (Decision::Deny, vec!["other".to_owned()]), "{other:?}");
+    assert_eq!(engine.by_action["act"].policies().count(), 3, "eq, group and any apply to `act`");
+    assert_eq!(engine.by_action["other"].policies().count(), 2, "any and other apply to `other`");
+}
+
+#[test]
+fn entities_are_checked_against_the_schema_on_every_path() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let tenant = EntityRef::new("Tenant", "t");
+    let contact = |owner: Value, tenant_attr: Value| {
+        EntitySpec::new(EntityRef::new("Contact", "c"))
+            .attr("tenant", tenant_attr)
+            .attr("owner", owner)
+            .parent(tenant.clone())
+    };
+    let ask = |user: EntitySpec, contact: EntitySpec| {
+        let Value::Object(context) = json!({"authn": "password", "mfa": false, "required_scope": "x",
+            "method": "PATCH", "path": "/crm/contacts/c", "source_ip": "127.0.0.1", "time": 0})
+        else {
+            unreachable!("object")
+        };
+        engine.evaluate(&PolicyRequest {
+            principal: EntityRef::new("User", "u"),
+            action: "contact.update".into(),
+            resource: EntityRef::new("Contact", "c"),
+            context,
+            entities: vec![
+                EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
+                EntitySpec::new(EntityRef::new("Role", "viewer")),
+                EntitySpec::new(tenant.clone()).attr("status", json!("active")).attr("plan", json!("free")),
+                user,
+                contact,
+            ],
+        })
+    };
+    let user = |rank: Value| {
+        EntitySpec::new(EntityRef::new("User", "u"))
+            .attr("email", json!("u@x.test"))
+            .attr("platform_admin", json!(false))
+            .attr("role_rank", rank)
+            .parent(EntityRef::new("Role", "member"))
+            .parent(tenant.clone())
+    };
+    let explicit = |id: &str| json!({"__entity": {"type": "User", "id": id}});
+    let t = json!({"__entity": {"type": "Tenant", "id": "t"}});
+    assert!(ask(user(json!(2)), contact(explicit("u"), t.clone())).is_allow(), "plain entities");
+    // A product's implicit reference, which only the schema makes an entity.
+    let implicit = json!({"type": "User", "id": "u"});
+    let outcome = ask(user(json!(2)), contact(implicit, json!({"type": "Tenant", "id": "t"})));
+    assert!(outcome.is_allow(), "implicit references: {outcome:?}");
+    for (name, outcome) in [
+        ("a string for a Long", ask(user(json!("2")), contact(explicit("u"), t.clone()))),
+        (
+            "an entity of the wrong type",
+            ask(user(json!(2)), contact(json!({"__entity": {"type": "Tenant", "id": "u"}}), t.clone())),
+        ),
+        (
+            "a missing attribute",
+            ask(user(json!(2)), EntitySpec::new(EntityRef::new("Contact", "c")).attr("tenant", t.clone())),
+        ),
+        ("an undeclared attribute", ask(user(json!(2)).attr("extra", json!(true)), contact(explicit("u"), t.clone()))),
+    ] {
+        assert_eq!(outcome.decision, Decision::Deny, "{name}");
+        assert!(!outcome.errors.is_empty(), "{name}: {outcome:?}");
+    }
+}
