@@ -151,6 +151,7 @@ pub fn decide(
     let outcome: Outcome =
         engine.evaluate(&PolicyRequest { principal, action: route.action.clone(), resource, context, entities });
     let policies: Vec<String> = outcome.determining.iter().map(|d| d.id.clone()).collect();
+    let principal_name = principal_id(caller);
     let reasons: Vec<String> = outcome
         .determining
         .iter()
@@ -162,7 +163,7 @@ pub fn decide(
     tracing::info!(
         decision_id = %decision_id,
         tenant = tenant.as_ref().map_or("", |t| t.id.as_str()),
-        principal = %principal_id(caller),
+        principal = %principal_name,
         action = %route.action,
         resource = %route.resource_id,
         decision = if outcome.is_allow() { "allow" } else { "deny" },
@@ -174,7 +175,7 @@ pub fn decide(
         Ok(Permit {
             decision_id,
             tenant,
-            principal: principal_id(caller),
+            principal: principal_name,
             user: acting_user(caller),
             roles,
             groups,

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Patch, Post, Put};
 use super::validate::{self, Checks};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::Principal;
 use crate::authz::{Action, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
-use crate::store::{self, Tx};
+use crate::store;
 use crate::views;
 
 /// How many groups a tenant may have.
@@ -213,17 +213,4 @@ async fn remove_member(
     audit(&mut tx, &p, &tenant_id, Some(&user_id), "group.member_removed", json!({"group": group_id})).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn audit(
-    tx: &mut Tx,
-    p: &Principal,
-    tenant_id: &str,
-    user_id: Option<&str>,
-    event: &str,
-    mut details: Value,
-) -> Result<(), ApiError> {
-    details["by"] = json!(p.actor_id());
-    store::security_event(tx, Some(tenant_id), user_id, event, &p.client_ip, details).await?;
-    Ok(())
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::Principal;
 use crate::auth::{password, secrets};
 use crate::authz::{Action, Resource, authorize, open_tenant};
@@ -99,15 +99,8 @@ async fn create(
     );
     store::enqueue_mail(&mut tx, Some(&tenant_id), &email, &format!("Join {} on Tollgate", p.tenant.name), &body_text)
         .await?;
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        None,
-        "invitation.created",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "invitation": invitation.id, "role": role.name}),
-    )
-    .await?;
+    audit(&mut tx, &p, &tenant_id, None, "invitation.created", json!({"invitation": invitation.id, "role": role.name}))
+        .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, ApiJson(json!({"invitation": views::invitation(&invitation)}))).into_response())
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::{Actor, Principal};
 use crate::auth::secrets;
 use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope, open_tenant};
@@ -136,15 +136,7 @@ async fn create_key(
         },
     )
     .await?;
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        owner_user.as_deref(),
-        "api_key.created",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "key": row.id}),
-    )
-    .await?;
+    audit(&mut tx, &p, &tenant_id, owner_user.as_deref(), "api_key.created", json!({"key": row.id})).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, ApiJson(json!({"api_key": views::api_key(&row), "secret": secret}))).into_response())
 }
@@ -185,15 +177,7 @@ async fn revoke_key(
     if !store::revoke_api_key(&mut tx, &tenant_id, &key_id).await? {
         return Err(ApiError::Conflict("API key is already revoked".into()));
     }
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        key.owner_user_id.as_deref(),
-        "api_key.revoked",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "key": key.id}),
-    )
-    .await?;
+    audit(&mut tx, &p, &tenant_id, key.owner_user_id.as_deref(), "api_key.revoked", json!({"key": key.id})).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::Principal;
 use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -134,15 +134,8 @@ async fn change_role(
         keep_an_owner(&mut tx, &tenant_id, &member.role).await?;
     }
     store::set_member_role(&mut tx, &tenant_id, &user_id, &new_role.name).await?;
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        Some(&user_id),
-        "member.role_changed",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "from": member.role, "to": new_role.name}),
-    )
-    .await?;
+    let change = json!({"from": member.role, "to": new_role.name});
+    audit(&mut tx, &p, &tenant_id, Some(&user_id), "member.role_changed", change).await?;
     let updated = store::member(&mut tx, &tenant_id, &user_id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(ApiJson(json!({"member": views::member(&updated)})))
@@ -161,15 +154,7 @@ async fn remove(
     authorize(&state, &p, Action::MemberRemove, Resource::Member { user_id: &user_id, rank: current.rank() }, None)?;
     keep_an_owner(&mut tx, &tenant_id, &member.role).await?;
     store::delete_membership(&mut tx, &tenant_id, &user_id).await?;
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        Some(&user_id),
-        "member.removed",
-        &p.client_ip,
-        json!({"by": p.actor_id()}),
-    )
-    .await?;
+    audit(&mut tx, &p, &tenant_id, Some(&user_id), "member.removed", json!({})).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -30,6 +30,22 @@ pub enum Auth {
     Bearer,
 }
 
+/// Records in the tenant's security events that the caller did `event`,
+/// about `subject` when the change concerns a user, with `details` and who
+/// did it (`by`).
+async fn audit(
+    tx: &mut crate::store::Tx,
+    p: &crate::auth::principal::Principal,
+    tenant_id: &str,
+    subject: Option<&str>,
+    event: &str,
+    mut details: Value,
+) -> Result<(), crate::problem::ApiError> {
+    details["by"] = json!(p.actor_id());
+    crate::store::security_event(tx, Some(tenant_id), subject, event, &p.client_ip, details).await?;
+    Ok(())
+}
+
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

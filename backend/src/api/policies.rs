@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Verb::{Get, Post};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::Principal;
 use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::layers::combine;
@@ -196,15 +196,8 @@ async fn switch_to(
         }
         None => store::deactivate_policies(&mut tx, tenant_id).await?,
     }
-    store::security_event(
-        &mut tx,
-        Some(tenant_id),
-        p.user().map(|u| u.id.as_str()),
-        "policy.activated",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "version": target.map(|r| r.version)}),
-    )
-    .await?;
+    let version = json!({"version": target.map(|r| r.version)});
+    audit(&mut tx, p, tenant_id, p.user().map(|u| u.id.as_str()), "policy.activated", version).await?;
     tx.commit().await?;
     Ok(())
 }

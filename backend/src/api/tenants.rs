@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Patch, Post, Put};
 use super::validate::{self, Checks};
-use super::{Api, Auth};
+use super::{Api, Auth, audit};
 use crate::auth::principal::{Actor, Principal};
 use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
@@ -171,29 +171,34 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     p.in_tenant(&tenant_id)?;
     authorize(&state, &p, Action::TenantDelete, Resource::Tenant(&p.tenant), None)?;
-    let tenant = set_status(&state, &p, &tenant_id, "pending_deletion", "tenant.deletion_requested").await?;
+    let change = TenantChange::Status("pending_deletion");
+    let tenant = change_tenant(&state, &p, &tenant_id, change, "tenant.deletion_requested", json!({})).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))}))).into_response())
 }
 
-async fn set_status(
+/// What a lifecycle or plan change writes to a tenant's row.
+enum TenantChange<'a> {
+    Status(&'a str),
+    Plan(&'a str),
+}
+
+/// Applies `change` to the tenant, records `event` with `details`, and
+/// returns the tenant as it now is.
+async fn change_tenant(
     state: &AppState,
     p: &Principal,
     tenant_id: &str,
-    status: &str,
+    change: TenantChange<'_>,
     event: &str,
+    details: Value,
 ) -> Result<store::TenantRow, ApiError> {
     let mut tx = state.store.tenant_tx(tenant_id).await?;
-    store::set_tenant_status(&mut tx, tenant_id, status).await?;
+    match change {
+        TenantChange::Status(status) => store::set_tenant_status(&mut tx, tenant_id, status).await?,
+        TenantChange::Plan(plan) => store::set_tenant_plan(&mut tx, tenant_id, plan).await?,
+    }
     let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
-    store::security_event(
-        &mut tx,
-        Some(tenant_id),
-        p.user().map(|u| u.id.as_str()),
-        event,
-        &p.client_ip,
-        json!({"by": p.actor_id()}),
-    )
-    .await?;
+    audit(&mut tx, p, tenant_id, p.user().map(|u| u.id.as_str()), event, details).await?;
     tx.commit().await?;
     Ok(tenant)
 }
@@ -241,7 +246,7 @@ async fn change_lifecycle(
     if target.status == status {
         return Err(ApiError::Conflict(format!("tenant is already {status}")));
     }
-    let tenant = set_status(state, p, tenant_id, status, event).await?;
+    let tenant = change_tenant(state, p, tenant_id, TenantChange::Status(status), event, json!({})).await?;
     Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
 }
 
@@ -263,18 +268,8 @@ async fn set_plan(
     checks.finish()?;
     let target = platform_target(&state, &p, &tenant_id).await?;
     authorize(&state, &p, Action::TenantSetPlan, Resource::Tenant(&target), None)?;
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
-    store::set_tenant_plan(&mut tx, &tenant_id, &body.plan).await?;
-    let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
-    store::security_event(
-        &mut tx,
-        Some(&tenant_id),
-        p.user().map(|u| u.id.as_str()),
-        "tenant.plan_changed",
-        &p.client_ip,
-        json!({"by": p.actor_id(), "from": target.plan, "to": body.plan}),
-    )
-    .await?;
-    tx.commit().await?;
+    let details = json!({"from": target.plan, "to": body.plan});
+    let tenant =
+        change_tenant(&state, &p, &tenant_id, TenantChange::Plan(&body.plan), "tenant.plan_changed", details).await?;
     Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
 }

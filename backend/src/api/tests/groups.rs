@@ -36,6 +36,18 @@ async fn admins_manage_groups_and_members_see_them() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}: unknown fields are refused");
         let r = app.post(&base, Some(&viewer.token), json!({"name": "Mine"})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: viewers do not manage groups");
+        // An admin's key acts within its scopes: `groups:read` lists, nothing more.
+        let r = app
+            .post(
+                &format!("/api/v1/tenants/{}/api-keys", owner.tenant_id),
+                Some(&owner.token),
+                json!({"name": "reader", "scopes": ["groups:read"]}),
+            )
+            .await;
+        let key = r.body["secret"].as_str().unwrap().to_owned();
+        assert_eq!(app.get(&base, &key).await.status, StatusCode::OK, "{l}");
+        let r = app.post(&base, Some(&key), json!({"name": "By key"})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: `groups:write` is not among its scopes");
 
         let member = |g: &str, u: &str| format!("{base}/{g}/members/{u}");
         assert_eq!(app.put(&member(&sales, &viewer.user_id), &owner.token, None).await.status, StatusCode::NO_CONTENT);
