@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tollgate_gateway::config::GatewayFile;
 
 /// The TOML file, every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -18,8 +19,14 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub policies_dir: Option<PathBuf>,
     pub metrics_listen: Option<String>,
+    /// Whether `up` runs the demo CRM behind its gateway.
+    pub demo: Option<bool>,
     #[serde(default)]
     pub auth: AuthFile,
+    /// The gateway's product upstreams, routes, trusted issuers and tenant
+    /// resolution (the format of a routes file).
+    #[serde(default)]
+    pub gateway: GatewayFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +72,10 @@ pub struct Config {
     pub invitation_ttl_secs: i64,
     pub secure_cookies: bool,
     pub key_reload_secs: u64,
+    /// Whether `up` runs the demo CRM.
+    pub demo: bool,
+    /// The gateway's own configuration, before the platform's routes join it.
+    pub gateway: GatewayFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +183,15 @@ impl Config {
         if !(1..=3600).contains(&key_reload) {
             return Err(invalid("auth.key_reload_secs", "must be between 1 and 3600"));
         }
+        let demo = match env("TOLLGATE_DEMO").as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(invalid("demo", format!("`{other}` is not true or false"))),
+            None => file_config.demo.unwrap_or(true),
+        };
         Ok(Config {
+            demo,
+            gateway: file_config.gateway,
             data_dir,
             listen,
             database_url,

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use tollgate_backend::auth::tokens::KeyRing;
-use tollgate_backend::store::{self, DbKind, Store};
-use tollgate_backend::{AppState, BackendConfig, auth};
-use tollgate_gateway::config::GatewayConfig;
-use tollgate_gateway::identity::Identity;
+use tollgate_backend::{AppState, BackendConfig};
+use tollgate_gateway::caches::Caches;
+use tollgate_gateway::config::{GatewayConfig, GatewayFile, ResourceFile, RouteFile, UpstreamFile};
 use tollgate_gateway::pipeline::Gateway;
+use tollgate_gateway::proxy::Listen;
+use tollgate_identity::assertion::BACKEND_UPSTREAM;
+use tollgate_identity::tokens::{self, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine, PolicyWatcher, ReloadOutcome, run_scenario_dir};
+use tollgate_store::{self as store, DbKind, Store};
 
 use config::{Config, LogFormat, Overrides};
 
@@ -57,13 +59,15 @@ enum Command {
     Up(ServeArgs),
     /// Run the backend API alone.
     Backend(ServeArgs),
-    /// Run the gateway alone, routing as its config file says.
+    /// Run the gateway alone, routing as the config file's `[gateway]` table
+    /// (or a routes file) says.
     Gateway {
         #[command(flatten)]
         serve: ServeArgs,
-        /// The gateway's routes and upstreams (TOML).
+        /// A routes file (TOML, the format of the `[gateway]` table) instead
+        /// of the config file's table.
         #[arg(long)]
-        routes: PathBuf,
+        routes: Option<PathBuf>,
     },
     /// Apply pending database migrations.
     Migrate(StoreArgs),
@@ -167,15 +171,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
             let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
-            up(load_config(file, overrides)?).await?;
+            serve(load_config(file, overrides)?, Role::Up).await?;
         }
         Command::Backend(args) => {
             let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
-            serve(load_config(file, overrides)?).await?;
+            serve(load_config(file, overrides)?, Role::Backend).await?;
         }
         Command::Gateway { serve: args, routes } => {
             let overrides = Overrides { listen: args.listen.clone(), ..store_overrides(&args.store) };
-            gateway_alone(load_config(file, overrides)?, &routes).await?;
+            serve(load_config(file, overrides)?, Role::Gateway { routes }).await?;
         }
         Command::Migrate(args) => {
             let config = load_config(file, store_overrides(&args))?;
@@ -185,8 +189,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys { command: KeysCommand::Rotate(args) } => {
             let config = load_config(file, store_overrides(&args))?;
             let store = open_store(&config).await?;
-            let kid = auth::tokens::rotate(&store, &config.data_dir.join("keys")).await?;
-            println!("new signing key `{kid}`; older keys stay published until their tokens expire");
+            let kid = tokens::rotate(&store, &config.data_dir.join("keys")).await?;
+            println!("new signing key `{kid}`; this data dir's older keys stay published until their tokens expire");
         }
         Command::Outbox { to, limit, store: args } => {
             let config = load_config(file, store_overrides(&args))?;
@@ -299,9 +303,7 @@ async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>,
     backend.refresh_ttl = config.refresh_ttl_secs;
     backend.invitation_ttl = config.invitation_ttl_secs;
     backend.secure_cookies = config.secure_cookies;
-    let state = tollgate_backend::build_state(store, engine, backend).await?;
-    tollgate_backend::spawn_key_reload(Arc::clone(&state.keys), Duration::from_secs(config.key_reload_secs));
-    Ok(state)
+    Ok(tollgate_backend::build_state(store, engine, backend).await?)
 }
 
 fn describe_store(config: &Config, store: &Store) -> String {
@@ -319,27 +321,9 @@ fn print_endpoints(public: SocketAddr) {
     println!("  health   http://{public}/healthz");
 }
 
-/// The backend alone on the configured address.
-async fn serve(config: Config) -> Result<()> {
-    init_logging(config.log_format);
-    let (engine, _watcher) = load_engine(&config)?;
-    let store = open_store(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let bound = listener.local_addr()?;
-    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
-    let state = backend_state(&config, store.clone(), engine, &issuer).await?;
-    println!("Tollgate backend is up ({})", describe_store(&config, &store));
-    print_endpoints(bound);
-    tracing::info!(address = %bound, "backend listening");
-    tollgate_backend::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
 /// An address for a listener that must be handed over as an address (the
-/// gateway's): the configured one, or a free loopback port for port 0.
+/// gateway's, bound in pingora's own thread): the configured one, or a free
+/// loopback port for port 0.
 fn concrete_address(listen: SocketAddr) -> Result<SocketAddr> {
     if listen.port() != 0 {
         return Ok(listen);
@@ -363,120 +347,188 @@ async fn wait_listening(addr: SocketAddr) -> Result<()> {
     }
 }
 
-/// The gateway's routes in front of the platform's own backend.
-fn platform_routes(backend: SocketAddr) -> String {
-    let all = r#"{ GET = "platform.api", HEAD = "platform.api", POST = "platform.api", PUT = "platform.api", PATCH = "platform.api", DELETE = "platform.api", OPTIONS = "platform.api" }"#;
-    let read = r#"{ GET = "platform.api", HEAD = "platform.api" }"#;
-    let platform = r#"{ type = "Platform", id = "tollgate" }"#;
+const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn fixed_resource(type_name: &str, id: &str) -> ResourceFile {
+    ResourceFile { type_name: type_name.to_owned(), param: None, id: Some(id.to_owned()) }
+}
+
+/// The gateway's routes in front of the platform's own backend, with the
+/// pass-through action `platform.api` (the backend authorizes each call).
+fn platform_routes(backend: SocketAddr) -> GatewayFile {
     // Named so the backend trusts the assertions the gateway sends it.
-    let name = tollgate_backend::auth::tokens::BACKEND_UPSTREAM;
-    let mut out = format!("[upstreams.{name}]\naddresses = [\"{backend}\"]\n");
-    for (route, path, methods) in [
-        ("platform-api", "/api/v1/{rest*}", all),
-        ("jwks", "/.well-known/jwks.json", read),
-        ("healthz", "/healthz", read),
-        ("readyz", "/readyz", read),
-    ] {
-        out.push_str(&format!(
-            "[[routes]]\nname = \"{route}\"\npath = \"{path}\"\nupstream = \"{name}\"\nmethods = {methods}\nresource = {platform}\n"
-        ));
+    let upstream = BACKEND_UPSTREAM.to_owned();
+    let methods = |which: &[&str]| which.iter().map(|m| ((*m).to_owned(), "platform.api".to_owned())).collect();
+    let routes = [
+        ("platform-api", "/api/v1/{rest*}", &ALL_METHODS[..]),
+        ("jwks", "/.well-known/jwks.json", &["GET", "HEAD"][..]),
+        ("healthz", "/healthz", &["GET", "HEAD"][..]),
+        ("readyz", "/readyz", &["GET", "HEAD"][..]),
+    ]
+    .into_iter()
+    .map(|(name, path, which)| RouteFile {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        upstream: upstream.clone(),
+        methods: methods(which),
+        resource: fixed_resource("Platform", "tollgate"),
+    })
+    .collect();
+    GatewayFile {
+        upstreams: [(upstream.clone(), UpstreamFile::at(backend))].into_iter().collect(),
+        routes,
+        ..GatewayFile::default()
     }
-    out
 }
 
-/// Serves `/metrics` (Prometheus text) on the admin address; returns where.
-async fn serve_metrics(listen: SocketAddr) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
-    let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            ([("content-type", "text/plain; version=0.0.4")], tollgate_gateway::metrics::render())
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(bound)
+/// What one process runs.
+enum Role {
+    /// The gateway in front of the backend on an internal port (and the demo).
+    Up,
+    /// The backend API alone.
+    Backend,
+    /// The gateway alone, with these routes (else the config file's).
+    Gateway { routes: Option<PathBuf> },
 }
 
-/// Everything on one address: the gateway on the public address in front of
-/// the backend on an internal loopback port.
-async fn up(config: Config) -> Result<()> {
+/// A gateway running in its own thread.
+struct RunningGateway {
+    public: SocketAddr,
+    metrics: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    async fn start(
+        config: &Config,
+        gateway_config: GatewayConfig,
+        keys: Arc<KeyRing>,
+        engine: Arc<LivePolicies>,
+    ) -> Result<Self> {
+        let public = concrete_address(config.listen)?;
+        let metrics = concrete_address(config.metrics_listen)?;
+        let caches = Caches::new(keys, config.database_url.clone(), engine, gateway_config.issuers.clone());
+        let gateway = Arc::new(Gateway::new(gateway_config, caches).context("cannot prepare the upstreams")?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let thread = tollgate_gateway::proxy::spawn(gateway, Listen { proxy: public, metrics }, stopped)?;
+        wait_listening(public).await?;
+        wait_listening(metrics).await?;
+        Ok(Self { public, metrics, stop, thread })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+    }
+}
+
+/// Starts what `role` runs, announces where, serves until a shutdown signal,
+/// and stops everything: one path for `up`, `backend` and `gateway`.
+async fn serve(config: Config, role: Role) -> Result<()> {
     init_logging(config.log_format);
     let (engine, _watcher) = load_engine(&config)?;
     let store = open_store(&config).await?;
-    let public = concrete_address(config.listen)?;
-    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the backend's port")?;
-    let backend_addr = internal.local_addr()?;
+    // The backend listens publicly alone, internally behind the gateway.
+    let backend_listen = match role {
+        Role::Up => Some("127.0.0.1:0".parse::<SocketAddr>()?),
+        Role::Backend => Some(config.listen),
+        Role::Gateway { .. } => None,
+    };
+    let backend = match backend_listen {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
+        }
+        None => None,
+    };
+    let public = match (&role, &backend) {
+        (Role::Backend, Some(listener)) => listener.local_addr()?,
+        _ => concrete_address(config.listen)?,
+    };
     let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
-    let state = backend_state(&config, store.clone(), Arc::clone(&engine), &issuer).await?;
+    let issuer = issuer.trim_end_matches('/').to_owned();
+    let state = match &backend {
+        Some(_) => Some(backend_state(&config, store.clone(), Arc::clone(&engine), &issuer).await?),
+        None => None,
+    };
+    let keys = match &state {
+        Some(state) => Arc::clone(&state.keys),
+        None => Arc::new(
+            KeyRing::open(store.clone(), config.data_dir.join("keys"), issuer.clone(), config.access_ttl_secs).await?,
+        ),
+    };
+    tollgate_backend::spawn_key_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
+    let mut config = config;
+    config.listen = public;
+    let gateway_config = match &role {
+        Role::Backend => None,
+        Role::Gateway { routes: Some(path) } => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+            Some(GatewayConfig::from_toml(&text)?)
+        }
+        Role::Gateway { routes: None } => Some(GatewayConfig::from_file(config.gateway.clone())?),
+        Role::Up => {
+            let backend_addr = backend.as_ref().map(|l| l.local_addr()).transpose()?;
+            let mut reserved = platform_routes(backend_addr.context("the backend has no address")?);
+            if config.demo {
+                let crm = start_demo(&issuer, backend_addr).await?;
+                reserved = reserved.with_reserved(tollgate_demo::gateway_routes(crm))?;
+            }
+            Some(GatewayConfig::from_file(config.gateway.clone().with_reserved(reserved)?)?)
+        }
+    };
+    let gateway = match gateway_config {
+        Some(g) => Some(RunningGateway::start(&config, g, Arc::clone(&keys), engine).await?),
+        None => None,
+    };
+    let what = match role {
+        Role::Up => "Tollgate is up",
+        Role::Backend => "Tollgate backend is up",
+        Role::Gateway { .. } => "Tollgate gateway is up",
+    };
+    println!("{what} ({})", describe_store(&config, &store));
+    match (&role, &gateway) {
+        (Role::Gateway { .. }, Some(g)) => println!("  gateway  http://{}", g.public),
+        _ => print_endpoints(public),
+    }
+    if matches!(role, Role::Up) && config.demo {
+        println!("  crm      http://{public}/crm/contacts (the demo product)");
+    }
+    if let Some(g) = &gateway {
+        println!("  metrics  http://{}/metrics", g.metrics);
+    }
+    if let (Role::Up, Some(listener)) = (&role, &backend) {
+        println!("  backend  http://{} (internal, behind the gateway)", listener.local_addr()?);
+    }
+    tracing::info!(address = %public, "listening");
+    match (backend, state) {
+        (Some(listener), Some(state)) => tollgate_backend::serve(listener, state, shutdown_signal()).await?,
+        _ => shutdown_signal().await,
+    }
+    if let Some(g) = gateway {
+        g.stop().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the demo CRM on an internal port; it reaches Tollgate's JWKS and
+/// decision point at the backend.
+async fn start_demo(issuer: &str, backend: Option<SocketAddr>) -> Result<SocketAddr> {
+    let backend = backend.context("the demo needs the backend")?;
     let crm = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the demo's port")?;
-    let crm_addr = crm.local_addr()?;
+    let addr = crm.local_addr()?;
     let demo = tollgate_demo::app(tollgate_demo::DemoConfig {
-        tollgate_url: format!("http://{backend_addr}"),
-        issuer: issuer.trim_end_matches('/').to_owned(),
-        audience: "crm".into(),
+        tollgate_url: format!("http://{backend}"),
+        issuer: issuer.to_owned(),
+        audience: tollgate_demo::UPSTREAM.into(),
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(crm, demo).await {
             tracing::error!(error = %e, "the demo product stopped");
         }
     });
-    let routes = format!("{}{}", platform_routes(backend_addr), tollgate_demo::gateway_routes(crm_addr));
-    let gateway_config = GatewayConfig::from_toml(&routes)?;
-    let gateway = Arc::new(Gateway {
-        config: gateway_config,
-        engine,
-        identity: Identity::new(Arc::clone(&state.keys), config.database_url.clone()),
-    });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
-    wait_listening(public).await?;
-    let metrics = serve_metrics(config.metrics_listen).await?;
-    println!("Tollgate is up ({})", describe_store(&config, &store));
-    print_endpoints(public);
-    println!("  crm      http://{public}/crm/contacts (the demo product)");
-    println!("  metrics  http://{metrics}/metrics");
-    println!("  backend  http://{backend_addr} (internal, behind the gateway)");
-    tracing::info!(gateway = %public, backend = %backend_addr, "listening");
-    tollgate_backend::serve(internal, state, shutdown_signal()).await?;
-    let _ = stop.send(true);
-    let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// The gateway alone, with the routes of `routes`, verifying tokens with the
-/// keys published in the store.
-async fn gateway_alone(config: Config, routes: &Path) -> Result<()> {
-    init_logging(config.log_format);
-    let (engine, _watcher) = load_engine(&config)?;
-    let store = open_store(&config).await?;
-    let text = std::fs::read_to_string(routes).with_context(|| format!("cannot read `{}`", routes.display()))?;
-    let gateway_config = GatewayConfig::from_toml(&text)?;
-    let public = concrete_address(config.listen)?;
-    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
-    let keys =
-        Arc::new(KeyRing::open(store.clone(), config.data_dir.join("keys"), issuer, config.access_ttl_secs).await?);
-    tollgate_backend::spawn_key_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
-    let identity = Identity::new(keys, config.database_url.clone()).with_issuers(gateway_config.issuers.clone());
-    let gateway = Arc::new(Gateway { config: gateway_config, engine, identity });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let gateway_thread = tollgate_gateway::proxy::spawn(gateway, public, stopped)?;
-    wait_listening(public).await?;
-    let metrics = serve_metrics(config.metrics_listen).await?;
-    println!("Tollgate gateway is up ({})", describe_store(&config, &store));
-    println!("  gateway  http://{public}");
-    println!("  metrics  http://{metrics}/metrics");
-    shutdown_signal().await;
-    let _ = stop.send(true);
-    let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;
-    Ok(())
+    Ok(addr)
 }
 
 async fn shutdown_signal() {

@@ -2,14 +2,15 @@
 //! Cedar entities of the caller, its tenant and the resource from our rows,
 //! evaluates, logs the decision and turns a deny into 403.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use tollgate_identity::decision::{Decided, DecidedBy, log_decision, new_decision_id};
+use tollgate_identity::entities::{principal_entities, standard_context, tenant_entity, tenant_ref};
+use tollgate_identity::principal::{Actor, Principal, Tenant};
 use tollgate_policies::{EntityRef, EntitySpec, PolicyRequest};
 
-use crate::auth::principal::{Actor, Principal};
+use crate::auth::principal::PrincipalExt as _;
 use crate::problem::ApiError;
-use crate::roles::{Builtin, ResolvedRole};
 use crate::state::AppState;
-use crate::store::TenantRow;
 
 /// The platform API's actions, each with the API key scope it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +177,7 @@ pub enum Resource<'a> {
     Platform,
     /// The caller's own account.
     Account(&'a str),
-    Tenant(&'a TenantRow),
+    Tenant(&'a Tenant),
     Member {
         user_id: &'a str,
         rank: i64,
@@ -198,95 +199,6 @@ pub enum Resource<'a> {
 pub enum KeyOwner<'a> {
     User(&'a str),
     ServiceAccount(&'a str),
-}
-
-fn tenant_ref(id: &str) -> EntityRef {
-    EntityRef::new("Tenant", id)
-}
-
-fn role_ref(role: Builtin) -> EntityRef {
-    EntityRef::new("Role", role.name())
-}
-
-fn custom_role_ref(name: &str) -> EntityRef {
-    EntityRef::new("Role", format!("custom:{name}"))
-}
-
-/// A tenant's entity, with the attributes policies see: its lifecycle
-/// status and its plan.
-pub fn tenant_entity(tenant: &TenantRow) -> EntitySpec {
-    EntitySpec::new(tenant_ref(&tenant.id)).attr("status", json!(tenant.status)).attr("plan", json!(tenant.plan))
-}
-
-fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {
-    for builtin in Builtin::ALL {
-        let mut entity = EntitySpec::new(role_ref(builtin));
-        if let Some(below) = builtin.below() {
-            entity = entity.parent(role_ref(below));
-        }
-        out.push(entity);
-    }
-    if role.custom {
-        let mut entity = EntitySpec::new(custom_role_ref(&role.name));
-        if let Some(base) = role.base {
-            entity = entity.parent(role_ref(base));
-        }
-        out.push(entity);
-    }
-}
-
-fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
-    if role.custom { Some(custom_role_ref(&role.name)) } else { role.base.map(role_ref) }
-}
-
-/// The principal's entity and those it sits under: its role, its groups and
-/// its tenant (shared with the gateway, so both build the same entities for
-/// the same caller).
-pub fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
-    role_entities(&p.role, out);
-    let tenant = tenant_ref(&p.tenant.id);
-    out.push(tenant_entity(&p.tenant));
-    for group in p.groups.iter() {
-        out.push(EntitySpec::new(EntityRef::new("Group", group.clone())).parent(tenant.clone()));
-    }
-    let with_role = |mut entity: EntitySpec| {
-        if let Some(role) = role_parent(&p.role) {
-            entity = entity.parent(role);
-        }
-        for group in p.groups.iter() {
-            entity = entity.parent(EntityRef::new("Group", group.clone()));
-        }
-        entity.parent(tenant.clone())
-    };
-    match &p.actor {
-        Actor::User { user, .. } => {
-            let uid = EntityRef::new("User", user.id.clone());
-            out.push(with_role(
-                EntitySpec::new(uid.clone())
-                    .attr("email", json!(user.email))
-                    .attr("platform_admin", json!(user.platform_admin == 1))
-                    .attr("role_rank", json!(p.role.rank())),
-            ));
-            uid
-        }
-        Actor::ApiKey { key, scopes } => {
-            let uid = EntityRef::new("ApiKey", key.id.clone());
-            let mut entity = with_role(
-                EntitySpec::new(uid.clone())
-                    .entity_attr("tenant", &tenant)
-                    .attr("scopes", json!(scopes))
-                    .attr("role_rank", json!(p.role.rank())),
-            );
-            if let Some(user_id) = &key.owner_user_id {
-                entity = entity.parent(EntityRef::new("User", user_id.clone()));
-            }
-            if let Some(sa_id) = &key.owner_service_account_id {
-                entity = entity.parent(EntityRef::new("ServiceAccount", sa_id.clone()));
-            }
-            out.push(entity);
-            uid
-        }
-    }
 }
 
 fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<EntitySpec>) -> EntityRef {
@@ -315,7 +227,7 @@ fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<Entit
             };
             let principal_is_owner = match &p.actor {
                 Actor::User { user, .. } => owner_ref.type_name == "User" && owner_ref.id == user.id,
-                Actor::ApiKey { key, .. } => owner_ref.type_name == "ApiKey" && owner_ref.id == key.id,
+                Actor::ApiKey { key } => owner_ref.type_name == "ApiKey" && owner_ref.id == key.id,
             };
             if !principal_is_owner {
                 // The owner is another entity: give it its type's attributes
@@ -362,31 +274,28 @@ pub fn authorize(
     let principal = principal_entities(p, &mut entities);
     let resource_uid = resource_entities(p, &resource, &mut entities);
     let (authn, mfa) = p.authn_facts();
-    let mut context = Map::new();
-    context.insert("authn".into(), json!(authn));
-    context.insert("mfa".into(), json!(mfa));
-    context.insert("required_scope".into(), json!(action.scope()));
+    let mut context = standard_context(authn, mfa, action.scope(), None);
     if let Some(rank) = granted_rank {
         context.insert("granted_rank".into(), Value::from(rank));
     }
-    let outcome = state.engine.current().evaluate(&PolicyRequest {
+    let outcome = state.engines.platform().evaluate(&PolicyRequest {
         principal,
         action: action.name().to_owned(),
-        resource: resource_uid,
+        resource: resource_uid.clone(),
         context,
         entities,
     });
-    let decision_id = uuid::Uuid::new_v4().to_string();
-    let policies: Vec<&str> = outcome.determining.iter().map(|d| d.id.as_str()).collect();
-    tracing::info!(
-        decision_id = %decision_id,
-        tenant = %p.tenant.id,
-        principal = %p.actor_id(),
-        action = action.name(),
-        decision = if outcome.is_allow() { "allow" } else { "deny" },
-        policies = ?policies,
-        errors = ?outcome.errors,
-        "authorization decision"
+    let decision_id = new_decision_id();
+    log_decision(
+        &Decided {
+            by: DecidedBy::Api,
+            decision_id: &decision_id,
+            tenant: &p.tenant.id,
+            principal: &p.actor_id(),
+            action: action.name(),
+            resource: &resource_uid.id,
+        },
+        &outcome,
     );
     if outcome.is_allow() {
         Ok(())
@@ -403,7 +312,7 @@ pub async fn open_tenant(
     p: &Principal,
     tenant_id: &str,
     action: Action,
-) -> Result<crate::store::Tx, ApiError> {
+) -> Result<tollgate_store::Tx, ApiError> {
     p.in_tenant(tenant_id)?;
     authorize(state, p, action, Resource::Tenant(&p.tenant), None)?;
     Ok(state.store.tenant_tx(tenant_id).await?)

@@ -6,11 +6,8 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
-pub mod layers;
 pub mod problem;
-pub mod roles;
 pub mod state;
-pub mod store;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -23,17 +20,20 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
+use tollgate_identity::credentials::StoreLookups;
 use tollgate_policies::LivePolicies;
 
-use auth::tokens::{KeyError, KeyRing};
 pub use state::{AppState, BackendConfig};
-use store::Store;
+use tollgate_identity::assertion::BACKEND_UPSTREAM;
+use tollgate_identity::layers::TenantEngines;
+use tollgate_identity::tokens::{KeyError, KeyRing};
+use tollgate_store::{Store, StoreError};
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error("cannot prepare the dummy password hash")]
@@ -47,8 +47,15 @@ pub async fn build_state(
     config: BackendConfig,
 ) -> Result<AppState, StartError> {
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;
-    let dummy = auth::password::hash(&auth::secrets::random_token()).map_err(|_| StartError::Hash)?;
-    Ok(AppState { store, engine, keys: Arc::new(keys), config: Arc::new(config), dummy_hash: dummy.into() })
+    let dummy = auth::password::hash(&tollgate_identity::secrets::random_token()).map_err(|_| StartError::Hash)?;
+    Ok(AppState {
+        lookups: StoreLookups::new(store.clone()),
+        store,
+        engines: Arc::new(TenantEngines::new(engine)),
+        keys: Arc::new(keys),
+        config: Arc::new(config),
+        dummy_hash: dummy.into(),
+    })
 }
 
 /// The whole HTTP surface of the backend.
@@ -104,7 +111,7 @@ async fn request_log(
         .headers()
         .get("x-tollgate-assertion")
         .and_then(|v| v.to_str().ok())
-        .and_then(|token| state.keys.verify_assertion(token, auth::tokens::BACKEND_UPSTREAM).ok());
+        .and_then(|token| state.keys.verify_assertion(token, BACKEND_UPSTREAM).ok());
     let gateway_decision = assertion.as_ref().map_or("", |a| a.decision.as_str()).to_owned();
     if let Some(ip) = assertion.and_then(|a| a.ip) {
         req.extensions_mut().insert(ForwardedClient(ip));

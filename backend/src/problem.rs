@@ -8,8 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::auth::tokens::KeyError;
-use crate::store::StoreError;
+use tollgate_identity::tokens::KeyError;
+use tollgate_store::StoreError;
 
 /// A field that failed validation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

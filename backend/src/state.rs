@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tollgate_policies::LivePolicies;
-
-use crate::auth::tokens::KeyRing;
-use crate::store::Store;
+use tollgate_identity::credentials::StoreLookups;
+use tollgate_identity::layers::TenantEngines;
+use tollgate_identity::tokens::KeyRing;
+use tollgate_store::Store;
 
 /// The backend's settings, validated by the CLI before it starts.
 #[derive(Debug, Clone)]
@@ -49,8 +49,11 @@ impl BackendConfig {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
-    /// The policies in force, swapped whole when their files change.
-    pub engine: Arc<LivePolicies>,
+    /// Credential look-ups, straight on the store.
+    pub lookups: StoreLookups,
+    /// The platform's policies in force (swapped whole when their files
+    /// change) and each tenant's engine with its layer.
+    pub engines: Arc<TenantEngines>,
     pub keys: Arc<KeyRing>,
     pub config: Arc<BackendConfig>,
     /// A hash verified against when the email is unknown, so that unknown

@@ -5,9 +5,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{
-    ApiKeyRow, CustomRoleRow, GroupRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow, TenantRow, UserRow,
-};
+use tollgate_identity::principal::{Tenant, User};
+use tollgate_store::{ApiKeyRow, CustomRoleRow, GroupRow, InvitationRow, MemberRow, ServiceAccountRow, SessionRow};
 
 /// Unix seconds as RFC 3339.
 pub fn ts(secs: i64) -> Value {
@@ -21,24 +20,24 @@ fn opt_ts(secs: Option<i64>) -> Value {
     secs.map_or(Value::Null, ts)
 }
 
-pub fn user(u: &UserRow) -> Value {
+pub fn user(u: &User) -> Value {
     json!({
         "id": u.id,
         "email": u.email,
         "name": u.name,
-        "platform_admin": u.platform_admin == 1,
+        "platform_admin": u.platform_admin,
         "created_at": ts(u.created_at),
         "updated_at": ts(u.updated_at),
     })
 }
 
-pub fn tenant(t: &TenantRow, role: Option<&str>) -> Value {
+pub fn tenant(t: &Tenant, role: Option<&str>) -> Value {
     let settings: Value = serde_json::from_str(&t.settings).unwrap_or_else(|_| json!({}));
     let mut v = json!({
         "id": t.id,
         "slug": t.slug,
         "name": t.name,
-        "status": t.status,
+        "status": t.status.as_str(),
         "plan": t.plan,
         "settings": settings,
         "created_at": ts(t.created_at),
@@ -79,7 +78,7 @@ pub fn invitation(i: &InvitationRow) -> Value {
         "accepted"
     } else if i.revoked_at.is_some() {
         "revoked"
-    } else if i.expires_at <= crate::store::now() {
+    } else if i.expires_at <= tollgate_store::now() {
         "expired"
     } else {
         "pending"

@@ -7,7 +7,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tollgate_bench::{crm_read_request, crm_routes, engine, member, tenant};
-use tollgate_gateway::policy::{RequestFacts, decide};
+use tollgate_gateway::forward::Target;
+use tollgate_gateway::policy::{Facts, Routed, decide};
 
 fn routing(c: &mut Criterion) {
     let config = crm_routes().unwrap();
@@ -31,14 +32,16 @@ fn cedar(c: &mut Criterion) {
 fn policy_stage(c: &mut Criterion) {
     let config = crm_routes().unwrap();
     let route = config.routes.route("GET", "/crm/contacts").unwrap();
-    let facts = RequestFacts { method: "GET", source_ip: "127.0.0.1" };
+    let target = std::sync::Arc::new(Target::new(&config.upstreams["crm"]).unwrap());
+    let routed = Routed { route, target };
+    let facts = Facts { method: "GET", source_ip: "127.0.0.1", time: 1_795_000_000 };
     for (name, layer, groups) in [("no-layer/0-groups", 0, 0), ("layer-20/3-groups", 20, 3)] {
         let engine = engine(layer).unwrap();
         let caller = member(groups);
         let tenant = tenant();
-        assert!(decide(&engine, &caller, Some(tenant.clone()), route.clone(), &facts).is_ok());
+        assert!(decide(&engine, &caller, Some(tenant.clone()), routed.clone(), &facts).is_ok());
         c.bench_function(&format!("policy-stage/decide/{name}"), |b| {
-            b.iter(|| decide(&engine, &caller, Some(tenant.clone()), route.clone(), &facts))
+            b.iter(|| decide(&engine, &caller, Some(tenant.clone()), routed.clone(), &facts))
         });
     }
 }

@@ -3,30 +3,27 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, json};
-use tollgate_backend::auth::principal::{Actor, Principal};
-use tollgate_backend::authz::principal_entities;
-use tollgate_backend::roles::{Builtin, ResolvedRole};
-use tollgate_backend::store::{TenantRow, UserRow};
+use tollgate_gateway::authenticate::Caller;
 use tollgate_gateway::config::{ConfigError, GatewayConfig};
-use tollgate_gateway::identity::Caller;
+use tollgate_identity::entities::{RequestFacts, anonymous_entity, principal_entities, standard_context, tenant_ref};
+use tollgate_identity::principal::{Actor, Authn, Principal, Tenant, TenantStatus, User};
+use tollgate_identity::roles::{Builtin, ResolvedRole};
 use tollgate_policies::{EntityRef, EntitySpec, LoadError, PolicyEngine, PolicyRequest};
 
 pub const TENANT_ID: &str = "01a20a00-0000-7000-8000-000000000001";
 pub const USER_ID: &str = "01a20a00-0000-7000-8000-0000000000aa";
 
 /// An active tenant on the free plan.
-pub fn tenant() -> Arc<TenantRow> {
-    Arc::new(TenantRow {
+pub fn tenant() -> Arc<Tenant> {
+    Arc::new(Tenant {
         id: TENANT_ID.into(),
         slug: "acme".into(),
         name: "Acme".into(),
-        status: "active".into(),
+        status: TenantStatus::Active,
         plan: "free".into(),
         settings: "{}".into(),
         created_at: 0,
         updated_at: 0,
-        status_changed_at: 0,
     })
 }
 
@@ -37,12 +34,11 @@ pub fn group_ids(n: usize) -> Vec<String> {
 
 /// A member of [`tenant`] signed in with a password, in `groups` groups.
 pub fn member(groups: usize) -> Caller {
-    let user = UserRow {
+    let user = User {
         id: USER_ID.into(),
         email: "mia@acme.test".into(),
         name: "Mia".into(),
-        password_hash: None,
-        platform_admin: 0,
+        platform_admin: false,
         created_at: 0,
         updated_at: 0,
     };
@@ -57,7 +53,7 @@ pub fn member(groups: usize) -> Caller {
 
 /// The demo CRM's gateway routes (upstream address irrelevant here).
 pub fn crm_routes() -> Result<GatewayConfig, ConfigError> {
-    GatewayConfig::from_toml(&tollgate_demo::gateway_routes(std::net::SocketAddr::from(([127, 0, 0, 1], 9))))
+    GatewayConfig::from_file(tollgate_demo::gateway_routes(std::net::SocketAddr::from(([127, 0, 0, 1], 9))))
 }
 
 /// A tenant layer of `n` policies naming groups, as a security team might
@@ -92,22 +88,12 @@ pub fn crm_read_request(caller: &Caller) -> PolicyRequest {
     let mut entities = Vec::new();
     let principal = match caller {
         Caller::Known(p) => principal_entities(p, &mut entities),
-        Caller::Anonymous => EntityRef::new("Anonymous", "anonymous"),
+        Caller::Anonymous => anonymous_entity(&mut entities),
     };
-    let tenant = EntityRef::new("Tenant", TENANT_ID);
+    let tenant = tenant_ref(TENANT_ID);
     let resource = EntityRef::new("CrmApi", "contacts");
     entities.push(EntitySpec::new(resource.clone()).entity_attr("tenant", &tenant).parent(tenant));
-    let mut context = Map::new();
-    for (k, v) in [
-        ("authn", json!("password")),
-        ("mfa", json!(false)),
-        ("required_scope", json!("crm.read")),
-        ("method", json!("GET")),
-        ("path", json!("/crm/contacts")),
-        ("source_ip", json!("127.0.0.1")),
-        ("time", json!(1_795_000_000)),
-    ] {
-        context.insert(k.into(), v);
-    }
+    let facts = RequestFacts { method: "GET", path: "/crm/contacts", source_ip: "127.0.0.1", time: 1_795_000_000 };
+    let context = standard_context(Authn::Password, false, "crm.read", Some(&facts));
     PolicyRequest { principal, action: "crm.read".into(), resource, context, entities }
 }

@@ -13,9 +13,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::DecodingKey;
+use serde::Serialize;
 use serde_json::{Value, json};
+use tollgate_gateway::config::{GatewayFile, ResourceFile, RouteFile, UpstreamFile};
+use tollgate_identity::assertion::{assertion_kid, verify_assertion};
 
 /// Where Tollgate is, as the demo sees it.
 #[derive(Debug, Clone)]
@@ -84,13 +86,6 @@ struct Caller {
     authorization: String,
 }
 
-#[derive(Deserialize)]
-struct AssertionClaims {
-    tid: Option<String>,
-    /// `user:<id>` of the person behind the call (absent for service accounts).
-    user: Option<String>,
-}
-
 impl Demo {
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
         if let Ok(keys) = self.keys.read()
@@ -147,16 +142,10 @@ impl FromRequestParts<Shared> for Caller {
         let unauthorized = || problem(StatusCode::UNAUTHORIZED, "a valid gateway assertion is required");
         let assertion =
             parts.headers.get("x-tollgate-assertion").and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
-        let head = jsonwebtoken::decode_header(assertion).map_err(|_| unauthorized())?;
-        if head.typ.as_deref() != Some("tollgate-assertion+jwt") || head.alg != Algorithm::EdDSA {
-            return Err(unauthorized());
-        }
-        let key = demo.key(&head.kid.ok_or_else(unauthorized)?).await.ok_or_else(unauthorized)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&demo.config.issuer]);
-        validation.set_audience(&[&demo.config.audience]);
-        let claims =
-            jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation).map_err(|_| unauthorized())?.claims;
+        let kid = assertion_kid(assertion).map_err(|_| unauthorized())?;
+        let key = demo.key(&kid).await.ok_or_else(unauthorized)?;
+        let claims = verify_assertion(assertion, &key, &demo.config.issuer, &demo.config.audience)
+            .map_err(|_| unauthorized())?;
         let tenant = claims.tid.ok_or_else(|| problem(StatusCode::FORBIDDEN, "a tenant is required"))?;
         let user = claims
             .user
@@ -328,25 +317,47 @@ pub fn app(config: DemoConfig) -> Router {
         .with_state(demo)
 }
 
-/// The gateway routes for the CRM: coarse `crm.read` / `crm.write` checks
-/// on the product's API, upstream `crm` at `addr`.
-pub fn gateway_routes(addr: std::net::SocketAddr) -> String {
-    let mut out = format!("[upstreams.crm]\naddresses = [\"{addr}\"]\n");
-    for (name, path, methods, id) in [
-        ("crm-contacts", "/crm/contacts", r#"{ GET = "crm.read", POST = "crm.write" }"#, r#"id = "contacts""#),
+/// The CRM's upstream name: the audience of the assertions it accepts.
+pub const UPSTREAM: &str = "crm";
+
+/// The gateway routes for the CRM at `addr`: coarse `crm.read` / `crm.write`
+/// checks on the product's API (resource type `CrmApi`); the CRM asks the
+/// decision point about ownership itself.
+pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
+    let resource = |param: Option<&str>, id: Option<&str>| ResourceFile {
+        type_name: "CrmApi".to_owned(),
+        param: param.map(str::to_owned),
+        id: id.map(str::to_owned),
+    };
+    let routes = [
+        (
+            "crm-contacts",
+            "/crm/contacts",
+            &[("GET", "crm.read"), ("POST", "crm.write")][..],
+            resource(None, Some("contacts")),
+        ),
         (
             "crm-contact",
             "/crm/contacts/{id}",
-            r#"{ GET = "crm.read", PATCH = "crm.write", DELETE = "crm.write" }"#,
-            r#"param = "id""#,
+            &[("GET", "crm.read"), ("PATCH", "crm.write"), ("DELETE", "crm.write")][..],
+            resource(Some("id"), None),
         ),
-        ("crm-deals", "/crm/deals", r#"{ GET = "crm.read", POST = "crm.write" }"#, r#"id = "deals""#),
-        ("crm-deal", "/crm/deals/{id}", r#"{ GET = "crm.read" }"#, r#"param = "id""#),
-        ("crm-deal-close", "/crm/deals/{id}/close", r#"{ POST = "crm.write" }"#, r#"param = "id""#),
-    ] {
-        out.push_str(&format!(
-            "[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"crm\"\nmethods = {methods}\nresource = {{ type = \"CrmApi\", {id} }}\n"
-        ));
+        ("crm-deals", "/crm/deals", &[("GET", "crm.read"), ("POST", "crm.write")][..], resource(None, Some("deals"))),
+        ("crm-deal", "/crm/deals/{id}", &[("GET", "crm.read")][..], resource(Some("id"), None)),
+        ("crm-deal-close", "/crm/deals/{id}/close", &[("POST", "crm.write")][..], resource(Some("id"), None)),
+    ]
+    .into_iter()
+    .map(|(name, path, methods, resource)| RouteFile {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        upstream: UPSTREAM.to_owned(),
+        methods: methods.iter().map(|(m, a)| ((*m).to_owned(), (*a).to_owned())).collect(),
+        resource,
+    })
+    .collect();
+    GatewayFile {
+        upstreams: [(UPSTREAM.to_owned(), UpstreamFile::at(addr))].into_iter().collect(),
+        routes,
+        ..GatewayFile::default()
     }
-    out
 }

@@ -1,5 +1,9 @@
-//! The gateway's configuration file: upstreams, routes and how the tenant of
-//! a request is found, validated into a [`RouteTable`] and upstream set.
+//! The gateway's configuration: upstreams, routes, trusted issuers and how
+//! the tenant of a request is found. The same shape is a routes file of its
+//! own (`tollgate gateway --routes FILE`) or the `[gateway]` table of the one
+//! config file; the platform's own routes join it as typed values, and none
+//! of the user's may collide with them. Validated into a [`RouteTable`] and
+//! upstream set.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,49 +14,85 @@ use serde::Deserialize;
 use crate::issuers::IssuerConfig;
 use crate::route::{ResourceId, Route, RouteError, RouteTable, Template};
 
-#[derive(Debug, Deserialize)]
+/// The gateway's configuration as written, every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
+pub struct GatewayFile {
     #[serde(default)]
-    tenant_from: Option<Vec<String>>,
+    pub tenant_from: Option<Vec<String>>,
     #[serde(default)]
-    base_domain: Option<String>,
+    pub base_domain: Option<String>,
     #[serde(default)]
-    upstreams: BTreeMap<String, UpstreamFile>,
+    pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
-    routes: Vec<RouteFile>,
+    pub routes: Vec<RouteFile>,
     #[serde(default)]
-    issuers: Vec<IssuerConfig>,
+    pub issuers: Vec<IssuerConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UpstreamFile {
-    addresses: Vec<String>,
-    connect_timeout_ms: Option<u64>,
-    read_timeout_ms: Option<u64>,
+pub struct UpstreamFile {
+    pub addresses: Vec<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+impl UpstreamFile {
+    /// One address with the default timeouts.
+    pub fn at(address: SocketAddr) -> Self {
+        Self { addresses: vec![address.to_string()], connect_timeout_ms: None, read_timeout_ms: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RouteFile {
-    name: String,
-    path: String,
-    upstream: String,
+pub struct RouteFile {
+    pub name: String,
+    pub path: String,
+    pub upstream: String,
     /// HTTP method -> Cedar action.
-    methods: BTreeMap<String, String>,
-    resource: ResourceFile,
+    pub methods: BTreeMap<String, String>,
+    pub resource: ResourceFile,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResourceFile {
+pub struct ResourceFile {
     #[serde(rename = "type")]
-    type_name: String,
+    pub type_name: String,
     /// The path parameter holding the id.
-    param: Option<String>,
+    pub param: Option<String>,
     /// A fixed id, for collections.
-    id: Option<String>,
+    pub id: Option<String>,
+}
+
+impl GatewayFile {
+    /// Adds routes and upstreams the user's may not touch (the platform's,
+    /// the demo's): a user upstream with a reserved name, or a user route
+    /// with a reserved name or matching any path a reserved route matches,
+    /// is an error naming both.
+    pub fn with_reserved(mut self, reserved: GatewayFile) -> Result<Self, ConfigError> {
+        if let Some(name) = self.upstreams.keys().find(|n| reserved.upstreams.contains_key(*n)) {
+            return Err(ConfigError::Reserved(format!("upstream `{name}` is reserved for Tollgate's own routes")));
+        }
+        for theirs in &self.routes {
+            let template = Template::parse(&theirs.name, &theirs.path)?;
+            for ours in &reserved.routes {
+                let reserved_template = Template::parse(&ours.name, &ours.path)?;
+                if theirs.name == ours.name || template.overlaps(&reserved_template) {
+                    return Err(ConfigError::Reserved(format!(
+                        "route `{}` ({}) collides with Tollgate's route `{}` ({})",
+                        theirs.name, theirs.path, ours.name, ours.path
+                    )));
+                }
+            }
+        }
+        self.upstreams.extend(reserved.upstreams);
+        self.routes.extend(reserved.routes);
+        self.issuers.extend(reserved.issuers);
+        Ok(self)
+    }
 }
 
 /// Where a request's tenant comes from, in the configured order.
@@ -92,6 +132,8 @@ pub enum ConfigError {
     Parse(String),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("{0}")]
+    Reserved(String),
     #[error("upstream `{name}`: {reason}")]
     Upstream { name: String, reason: String },
     #[error("issuer `{issuer}`: {reason}")]
@@ -104,7 +146,12 @@ const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 impl GatewayConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        let file: GatewayFile = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        Self::from_file(file)
+    }
+
+    /// Validates a configuration as written.
+    pub fn from_file(file: GatewayFile) -> Result<Self, ConfigError> {
         let tenant_from = file
             .tenant_from
             .unwrap_or_else(|| vec!["credential".into(), "header".into(), "subdomain".into()])

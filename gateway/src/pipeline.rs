@@ -1,25 +1,21 @@
 //! The pipeline: route -> authenticate -> tenant -> entitlements -> policy ->
-//! quota, each stage refusing with a [`Reject`] before any upstream is chosen.
-//! Entitlements and quotas have their place here and arrive with plans.
+//! quota, each stage in its own module, refusing with a [`Reject`] before any
+//! upstream is chosen. Only an allow yields a [`Permit`]; this file only
+//! sequences the stages and times them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
-use tollgate_policies::LivePolicies;
+use tollgate_store::now;
 
+use crate::authenticate::authenticate;
+use crate::caches::Caches;
 use crate::config::GatewayConfig;
-use crate::identity::Identity;
-use crate::metrics;
-use crate::policy::{Denial, Permit, RequestFacts, decide};
-use crate::reject::Reject;
+use crate::forward::{Target, targets};
+use crate::policy::{Denial, Engines as _, Facts, Permit, Routed, decide};
 use crate::tenant::{self, TenantHints};
-
-pub use tollgate_backend::auth::tokens::ASSERTION_TYPE;
-/// How long an assertion is valid: one request's worth.
-pub const ASSERTION_TTL: i64 = 60;
-/// The prefix of every identity header; clients never get to send one.
-pub const IDENTITY_HEADER_PREFIX: &str = "x-tollgate-";
+use crate::{entitlements, metrics, quota};
 
 /// What the pipeline reads of a request.
 #[derive(Debug, Clone, Copy)]
@@ -32,20 +28,34 @@ pub struct Incoming<'a> {
     pub client_ip: &'a str,
 }
 
-/// The gateway: its configuration, the policy engine and identity caches.
+/// The gateway: its configuration, the upstream of each route, and the
+/// caches every stage looks things up in.
 #[derive(Debug)]
 pub struct Gateway {
     pub config: GatewayConfig,
-    /// The policies in force; each request holds one snapshot.
-    pub engine: Arc<LivePolicies>,
-    pub identity: Identity,
-}
-
-fn early(reject: Reject) -> Box<Denial> {
-    Box::new(Denial { reject, decision_id: uuid::Uuid::new_v4().to_string(), explain: false })
+    /// Every upstream by name, health checked by the server.
+    pub targets: BTreeMap<String, Arc<Target>>,
+    /// The upstream of each route, by the route's index in the table.
+    by_route: Vec<Arc<Target>>,
+    pub caches: Caches,
 }
 
 impl Gateway {
+    pub fn new(config: GatewayConfig, caches: Caches) -> std::io::Result<Self> {
+        let targets = targets(&config.upstreams)?;
+        let by_route = (0..config.routes.len())
+            .map(|i| {
+                config
+                    .routes
+                    .get(i)
+                    .and_then(|r| targets.get(&r.upstream))
+                    .cloned()
+                    .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { config, targets, by_route, caches })
+    }
+
     /// Runs the stages in order; only an allow yields a [`Permit`].
     pub async fn admit(&self, req: &Incoming<'_>) -> Result<Permit, Box<Denial>> {
         let mut clock = Instant::now();
@@ -53,69 +63,39 @@ impl Gateway {
             metrics::stage(stage, clock.elapsed().as_secs_f64());
             clock = Instant::now();
         };
-        let route = self.config.routes.route(req.method, req.path).map_err(|e| early(e.into()));
+        let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
         lap("route");
         let route = route?;
-        let caller = self.identity.authenticate(req.authorization, req.client_ip).await.map_err(early);
+        let target =
+            self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(crate::reject::Reject::Internal))?;
+        let caller = authenticate(&self.caches, req.authorization, req.client_ip).await.map_err(Denial::early);
         lap("authenticate");
         let caller = caller?;
         let hints = TenantHints { header: req.tenant_header, host: req.host };
+        let config = &self.config;
         let tenant = tenant::resolve(
-            &self.identity,
-            &self.config.tenant_from,
-            self.config.base_domain.as_deref(),
+            &self.caches,
+            &config.tenant_from,
+            config.base_domain.as_deref(),
             &caller,
             hints,
             req.method,
         )
         .await
-        .map_err(early);
+        .map_err(Denial::early);
         lap("tenant");
         let tenant = tenant?;
-        let facts = RequestFacts { method: req.method, source_ip: req.client_ip };
-        let engine = self.identity.engine_for(&self.engine, tenant.as_deref()).await.map_err(early)?;
-        let decision = decide(&engine, &caller, tenant, route, &facts);
+        let entitled = entitlements::check(&route, tenant.as_deref()).map_err(Denial::early);
+        lap("entitlements");
+        entitled?;
+        let engine = self.caches.engine_for(tenant.as_deref()).await.map_err(Denial::early)?;
+        let facts = Facts { method: req.method, source_ip: req.client_ip, time: now() };
+        let permit = decide(&engine, &caller, tenant, Routed { route, target }, &facts);
         lap("policy");
-        decision
-    }
-
-    /// The identity headers an upstream receives for a permitted request,
-    /// with a short-lived signed assertion of the same facts.
-    pub fn identity_headers(&self, permit: &Permit) -> Result<Vec<(String, String)>, Reject> {
-        let route = permit.route();
-        let upstream = self.config.routes.get(route.route).map(|r| r.upstream.as_str()).unwrap_or_default();
-        let now = tollgate_backend::store::now();
-        let claims = json!({
-            "iss": self.identity.keys().issuer(),
-            "aud": upstream,
-            "sub": permit.principal(),
-            "user": permit.user(),
-            "tid": permit.tenant().map(|t| t.id.as_str()),
-            "roles": permit.roles(),
-            "groups": permit.groups(),
-            "ip": permit.source_ip(),
-            "act": route.action,
-            "decision": permit.decision_id(),
-            "iat": now,
-            "nbf": now,
-            "exp": now + ASSERTION_TTL,
-            "jti": uuid::Uuid::new_v4().to_string(),
-        });
-        let assertion = self.identity.keys().sign(ASSERTION_TYPE, &claims).map_err(|e| {
-            tracing::error!(error = %e, "cannot sign an assertion");
-            Reject::Internal
-        })?;
-        let mut headers = vec![
-            ("x-tollgate-principal".to_owned(), permit.principal().to_owned()),
-            ("x-tollgate-roles".to_owned(), permit.roles().join(",")),
-            ("x-tollgate-groups".to_owned(), permit.groups().join(",")),
-            ("x-tollgate-decision".to_owned(), permit.decision_id().to_owned()),
-            ("x-tollgate-assertion".to_owned(), assertion),
-        ];
-        if let Some(t) = permit.tenant() {
-            headers.push(("x-tollgate-tenant".to_owned(), t.id.clone()));
-            headers.push(("x-tollgate-tenant-slug".to_owned(), t.slug.clone()));
-        }
-        Ok(headers)
+        let permit = permit?;
+        let within = quota::check(&permit).map_err(Denial::early);
+        lap("quota");
+        within?;
+        Ok(permit)
     }
 }

@@ -1,39 +1,51 @@
-//! The policy stage: one Cedar evaluation per request, with entities built
-//! from cached data and the request's facts as context. Only an allow builds
-//! a [`Permit`], and only a `Permit` lets a request reach an upstream.
+//! The policy stage: one Cedar evaluation per request, against the platform's
+//! policies plus the tenant's layer, with the identity core's entities and
+//! standard context. Only an allow builds a [`Permit`], and only a `Permit`
+//! lets a request reach an upstream: it carries everything forwarding needs,
+//! the resolved upstream included.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use serde_json::{Map, json};
-use tollgate_backend::auth::principal::Actor;
-use tollgate_backend::authz::{principal_entities, tenant_entity};
-use tollgate_backend::roles::Builtin;
-use tollgate_backend::store::TenantRow;
-use tollgate_policies::{EntityRef, EntitySpec, Outcome, PolicyEngine, PolicyRequest};
+use tollgate_identity::decision::{Decided, DecidedBy, log_decision, new_decision_id, reasons};
+use tollgate_identity::entities::{
+    RequestFacts, anonymous_entity, principal_entities, standard_context, tenant_entity, tenant_ref,
+};
+use tollgate_identity::principal::{Authn, Tenant};
+use tollgate_identity::roles::Builtin;
+use tollgate_policies::{EntityRef, EntitySpec, PolicyEngine, PolicyRequest};
 
-use crate::identity::Caller;
+use crate::authenticate::Caller;
+use crate::forward::Target;
 use crate::reject::Reject;
 use crate::route::RouteMatch;
 
-/// The facts of a request that policies may use.
-#[derive(Debug, Clone)]
-pub struct RequestFacts<'a> {
-    pub method: &'a str,
-    pub source_ip: &'a str,
+/// The policy sets requests are evaluated with.
+pub trait Engines: Sync {
+    /// The platform's policies plus `tenant`'s layer (the platform's alone
+    /// without a tenant). A layer that cannot be loaded refuses the request.
+    fn engine_for(&self, tenant: Option<&Tenant>) -> impl Future<Output = Result<Arc<PolicyEngine>, Reject>> + Send;
 }
 
-/// Proof that the policy stage allowed a request: what the upstream is told.
-/// Its fields are private; it is built only by [`decide`].
+/// A routed request: the route it matched and the upstream serving it.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: RouteMatch,
+    pub target: Arc<Target>,
+}
+
+/// Proof that the policy stage allowed a request: what the upstream is told
+/// and where it goes. Its fields are private; it is built only by [`decide`].
 #[derive(Debug, Clone)]
 pub struct Permit {
     decision_id: String,
-    tenant: Option<Arc<TenantRow>>,
+    tenant: Option<Arc<Tenant>>,
     principal: String,
     user: Option<String>,
     roles: Vec<String>,
     groups: Arc<[String]>,
     policies: Vec<String>,
-    route: RouteMatch,
+    routed: Routed,
     source_ip: String,
 }
 
@@ -41,7 +53,7 @@ impl Permit {
     pub fn decision_id(&self) -> &str {
         &self.decision_id
     }
-    pub fn tenant(&self) -> Option<&TenantRow> {
+    pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_deref()
     }
     pub fn principal(&self) -> &str {
@@ -64,7 +76,11 @@ impl Permit {
         &self.policies
     }
     pub fn route(&self) -> &RouteMatch {
-        &self.route
+        &self.routed.route
+    }
+    /// The upstream the request is forwarded to.
+    pub fn target(&self) -> &Target {
+        &self.routed.target
     }
     /// The client's address as the gateway saw it.
     pub fn source_ip(&self) -> &str {
@@ -81,32 +97,32 @@ pub struct Denial {
     pub explain: bool,
 }
 
-fn principal_id(caller: &Caller) -> String {
-    match caller {
-        Caller::Known(p) => p.actor_id(),
-        Caller::Anonymous => "anonymous".to_owned(),
+impl Denial {
+    /// A refusal before any policy was evaluated.
+    pub fn early(reject: Reject) -> Box<Self> {
+        Box::new(Self { reject, decision_id: new_decision_id(), explain: false })
     }
 }
 
-fn acting_user(caller: &Caller) -> Option<String> {
-    match caller {
-        Caller::Known(p) => match &p.actor {
-            Actor::User { user, .. } => Some(format!("user:{}", user.id)),
-            Actor::ApiKey { key, .. } => key.owner_user_id.as_ref().map(|id| format!("user:{id}")),
-        },
-        Caller::Anonymous => None,
-    }
+/// The facts of a request that policies may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub method: &'a str,
+    pub source_ip: &'a str,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
 }
 
 /// Evaluates the request; an error or a deny is a [`Denial`].
 pub fn decide(
     engine: &PolicyEngine,
     caller: &Caller,
-    tenant: Option<Arc<TenantRow>>,
-    route: RouteMatch,
-    facts: &RequestFacts<'_>,
+    tenant: Option<Arc<Tenant>>,
+    routed: Routed,
+    facts: &Facts<'_>,
 ) -> Result<Permit, Box<Denial>> {
-    let decision_id = uuid::Uuid::new_v4().to_string();
+    let route = &routed.route;
+    let decision_id = new_decision_id();
     let mut entities = Vec::new();
     let (principal, authn, mfa, explain, roles, groups) = match caller {
         Caller::Known(p) => {
@@ -116,9 +132,7 @@ pub fn decide(
             (uid, authn, mfa, explain, vec![p.role.name.clone()], Arc::clone(&p.groups))
         }
         Caller::Anonymous => {
-            let uid = EntityRef::new("Anonymous", "anonymous");
-            entities.push(EntitySpec::new(uid.clone()));
-            (uid, "none", false, false, Vec::new(), Arc::from([]))
+            (anonymous_entity(&mut entities), Authn::Anonymous, false, false, Vec::new(), Arc::from([]))
         }
     };
     let resource = EntityRef::new(&route.resource_type, route.resource_id.clone());
@@ -133,61 +147,59 @@ pub fn decide(
                 explain: false,
             }));
         };
-        let tenant_ref = EntityRef::new("Tenant", t.id.clone());
         if !matches!(caller, Caller::Known(_)) {
             entities.push(tenant_entity(t));
         }
-        resource_entity = resource_entity.entity_attr("tenant", &tenant_ref).parent(tenant_ref);
+        let tenant = tenant_ref(&t.id);
+        resource_entity = resource_entity.entity_attr("tenant", &tenant).parent(tenant);
     }
     entities.push(resource_entity);
-    let mut context = Map::new();
-    context.insert("authn".into(), json!(authn));
-    context.insert("mfa".into(), json!(mfa));
-    context.insert("required_scope".into(), json!(route.action));
-    context.insert("method".into(), json!(facts.method));
-    context.insert("path".into(), json!(route.path));
-    context.insert("source_ip".into(), json!(facts.source_ip));
-    context.insert("time".into(), json!(tollgate_backend::store::now()));
-    let outcome: Outcome =
+    let request =
+        RequestFacts { method: facts.method, path: &route.path, source_ip: facts.source_ip, time: facts.time };
+    let context = standard_context(authn, mfa, &route.action, Some(&request));
+    let outcome =
         engine.evaluate(&PolicyRequest { principal, action: route.action.clone(), resource, context, entities });
-    let policies: Vec<String> = outcome.determining.iter().map(|d| d.id.clone()).collect();
-    let principal_name = principal_id(caller);
-    let reasons: Vec<String> = outcome
-        .determining
-        .iter()
-        .map(|d| match &d.reason {
-            Some(reason) => format!("{}: {reason}", d.id),
-            None => d.id.clone(),
-        })
-        .collect();
-    tracing::info!(
-        decision_id = %decision_id,
-        tenant = tenant.as_ref().map_or("", |t| t.id.as_str()),
-        principal = %principal_name,
-        action = %route.action,
-        resource = %route.resource_id,
-        decision = if outcome.is_allow() { "allow" } else { "deny" },
-        policies = ?reasons,
-        errors = ?outcome.errors,
-        "gateway decision"
+    let principal_name = match caller {
+        Caller::Known(p) => p.actor_id(),
+        Caller::Anonymous => "anonymous".to_owned(),
+    };
+    log_decision(
+        &Decided {
+            by: DecidedBy::Gateway,
+            decision_id: &decision_id,
+            tenant: tenant.as_ref().map_or("", |t| t.id.as_str()),
+            principal: &principal_name,
+            action: &route.action,
+            resource: &route.resource_id,
+        },
+        &outcome,
     );
     if outcome.is_allow() {
         Ok(Permit {
             decision_id,
             tenant,
             principal: principal_name,
-            user: acting_user(caller),
+            user: match caller {
+                Caller::Known(p) => p.acting_user(),
+                Caller::Anonymous => None,
+            },
             roles,
             groups,
-            policies,
-            route,
+            policies: outcome.determining.iter().map(|d| d.id.clone()).collect(),
+            routed,
             source_ip: facts.source_ip.to_owned(),
         })
     } else {
         Err(Box::new(Denial {
-            reject: Reject::Forbidden { detail: format!("not allowed to `{}`", route.action), policies: reasons },
+            reject: Reject::Forbidden {
+                detail: format!("not allowed to `{}`", route.action),
+                policies: reasons(&outcome),
+            },
             decision_id,
             explain,
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,55 +1,84 @@
 //! The pingora side: a `ProxyHttp` whose `request_filter` runs the pipeline
 //! and answers refusals itself, so `upstream_peer` only ever runs with a
-//! `Permit`; `upstream_request_filter` strips client-sent identity headers
-//! and adds ours; `logging` writes one line per request.
+//! `Permit` and takes its upstream from it; `upstream_request_filter` strips
+//! client-sent identity headers and adds ours; `logging` writes one line per
+//! request. The same pingora server serves `/metrics` on the admin address
+//! and runs the upstreams' health checks.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::apps::http_app::ServeHttp;
 use pingora::http::ResponseHeader;
-use pingora::lb::LoadBalancer;
-use pingora::lb::health_check::TcpHealthCheck;
-use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::services::background::GenBackgroundService;
+use pingora::services::listening::Service;
 
-use crate::pipeline::{Gateway, IDENTITY_HEADER_PREFIX, Incoming};
+use crate::forward::{IDENTITY_HEADER_PREFIX, identity_headers};
+use crate::pipeline::{Gateway, Incoming};
 use crate::policy::Permit;
 use crate::reject::Reject;
+
+/// Where a request stands.
+#[derive(Debug)]
+enum Admission {
+    /// The pipeline has not decided yet.
+    Pending,
+    /// Refused with this decision id; the response is written.
+    Refused(String),
+    /// Allowed; forwarded once an upstream address is chosen.
+    Permitted { permit: Box<Permit>, forwarded_at: Option<Instant> },
+}
 
 /// Per-request state.
 #[derive(Debug)]
 pub struct Ctx {
     started: Instant,
     request_id: String,
-    permit: Option<Permit>,
-    decision_id: Option<String>,
-    /// The upstream chosen and when.
-    upstream: Option<(String, Instant)>,
+    admission: Admission,
 }
 
-/// How often each upstream address is health checked (TCP connect).
-const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+impl Ctx {
+    fn permit(&self) -> Option<&Permit> {
+        match &self.admission {
+            Admission::Permitted { permit, .. } => Some(permit),
+            _ => None,
+        }
+    }
 
-/// The proxy: the gateway and a health-checked round-robin balancer per upstream.
+    fn decision_id(&self) -> Option<&str> {
+        match &self.admission {
+            Admission::Pending => None,
+            Admission::Refused(id) => Some(id),
+            Admission::Permitted { permit, .. } => Some(permit.decision_id()),
+        }
+    }
+}
+
+/// The proxy over the gateway's pipeline.
 pub struct Proxy {
     gateway: Arc<Gateway>,
-    balancers: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The request id a client sent when it is well-formed (1 to 128 of
+/// letters, digits and `-_.:`), else a new one.
 fn request_id(session: &Session) -> String {
-    tollgate_backend::request_id_or_new(header(session, "x-request-id"))
+    header(session, "x-request-id")
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(tollgate_identity::decision::new_decision_id, str::to_owned)
 }
 
 /// Whether the connection stays open after a refusal.
@@ -96,7 +125,7 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx { started: Instant::now(), request_id: String::new(), permit: None, decision_id: None, upstream: None }
+        Ctx { started: Instant::now(), request_id: String::new(), admission: Admission::Pending }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -117,12 +146,11 @@ impl ProxyHttp for Proxy {
         };
         match self.gateway.admit(&incoming).await {
             Ok(permit) => {
-                ctx.decision_id = Some(permit.decision_id().to_owned());
-                ctx.permit = Some(permit);
+                ctx.admission = Admission::Permitted { permit: Box::new(permit), forwarded_at: None };
                 Ok(false)
             }
             Err(denial) => {
-                ctx.decision_id = Some(denial.decision_id.clone());
+                ctx.admission = Admission::Refused(denial.decision_id.clone());
                 write_problem(
                     session,
                     &denial.reject,
@@ -139,25 +167,13 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // Only a permitted request has an upstream; anything else is a bug.
-        let permit = ctx.permit.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit"))?;
-        let route = self
-            .gateway
-            .config
-            .routes
-            .get(permit.route().route)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route vanished"))?;
-        let upstream = self
-            .gateway
-            .config
-            .upstreams
-            .get(&route.upstream)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream vanished"))?;
-        let balancer = self
-            .balancers
-            .get(&upstream.name)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "balancer vanished"))?;
+        let Admission::Permitted { permit, forwarded_at } = &mut ctx.admission else {
+            return Err(Error::explain(ErrorType::InternalError, "no permit"));
+        };
+        let target = permit.target();
         // Round robin over the addresses that pass their health check.
-        let backend = balancer
+        let backend = target
+            .balancer
             .select(b"", 256)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
         let address = backend
@@ -165,10 +181,10 @@ impl ProxyHttp for Proxy {
             .as_inet()
             .copied()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "not an inet address"))?;
-        ctx.upstream = Some((upstream.name.clone(), Instant::now()));
+        *forwarded_at = Some(Instant::now());
         let mut peer = HttpPeer::new(address, false, String::new());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.connection_timeout = Some(target.connect_timeout);
+        peer.options.read_timeout = Some(target.read_timeout);
         Ok(Box::new(peer))
     }
 
@@ -178,7 +194,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let permit = ctx.permit.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit"))?;
+        let permit = ctx.permit().ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit"))?;
         let spoofed: Vec<String> = upstream_request
             .headers
             .keys()
@@ -194,9 +210,7 @@ impl ProxyHttp for Proxy {
             .parse()
             .map_err(|_| Error::explain(ErrorType::InternalError, "normalized path is not a uri"))?;
         upstream_request.set_uri(uri);
-        let headers = self
-            .gateway
-            .identity_headers(permit)
+        let headers = identity_headers(self.gateway.caches.keys(), permit)
             .map_err(|_| Error::explain(ErrorType::InternalError, "cannot sign"))?;
         for (name, value) in headers {
             upstream_request.insert_header(name, value)?;
@@ -211,8 +225,8 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some((name, chosen)) = &ctx.upstream {
-            crate::metrics::upstream(name, chosen.elapsed().as_secs_f64());
+        if let Admission::Permitted { permit, forwarded_at: Some(at) } = &ctx.admission {
+            crate::metrics::upstream(&permit.target().name, at.elapsed().as_secs_f64());
         }
         response.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
@@ -224,22 +238,20 @@ impl ProxyHttp for Proxy {
             ErrorType::InternalError => Reject::Internal,
             _ => Reject::BadGateway,
         };
-        let decision = ctx.decision_id.clone().unwrap_or_default();
+        let decision = ctx.decision_id().unwrap_or_default().to_owned();
         write_problem(session, &reject, &decision, false, &ctx.request_id, Connection::Close).await;
         FailToProxy { error_code: reject.status(), can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx
-            .permit
-            .as_ref()
-            .and_then(|p| self.gateway.config.routes.get(p.route().route))
-            .map_or("none", |r| r.name.as_str());
-        let decision = match (&ctx.permit, &ctx.decision_id) {
-            (Some(_), _) => "allow",
-            (None, Some(_)) => "deny",
-            (None, None) => "none",
+        let permit = ctx.permit();
+        let route =
+            permit.and_then(|p| self.gateway.config.routes.get(p.route().route)).map_or("none", |r| r.name.as_str());
+        let decision = match &ctx.admission {
+            Admission::Permitted { .. } => "allow",
+            Admission::Refused(_) => "deny",
+            Admission::Pending => "none",
         };
         crate::metrics::request(route, status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
@@ -248,15 +260,35 @@ impl ProxyHttp for Proxy {
             method = %req.method,
             path = %req.uri.path(),
             status,
-            decision = ctx.decision_id.as_deref().unwrap_or(""),
-            tenant = ctx.permit.as_ref().and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
-            principal = ctx.permit.as_ref().map_or("", |p| p.principal()),
-            route = ctx.permit.as_ref().map_or("", |p| p.route().action.as_str()),
-            policies = ?ctx.permit.as_ref().map(|p| p.policies().to_vec()).unwrap_or_default(),
+            decision = ctx.decision_id().unwrap_or(""),
+            tenant = permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
+            principal = permit.map_or("", |p| p.principal()),
+            route = permit.map_or("", |p| p.route().action.as_str()),
+            policies = ?permit.map(|p| p.policies().to_vec()).unwrap_or_default(),
             error = error.map(|e| e.to_string()).unwrap_or_default(),
             latency_us = ctx.started.elapsed().as_micros() as u64,
             "gateway request"
         );
+    }
+}
+
+/// `/metrics`: the Prometheus text exposition, served by pingora itself.
+struct Metrics;
+
+#[async_trait]
+impl ServeHttp for Metrics {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let (status, content_type, body) = if session.req_header().uri.path() == "/metrics" {
+            (200, "text/plain; version=0.0.4", crate::metrics::render().into_bytes())
+        } else {
+            (404, "text/plain", b"not found\n".to_vec())
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
     }
 }
 
@@ -272,11 +304,21 @@ impl ShutdownSignalWatch for WatchShutdown {
     }
 }
 
-/// Runs the gateway on `listen` in a thread of its own (pingora owns its
-/// runtimes) until `shutdown` turns true.
+/// Where the gateway serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    /// The public address of the proxy.
+    pub proxy: SocketAddr,
+    /// The admin address serving `/metrics`.
+    pub metrics: SocketAddr,
+}
+
+/// Runs the gateway in a thread of its own (pingora owns its runtimes) until
+/// `shutdown` turns true: the proxy, `/metrics`, and a health check per
+/// upstream.
 pub fn spawn(
     gateway: Arc<Gateway>,
-    listen: SocketAddr,
+    listen: Listen,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let conf = ServerConf {
@@ -287,17 +329,15 @@ pub fn spawn(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut balancers = HashMap::new();
-    for upstream in gateway.config.upstreams.values() {
-        let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(upstream.addresses.iter().copied())?;
-        balancer.set_health_check(TcpHealthCheck::new());
-        balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
-        let checker = background_service(&format!("health check {}", upstream.name), balancer);
-        balancers.insert(upstream.name.clone(), checker.task());
-        server.add_service(checker);
+    for target in gateway.targets.values() {
+        let checks = GenBackgroundService::new(format!("health check {}", target.name), Arc::clone(&target.balancer));
+        server.add_service(checks);
     }
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Proxy { gateway, balancers });
-    service.add_tcp(&listen.to_string());
+    let mut metrics = Service::new("metrics".into(), Metrics);
+    metrics.add_tcp(&listen.metrics.to_string());
+    server.add_service(metrics);
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Proxy { gateway });
+    service.add_tcp(&listen.proxy.to_string());
     server.add_service(service);
     std::thread::Builder::new()
         .name("tollgate-gateway".into())

@@ -209,6 +209,22 @@ impl Template {
         (self.segments.len() - rest, literals, params)
     }
 
+    /// Whether some path matches both templates.
+    pub fn overlaps(&self, other: &Template) -> bool {
+        fn unify(a: &[Segment], b: &[Segment]) -> bool {
+            match (a.first(), b.first()) {
+                (None, None) => true,
+                // A rest parameter takes one or more segments: anything
+                // non-empty left on the other side fits.
+                (Some(Segment::Rest(_)), Some(_)) | (Some(_), Some(Segment::Rest(_))) => true,
+                (Some(Segment::Literal(x)), Some(Segment::Literal(y))) if x != y => false,
+                (Some(_), Some(_)) => unify(&a[1..], &b[1..]),
+                _ => false,
+            }
+        }
+        unify(&self.segments, &other.segments)
+    }
+
     /// A path that this template matches, for overlap detection.
     fn witness(&self) -> String {
         let parts: Vec<String> = self

@@ -2,14 +2,20 @@
 //! the `X-Tenant` header or the host's subdomain (in the configured order),
 //! and whether its lifecycle state lets this request through.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use tollgate_backend::auth::principal::tenant_refusal;
-use tollgate_backend::store::TenantRow;
+use tollgate_identity::principal::{Tenant, is_read_only};
 
+use crate::authenticate::Caller;
 use crate::config::TenantSource;
-use crate::identity::{Caller, Identity};
 use crate::reject::Reject;
+
+/// Tenants by what a request may call them.
+pub trait TenantDirectory: Sync {
+    /// The tenant with this id, or else this slug.
+    fn tenant_named(&self, id_or_slug: &str) -> impl Future<Output = Result<Option<Arc<Tenant>>, Reject>> + Send;
+}
 
 /// What the request says about its tenant besides the credential.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,28 +38,28 @@ fn subdomain<'a>(host: &'a str, base_domain: &str) -> Option<&'a str> {
 /// never be pointed at tenant B. Anonymous callers may name a tenant by
 /// header or subdomain. `None` when nothing names one.
 pub async fn resolve(
-    identity: &Identity,
+    directory: &impl TenantDirectory,
     order: &[TenantSource],
     base_domain: Option<&str>,
     caller: &Caller,
     hints: TenantHints<'_>,
     method: &str,
-) -> Result<Option<Arc<TenantRow>>, Reject> {
+) -> Result<Option<Arc<Tenant>>, Reject> {
     let credential = match caller {
         Caller::Known(p) => Some(Arc::clone(&p.tenant)),
         Caller::Anonymous => None,
     };
-    let mut chosen: Option<Arc<TenantRow>> = None;
+    let mut chosen: Option<Arc<Tenant>> = None;
     for source in order {
         let named = match source {
             TenantSource::Credential => credential.clone(),
             TenantSource::Header => match hints.header {
-                Some(h) => Some(identity.tenant(h.trim()).await?.ok_or(Reject::NotFound)?),
+                Some(h) => Some(directory.tenant_named(h.trim()).await?.ok_or(Reject::NotFound)?),
                 None => None,
             },
             TenantSource::Subdomain => match (hints.host, base_domain) {
                 (Some(host), Some(base)) => match subdomain(host, base) {
-                    Some(label) => Some(identity.tenant(label).await?.ok_or(Reject::NotFound)?),
+                    Some(label) => Some(directory.tenant_named(label).await?.ok_or(Reject::NotFound)?),
                     None => None,
                 },
                 _ => None,
@@ -83,8 +89,8 @@ pub async fn resolve(
     Ok(chosen)
 }
 
-fn check_state(tenant: &TenantRow, method: &str) -> Result<(), Reject> {
-    match tenant_refusal(tenant, method == "GET" || method == "HEAD") {
+fn check_state(tenant: &Tenant, method: &str) -> Result<(), Reject> {
+    match tenant.refusal(is_read_only(method)) {
         None => Ok(()),
         Some(detail) => Err(Reject::Forbidden { detail, policies: Vec::new() }),
     }
@@ -93,6 +99,7 @@ fn check_state(tenant: &TenantRow, method: &str) -> Result<(), Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authenticate::tests::Memory;
 
     #[test]
     fn subdomains() {
@@ -102,5 +109,69 @@ mod tests {
         assert_eq!(subdomain("a.b.tollgate.test", "tollgate.test"), None);
         assert_eq!(subdomain("acme.eviltollgate.test", "tollgate.test"), None);
         assert_eq!(subdomain("acme.tollgate.test.evil", "tollgate.test"), None);
+    }
+
+    use crate::authenticate::tests::tenant;
+    use tollgate_identity::principal::TenantStatus;
+
+    const ORDER: [TenantSource; 3] = [TenantSource::Credential, TenantSource::Header, TenantSource::Subdomain];
+
+    async fn caller_of(m: &mut Memory, user: &str, tenant: &str) -> Caller {
+        m.login("tok", user, tenant);
+        crate::authenticate::authenticate(&*m, Some("Bearer tok"), "ip").await.unwrap()
+    }
+
+    async fn resolve_with(
+        m: &Memory,
+        caller: &Caller,
+        header: Option<&str>,
+        host: Option<&str>,
+        method: &str,
+    ) -> Result<Option<Arc<Tenant>>, Reject> {
+        resolve(m, &ORDER, Some("tollgate.test"), caller, TenantHints { header, host }, method).await
+    }
+
+    #[tokio::test]
+    async fn a_credential_fixes_the_tenant() {
+        let mut m = Memory::two_tenants();
+        let caller = caller_of(&mut m, "u1", "t1").await;
+        let t = resolve_with(&m, &caller, None, None, "GET").await.unwrap().unwrap();
+        assert_eq!(t.id, "t1");
+        assert_eq!(
+            resolve_with(&m, &caller, Some("acme"), Some("acme.tollgate.test"), "GET").await.unwrap().unwrap().id,
+            "t1"
+        );
+        for (header, host) in [(Some("globex"), None), (Some("t2"), None), (None, Some("globex.tollgate.test"))] {
+            let err = resolve_with(&m, &caller, header, host, "GET").await.unwrap_err();
+            assert!(matches!(err, Reject::Forbidden { .. }), "{header:?} {host:?}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn anonymous_callers_may_name_a_tenant() {
+        let m = Memory::two_tenants();
+        let anonymous = Caller::Anonymous;
+        assert!(resolve_with(&m, &anonymous, None, None, "GET").await.unwrap().is_none());
+        assert_eq!(resolve_with(&m, &anonymous, Some(" globex "), None, "GET").await.unwrap().unwrap().id, "t2");
+        assert_eq!(
+            resolve_with(&m, &anonymous, None, Some("acme.tollgate.test:8080"), "GET").await.unwrap().unwrap().id,
+            "t1"
+        );
+        assert_eq!(resolve_with(&m, &anonymous, Some("nope"), None, "GET").await.unwrap_err(), Reject::NotFound);
+        let err = resolve_with(&m, &anonymous, Some("acme"), Some("globex.tollgate.test"), "GET").await.unwrap_err();
+        assert!(matches!(err, Reject::Forbidden { .. }), "two sources naming two tenants: {err:?}");
+    }
+
+    #[tokio::test]
+    async fn the_lifecycle_state_applies() {
+        let mut m = Memory::two_tenants();
+        m.tenants.insert("t2".into(), Arc::new(tenant("t2", "globex", TenantStatus::PendingDeletion)));
+        m.tenants.insert("t3".into(), Arc::new(tenant("t3", "initech", TenantStatus::Suspended)));
+        let anonymous = Caller::Anonymous;
+        assert!(resolve_with(&m, &anonymous, Some("globex"), None, "GET").await.is_ok(), "reads still work");
+        let err = resolve_with(&m, &anonymous, Some("globex"), None, "POST").await.unwrap_err();
+        assert!(matches!(&err, Reject::Forbidden { detail, .. } if detail.contains("read-only")), "{err:?}");
+        let err = resolve_with(&m, &anonymous, Some("initech"), None, "GET").await.unwrap_err();
+        assert!(matches!(&err, Reject::Forbidden { detail, .. } if detail.contains("suspended")), "{err:?}");
     }
 }

@@ -34,6 +34,40 @@ pub fn binary() -> PathBuf {
     candidate
 }
 
+/// Runs `tollgate ARGS` to its end, killing it (and failing) after `limit`.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+    let mut child = command(args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start tollgate: {e}"));
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tollgate {args:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("tollgate {args:?}: {e}"))
+}
+
+/// `tollgate ARGS` with the test environment: loopback metrics on port 0,
+/// keys reloaded every second, warnings only, no inherited store or config,
+/// then `env`.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("TOLLGATE_KEY_RELOAD_SECS", "1")
+        .env("TOLLGATE_METRICS_LISTEN", "127.0.0.1:0")
+        .env("TOLLGATE_LOG", "warn")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env_remove("TOLLGATE_CONFIG")
+        .envs(env.iter().copied());
+    command
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let nanos =
@@ -81,16 +115,9 @@ impl Tollgate {
     /// Runs `tollgate ARGS --listen 127.0.0.1:0 --data-dir DIR` and waits for
     /// the line `LABEL URL` announcing where it serves.
     fn spawn(args: &[&str], label: &'static str, data_dir: PathBuf, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
-            .args(args)
+        let mut child = command(args, env)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
-            .env("TOLLGATE_KEY_RELOAD_SECS", "1")
-            .env("TOLLGATE_METRICS_LISTEN", "127.0.0.1:0")
-            .env("TOLLGATE_LOG", "warn")
-            .env_remove("TOLLGATE_DATABASE_URL")
-            .env_remove("TOLLGATE_CONFIG")
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

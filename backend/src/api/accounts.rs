@@ -10,12 +10,13 @@ use super::Verb::{Delete, Get, Patch};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::password;
-use crate::auth::principal::{Actor, Principal};
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
-use crate::store;
 use crate::views;
+use tollgate_identity::principal::{Actor, Principal, User};
+use tollgate_store as store;
 
 /// Largest stored preferences document, in bytes of JSON.
 const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
@@ -31,13 +32,13 @@ pub fn routes(api: Api) -> Api {
         .op(Delete, "/me/sessions/{id}", "Revoke one of the caller's sessions", Auth::Bearer, 204, revoke_session)
 }
 
-fn account_user<'a>(state: &AppState, p: &'a Principal, action: Action) -> Result<&'a store::UserRow, ApiError> {
+fn account_user<'a>(state: &AppState, p: &'a Principal, action: Action) -> Result<&'a User, ApiError> {
     let user = p.require_user()?;
     authorize(state, p, action, Resource::Account(&user.id), None)?;
     Ok(user)
 }
 
-async fn me(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
+async fn me(State(state): State<AppState>, p: Authenticated) -> Result<ApiJson<Value>, ApiError> {
     let user = account_user(&state, &p, Action::AccountRead)?;
     Ok(ApiJson(json!({
         "user": views::user(user),
@@ -55,7 +56,7 @@ struct UpdateMe {
 
 async fn update_me(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiJson(body): ApiJson<UpdateMe>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let user = account_user(&state, &p, Action::AccountUpdate)?;
@@ -72,7 +73,11 @@ async fn update_me(
     checks.finish()?;
     let new_hash = match (&body.password, &body.current_password) {
         (Some(new), Some(current)) => {
-            let stored = user.password_hash.clone().unwrap_or_default();
+            // The principal never carries a password hash: read it here.
+            let mut tx = state.store.tx().await?;
+            let row = store::user_by_id(&mut tx, &user.id).await?;
+            tx.commit().await?;
+            let stored = row.and_then(|r| r.password_hash).unwrap_or_default();
             let (current, new) = (current.clone(), new.clone());
             let result =
                 tokio::task::spawn_blocking(move || password::verify(&current, &stored).then(|| password::hash(&new)))
@@ -109,7 +114,7 @@ async fn update_me(
     }
     let updated = store::user_by_id(&mut tx, &user.id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
-    Ok(ApiJson(json!({"user": views::user(&updated)})))
+    Ok(ApiJson(json!({"user": views::user(&User::from(updated))})))
 }
 
 fn defaults() -> Value {
@@ -172,7 +177,7 @@ fn settings_view(stored: &Value) -> Value {
     json!({"preferences": prefs})
 }
 
-async fn settings(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
+async fn settings(State(state): State<AppState>, p: Authenticated) -> Result<ApiJson<Value>, ApiError> {
     let user = account_user(&state, &p, Action::AccountRead)?;
     let mut tx = state.store.tx().await?;
     let stored = store::settings(&mut tx, &user.id).await?;
@@ -188,7 +193,7 @@ struct SettingsPatch {
 
 async fn update_settings(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiJson(body): ApiJson<SettingsPatch>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let user = account_user(&state, &p, Action::AccountUpdate)?;
@@ -204,7 +209,7 @@ async fn update_settings(
     Ok(ApiJson(settings_view(&stored)))
 }
 
-async fn sessions(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
+async fn sessions(State(state): State<AppState>, p: Authenticated) -> Result<ApiJson<Value>, ApiError> {
     let user = account_user(&state, &p, Action::AccountRead)?;
     let current = match &p.actor {
         Actor::User { session_id, .. } => Some(session_id.as_str()),
@@ -219,7 +224,7 @@ async fn sessions(State(state): State<AppState>, p: Principal) -> Result<ApiJson
 
 async fn revoke_session(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let user = account_user(&state, &p, Action::AccountUpdate)?;

@@ -11,16 +11,20 @@
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tollgate_identity::credentials::Lookups as _;
+use tollgate_identity::decision::{Decided, DecidedBy, log_decision, new_decision_id};
+use tollgate_identity::entities::{RequestFacts, STANDARD_FACTS, principal_entities, standard_context};
+use tollgate_identity::layers::LAYER_UNAVAILABLE;
+use tollgate_identity::principal::{Actor, Authn, Principal};
 use tollgate_policies::{EntityRef, EntitySpec, PolicyRequest};
 
 use super::Verb::Post;
 use super::{Api, Auth};
-use crate::auth::principal::{Actor, Principal};
-use crate::authz::{Action, Resource, authorize, principal_entities};
+use crate::auth::principal::Authenticated;
+use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson};
-use crate::roles::Standing;
 use crate::state::AppState;
-use crate::store;
+use tollgate_store::now;
 
 /// Entity types whose truth is Tollgate's, never a product's.
 const RESERVED_TYPES: &[&str] = &[
@@ -86,7 +90,7 @@ struct Batch {
 
 async fn one(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiJson(q): ApiJson<Question>,
 ) -> Result<ApiJson<Value>, ApiError> {
     authorize(&state, &p, Action::PdpQuery, Resource::Tenant(&p.tenant), None)?;
@@ -95,7 +99,7 @@ async fn one(
 
 async fn batch(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiJson(b): ApiJson<Batch>,
 ) -> Result<ApiJson<Value>, ApiError> {
     authorize(&state, &p, Action::PdpQuery, Resource::Tenant(&p.tenant), None)?;
@@ -157,12 +161,10 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
     let subject = match q.principal {
         None => caller.clone(),
         Some(name) if name.type_name == "User" => {
-            let mut tx = state.store.tenant_tx(tenant_id).await?;
-            let standing = Standing::of_member(&mut tx, tenant_id, &name.id).await?.ok_or(ApiError::NotFound)?;
-            let user = store::user_by_id(&mut tx, &name.id).await?.ok_or(ApiError::NotFound)?;
-            tx.commit().await?;
+            let standing = state.lookups.member_standing(tenant_id, &name.id).await?.ok_or(ApiError::NotFound)?;
+            let user = state.lookups.user(&name.id).await?.ok_or(ApiError::NotFound)?;
             Principal {
-                actor: Actor::User { user, session_id: String::new(), amr: Vec::new() },
+                actor: Actor::User { user: (*user).clone(), session_id: String::new(), amr: Vec::new() },
                 tenant: caller.tenant.clone(),
                 role: standing.role,
                 groups: standing.groups,
@@ -174,43 +176,38 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
     let principal = principal_entities(&subject, &mut entities);
     // The standard facts (those the gateway supplies) are Tollgate's; the
     // product may add its own but not override these.
-    let mut context = q.context;
-    let standard = [
-        ("authn", json!("pdp")),
-        ("mfa", json!(false)),
-        ("required_scope", json!(q.action)),
-        ("method", json!("")),
-        ("path", json!("")),
-        ("source_ip", json!(caller.client_ip)),
-        ("time", json!(store::now())),
-    ];
-    for (name, value) in standard {
-        if context.insert(name.to_owned(), value).is_some() {
-            return Err(ApiError::field("context", format!("`{name}` is set by Tollgate")));
-        }
+    if let Some(name) = STANDARD_FACTS.iter().find(|n| q.context.contains_key(**n)) {
+        return Err(ApiError::field("context", format!("`{name}` is set by Tollgate")));
     }
-    // The caller's tenant layer applies here as at the gateway.
-    let engine = crate::layers::tenant_engine(&state.store, &state.engine, tenant_id).await.map_err(|e| {
-        tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
-        ApiError::Conflict("the tenant's active policies cannot be loaded".into())
-    })?;
+    let request = RequestFacts { method: "", path: "", source_ip: &caller.client_ip, time: now() };
+    let mut context = standard_context(Authn::DecisionPoint, false, &q.action, Some(&request));
+    context.extend(q.context);
+    // The caller's tenant layer applies here as at the gateway, from the
+    // same cache, and a layer that cannot be loaded is refused the same way.
+    let engine = state
+        .engines
+        .for_tenant(&state.store, tenant_id, || {})
+        .await
+        .map_err(|_| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?;
+    let resource = EntityRef::new(&q.resource.type_name, q.resource.id);
     let outcome = engine.evaluate(&PolicyRequest {
         principal,
         action: q.action.clone(),
-        resource: EntityRef::new(&q.resource.type_name, q.resource.id),
+        resource: resource.clone(),
         context,
         entities,
     });
-    let decision_id = uuid::Uuid::new_v4().to_string();
-    tracing::info!(
-        decision_id = %decision_id,
-        tenant = %tenant_id,
-        caller = %caller.actor_id(),
-        principal = %subject.actor_id(),
-        action = %q.action,
-        decision = if outcome.is_allow() { "allow" } else { "deny" },
-        errors = ?outcome.errors,
-        "decision point"
+    let decision_id = new_decision_id();
+    log_decision(
+        &Decided {
+            by: DecidedBy::DecisionPoint,
+            decision_id: &decision_id,
+            tenant: tenant_id,
+            principal: &subject.actor_id(),
+            action: &q.action,
+            resource: &resource.id,
+        },
+        &outcome,
     );
     Ok(json!({
         "decision": outcome.decision,

@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Patch, Post, Put};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::principal::Principal;
+use crate::auth::principal::Authenticated;
 use crate::authz::{Action, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
-use crate::store;
 use crate::views;
+use tollgate_store as store;
 
 /// How many groups a tenant may have.
 pub const MAX_GROUPS: i64 = 1000;
@@ -73,7 +73,7 @@ fn name_taken(name: &str) -> ApiError {
 
 async fn list(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupList).await?;
@@ -92,7 +92,7 @@ struct CreateGroup {
 
 async fn create(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateGroup>,
 ) -> Result<Response, ApiError> {
@@ -118,7 +118,7 @@ async fn create(
 
 async fn get(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupList).await?;
@@ -139,7 +139,7 @@ struct UpdateGroup {
 
 async fn update(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<UpdateGroup>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -167,7 +167,7 @@ async fn update(
 
 async fn delete(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
@@ -181,7 +181,7 @@ async fn delete(
 
 async fn add_member(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
@@ -203,7 +203,7 @@ async fn add_member(
 
 async fn remove_member(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;

@@ -10,14 +10,16 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::principal::Principal;
-use crate::auth::{password, secrets};
+use crate::auth::password;
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
-use crate::roles::ResolvedRole;
 use crate::state::AppState;
-use crate::store::{self, now};
 use crate::views;
+use tollgate_identity::principal::{Tenant, TenantStatus, User};
+use tollgate_identity::roles::ResolvedRole;
+use tollgate_identity::secrets;
+use tollgate_store::{self as store, now};
 
 const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
 
@@ -53,7 +55,7 @@ struct CreateInvitation {
 
 async fn create(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateInvitation>,
 ) -> Result<Response, ApiError> {
@@ -107,7 +109,7 @@ async fn create(
 
 async fn list(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::InvitationList).await?;
@@ -119,7 +121,7 @@ async fn list(
 
 async fn revoke(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, invitation_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -152,7 +154,8 @@ async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -
         .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?;
     let tenant = store::tenant_by_id(&mut tx, &tenant_id)
         .await?
-        .filter(|t| t.status == "active")
+        .map(Tenant::from)
+        .filter(|t| t.status == TenantStatus::Active)
         .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?;
     let existing = store::user_by_email(&mut tx, &invitation.email).await?;
     let (user, created) = match existing {
@@ -192,7 +195,9 @@ async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(json!({"user": views::user(&user), "tenant": views::tenant(&tenant, Some(&invitation.role))})),
+        ApiJson(
+            json!({"user": views::user(&User::from(user)), "tenant": views::tenant(&tenant, Some(&invitation.role))}),
+        ),
     )
         .into_response())
 }

@@ -10,14 +10,15 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::principal::{Actor, Principal};
-use crate::auth::secrets;
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
-use crate::roles::ResolvedRole;
 use crate::state::AppState;
-use crate::store::{self, NewApiKey, now};
 use crate::views;
+use tollgate_identity::principal::{Actor, KeyOwner as CallerKeyOwner, Scopes};
+use tollgate_identity::roles::ResolvedRole;
+use tollgate_identity::secrets;
+use tollgate_store::{self as store, NewApiKey, now};
 
 pub fn routes(api: Api) -> Api {
     api.op(
@@ -68,7 +69,7 @@ struct CreateKey {
 
 async fn create_key(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
@@ -88,9 +89,9 @@ async fn create_key(
         checks.check("expires_in_days", Err("must be between 1 and 365".into()));
     }
     checks.finish()?;
-    if let Actor::ApiKey { scopes, .. } = &p.actor
-        && !scopes.iter().any(|s| s == "*")
-        && !body.scopes.iter().all(|s| scopes.contains(s))
+    if let Actor::ApiKey { key } = &p.actor
+        && !key.scopes.contains("*")
+        && !body.scopes.iter().all(|s| key.scopes.contains(s))
     {
         return Err(ApiError::forbidden("an API key cannot create a key with scopes it does not have"));
     }
@@ -104,9 +105,10 @@ async fn create_key(
             (None, Some(account.id), rank)
         }
         (None, Actor::User { user, .. }) => (Some(user.id.clone()), None, p.role.rank()),
-        (None, Actor::ApiKey { key, .. }) => {
-            (key.owner_user_id.clone(), key.owner_service_account_id.clone(), p.role.rank())
-        }
+        (None, Actor::ApiKey { key }) => match &key.owner {
+            CallerKeyOwner::User(id) => (Some(id.clone()), None, p.role.rank()),
+            CallerKeyOwner::ServiceAccount(id) => (None, Some(id.clone()), p.role.rank()),
+        },
     };
     let owner = match (&owner_user, &owner_account) {
         (Some(u), _) => KeyOwner::User(u),
@@ -143,7 +145,7 @@ async fn create_key(
 
 async fn list_keys(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::ApiKeyList).await?;
@@ -155,7 +157,7 @@ async fn list_keys(
 
 async fn revoke_key(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, key_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -166,7 +168,7 @@ async fn revoke_key(
         (None, Some(s)) => KeyOwner::ServiceAccount(s),
         (None, None) => return Err(ApiError::Internal("api key without owner".into())),
     };
-    let scopes = key.scopes()?;
+    let scopes: Vec<String> = Scopes::from_json(&key.scopes)?.iter().map(str::to_owned).collect();
     authorize(
         &state,
         &p,
@@ -191,7 +193,7 @@ struct CreateAccount {
 
 async fn create_account(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> Result<Response, ApiError> {
@@ -219,7 +221,7 @@ async fn create_account(
 
 async fn list_accounts(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::ServiceAccountList).await?;

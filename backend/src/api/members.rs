@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::principal::Principal;
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::roles::{Builtin, ResolvedRole};
 use crate::state::AppState;
-use crate::store::{self, Tx};
 use crate::views;
+use tollgate_identity::roles::{Builtin, ResolvedRole};
+use tollgate_store::{self as store, Tx};
 
 pub fn routes(api: Api) -> Api {
     api.op(
@@ -54,7 +54,7 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -113,7 +113,7 @@ async fn keep_an_owner(tx: &mut Tx, tenant_id: &str, member_role: &str) -> Resul
 
 async fn change_role(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<ChangeRole>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -143,7 +143,7 @@ async fn change_role(
 
 async fn remove(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -161,7 +161,7 @@ async fn remove(
 
 async fn list_roles(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::RoleList).await?;
@@ -184,7 +184,7 @@ struct CreateRole {
 
 async fn create_role(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateRole>,
 ) -> Result<Response, ApiError> {

@@ -34,15 +34,15 @@ pub enum Auth {
 /// about `subject` when the change concerns a user, with `details` and who
 /// did it (`by`).
 async fn audit(
-    tx: &mut crate::store::Tx,
-    p: &crate::auth::principal::Principal,
+    tx: &mut tollgate_store::Tx,
+    p: &tollgate_identity::principal::Principal,
     tenant_id: &str,
     subject: Option<&str>,
     event: &str,
     mut details: Value,
 ) -> Result<(), crate::problem::ApiError> {
     details["by"] = json!(p.actor_id());
-    crate::store::security_event(tx, Some(tenant_id), subject, event, &p.client_ip, details).await?;
+    tollgate_store::security_event(tx, Some(tenant_id), subject, event, &p.client_ip, details).await?;
     Ok(())
 }
 

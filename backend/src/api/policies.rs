@@ -1,7 +1,7 @@
 //! A tenant's own policy layer: versions added (validated against the schema
 //! together with the platform's policies on write), listed, validated, tested
 //! against scenarios, activated and rolled back. Activation reaches every
-//! gateway within [`LAYER_TTL_SECS`](crate::layers::LAYER_TTL_SECS).
+//! gateway within [`LAYER_TTL_SECS`](tollgate_identity::layers::LAYER_TTL_SECS).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use super::Verb::{Get, Post};
 use super::{Api, Auth, audit};
-use crate::auth::principal::Principal;
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize, open_tenant};
-use crate::layers::combine;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
-use crate::store::{self, PolicyVersionRow};
 use crate::views::ts;
+use tollgate_identity::layers::combine;
+use tollgate_identity::principal::Principal;
+use tollgate_store::{self as store, PolicyVersionRow};
 
 const MAX_SOURCE_BYTES: usize = 64 * 1024;
 
@@ -99,12 +100,14 @@ fn check_source(state: &AppState, tenant_id: &str, body: &NewVersion) -> Result<
     if body.description.chars().count() > 500 {
         return Err(ApiError::field("description", "must be at most 500 characters"));
     }
-    combine(&state.engine, tenant_id, 0, &body.source).map(|_| ()).map_err(|e| ApiError::field("source", e.to_string()))
+    combine(state.engines.live(), tenant_id, 0, &body.source)
+        .map(|_| ())
+        .map_err(|e| ApiError::field("source", e.to_string()))
 }
 
 async fn list(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::PolicyRead).await?;
@@ -116,7 +119,7 @@ async fn list(
 
 async fn create(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<NewVersion>,
 ) -> Result<Response, ApiError> {
@@ -133,7 +136,7 @@ async fn create(
 
 async fn validate(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<NewVersion>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -156,7 +159,7 @@ async fn version_row(state: &AppState, tenant_id: &str, version: &str) -> Result
 
 async fn get(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, version)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -166,14 +169,14 @@ async fn get(
 
 async fn test(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, version)): ApiPath<(String, String)>,
     ApiJson(scenario): ApiJson<Value>,
 ) -> Result<ApiJson<Value>, ApiError> {
     p.in_tenant(&tenant_id)?;
     authorize(&state, &p, Action::PolicyRead, Resource::Tenant(&p.tenant), None)?;
     let row = version_row(&state, &tenant_id, &version).await?;
-    let engine = combine(&state.engine, &tenant_id, row.version, &row.source)
+    let engine = combine(state.engines.live(), &tenant_id, row.version, &row.source)
         .map_err(|e| ApiError::Conflict(format!("this version no longer validates: {e}")))?;
     let report = tollgate_policies::run_scenario_text(&engine, "scenario", &scenario.to_string());
     Ok(ApiJson(json!({"passed": report.passed, "failed": report.failures.len(), "failures": report.failures})))
@@ -190,7 +193,7 @@ async fn switch_to(
     match target {
         Some(row) => {
             // The platform's policies may have changed since it was written.
-            combine(&state.engine, tenant_id, row.version, &row.source)
+            combine(state.engines.live(), tenant_id, row.version, &row.source)
                 .map_err(|e| ApiError::Conflict(format!("version {} no longer validates: {e}", row.version)))?;
             store::activate_policy(&mut tx, tenant_id, row.version).await?;
         }
@@ -199,12 +202,13 @@ async fn switch_to(
     let version = json!({"version": target.map(|r| r.version)});
     audit(&mut tx, p, tenant_id, p.user().map(|u| u.id.as_str()), "policy.activated", version).await?;
     tx.commit().await?;
+    state.engines.invalidate(tenant_id).await;
     Ok(())
 }
 
 async fn activate(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath((tenant_id, version)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -216,7 +220,7 @@ async fn activate(
 
 async fn rollback(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::PolicyManage).await?;

@@ -11,12 +11,14 @@ use serde_json::json;
 use super::Verb::Post;
 use super::validate::{self, Checks};
 use super::{Api, Auth};
-use crate::auth::{password, secrets};
+use crate::auth::password;
 use crate::problem::{ApiError, ApiJson};
-use crate::roles::ResolvedRole;
 use crate::state::AppState;
-use crate::store::{self, LoginAttempts, LoginThrottle, NewSession, TenantRow, now};
 use crate::views;
+use tollgate_identity::principal::{Tenant, TenantStatus, User};
+use tollgate_identity::roles::ResolvedRole;
+use tollgate_identity::secrets;
+use tollgate_store::{self as store, LoginAttempts, LoginThrottle, NewSession, now};
 
 /// Failures within this window count towards a lockout.
 pub const LOCKOUT_WINDOW: i64 = 15 * 60;
@@ -88,8 +90,8 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "user.signup", "", json!({})).await?;
     tx.commit().await?;
     let body = json!({
-        "user": views::user(&user),
-        "tenant": views::tenant(&tenant, Some("owner")),
+        "user": views::user(&User::from(user)),
+        "tenant": views::tenant(&Tenant::from(tenant), Some("owner")),
     });
     Ok((StatusCode::CREATED, ApiJson(body)).into_response())
 }
@@ -191,23 +193,23 @@ async fn login(
 
 /// The tenant a login acts in: the named one (slug or id) among the user's
 /// memberships, else the oldest active membership.
-async fn choose_tenant(state: &AppState, user_id: &str, wanted: Option<&str>) -> Result<TenantRow, ApiError> {
+async fn choose_tenant(state: &AppState, user_id: &str, wanted: Option<&str>) -> Result<Tenant, ApiError> {
     let mut tx = state.store.user_tx(user_id).await?;
     let tenants = store::tenants_of_user(&mut tx, user_id).await?;
     tx.commit().await?;
     let tenant = match wanted {
         Some(w) => tenants
             .into_iter()
-            .map(|(t, _)| t)
+            .map(|(t, _)| Tenant::from(t))
             .find(|t| t.slug == w || t.id == w)
             .ok_or_else(|| ApiError::forbidden(format!("no membership in tenant `{w}`")))?,
         None => tenants
             .into_iter()
-            .map(|(t, _)| t)
-            .find(|t| t.status != "suspended")
+            .map(|(t, _)| Tenant::from(t))
+            .find(|t| t.status != TenantStatus::Suspended)
             .ok_or_else(|| ApiError::forbidden("no membership in an active tenant"))?,
     };
-    if tenant.status == "suspended" {
+    if tenant.status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
     }
     Ok(tenant)
@@ -216,7 +218,7 @@ async fn choose_tenant(state: &AppState, user_id: &str, wanted: Option<&str>) ->
 fn token_response(
     state: &AppState,
     user_id: &str,
-    tenant: &TenantRow,
+    tenant: &Tenant,
     session_id: &str,
     role: &ResolvedRole,
     refresh_token: String,
@@ -311,7 +313,7 @@ async fn refresh(
     store::touch_session(&mut tx, &session.id, &ip.0).await?;
     tx.commit().await?;
     let mut tx = state.store.tenant_tx(&session.tenant_id).await?;
-    let tenant = store::tenant_by_id(&mut tx, &session.tenant_id).await?.ok_or(BAD_REFRESH)?;
+    let tenant = Tenant::from(store::tenant_by_id(&mut tx, &session.tenant_id).await?.ok_or(BAD_REFRESH)?);
     let membership = store::membership(&mut tx, &tenant.id, &session.user_id).await?;
     let role = match &membership {
         Some(m) => Some(ResolvedRole::load(&mut tx, &tenant.id, &m.role).await?),
@@ -324,7 +326,7 @@ async fn refresh(
         tx.commit().await?;
         return Err(BAD_REFRESH);
     };
-    if tenant.status == "suspended" {
+    if tenant.status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
     }
     token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, StatusCode::OK)

@@ -10,12 +10,13 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Patch, Post, Put};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::principal::{Actor, Principal};
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
-use crate::store;
 use crate::views;
+use tollgate_identity::principal::{Actor, Principal, Tenant, TenantStatus};
+use tollgate_store as store;
 
 const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 
@@ -61,14 +62,14 @@ pub fn routes(api: Api) -> Api {
         .body::<SetPlan>()
 }
 
-async fn list(State(state): State<AppState>, p: Principal) -> Result<ApiJson<Value>, ApiError> {
+async fn list(State(state): State<AppState>, p: Authenticated) -> Result<ApiJson<Value>, ApiError> {
     let items = match &p.actor {
         Actor::User { user, .. } => {
             authorize(&state, &p, Action::AccountRead, Resource::Account(&user.id), None)?;
             let mut tx = state.store.user_tx(&user.id).await?;
             let tenants = store::tenants_of_user(&mut tx, &user.id).await?;
             tx.commit().await?;
-            tenants.iter().map(|(t, role)| views::tenant(t, Some(role))).collect()
+            tenants.into_iter().map(|(t, role)| views::tenant(&Tenant::from(t), Some(&role))).collect()
         }
         Actor::ApiKey { .. } => {
             authorize(&state, &p, Action::TenantRead, Resource::Tenant(&p.tenant), None)?;
@@ -87,7 +88,7 @@ struct CreateTenant {
 
 async fn create(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     let user = p.require_user()?;
@@ -115,12 +116,13 @@ async fn create(
     store::insert_membership(&mut tx, &tenant.id, &user.id, "owner").await?;
     store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "tenant.created", &p.client_ip, json!({})).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(json!({"tenant": views::tenant(&tenant, Some("owner"))}))).into_response())
+    Ok((StatusCode::CREATED, ApiJson(json!({"tenant": views::tenant(&Tenant::from(tenant), Some("owner"))})))
+        .into_response())
 }
 
 async fn get(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     p.in_tenant(&tenant_id)?;
@@ -137,7 +139,7 @@ struct UpdateTenant {
 
 async fn update(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -161,24 +163,24 @@ async fn update(
     store::update_tenant(&mut tx, &tenant_id, name, &settings).await?;
     let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
-    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))})))
+    Ok(ApiJson(json!({"tenant": views::tenant(&Tenant::from(tenant), Some(&p.role.name))})))
 }
 
 async fn delete(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.in_tenant(&tenant_id)?;
     authorize(&state, &p, Action::TenantDelete, Resource::Tenant(&p.tenant), None)?;
-    let change = TenantChange::Status("pending_deletion");
+    let change = TenantChange::Status(TenantStatus::PendingDeletion);
     let tenant = change_tenant(&state, &p, &tenant_id, change, "tenant.deletion_requested", json!({})).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))}))).into_response())
 }
 
 /// What a lifecycle or plan change writes to a tenant's row.
 enum TenantChange<'a> {
-    Status(&'a str),
+    Status(TenantStatus),
     Plan(&'a str),
 }
 
@@ -191,45 +193,45 @@ async fn change_tenant(
     change: TenantChange<'_>,
     event: &str,
     details: Value,
-) -> Result<store::TenantRow, ApiError> {
+) -> Result<Tenant, ApiError> {
     let mut tx = state.store.tenant_tx(tenant_id).await?;
     match change {
-        TenantChange::Status(status) => store::set_tenant_status(&mut tx, tenant_id, status).await?,
+        TenantChange::Status(status) => store::set_tenant_status(&mut tx, tenant_id, status.as_str()).await?,
         TenantChange::Plan(plan) => store::set_tenant_plan(&mut tx, tenant_id, plan).await?,
     }
     let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
     audit(&mut tx, p, tenant_id, p.user().map(|u| u.id.as_str()), event, details).await?;
     tx.commit().await?;
-    Ok(tenant)
+    Ok(tenant.into())
 }
 
 /// The target of a platform action: any tenant for platform administrators;
 /// for everyone else another tenant's id is indistinguishable from none.
-async fn platform_target(state: &AppState, p: &Principal, tenant_id: &str) -> Result<store::TenantRow, ApiError> {
-    let admin = p.user().is_some_and(|u| u.platform_admin == 1);
+async fn platform_target(state: &AppState, p: &Principal, tenant_id: &str) -> Result<Tenant, ApiError> {
+    let admin = p.user().is_some_and(|u| u.platform_admin);
     if !admin {
         p.in_tenant(tenant_id)?;
     }
     let mut tx = state.store.tenant_tx(tenant_id).await?;
     let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
-    Ok(tenant)
+    Ok(tenant.into())
 }
 
 async fn suspend(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    change_lifecycle(&state, &p, &tenant_id, Action::TenantSuspend, "suspended", "tenant.suspended").await
+    change_lifecycle(&state, &p, &tenant_id, Action::TenantSuspend, TenantStatus::Suspended, "tenant.suspended").await
 }
 
 async fn reactivate(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    change_lifecycle(&state, &p, &tenant_id, Action::TenantReactivate, "active", "tenant.reactivated").await
+    change_lifecycle(&state, &p, &tenant_id, Action::TenantReactivate, TenantStatus::Active, "tenant.reactivated").await
 }
 
 /// A platform administrator's change of a tenant's lifecycle status.
@@ -238,13 +240,13 @@ async fn change_lifecycle(
     p: &Principal,
     tenant_id: &str,
     action: Action,
-    status: &str,
+    status: TenantStatus,
     event: &str,
 ) -> Result<ApiJson<Value>, ApiError> {
     let target = platform_target(state, p, tenant_id).await?;
     authorize(state, p, action, Resource::Tenant(&target), None)?;
     if target.status == status {
-        return Err(ApiError::Conflict(format!("tenant is already {status}")));
+        return Err(ApiError::Conflict(format!("tenant is already {}", status.as_str())));
     }
     let tenant = change_tenant(state, p, tenant_id, TenantChange::Status(status), event, json!({})).await?;
     Ok(ApiJson(json!({"tenant": views::tenant(&tenant, None)})))
@@ -259,7 +261,7 @@ struct SetPlan {
 
 async fn set_plan(
     State(state): State<AppState>,
-    p: Principal,
+    p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<SetPlan>,
 ) -> Result<ApiJson<Value>, ApiError> {

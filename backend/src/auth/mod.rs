@@ -1,7 +1,6 @@
-//! Authentication: password hashing, opaque secrets, signing keys and access
-//! tokens, and the extractor that turns a request's credential into a principal.
+//! Authentication on the API: password hashing and the extractor that turns
+//! a request's credential into a principal (through the identity core's
+//! credential loaders).
 
 pub mod password;
 pub mod principal;
-pub mod secrets;
-pub mod tokens;

@@ -144,3 +144,24 @@ fn invalid_templates_and_overlaps_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("`nope`"), "{err}");
 }
+
+#[test]
+fn overlapping_templates_are_found() {
+    let t = |s: &str| Template::parse("r", s).unwrap();
+    for (a, b) in [
+        ("/api/v1/{rest*}", "/api/v1/tenants"),
+        ("/api/v1/{rest*}", "/api/{version}/foo/bar"),
+        ("/api/{x}/foo", "/api/v1/{y}"),
+        ("/healthz", "/{page}"),
+    ] {
+        assert!(t(a).overlaps(&t(b)) && t(b).overlaps(&t(a)), "{a} {b}");
+    }
+    for (a, b) in [
+        ("/api/v1/{rest*}", "/api/v1"),
+        ("/api/v1/{rest*}", "/crm/{rest*}"),
+        ("/healthz", "/readyz"),
+        ("/a/{x}", "/a/{x}/b"),
+    ] {
+        assert!(!t(a).overlaps(&t(b)) && !t(b).overlaps(&t(a)), "{a} {b}");
+    }
+}

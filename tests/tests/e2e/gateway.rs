@@ -14,7 +14,7 @@ use tollgate_tests::{Tollgate, raw_get, temp_dir};
 const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
 
 /// An upstream that answers every request with what it received.
-async fn echo_upstream() -> std::net::SocketAddr {
+pub(crate) async fn echo_upstream() -> std::net::SocketAddr {
     async fn echo(method: axum::http::Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
         let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in &headers {

@@ -6,3 +6,4 @@
 mod crm;
 mod gateway;
 mod identity;
+mod layering;

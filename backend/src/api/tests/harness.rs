@@ -11,8 +11,8 @@ use tollgate_policies::{LivePolicies, PolicyEngine};
 use tower::ServiceExt;
 
 use crate::state::{AppState, BackendConfig};
-use crate::store::testing::{TestDb, databases};
 use crate::{app, build_state};
+use tollgate_store::testing::{TestDb, databases};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -169,7 +169,7 @@ impl TestApp {
 
     pub async fn outbox_token(&self, email: &str) -> String {
         let mut tx = self.state.store.tx().await.unwrap();
-        let mails = crate::store::outbox(&mut tx, Some(email), 1).await.unwrap();
+        let mails = tollgate_store::outbox(&mut tx, Some(email), 1).await.unwrap();
         let body = &mails.first().expect("a mail in the outbox").body;
         let start = body.find("tgi_").expect("a token in the mail");
         body[start..].chars().take_while(|c| *c != '"').collect()
@@ -178,7 +178,7 @@ impl TestApp {
     /// Makes `email` a platform administrator.
     pub async fn make_platform_admin(&self, email: &str) {
         let mut tx = self.state.store.tx().await.unwrap();
-        assert!(crate::store::set_platform_admin(&mut tx, email, true).await.unwrap());
+        assert!(tollgate_store::set_platform_admin(&mut tx, email, true).await.unwrap());
         tx.commit().await.unwrap();
     }
 }

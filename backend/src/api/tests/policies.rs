@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use serde_json::json;
+use tollgate_identity::layers::LAYER_UNAVAILABLE;
 
 use super::harness::apps;
 
@@ -83,5 +84,41 @@ async fn layers_are_validated_activated_and_rolled_back() {
         let mine_from_there = format!("/api/v1/tenants/{}/policies", other.tenant_id);
         assert!(app.get(&mine_from_there, &other.token).await.body["items"].as_array().unwrap().is_empty());
         assert_eq!(app.get(&format!("{base}/abc"), &owner.token).await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+/// A layer that stops loading (here: its stored source corrupted) refuses
+/// the tenant's questions with the same answer the gateway gives its
+/// requests: 403 and the same detail, never a decision without the layer.
+#[tokio::test]
+async fn a_layer_that_cannot_be_loaded_refuses_the_decision_point() {
+    for app in apps().await {
+        let l = app.label();
+        let owner = app.owner("broken@x.test", "Broken").await;
+        let base = format!("/api/v1/tenants/{}/policies", owner.tenant_id);
+        assert_eq!(app.post(&base, Some(&owner.token), json!({"source": FREEZE})).await.status, StatusCode::CREATED);
+        let r = app.post(&format!("{base}/1/activate"), Some(&owner.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        let question = json!({"action": "crm.read", "resource": {"type": "CrmApi", "id": "contacts"},
+            "entities": [{"uid": {"type": "CrmApi", "id": "contacts"},
+                          "attrs": {"tenant": {"__entity": {"type": "Tenant", "id": owner.tenant_id}}},
+                          "parents": [{"type": "Tenant", "id": owner.tenant_id}]}]});
+        let r = app.post("/api/v1/authorize", Some(&owner.token), question.clone()).await;
+        assert_eq!(r.body["decision"], "allow", "{l}: {r:?}");
+
+        let mut tx = app.state.store.tenant_tx(&owner.tenant_id).await.unwrap();
+        sqlx::query("UPDATE tenant_policies SET source = 'forbid (principal, action' WHERE tenant_id = $1")
+            .bind(&owner.tenant_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        app.state.engines.invalidate(&owner.tenant_id).await;
+        let r = app.post("/api/v1/authorize", Some(&owner.token), question).await;
+        assert_eq!(
+            (r.status, r.body["detail"].as_str()),
+            (StatusCode::FORBIDDEN, Some(LAYER_UNAVAILABLE)),
+            "{l}: {r:?}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::harness::{PASSWORD, apps, decode_claims};
-use crate::store::now;
+use tollgate_store::now;
 
 #[tokio::test]
 async fn signup_login_me() {
@@ -332,7 +332,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both() {
     for app in apps().await {
         let owner = app.owner("k@x.test", "K").await;
         let old_kid = jsonwebtoken::decode_header(&owner.token).unwrap().kid.unwrap();
-        let new_kid = crate::auth::tokens::rotate(&app.state.store, &app.state.config.key_dir()).await.unwrap();
+        let new_kid = tollgate_identity::tokens::rotate(&app.state.store, &app.state.config.key_dir()).await.unwrap();
         app.state.keys.reload().await.unwrap();
         let jwks = app.call(Method::GET, "/.well-known/jwks.json", None, None).await.body;
         let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
@@ -349,14 +349,14 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both() {
 /// one that verifies and is addressed to the backend.
 #[tokio::test]
 async fn client_address_comes_only_from_a_verified_gateway_assertion() {
-    use crate::auth::tokens::{ASSERTION_TYPE, BACKEND_UPSTREAM};
+    use tollgate_identity::assertion::{ASSERTION_TYPE, BACKEND_UPSTREAM};
     for app in apps().await {
         let l = app.label();
         app.owner("via@x.test", "Via").await;
         let t = now();
         let claims = |aud: &str, ip: &str| {
             json!({"iss": app.state.keys.issuer(), "aud": aud, "sub": "anonymous", "ip": ip,
-                   "decision": "d-1", "iat": t, "nbf": t, "exp": t + 60})
+                   "act": "platform.api", "decision": "d-1", "iat": t, "nbf": t, "exp": t + 60, "jti": "j-1"})
         };
         let valid = app.state.keys.sign(ASSERTION_TYPE, &claims(BACKEND_UPSTREAM, "203.0.113.7")).unwrap();
         let for_a_product = app.state.keys.sign(ASSERTION_TYPE, &claims("crm", "198.51.100.1")).unwrap();

@@ -1,6 +1,12 @@
-//! Access tokens: Ed25519 signing keys (private halves in the data dir, public
-//! halves in the store for every instance to publish), the JWKS, and the
-//! signing and strict verification of our JWTs.
+//! Access tokens: Ed25519 signing keys (private halves in each instance's data
+//! dir, public halves in the store for every instance to publish), the JWKS,
+//! and the signing and strict verification of our JWTs.
+//!
+//! Instances that share a store share one key set: each signs with a key of
+//! its own and publishes everyone's. An instance that starts without a
+//! current key of its own adds one and retires nobody else's; `tollgate keys
+//! rotate` replaces the keys of the data dir it runs on, and retired keys stay
+//! published until every token they signed has expired.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -12,18 +18,15 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, Store, StoreError, now};
+use tollgate_store::{self as store, Store, StoreError, now};
+
+use crate::assertion::{ASSERTION_TYPE, Assertion, verify_assertion};
 
 /// The JWT `typ` of our access tokens (RFC 9068), so no other JWT we sign
 /// can be replayed as one.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// The audience of our access tokens.
 pub const AUDIENCE: &str = "tollgate";
-/// The JWT `typ` of the gateway's identity assertions for upstreams.
-pub const ASSERTION_TYPE: &str = "tollgate-assertion+jwt";
-/// The backend's upstream name in the gateway's routes: the audience of the
-/// assertions it trusts.
-pub const BACKEND_UPSTREAM: &str = "backend";
 const ALGORITHM: &str = "EdDSA";
 
 /// The claims of an access token.
@@ -40,16 +43,6 @@ pub struct AccessClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
-}
-
-/// What the backend reads from a gateway assertion.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct GatewayAssertion {
-    /// The client's address as the gateway saw it.
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// The gateway's decision id for the request.
-    pub decision: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +83,14 @@ struct Snapshot {
     published: Vec<PublishedKey>,
 }
 
+impl Snapshot {
+    /// The published key `kid`, while tokens it signed may still be valid.
+    fn published_key(&self, kid: &str) -> Option<&PublishedKey> {
+        let t = now();
+        self.published.iter().find(|k| k.kid == kid && k.published_until.is_none_or(|until| until > t))
+    }
+}
+
 /// The signing keys: reloaded from the store so a rotation by another process
 /// is picked up, swapped as a whole.
 pub struct KeyRing {
@@ -110,8 +111,10 @@ fn key_path(dir: &Path, kid: &str) -> PathBuf {
     dir.join(format!("{kid}.pk8"))
 }
 
-/// Generates a key, writes its private half (mode 0600) and publishes it,
-/// retiring the previous ones. Returns the new `kid`.
+/// Generates a key, writes its private half (mode 0600) to `key_dir` and
+/// publishes it, retiring the current keys whose private halves are in
+/// `key_dir` (this instance's own); other instances' keys are left alone.
+/// Returns the new `kid`.
 pub async fn rotate(store: &Store, key_dir: &Path) -> Result<String, KeyError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -129,6 +132,13 @@ pub async fn rotate(store: &Store, key_dir: &Path) -> Result<String, KeyError> {
     let path = key_path(key_dir, &kid);
     write_private(&path, pkcs8.as_ref()).map_err(io(&path))?;
     let mut tx = store.tx().await?;
+    let own: Vec<String> = store::signing_keys(&mut tx)
+        .await?
+        .into_iter()
+        .filter(|row| row.retired_at.is_none() && key_path(key_dir, &row.kid).exists())
+        .map(|row| row.kid)
+        .collect();
+    store::retire_signing_keys(&mut tx, &own).await?;
     store::add_signing_key(&mut tx, &kid, ALGORITHM, &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(kid)
@@ -147,8 +157,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl KeyRing {
-    /// Loads the keys, generating the first one when the store has none this
-    /// instance can sign with.
+    /// Loads the keys, adding one of this instance's own when the store has
+    /// no current key whose private half is in `key_dir`.
     pub async fn open(store: Store, key_dir: PathBuf, issuer: String, access_ttl: i64) -> Result<Self, KeyError> {
         let ring = Self {
             store,
@@ -190,6 +200,7 @@ impl KeyRing {
             }
             let decoding =
                 DecodingKey::from_ed_components(&row.public_key).map_err(|_| KeyError::BadKey(row.kid.clone()))?;
+            // The newest current key whose private half is ours.
             if row.retired_at.is_none() && signing.is_none() {
                 let path = key_path(&self.key_dir, &row.kid);
                 match std::fs::read(&path) {
@@ -289,6 +300,11 @@ impl KeyRing {
         jsonwebtoken::encode(&header, claims, key).map_err(|_| KeyError::BadKey(kid.clone()))
     }
 
+    /// Signs an upstream identity assertion.
+    pub fn sign_assertion(&self, assertion: &Assertion) -> Result<String, KeyError> {
+        self.sign(ASSERTION_TYPE, assertion)
+    }
+
     /// Verifies one of our access tokens: EdDSA only, a `kid` we publish, our
     /// `typ`, issuer and audience, and the time claims.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
@@ -297,8 +313,11 @@ impl KeyRing {
 
     /// Verifies a gateway assertion addressed to `audience` (an upstream's
     /// name), with the same strictness as an access token.
-    pub fn verify_assertion(&self, token: &str, audience: &str) -> Result<GatewayAssertion, TokenError> {
-        self.verify_typed(token, ASSERTION_TYPE, audience, &["exp", "nbf", "iss", "aud", "sub"])
+    pub fn verify_assertion(&self, token: &str, audience: &str) -> Result<Assertion, TokenError> {
+        let kid = crate::assertion::assertion_kid(token)?;
+        let snapshot = self.current();
+        let key = snapshot.published_key(&kid).ok_or(TokenError::UnknownKey)?;
+        verify_assertion(token, &key.decoding, &self.issuer, audience)
     }
 
     fn verify_typed<T: serde::de::DeserializeOwned>(
@@ -314,12 +333,7 @@ impl KeyRing {
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let snapshot = self.current();
-        let t = now();
-        let key = snapshot
-            .published
-            .iter()
-            .find(|k| k.kid == kid && k.published_until.is_none_or(|until| until > t))
-            .ok_or(TokenError::UnknownKey)?;
+        let key = snapshot.published_key(&kid).ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[audience]);

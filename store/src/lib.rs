@@ -1,6 +1,8 @@
-//! The store: one sqlx `Any` pool over SQLite (embedded default) or PostgreSQL,
-//! migrations for each, and transactions scoped to a tenant so that
-//! PostgreSQL's row-level security backs every tenant check.
+//! Tollgate's store: one sqlx `Any` pool over SQLite (embedded default) or
+//! PostgreSQL, the migrations of each, the rows as the database holds them and
+//! the queries by area, with transactions scoped to a tenant so that
+//! PostgreSQL's row-level security backs every tenant check. It knows nothing
+//! of the layers above it: rows here, domain types in `tollgate-identity`.
 
 mod groups;
 mod identity;
@@ -37,6 +39,10 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("corrupt stored value in `{0}`")]
     Corrupt(&'static str),
+    /// One failure handed to every caller that waited on the same load (a
+    /// cache filling one entry once for many requests).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 impl StoreError {
@@ -196,7 +202,7 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::store::{self, StoreError, Tx};
+use tollgate_store::{self as store, StoreError, Tx};
 
 /// A built-in role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

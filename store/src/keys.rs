@@ -77,20 +77,6 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
-impl ApiKeyRow {
-    /// Whether `presented` is this key's secret (constant-time) and the key
-    /// is neither revoked nor expired.
-    pub fn accepts(&self, presented: &str) -> bool {
-        crate::auth::secrets::matches(presented, &self.secret_hash)
-            && self.revoked_at.is_none()
-            && self.expires_at.is_none_or(|e| e > super::now())
-    }
-
-    pub fn scopes(&self) -> Result<Vec<String>, StoreError> {
-        serde_json::from_str(&self.scopes).map_err(|_| StoreError::Corrupt("api_keys.scopes"))
-    }
-}
-
 macro_rules! key_columns {
     () => {
         "id, tenant_id, prefix, secret_hash, name, scopes, owner_user_id, owner_service_account_id, \
@@ -210,16 +196,29 @@ pub async fn signing_keys(tx: &mut Tx) -> Result<Vec<SigningKeyRow>, StoreError>
     .await?)
 }
 
-/// Publishes a new signing key and retires every older one.
+/// Publishes a new signing key. Keys other instances sign with stay as they
+/// are: each instance retires only its own (see [`retire_signing_keys`]).
 pub async fn add_signing_key(tx: &mut Tx, kid: &str, algorithm: &str, public_key: &str) -> Result<(), StoreError> {
-    let t = now();
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(t).execute(&mut **tx).await?;
     sqlx::query("INSERT INTO signing_keys (kid, algorithm, public_key, created_at) VALUES ($1, $2, $3, $4)")
         .bind(kid)
         .bind(algorithm)
         .bind(public_key)
-        .bind(t)
+        .bind(now())
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Retires the current keys among `kids`: they sign nothing more and stay
+/// published until the tokens they signed have expired.
+pub async fn retire_signing_keys(tx: &mut Tx, kids: &[String]) -> Result<(), StoreError> {
+    let t = now();
+    for kid in kids {
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
+            .bind(t)
+            .bind(kid)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }

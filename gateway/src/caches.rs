@@ -1,0 +1,278 @@
+//! The gateway's caches over the store: everything the stages look up, so
+//! the hot path does not wait on the database when caches are warm. Verified
+//! tokens are cached by hash until they expire; liveness (sessions, keys,
+//! memberships with their roles and groups, tenants with their status and
+//! plan) is at most [`LIVENESS_TTL`] old, so a revoked session or key stops
+//! working within that bound; tenant policy sets at most `LAYER_TTL`.
+//! Each cache miss loads once, however many requests wait for it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use tollgate_identity::credentials::{KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups};
+use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
+use tollgate_identity::principal::{ApiKey, Tenant, User};
+use tollgate_identity::roles::Standing;
+use tollgate_identity::tokens::{AccessClaims, KeyRing};
+use tollgate_policies::{LivePolicies, PolicyEngine};
+use tollgate_store::{SessionRow, Store, StoreError, now};
+
+use crate::authenticate::Verifiers;
+use crate::issuers::{ExternalError, ExternalIdentity, IssuerConfig, Issuers};
+use crate::metrics;
+use crate::policy::Engines;
+use crate::reject::Reject;
+use crate::tenant::TenantDirectory;
+
+/// How stale cached liveness may be: the bound on revocation.
+pub const LIVENESS_TTL: Duration = Duration::from_secs(5);
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const CACHE_CAPACITY: u64 = 100_000;
+
+const BAD_TOKEN: Reject = Reject::Unauthenticated("invalid or expired access token");
+
+/// The store behind the gateway, with its caches.
+pub struct Caches {
+    keys: Arc<KeyRing>,
+    database_url: String,
+    /// Opened on first use, inside the runtime that serves requests.
+    store: tokio::sync::OnceCell<StoreLookups>,
+    tokens: Cache<[u8; 32], Arc<AccessClaims>>,
+    sessions: Cache<String, Option<Arc<SessionRow>>>,
+    users: Cache<String, Option<Arc<User>>>,
+    /// Tenants by id, and by whatever a header or subdomain named them.
+    tenants: Cache<String, Option<Arc<Tenant>>>,
+    tenants_named: Cache<String, Option<Arc<Tenant>>>,
+    /// Roles and groups of members and service accounts.
+    standings: Cache<(String, String), Option<Standing>>,
+    api_keys: Cache<String, Option<Arc<KeyRecord>>>,
+    /// Keys whose use was recorded within the last minute.
+    key_uses: Cache<String, ()>,
+    engines: TenantEngines,
+    issuers: Issuers,
+    external: Cache<[u8; 32], Arc<ExternalIdentity>>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build()
+}
+
+fn internal(e: impl std::fmt::Display) -> Reject {
+    tracing::error!(error = %e, "store error in the gateway");
+    Reject::Internal
+}
+
+impl Caches {
+    /// Caches over the store at `database_url` (opened lazily, so its
+    /// connections belong to the runtime that serves requests), verifying our
+    /// tokens with `keys` and also those of the trusted `issuers`.
+    pub fn new(
+        keys: Arc<KeyRing>,
+        database_url: String,
+        policies: Arc<LivePolicies>,
+        issuers: Vec<IssuerConfig>,
+    ) -> Self {
+        Self {
+            keys,
+            database_url,
+            store: tokio::sync::OnceCell::new(),
+            tokens: cache(TOKEN_TTL),
+            sessions: cache(LIVENESS_TTL),
+            users: cache(LIVENESS_TTL),
+            tenants: cache(LIVENESS_TTL),
+            tenants_named: cache(LIVENESS_TTL),
+            standings: cache(LIVENESS_TTL),
+            api_keys: cache(LIVENESS_TTL),
+            key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
+            engines: TenantEngines::new(policies),
+            issuers: Issuers::new(issuers),
+            external: cache(TOKEN_TTL),
+        }
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    async fn lookups(&self) -> Result<&StoreLookups, StoreError> {
+        self.store.get_or_try_init(|| async { Store::connect(&self.database_url).await.map(StoreLookups::new) }).await
+    }
+
+    /// A look-up through `cache`, loading from the store on a miss; both
+    /// counted under `name`.
+    async fn cached<K, V, F, Fut>(
+        &self,
+        cache: &Cache<K, V>,
+        name: &'static str,
+        key: K,
+        load: F,
+    ) -> Result<V, StoreError>
+    where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: FnOnce(StoreLookups) -> Fut,
+        Fut: Future<Output = Result<V, StoreError>>,
+    {
+        // A pool handle: cheap to clone, owned by the loader.
+        let lookups = self.lookups().await?.clone();
+        metrics::cache_lookup(name);
+        cache
+            .try_get_with(key, async move {
+                metrics::cache_miss(name);
+                load(lookups).await
+            })
+            .await
+            .map_err(StoreError::Shared)
+    }
+}
+
+impl Lookups for Caches {
+    async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
+        self.cached(&self.sessions, "sessions", id.to_owned(), |l| async move { l.session(id).await }).await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        self.cached(&self.users, "users", id.to_owned(), |l| async move { l.user(id).await }).await
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
+        self.cached(&self.tenants, "tenants", id.to_owned(), |l| async move { l.tenant(id).await }).await
+    }
+
+    async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {
+        let key = (tenant_id.to_owned(), user_id.to_owned());
+        self.cached(&self.standings, "standings", key, |l| async move { l.member_standing(tenant_id, user_id).await })
+            .await
+    }
+
+    async fn service_account_standing(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+    ) -> Result<Option<Standing>, StoreError> {
+        let key = (tenant_id.to_owned(), format!("sa:{account_id}"));
+        self.cached(&self.standings, "standings", key, |l| async move {
+            l.service_account_standing(tenant_id, account_id).await
+        })
+        .await
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.cached(&self.api_keys, "api_keys", prefix.to_owned(), |l| async move { l.api_key(prefix).await }).await
+    }
+
+    /// Records the use off the request path, at most once a minute per key
+    /// per gateway (the cached record's own `last_used_at` goes stale).
+    async fn key_used(&self, key: &ApiKey) {
+        if self.key_uses.contains_key(&key.id) {
+            return;
+        }
+        self.key_uses.insert(key.id.clone(), ()).await;
+        let Ok(lookups) = self.lookups().await.cloned() else {
+            return;
+        };
+        let mut key = key.clone();
+        key.last_used_at = None;
+        tokio::spawn(async move { lookups.key_used(&key).await });
+    }
+}
+
+/// A verified token's content and when it stops being valid.
+trait Expiring {
+    fn expires_at(&self) -> i64;
+}
+
+impl Expiring for AccessClaims {
+    fn expires_at(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl Expiring for ExternalIdentity {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+/// A token verified once and then served from `cache` by its hash until it
+/// expires, never past it.
+async fn verified_once<T: Expiring + Send + Sync + 'static>(
+    cache: &Cache<[u8; 32], Arc<T>>,
+    name: &'static str,
+    token: &str,
+    verify: impl Future<Output = Result<T, Reject>>,
+) -> Result<Arc<T>, Reject> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    metrics::cache_lookup(name);
+    let verified = match cache.get(&digest).await {
+        Some(verified) => verified,
+        None => {
+            metrics::cache_miss(name);
+            let verified = Arc::new(verify.await?);
+            cache.insert(digest, Arc::clone(&verified)).await;
+            verified
+        }
+    };
+    if verified.expires_at() <= now() {
+        cache.invalidate(&digest).await;
+        return Err(BAD_TOKEN);
+    }
+    Ok(verified)
+}
+
+impl Verifiers for Caches {
+    async fn access_token(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
+        verified_once(&self.tokens, "tokens", token, async { self.keys.verify(token).map_err(|_| BAD_TOKEN) }).await
+    }
+
+    fn is_external(&self, token: &str) -> bool {
+        self.issuers.claims_trusted_issuer(token)
+    }
+
+    async fn external_token(&self, token: &str) -> Result<Arc<ExternalIdentity>, Reject> {
+        verified_once(&self.external, "external_tokens", token, async {
+            self.issuers.verify(token).await.map_err(|e| match e {
+                ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Vec::new() },
+                _ => BAD_TOKEN,
+            })
+        })
+        .await
+    }
+}
+
+impl TenantDirectory for Caches {
+    async fn tenant_named(&self, id_or_slug: &str) -> Result<Option<Arc<Tenant>>, Reject> {
+        self.cached(&self.tenants_named, "tenants", id_or_slug.to_owned(), |l| async move {
+            l.tenant_named(id_or_slug).await
+        })
+        .await
+        .map_err(internal)
+    }
+}
+
+impl Engines for Caches {
+    async fn engine_for(&self, tenant: Option<&Tenant>) -> Result<Arc<PolicyEngine>, Reject> {
+        let Some(tenant) = tenant else {
+            return Ok(self.engines.platform());
+        };
+        let lookups = self.lookups().await.map_err(internal)?;
+        metrics::cache_lookup("layers");
+        self.engines
+            .for_tenant(lookups.store(), &tenant.id, || metrics::cache_miss("layers"))
+            .await
+            .map_err(|_| Reject::Forbidden { detail: LAYER_UNAVAILABLE.into(), policies: Vec::new() })
+    }
+}

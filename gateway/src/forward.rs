@@ -1,0 +1,99 @@
+//! The forward stage: where a permitted request goes and what it carries.
+//! Each upstream is a [`Target`] (health-checked round robin over its
+//! addresses) resolved once per route at start-up; the upstream request
+//! loses every client-sent `X-Tollgate-*` header and gains the identity
+//! headers and a signed assertion of the same facts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+use tollgate_identity::assertion::{ASSERTION_TTL, Assertion};
+use tollgate_identity::decision::new_decision_id;
+use tollgate_identity::tokens::KeyRing;
+use tollgate_store::now;
+
+use crate::config::Upstream;
+use crate::policy::Permit;
+use crate::reject::Reject;
+
+/// The prefix of every identity header; clients never get to send one.
+pub const IDENTITY_HEADER_PREFIX: &str = "x-tollgate-";
+/// How often each upstream address is health checked (TCP connect).
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// An upstream, ready to forward to.
+pub struct Target {
+    pub name: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Round robin over the addresses passing their health check; the
+    /// server runs the checks as a background service.
+    pub balancer: Arc<LoadBalancer<RoundRobin>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    pub fn new(upstream: &Upstream) -> std::io::Result<Self> {
+        let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(upstream.addresses.iter().copied())?;
+        balancer.set_health_check(TcpHealthCheck::new());
+        balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
+        Ok(Self {
+            name: upstream.name.clone(),
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            balancer: Arc::new(balancer),
+        })
+    }
+}
+
+/// A target per configured upstream, by name.
+pub fn targets(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<BTreeMap<String, Arc<Target>>> {
+    upstreams.values().map(|u| Ok((u.name.clone(), Arc::new(Target::new(u)?)))).collect()
+}
+
+/// The identity headers an upstream receives for a permitted request, with
+/// a short-lived signed assertion of the same facts.
+pub fn identity_headers(keys: &KeyRing, permit: &Permit) -> Result<Vec<(&'static str, String)>, Reject> {
+    let t = now();
+    let assertion = Assertion {
+        iss: keys.issuer().to_owned(),
+        aud: permit.target().name.clone(),
+        sub: permit.principal().to_owned(),
+        user: permit.user().map(str::to_owned),
+        tid: permit.tenant().map(|t| t.id.clone()),
+        roles: permit.roles().to_vec(),
+        groups: permit.groups().to_vec(),
+        ip: Some(permit.source_ip().to_owned()),
+        act: permit.route().action.clone(),
+        decision: permit.decision_id().to_owned(),
+        iat: t,
+        nbf: t,
+        exp: t + ASSERTION_TTL,
+        jti: new_decision_id(),
+    };
+    let signed = keys.sign_assertion(&assertion).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an assertion");
+        Reject::Internal
+    })?;
+    let mut headers = vec![
+        ("x-tollgate-principal", assertion.sub),
+        ("x-tollgate-roles", assertion.roles.join(",")),
+        ("x-tollgate-groups", assertion.groups.join(",")),
+        ("x-tollgate-decision", assertion.decision),
+        ("x-tollgate-assertion", signed),
+    ];
+    if let Some(t) = permit.tenant() {
+        headers.push(("x-tollgate-tenant", t.id.clone()));
+        headers.push(("x-tollgate-tenant-slug", t.slug.clone()));
+    }
+    Ok(headers)
+}

@@ -1,0 +1,71 @@
+//! Decisions: their ids and the one decision log line, written the same way
+//! by the gateway, the backend's API and the decision point.
+
+use tollgate_policies::Outcome;
+
+/// A new decision id.
+pub fn new_decision_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Who decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// The gateway, for a request on one of its routes.
+    Gateway,
+    /// The backend, for a call of the platform's API.
+    Api,
+    /// The decision point, for a product's question.
+    DecisionPoint,
+}
+
+impl DecidedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Api => "api",
+            Self::DecisionPoint => "pdp",
+        }
+    }
+}
+
+/// What one decision was about.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    pub by: DecidedBy,
+    pub decision_id: &'a str,
+    /// The tenant's id, empty when the request named none.
+    pub tenant: &'a str,
+    pub principal: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+}
+
+/// The determining policies with their reasons: `id: reason`.
+pub fn reasons(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .determining
+        .iter()
+        .map(|d| match &d.reason {
+            Some(reason) => format!("{}: {reason}", d.id),
+            None => d.id.clone(),
+        })
+        .collect()
+}
+
+/// Writes the decision log line: who decided what about whom, with the
+/// determining policies and any evaluation errors.
+pub fn log_decision(decided: &Decided<'_>, outcome: &Outcome) {
+    tracing::info!(
+        decided_by = decided.by.as_str(),
+        decision_id = %decided.decision_id,
+        tenant = %decided.tenant,
+        principal = %decided.principal,
+        action = %decided.action,
+        resource = %decided.resource,
+        decision = if outcome.is_allow() { "allow" } else { "deny" },
+        policies = ?reasons(outcome),
+        errors = ?outcome.errors,
+        "decision"
+    );
+}

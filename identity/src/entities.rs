@@ -1,0 +1,175 @@
+//! Cedar entities built from our domain types, and the one standard context
+//! every decision carries: the gateway, the backend and the decision point
+//! build the same entities for the same caller and the same facts for the
+//! same request.
+
+use serde_json::{Map, Value, json};
+use tollgate_policies::{EntityRef, EntitySpec};
+
+use crate::principal::{Actor, Authn, KeyOwner, Principal, Tenant};
+use crate::roles::{Builtin, ResolvedRole};
+
+pub fn tenant_ref(id: &str) -> EntityRef {
+    EntityRef::new("Tenant", id)
+}
+
+fn role_ref(role: Builtin) -> EntityRef {
+    EntityRef::new("Role", role.name())
+}
+
+fn custom_role_ref(name: &str) -> EntityRef {
+    EntityRef::new("Role", format!("custom:{name}"))
+}
+
+/// A tenant's entity, with the attributes policies see: its lifecycle
+/// status and its plan.
+pub fn tenant_entity(tenant: &Tenant) -> EntitySpec {
+    EntitySpec::new(tenant_ref(&tenant.id))
+        .attr("status", json!(tenant.status.as_str()))
+        .attr("plan", json!(tenant.plan))
+}
+
+fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {
+    for builtin in Builtin::ALL {
+        let mut entity = EntitySpec::new(role_ref(builtin));
+        if let Some(below) = builtin.below() {
+            entity = entity.parent(role_ref(below));
+        }
+        out.push(entity);
+    }
+    if role.custom {
+        let mut entity = EntitySpec::new(custom_role_ref(&role.name));
+        if let Some(base) = role.base {
+            entity = entity.parent(role_ref(base));
+        }
+        out.push(entity);
+    }
+}
+
+fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
+    if role.custom { Some(custom_role_ref(&role.name)) } else { role.base.map(role_ref) }
+}
+
+/// The principal's entity and those it sits under: its role, its groups and
+/// its tenant.
+pub fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
+    role_entities(&p.role, out);
+    let tenant = tenant_ref(&p.tenant.id);
+    out.push(tenant_entity(&p.tenant));
+    for group in p.groups.iter() {
+        out.push(EntitySpec::new(EntityRef::new("Group", group.clone())).parent(tenant.clone()));
+    }
+    let with_role = |mut entity: EntitySpec| {
+        if let Some(role) = role_parent(&p.role) {
+            entity = entity.parent(role);
+        }
+        for group in p.groups.iter() {
+            entity = entity.parent(EntityRef::new("Group", group.clone()));
+        }
+        entity.parent(tenant.clone())
+    };
+    match &p.actor {
+        Actor::User { user, .. } => {
+            let uid = EntityRef::new("User", user.id.clone());
+            out.push(with_role(
+                EntitySpec::new(uid.clone())
+                    .attr("email", json!(user.email))
+                    .attr("platform_admin", json!(user.platform_admin))
+                    .attr("role_rank", json!(p.role.rank())),
+            ));
+            uid
+        }
+        Actor::ApiKey { key } => {
+            let uid = EntityRef::new("ApiKey", key.id.clone());
+            let scopes: Vec<&str> = key.scopes.iter().collect();
+            let entity = with_role(
+                EntitySpec::new(uid.clone())
+                    .entity_attr("tenant", &tenant)
+                    .attr("scopes", json!(scopes))
+                    .attr("role_rank", json!(p.role.rank())),
+            );
+            out.push(entity.parent(match &key.owner {
+                KeyOwner::User(id) => EntityRef::new("User", id.clone()),
+                KeyOwner::ServiceAccount(id) => EntityRef::new("ServiceAccount", id.clone()),
+            }));
+            uid
+        }
+    }
+}
+
+/// The anonymous caller's entity.
+pub fn anonymous_entity(out: &mut Vec<EntitySpec>) -> EntityRef {
+    let uid = EntityRef::new("Anonymous", "anonymous");
+    out.push(EntitySpec::new(uid.clone()));
+    uid
+}
+
+/// What the gateway knows of an HTTP request it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The normalized path.
+    pub path: &'a str,
+    pub source_ip: &'a str,
+    /// Seconds since the Unix epoch when the request was decided.
+    pub time: i64,
+}
+
+/// The names of the standard facts, which only Tollgate sets.
+pub const STANDARD_FACTS: [&str; 7] = ["authn", "mfa", "required_scope", "method", "path", "source_ip", "time"];
+
+/// The one standard context: how the caller authenticated, with a second
+/// factor or not, and the scope the action needs (the schema's
+/// `RequestContext`); with the facts of an HTTP request added, the
+/// `GatewayContext` of gateway routes and product actions.
+pub fn standard_context(
+    authn: Authn,
+    mfa: bool,
+    required_scope: &str,
+    request: Option<&RequestFacts<'_>>,
+) -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert("authn".into(), json!(authn.as_str()));
+    context.insert("mfa".into(), json!(mfa));
+    context.insert("required_scope".into(), json!(required_scope));
+    if let Some(r) = request {
+        context.insert("method".into(), json!(r.method));
+        context.insert("path".into(), json!(r.path));
+        context.insert("source_ip".into(), json!(r.source_ip));
+        context.insert("time".into(), json!(r.time));
+    }
+    context
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::principal::tests::person;
+
+    #[test]
+    fn a_person_sits_under_role_groups_and_tenant() {
+        let mut p = person("u1", "t1", Builtin::Admin, &["pwd"]);
+        p.groups = std::sync::Arc::from(["g1".to_owned()]);
+        let mut entities = Vec::new();
+        let uid = principal_entities(&p, &mut entities);
+        assert_eq!(uid, EntityRef::new("User", "u1"));
+        let user = entities.iter().find(|e| e.uid == uid).unwrap();
+        for parent in [EntityRef::new("Role", "admin"), EntityRef::new("Group", "g1"), tenant_ref("t1")] {
+            assert!(user.parents.contains(&parent), "{parent:?}");
+        }
+        assert!(entities.iter().any(|e| e.uid == tenant_ref("t1") && e.attrs["status"] == "active"));
+    }
+
+    #[test]
+    fn the_standard_context_has_the_gateway_facts_only_for_requests() {
+        let api = standard_context(Authn::ApiKey, false, "keys:read", None);
+        assert_eq!(api.len(), 3);
+        let facts = RequestFacts { method: "GET", path: "/x", source_ip: "10.0.0.1", time: 7 };
+        let gateway = standard_context(Authn::Password, true, "crm.read", Some(&facts));
+        let mut names: Vec<&str> = gateway.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut expected = STANDARD_FACTS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(names, expected, "the standard facts are exactly the gateway's context");
+    }
+}

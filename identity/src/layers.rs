@@ -1,0 +1,107 @@
+//! Tenant policy layers: the engine a tenant's requests are evaluated with is
+//! the platform snapshot plus the tenant's active layer. One cache of those
+//! engines serves the gateway and the decision point alike, so both answer a
+//! layer that cannot be loaded the same way: the tenant's requests are
+//! refused (fail closed), never evaluated without the layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use tollgate_policies::{LivePolicies, LoadError, PolicyEngine};
+use tollgate_store::{self as store, Store, StoreError};
+
+/// How long a tenant's engine may serve before it is loaded again: the bound
+/// within which an activation or rollback reaches every instance.
+pub const LAYER_TTL: Duration = Duration::from_secs(2);
+const CAPACITY: u64 = 10_000;
+
+/// The id prefix of a tenant's policies, so they never collide with the
+/// platform's or another tenant's.
+pub fn layer_prefix(tenant_id: &str) -> String {
+    format!("tenant:{tenant_id}:")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the tenant's active policies no longer validate: {0}")]
+    Invalid(LoadError),
+}
+
+/// What every side answers when a tenant's layer cannot be loaded.
+pub const LAYER_UNAVAILABLE: &str = "the tenant's policies cannot be loaded";
+
+/// The platform snapshot with `source` as `tenant_id`'s layer.
+pub fn combine(live: &LivePolicies, tenant_id: &str, version: i64, source: &str) -> Result<PolicyEngine, LoadError> {
+    live.current().with_layer(&layer_prefix(tenant_id), &format!("tenant policies v{version}"), source)
+}
+
+/// The engine for a tenant's requests, straight from the store: the
+/// platform's alone when the tenant has no active layer.
+pub async fn load_tenant_engine(
+    store: &Store,
+    live: &LivePolicies,
+    tenant_id: &str,
+) -> Result<Arc<PolicyEngine>, LayerError> {
+    let mut tx = store.tenant_tx(tenant_id).await?;
+    let active = store::active_policy(&mut tx, tenant_id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    match active {
+        None => Ok(live.current()),
+        Some(row) => combine(live, tenant_id, row.version, &row.source).map(Arc::new).map_err(LayerError::Invalid),
+    }
+}
+
+/// Each tenant's engine, built at most once per [`LAYER_TTL`] however many
+/// requests or questions need it.
+pub struct TenantEngines {
+    live: Arc<LivePolicies>,
+    cache: Cache<String, Arc<PolicyEngine>>,
+}
+
+impl std::fmt::Debug for TenantEngines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantEngines").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl TenantEngines {
+    pub fn new(live: Arc<LivePolicies>) -> Self {
+        Self { live, cache: Cache::builder().max_capacity(CAPACITY).time_to_live(LAYER_TTL).build() }
+    }
+
+    /// The platform's policies in force.
+    pub fn platform(&self) -> Arc<PolicyEngine> {
+        self.live.current()
+    }
+
+    pub fn live(&self) -> &Arc<LivePolicies> {
+        &self.live
+    }
+
+    /// Forgets `tenant_id`'s engine, so this instance serves a change of its
+    /// layer at once (other instances within [`LAYER_TTL`]).
+    pub async fn invalidate(&self, tenant_id: &str) {
+        self.cache.invalidate(tenant_id).await;
+    }
+
+    /// The engine for `tenant_id`'s requests; `on_miss` runs when it has to
+    /// be loaded. The error is logged here; callers answer
+    /// [`LAYER_UNAVAILABLE`].
+    pub async fn for_tenant(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        on_miss: impl FnOnce() + Send,
+    ) -> Result<Arc<PolicyEngine>, Arc<LayerError>> {
+        self.cache
+            .try_get_with(tenant_id.to_owned(), async move {
+                on_miss();
+                load_tenant_engine(store, &self.live, tenant_id).await
+            })
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded"))
+    }
+}

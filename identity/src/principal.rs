@@ -1,0 +1,354 @@
+//! Who is calling, as both the gateway and the backend see it: domain types
+//! built once from store rows (a user without their password hash, a tenant
+//! with its lifecycle status as an enum, an API key with its scopes parsed),
+//! the actor behind a call and the principal acting in one tenant.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tollgate_store::{ApiKeyRow, StoreError, TenantRow, UserRow};
+
+use crate::roles::ResolvedRole;
+
+/// A tenant's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatus {
+    Active,
+    /// Deletion was requested: reads still work, writes do not.
+    PendingDeletion,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "pending_deletion" => Some(Self::PendingDeletion),
+            "suspended" => Some(Self::Suspended),
+            _ => None,
+        }
+    }
+
+    /// The stored (and API) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::PendingDeletion => "pending_deletion",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+/// A tenant as the layers above the store see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: TenantStatus,
+    pub plan: String,
+    /// The tenant's settings document (JSON text).
+    pub settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<TenantRow> for Tenant {
+    /// A status the code does not know is treated as suspended: unknown
+    /// states refuse requests rather than let them through.
+    fn from(row: TenantRow) -> Self {
+        Self {
+            status: TenantStatus::parse(&row.status).unwrap_or(TenantStatus::Suspended),
+            id: row.id,
+            slug: row.slug,
+            name: row.name,
+            plan: row.plan,
+            settings: row.settings,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+impl Tenant {
+    /// Why the tenant's lifecycle state refuses a request, if it does:
+    /// suspended tenants refuse everything, tenants pending deletion
+    /// everything but reads. The gateway and the backend both apply this one
+    /// rule.
+    pub fn refusal(&self, read_only_request: bool) -> Option<String> {
+        match self.status {
+            TenantStatus::Active => None,
+            TenantStatus::PendingDeletion if read_only_request => None,
+            TenantStatus::PendingDeletion => Some(format!("tenant `{}` is pending deletion and read-only", self.slug)),
+            TenantStatus::Suspended => Some(format!("tenant `{}` is suspended", self.slug)),
+        }
+    }
+}
+
+/// Whether an HTTP method only reads.
+pub fn is_read_only(method: &str) -> bool {
+    method == "GET" || method == "HEAD"
+}
+
+/// A person, without their credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub platform_admin: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            platform_admin: row.platform_admin == 1,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The scopes of an API key, parsed once when the key is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes(BTreeSet<String>);
+
+impl Scopes {
+    /// Parses the stored JSON array of scope names.
+    pub fn from_json(text: &str) -> Result<Self, StoreError> {
+        let names: Vec<String> = serde_json::from_str(text).map_err(|_| StoreError::Corrupt("api_keys.scopes"))?;
+        Ok(Self(names.into_iter().collect()))
+    }
+
+    /// Whether the key holds `scope`, or every scope (`*`).
+    pub fn allows(&self, scope: &str) -> bool {
+        self.0.contains("*") || self.0.contains(scope)
+    }
+
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.contains(scope)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl FromIterator<String> for Scopes {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOwner {
+    User(String),
+    ServiceAccount(String),
+}
+
+/// An API key, without its secret hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub prefix: String,
+    pub name: String,
+    pub owner: KeyOwner,
+    pub scopes: Scopes,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl TryFrom<&ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+
+    fn try_from(row: &ApiKeyRow) -> Result<Self, StoreError> {
+        let owner = match (&row.owner_user_id, &row.owner_service_account_id) {
+            (Some(user), None) => KeyOwner::User(user.clone()),
+            (None, Some(account)) => KeyOwner::ServiceAccount(account.clone()),
+            _ => return Err(StoreError::Corrupt("api_keys.owner")),
+        };
+        Ok(Self {
+            id: row.id.clone(),
+            tenant_id: row.tenant_id.clone(),
+            prefix: row.prefix.clone(),
+            name: row.name.clone(),
+            owner,
+            scopes: Scopes::from_json(&row.scopes)?,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+        })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A person with an access token for one of their sessions (or a token
+    /// of a trusted external issuer: `amr` then holds `ext`).
+    User { user: User, session_id: String, amr: Vec<String> },
+    /// An API key, owned by a user or a service account of the tenant.
+    ApiKey { key: ApiKey },
+}
+
+/// How a caller authenticated: the `authn` fact of every policy context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authn {
+    Password,
+    External,
+    ApiKey,
+    /// A question to the decision point, about a principal who is not calling.
+    DecisionPoint,
+    Anonymous,
+}
+
+impl Authn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::External => "external",
+            Self::ApiKey => "api_key",
+            Self::DecisionPoint => "pdp",
+            Self::Anonymous => "none",
+        }
+    }
+}
+
+/// An authenticated caller acting in one tenant with one role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub actor: Actor,
+    /// Shared with the tenant cache of the gateway, not copied per request.
+    pub tenant: Arc<Tenant>,
+    pub role: ResolvedRole,
+    /// The ids of the tenant's groups the caller belongs to (an API key:
+    /// its owner's).
+    pub groups: Arc<[String]>,
+    pub client_ip: String,
+}
+
+impl Principal {
+    /// The user behind the call, when a person (not an API key) is calling.
+    pub fn user(&self) -> Option<&User> {
+        match &self.actor {
+            Actor::User { user, .. } => Some(user),
+            Actor::ApiKey { .. } => None,
+        }
+    }
+
+    /// How the caller authenticated, and whether with a second factor.
+    pub fn authn_facts(&self) -> (Authn, bool) {
+        match &self.actor {
+            Actor::User { amr, .. } => {
+                let mfa = amr.iter().any(|m| m == "mfa" || m == "otp");
+                if amr.iter().any(|m| m == "ext") { (Authn::External, mfa) } else { (Authn::Password, mfa) }
+            }
+            Actor::ApiKey { .. } => (Authn::ApiKey, false),
+        }
+    }
+
+    /// A stable id of the caller for logs, assertions and `created_by` columns.
+    pub fn actor_id(&self) -> String {
+        match &self.actor {
+            Actor::User { user, .. } => format!("user:{}", user.id),
+            Actor::ApiKey { key } => format!("apikey:{}", key.id),
+        }
+    }
+
+    /// `user:<id>` of the person the call acts for: the caller, or the owner
+    /// of the caller's API key; `None` for service accounts' keys.
+    pub fn acting_user(&self) -> Option<String> {
+        match &self.actor {
+            Actor::User { user, .. } => Some(format!("user:{}", user.id)),
+            Actor::ApiKey { key } => match &key.owner {
+                KeyOwner::User(id) => Some(format!("user:{id}")),
+                KeyOwner::ServiceAccount(_) => None,
+            },
+        }
+    }
+
+    /// Whether the caller acts in the tenant `tenant_id`.
+    pub fn is_in_tenant(&self, tenant_id: &str) -> bool {
+        self.tenant.id == tenant_id
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::roles::Builtin;
+
+    pub(crate) fn tenant(id: &str, status: TenantStatus) -> Tenant {
+        Tenant {
+            id: id.into(),
+            slug: id.into(),
+            name: id.into(),
+            status,
+            plan: "free".into(),
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    pub(crate) fn person(id: &str, tenant_id: &str, role: Builtin, amr: &[&str]) -> Principal {
+        let user = User {
+            id: id.into(),
+            email: format!("{id}@x.test"),
+            name: id.into(),
+            platform_admin: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        Principal {
+            actor: Actor::User { user, session_id: "s".into(), amr: amr.iter().map(|s| (*s).to_owned()).collect() },
+            tenant: Arc::new(tenant(tenant_id, TenantStatus::Active)),
+            role: ResolvedRole::builtin(role),
+            groups: Arc::from([]),
+            client_ip: "127.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn authn_facts_name_how_the_caller_authenticated() {
+        let facts = |amr: &[&str]| person("u", "t", Builtin::Member, amr).authn_facts();
+        assert_eq!(facts(&["pwd"]), (Authn::Password, false));
+        assert_eq!(facts(&["pwd", "otp"]), (Authn::Password, true));
+        assert_eq!(facts(&["ext"]), (Authn::External, false), "external issuers are not passwords");
+    }
+
+    #[test]
+    fn unknown_tenant_states_refuse() {
+        let mut row = TenantRow {
+            id: "t".into(),
+            slug: "acme".into(),
+            name: "Acme".into(),
+            status: "frozen".into(),
+            plan: "free".into(),
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+            status_changed_at: 0,
+        };
+        assert_eq!(Tenant::from(row.clone()).status, TenantStatus::Suspended);
+        assert!(Tenant::from(row.clone()).refusal(true).is_some());
+        row.status = "pending_deletion".into();
+        let pending = Tenant::from(row);
+        assert_eq!(pending.refusal(true), None, "reads still work");
+        assert!(pending.refusal(false).is_some_and(|r| r.contains("read-only")));
+    }
+
+    #[test]
+    fn scopes_parse_once_and_star_allows_all() {
+        let scopes = Scopes::from_json(r#"["members:read", "contact.read"]"#).unwrap();
+        assert!(scopes.allows("members:read") && !scopes.allows("members:write"));
+        assert!(Scopes::from_json(r#"["*"]"#).unwrap().allows("anything"));
+        assert!(Scopes::from_json("not json").is_err());
+    }
+}
