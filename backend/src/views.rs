@@ -26,6 +26,7 @@ pub fn user(u: &User) -> Value {
         "email": u.email,
         "name": u.name,
         "platform_admin": u.platform_admin,
+        "email_verified": u.email_verified,
         "created_at": ts(u.created_at),
         "updated_at": ts(u.updated_at),
     })

@@ -39,6 +39,7 @@ pub fn member(groups: usize) -> Caller {
         email: "mia@acme.test".into(),
         name: "Mia".into(),
         platform_admin: false,
+        email_verified: true,
         created_at: 0,
         updated_at: 0,
     };

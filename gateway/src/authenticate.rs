@@ -98,6 +98,7 @@ async fn external_principal(
         email: identity.email.clone(),
         name: identity.subject.clone(),
         platform_admin: false,
+        email_verified: false,
         created_at: now(),
         updated_at: now(),
     };

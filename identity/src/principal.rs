@@ -97,6 +97,8 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub platform_admin: bool,
+    /// Whether the person proved they own `email`.
+    pub email_verified: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -108,6 +110,7 @@ impl From<UserRow> for User {
             email: row.email,
             name: row.name,
             platform_admin: row.platform_admin == 1,
+            email_verified: row.email_verified_at.is_some(),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -303,6 +306,7 @@ pub(crate) mod tests {
             email: format!("{id}@x.test"),
             name: id.into(),
             platform_admin: false,
+            email_verified: true,
             created_at: 0,
             updated_at: 0,
         };

@@ -36,6 +36,7 @@ pub fn matches(secret: &str, stored: &str) -> bool {
 pub const REFRESH_PREFIX: &str = "tgr_";
 pub const API_KEY_PREFIX: &str = "tg_";
 pub const INVITATION_PREFIX: &str = "tgi_";
+pub const VERIFICATION_PREFIX: &str = "tgv_";
 
 pub fn new_refresh_token() -> String {
     format!("{REFRESH_PREFIX}{}", random_token())
@@ -58,6 +59,11 @@ pub fn api_key_prefix(presented: &str) -> Option<&str> {
         && secret.len() == 43
         && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then(|| &presented[..API_KEY_PREFIX.len() + 12])
+}
+
+/// A new email verification token.
+pub fn new_verification_token() -> String {
+    format!("{VERIFICATION_PREFIX}{}", random_token())
 }
 
 /// A new invitation token naming its tenant: `tgi_<tenant id>_<secret>`.

@@ -14,31 +14,38 @@ pub struct UserRow {
     pub platform_admin: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the owner proved the mailbox; `None` while the address is only claimed.
+    pub email_verified_at: Option<i64>,
 }
 
 macro_rules! user_columns {
     () => {
-        "id, email, name, password_hash, platform_admin, created_at, updated_at"
+        "id, email, name, password_hash, platform_admin, created_at, updated_at, email_verified_at"
     };
 }
 
+/// A new account. `verified` when the caller has just proved the mailbox
+/// (an invitation token mailed to it).
 pub async fn insert_user(
     tx: &mut Tx,
     email: &str,
     name: &str,
     password_hash: Option<&str>,
+    verified: bool,
 ) -> Result<UserRow, StoreError> {
     let id = new_id();
     let t = now();
+    let verified_at = verified.then_some(t);
     sqlx::query(
-        "INSERT INTO users (id, email, name, password_hash, platform_admin, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 0, $5, $5)",
+        "INSERT INTO users (id, email, name, password_hash, platform_admin, created_at, updated_at, email_verified_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, $5, $6)",
     )
     .bind(&id)
     .bind(email)
     .bind(name)
     .bind(password_hash)
     .bind(t)
+    .bind(verified_at)
     .execute(&mut **tx)
     .await?;
     sqlx::query("INSERT INTO user_settings (user_id, preferences, updated_at) VALUES ($1, '{}', $2)")
@@ -54,7 +61,76 @@ pub async fn insert_user(
         platform_admin: 0,
         created_at: t,
         updated_at: t,
+        email_verified_at: verified_at,
     })
+}
+
+/// Records a verification token (its hash) for `user_id`'s current address.
+pub async fn insert_email_verification(
+    tx: &mut Tx,
+    user_id: &str,
+    email: &str,
+    token_hash: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO email_verifications (id, user_id, email, token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_id())
+    .bind(user_id)
+    .bind(email)
+    .bind(token_hash)
+    .bind(now())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Spends the unexpired, unused verification token with `token_hash` issued
+/// to `user_id` for its current address, and marks that address verified.
+/// False when there is no such token.
+pub async fn verify_email(tx: &mut Tx, user_id: &str, token_hash: &str) -> Result<bool, StoreError> {
+    let t = now();
+    let spent = sqlx::query(
+        "UPDATE email_verifications SET used_at = $1 WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL \
+         AND expires_at > $1 AND email = (SELECT email FROM users WHERE id = $3)",
+    )
+    .bind(t)
+    .bind(token_hash)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    if spent.rows_affected() != 1 {
+        return Ok(false);
+    }
+    mark_email_verified(tx, user_id).await?;
+    Ok(true)
+}
+
+/// Marks `user_id`'s current address as verified.
+pub async fn mark_email_verified(tx: &mut Tx, user_id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET email_verified_at = $1, updated_at = $1 WHERE id = $2 AND email_verified_at IS NULL")
+        .bind(now())
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Takes an unverified claim on an address away from its account, once the
+/// mailbox's owner has proved it some other way: the account keeps its data
+/// but no longer holds the address (nor can sign in with it). False when the
+/// account's address is verified.
+pub async fn release_unverified_email(tx: &mut Tx, user_id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE users SET email = $1, updated_at = $2 WHERE id = $3 AND email_verified_at IS NULL")
+        .bind(format!("{user_id}@released.invalid"))
+        .bind(now())
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn user_by_email(tx: &mut Tx, email: &str) -> Result<Option<UserRow>, StoreError> {

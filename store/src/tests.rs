@@ -5,7 +5,7 @@ use super::*;
 
 async fn tenant_with_owner(store: &Store, name: &str, email: &str) -> (TenantRow, UserRow) {
     let mut tx = store.tx().await.unwrap();
-    let user = insert_user(&mut tx, email, "Owner", Some("x")).await.unwrap();
+    let user = insert_user(&mut tx, email, "Owner", Some("x"), true).await.unwrap();
     let tenant = insert_tenant(&mut tx, name, "acme").await.unwrap();
     store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
     insert_membership(&mut tx, &tenant.id, &user.id, "owner").await.unwrap();
@@ -28,8 +28,8 @@ async fn migrations_are_idempotent_and_slugs_unique() {
 async fn duplicate_email_is_a_unique_violation() {
     for db in databases().await {
         let mut tx = db.store.tx().await.unwrap();
-        insert_user(&mut tx, "same@x.test", "A", None).await.unwrap();
-        let err = insert_user(&mut tx, "same@x.test", "B", None).await.unwrap_err();
+        insert_user(&mut tx, "same@x.test", "A", None, false).await.unwrap();
+        let err = insert_user(&mut tx, "same@x.test", "B", None, false).await.unwrap_err();
         assert!(err.is_unique_violation(), "{}: {err}", db.label);
     }
 }

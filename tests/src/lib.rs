@@ -211,14 +211,20 @@ impl Tollgate {
         let path = format!("/api/v1/tenants/{tenant}/invitations");
         let (status, body) = self.send("POST", &path, Some(token), Some(json!({"email": email, "role": role}))).await;
         assert_eq!(status, 201, "{body}");
-        let outbox = String::from_utf8_lossy(&self.cli(&["outbox", "--to", email]).stdout).into_owned();
-        let start = outbox.find("tgi_").unwrap_or_else(|| panic!("no invitation for {email} in the outbox"));
-        let invite: String =
-            outbox[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+        let invite = self.mailed_token(email, "tgi_");
         let accept = json!({"token": invite, "name": "Member", "password": PASSWORD});
         let (status, body) = self.send("POST", "/api/v1/invitations/accept", None, Some(accept)).await;
         assert_eq!(status, 201, "{body}");
         self.login(email).await["access_token"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The newest token starting with `prefix` mailed to `email`, read from
+    /// the outbox with the CLI.
+    pub fn mailed_token(&self, email: &str, prefix: &str) -> String {
+        let outbox =
+            String::from_utf8_lossy(&self.cli(&["outbox", "--to", email, "--limit", "100"]).stdout).into_owned();
+        let start = outbox.find(prefix).unwrap_or_else(|| panic!("no `{prefix}` token for {email} in the outbox"));
+        outbox[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
     }
 
     /// Stops the process and waits for it, keeping its data dir (returned).

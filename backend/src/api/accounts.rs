@@ -1,12 +1,12 @@
-//! The caller's own account: profile, password, settings (with the theme
-//! mode) and sessions.
+//! The caller's own account: profile, password, email verification,
+//! settings (with the theme mode) and sessions.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Verb::{Delete, Get, Patch};
+use super::Verb::{Delete, Get, Patch, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth};
 use crate::auth::password;
@@ -25,6 +25,16 @@ pub fn routes(api: Api) -> Api {
     api.op(Get, "/me", "The caller's account and membership", Auth::Bearer, 200, me)
         .op(Patch, "/me", "Change name or password", Auth::Bearer, 200, update_me)
         .body::<UpdateMe>()
+        .op(
+            Post,
+            "/me/verify-email",
+            "Prove the account's address with the mailed token",
+            Auth::Bearer,
+            200,
+            verify_email,
+        )
+        .body::<VerifyEmail>()
+        .op(Post, "/me/verify-email/resend", "Mail a new verification token", Auth::Bearer, 202, resend_verification)
         .op(Get, "/me/settings", "The caller's preferences", Auth::Bearer, 200, settings)
         .op(Patch, "/me/settings", "Merge-patch the caller's preferences", Auth::Bearer, 200, update_settings)
         .body::<SettingsPatch>()
@@ -207,6 +217,42 @@ async fn update_settings(
     store::save_settings(&mut tx, &user.id, &stored).await?;
     tx.commit().await?;
     Ok(ApiJson(settings_view(&stored)))
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct VerifyEmail {
+    /// The `tgv_...` token of the verification mail.
+    token: String,
+}
+
+/// The mailed token proves the mailbox; the caller's own access token proves
+/// the account: both together make the address the account's.
+async fn verify_email(
+    State(state): State<AppState>,
+    p: Authenticated,
+    ApiJson(body): ApiJson<VerifyEmail>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let user = account_user(&state, &p, Action::AccountUpdate)?;
+    let mut tx = state.store.tx().await?;
+    if !store::verify_email(&mut tx, &user.id, &tollgate_identity::secrets::hash(body.token.trim())).await? {
+        return Err(ApiError::field("token", "is not a valid verification token for this account's address"));
+    }
+    store::security_event(&mut tx, None, Some(&user.id), "user.email_verified", &p.client_ip, json!({})).await?;
+    let row = store::user_by_id(&mut tx, &user.id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(ApiJson(json!({"user": views::user(&User::from(row))})))
+}
+
+async fn resend_verification(State(state): State<AppState>, p: Authenticated) -> Result<StatusCode, ApiError> {
+    let user = account_user(&state, &p, Action::AccountUpdate)?;
+    if user.email_verified {
+        return Err(ApiError::Conflict("the address is already verified".into()));
+    }
+    let mut tx = state.store.tx().await?;
+    super::session::send_verification(&state, &mut tx, &user.id, &user.email).await?;
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn sessions(State(state): State<AppState>, p: Authenticated) -> Result<ApiJson<Value>, ApiError> {

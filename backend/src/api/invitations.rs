@@ -1,5 +1,11 @@
 //! Invitations: admins invite by email with a role (the mail goes to the
 //! outbox); the invitee accepts with the token, creating an account if new.
+//!
+//! The token proves the mailbox, never an account: an address that already
+//! belongs to a verified account is accepted only by that account, signed
+//! in; an unverified claim on the address is honoured only when its account
+//! is the one signed in (which then becomes verified), and otherwise taken
+//! away from it in favour of the new account of the mailbox's owner.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -144,7 +150,12 @@ struct Accept {
     password: Option<String>,
 }
 
-async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -> Result<Response, ApiError> {
+async fn accept(
+    State(state): State<AppState>,
+    caller: Option<Authenticated>,
+    ApiJson(body): ApiJson<Accept>,
+) -> Result<Response, ApiError> {
+    let caller = caller.as_ref().map(|c| c.require_user()).transpose()?;
     let tenant_id =
         secrets::invitation_tenant(&body.token).ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?.to_owned();
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
@@ -157,13 +168,47 @@ async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -
         .map(Tenant::from)
         .filter(|t| t.status == TenantStatus::Active)
         .ok_or_else(|| ApiError::BadRequest(BAD_INVITATION.into()))?;
-    let existing = store::user_by_email(&mut tx, &invitation.email).await?;
+    let mut existing = store::user_by_email(&mut tx, &invitation.email).await?;
+    if let Some(holder) = existing.as_ref().filter(|u| u.email_verified_at.is_none())
+        && caller.is_none_or(|c| c.id != holder.id)
+    {
+        // An unverified claim: the mailbox's owner (who holds this token)
+        // wins it, unless the claiming account itself is accepting.
+        store::release_unverified_email(&mut tx, &holder.id).await?;
+        store::security_event(
+            &mut tx,
+            None,
+            Some(&holder.id),
+            "user.email_released",
+            "",
+            json!({"invitation": invitation.id}),
+        )
+        .await?;
+        existing = None;
+    }
     let (user, created) = match existing {
-        Some(user) => {
+        Some(mut user) => {
+            match caller {
+                None => {
+                    return Err(ApiError::Unauthorized(
+                        "an account holds this address: sign in to it and accept with its access token",
+                    ));
+                }
+                Some(c) if c.id != user.id => {
+                    return Err(ApiError::forbidden("this invitation is for another account's address"));
+                }
+                Some(_) => {}
+            }
             if store::membership(&mut tx, &tenant_id, &user.id).await?.is_some() {
                 return Err(ApiError::Conflict("already a member of this tenant".into()));
             }
+            // The token was mailed to the address: it is the account's now.
+            store::mark_email_verified(&mut tx, &user.id).await?;
+            user.email_verified_at.get_or_insert_with(now);
             (user, false)
+        }
+        None if caller.is_some() => {
+            return Err(ApiError::forbidden("this invitation is for another account's address"));
         }
         None => {
             let name = body.name.as_deref().map(str::trim).unwrap_or_default().to_owned();
@@ -176,7 +221,7 @@ async fn accept(State(state): State<AppState>, ApiJson(body): ApiJson<Accept>) -
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-            (store::insert_user(&mut tx, &invitation.email, &name, Some(&hash)).await?, true)
+            (store::insert_user(&mut tx, &invitation.email, &name, Some(&hash), true).await?, true)
         }
     };
     if !store::accept_invitation(&mut tx, &invitation.id).await? {

@@ -48,6 +48,28 @@ struct SignupBody {
     tenant_name: Option<String>,
 }
 
+/// How long an email verification token is valid.
+const VERIFICATION_TTL: i64 = 2 * 86_400;
+
+/// Mails `email` a token that proves the mailbox when its account's owner,
+/// signed in, sends it back (`POST /me/verify-email`).
+pub(super) async fn send_verification(
+    state: &AppState,
+    tx: &mut store::Tx,
+    user_id: &str,
+    email: &str,
+) -> Result<(), ApiError> {
+    let token = secrets::new_verification_token();
+    store::insert_email_verification(tx, user_id, email, &secrets::hash(&token), now() + VERIFICATION_TTL).await?;
+    let body = format!(
+        "Confirm that this address is yours: signed in to your account, send\n  POST {}/api/v1/me/verify-email\n  {{\"token\": \"{token}\"}}\n\nUntil then the account cannot accept invitations or join tenants. \
+         If you did not sign up, ignore this mail: nobody can use your address without it.\n",
+        state.config.issuer
+    );
+    store::enqueue_mail(tx, None, email, "Confirm your email address", &body).await?;
+    Ok(())
+}
+
 async fn hash_password(pw: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
@@ -77,7 +99,7 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     if store::user_by_email(&mut tx, &email).await?.is_some() {
         return Err(ApiError::Conflict("an account with this email already exists".into()));
     }
-    let user = match store::insert_user(&mut tx, &email, &name, Some(&hash)).await {
+    let user = match store::insert_user(&mut tx, &email, &name, Some(&hash), false).await {
         Ok(user) => user,
         Err(e) if e.is_unique_violation() => {
             return Err(ApiError::Conflict("an account with this email already exists".into()));
@@ -88,6 +110,7 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     state.store.bind_tenant(&mut tx, &tenant.id).await?;
     store::insert_membership(&mut tx, &tenant.id, &user.id, "owner").await?;
     store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "user.signup", "", json!({})).await?;
+    send_verification(&state, &mut tx, &user.id, &user.email).await?;
     tx.commit().await?;
     let body = json!({
         "user": views::user(&User::from(user)),

@@ -11,3 +11,4 @@ mod members;
 mod policies;
 mod session;
 mod tenants;
+mod verification;

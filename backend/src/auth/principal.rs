@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use tollgate_identity::credentials::{self, CredentialError, bearer, principal_from_api_key, principal_from_claims};
@@ -90,5 +90,19 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(ApiError::forbidden(reason));
         }
         Ok(Authenticated(principal))
+    }
+}
+
+/// For endpoints open to everyone that act differently for a signed-in
+/// caller: no `Authorization` header is `None`; a bad one is still refused.
+impl OptionalFromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }

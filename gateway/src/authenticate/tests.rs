@@ -58,6 +58,7 @@ impl Memory {
             email: format!("{user}@x.test"),
             name: user.into(),
             platform_admin: false,
+            email_verified: true,
             created_at: 0,
             updated_at: 0,
         };

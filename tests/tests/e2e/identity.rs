@@ -17,6 +17,10 @@ async fn readme_walkthrough() {
     let (status, me) = tg.send("GET", "/api/v1/me", Some(token), None).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["tenant"]["slug"], "analytical-engines");
+    assert_eq!(me["user"]["email_verified"], false);
+    let verify = tg.mailed_token("ada@example.com", "tgv_");
+    let (status, me) = tg.send("POST", "/api/v1/me/verify-email", Some(token), Some(json!({"token": verify}))).await;
+    assert_eq!((status, me["user"]["email_verified"].as_bool()), (200, Some(true)), "{me}");
 
     let (status, body) = tg
         .send(
@@ -27,11 +31,7 @@ async fn readme_walkthrough() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let outbox = String::from_utf8(tg.cli(&["outbox", "--to", "grace@example.com"]).stdout).unwrap();
-    let invite: String = outbox[outbox.find("tgi_").expect("invitation token in the outbox")..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
+    let invite = tg.mailed_token("grace@example.com", "tgi_");
     let (status, body) = tg
         .send(
             "POST",
@@ -228,4 +228,38 @@ async fn the_backend_sees_the_client_address_through_the_gateway() {
         client.get(tg.url("/api/v1/me/sessions")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     let current = sessions["items"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap();
     assert_eq!(current["ip"], "127.0.0.2", "{sessions}");
+}
+
+/// The takeover the security review reproduced against `up`: an attacker
+/// signs up with Bob's address first; Corp invites Bob as admin; Bob accepts
+/// with the mailed token. Bob gets a new account in Corp, and the attacker's
+/// password logs into nothing of Corp's.
+#[tokio::test]
+async fn signing_up_with_someone_elses_address_captures_no_invitation() {
+    let tg = Tollgate::start();
+    let corp = tg.signup_and_login("ceo@corp.example", "Corp").await;
+    let corp_id = corp["tenant"]["id"].as_str().unwrap();
+    let squat = tg.signup_and_login("bob@corp.example", "Squat").await;
+    let (_, squatter) = tg.send("GET", "/api/v1/me", squat["access_token"].as_str(), None).await;
+    let squatter = squatter["user"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = tg
+        .send(
+            "POST",
+            &format!("/api/v1/tenants/{corp_id}/invitations"),
+            corp["access_token"].as_str(),
+            Some(json!({"email": "bob@corp.example", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let invite = tg.mailed_token("bob@corp.example", "tgi_");
+    let accept = json!({"token": invite, "name": "Bob", "password": "bob's own passphrase 42"});
+    let (status, body) = tg.send("POST", "/api/v1/invitations/accept", None, Some(accept)).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["user"]["id"].is_string() && body["user"]["id"] != squatter.as_str(), "{body}");
+    let attacker = json!({"email": "bob@corp.example", "password": PASSWORD, "tenant": corp_id});
+    let (status, body) = tg.send("POST", "/api/v1/auth/login", None, Some(attacker)).await;
+    assert_eq!(status, 401, "the attacker's password opens nothing: {body}");
+    let bob = json!({"email": "bob@corp.example", "password": "bob's own passphrase 42", "tenant": corp_id});
+    let (status, body) = tg.send("POST", "/api/v1/auth/login", None, Some(bob)).await;
+    assert_eq!((status, body["tenant"]["role"].as_str()), (200, Some("admin")), "{body}");
 }

@@ -164,14 +164,16 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}: {r:?}", self.label());
-        self.outbox_token(email).await
+        self.mailed_token(email, "tgi_").await
     }
 
-    pub async fn outbox_token(&self, email: &str) -> String {
+    /// The token starting with `prefix` in the newest mail to `email` that
+    /// has one.
+    pub async fn mailed_token(&self, email: &str, prefix: &str) -> String {
         let mut tx = self.state.store.tx().await.unwrap();
-        let mails = tollgate_store::outbox(&mut tx, Some(email), 1).await.unwrap();
-        let body = &mails.first().expect("a mail in the outbox").body;
-        let start = body.find("tgi_").expect("a token in the mail");
+        let mails = tollgate_store::outbox(&mut tx, Some(email), 100).await.unwrap();
+        let body = &mails.iter().find(|m| m.body.contains(prefix)).expect("a mail with the token").body;
+        let start = body.find(prefix).unwrap();
         body[start..].chars().take_while(|c| *c != '"').collect()
     }
 

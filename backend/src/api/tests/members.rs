@@ -125,11 +125,13 @@ async fn invitations_are_single_use_expire_and_need_admins() {
         let r = app.post("/api/v1/invitations/accept", None, json!({"token": format!("{token}x")})).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
-        // An existing user accepts without a password and gains the tenant.
+        // An existing user accepts signed in as themselves, without a
+        // password, and gains the tenant.
         let other = app.owner("existing@x.test", "Elsewhere").await;
         let token = app.invite(&owner, "existing@x.test", "viewer").await;
-        let r = app.post("/api/v1/invitations/accept", None, json!({"token": token})).await;
+        let r = app.post("/api/v1/invitations/accept", Some(&other.token), json!({"token": token})).await;
         assert_eq!(r.status, StatusCode::CREATED, "{l}: {r:?}");
+        assert_eq!(r.body["user"]["email_verified"], true, "{l}: the mailed token proved the address");
         let r = app.get("/api/v1/tenants", &other.token).await;
         assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
 
