@@ -353,6 +353,8 @@ pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
         upstream: UPSTREAM.to_owned(),
         methods: methods.iter().map(|(m, a)| ((*m).to_owned(), (*a).to_owned())).collect(),
         resource,
+        // The CRM asks the decision point as the caller, with its credential.
+        forward_authorization: true,
     })
     .collect();
     GatewayFile {

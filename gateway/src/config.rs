@@ -54,6 +54,11 @@ pub struct RouteFile {
     /// HTTP method -> Cedar action.
     pub methods: BTreeMap<String, String>,
     pub resource: ResourceFile,
+    /// Send the caller's `Authorization` header on to the upstream. Off by
+    /// default: products get the audience-bound assertion, never a platform
+    /// credential they could replay against the control plane.
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +212,7 @@ impl GatewayConfig {
                 upstream: r.upstream,
                 resource_type: r.resource.type_name,
                 resource_id,
+                forward_authorization: r.forward_authorization,
             });
         }
         for i in &file.issuers {

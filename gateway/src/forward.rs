@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::http::RequestHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -22,6 +23,54 @@ use crate::reject::Reject;
 
 /// The prefix of every identity header; clients never get to send one.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-tollgate-";
+/// Headers a client may not pass to an upstream: who the client is, as
+/// proxies say it (the gateway says it itself), and method overrides
+/// (the method was authorized as sent).
+const CLIENT_HEADERS_DROPPED: [&str; 5] =
+    ["forwarded", "x-real-ip", "x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Whether a header must not pass from the client to an upstream: any
+/// spelling of an identity header (`X-Tollgate_Tenant` too: some servers
+/// read `_` as `-`), any `X-Forwarded-*`, and [`CLIENT_HEADERS_DROPPED`].
+fn dropped(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    name.starts_with(IDENTITY_HEADER_PREFIX)
+        || name.starts_with("x-forwarded-")
+        || CLIENT_HEADERS_DROPPED.contains(&name.as_str())
+}
+
+/// Turns the client's request into the upstream's: only the routed path
+/// (with the query), none of the client's identity, proxy or
+/// method-override headers, the `Authorization` header only where the route
+/// forwards it, and the gateway's identity headers, assertion, client
+/// address (`X-Forwarded-For`) and request id.
+pub fn prepare_upstream_request(
+    request: &mut RequestHeader,
+    permit: &Permit,
+    keys: &KeyRing,
+    request_id: &str,
+) -> Result<(), Reject> {
+    let unwanted: Vec<String> = request.headers.keys().map(|n| n.as_str().to_owned()).filter(|n| dropped(n)).collect();
+    for name in unwanted {
+        request.remove_header(&name);
+    }
+    if !permit.route().forward_authorization {
+        request.remove_header("authorization");
+    }
+    // The upstream gets exactly the path that was routed.
+    let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let uri = format!("{}{query}", permit.route().path).parse().map_err(|_| Reject::Internal)?;
+    request.set_uri(uri);
+    let set = |request: &mut RequestHeader, name: &'static str, value: String| {
+        request.insert_header(name, value).map_err(|_| Reject::Internal)
+    };
+    for (name, value) in identity_headers(keys, permit)? {
+        set(request, name, value)?;
+    }
+    set(request, "x-forwarded-for", permit.source_ip().to_owned())?;
+    set(request, "x-forwarded-proto", "http".to_owned())?;
+    set(request, "x-request-id", request_id.to_owned())
+}
 /// How often each upstream address is health checked (TCP connect).
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 

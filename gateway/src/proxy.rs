@@ -21,9 +21,9 @@ use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 
-use crate::forward::{IDENTITY_HEADER_PREFIX, identity_headers};
+use crate::forward::prepare_upstream_request;
 use crate::pipeline::{Gateway, Incoming};
-use crate::policy::Permit;
+use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
 
 /// Where a request stands.
@@ -81,6 +81,41 @@ fn request_id(session: &Session) -> String {
         .map_or_else(tollgate_identity::decision::new_decision_id, str::to_owned)
 }
 
+/// The one value of a header that must not be repeated (a repeated one is
+/// read differently by different servers), if it is there.
+fn single_header<'a>(session: &'a Session, name: &str) -> Result<Option<&'a str>, Reject> {
+    let mut values = session.req_header().headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Reject::BadRequest(format!("the `{name}` header is repeated")));
+    }
+    match value.to_str() {
+        Ok(text) => Ok(Some(text)),
+        Err(_) if name == "authorization" => Err(Reject::Unauthenticated("malformed authorization header")),
+        Err(_) => Err(Reject::BadRequest(format!("the `{name}` header is not readable text"))),
+    }
+}
+
+/// What the pipeline reads of a request; a credential, tenant or host that
+/// is repeated or unreadable is refused rather than guessed at.
+fn read_incoming<'a>(session: &'a Session, client_ip: &'a str) -> Result<Incoming<'a>, Reject> {
+    let req = session.req_header();
+    let host = match req.uri.host() {
+        Some(host) => Some(host),
+        None => single_header(session, "host")?,
+    };
+    Ok(Incoming {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        authorization: single_header(session, "authorization")?,
+        tenant_header: single_header(session, "x-tenant")?,
+        host,
+        client_ip,
+    })
+}
+
 /// Whether the connection stays open after a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Connection {
@@ -134,17 +169,11 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        let req = session.req_header();
-        let host = req.uri.host().or_else(|| header(session, "host"));
-        let incoming = Incoming {
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            authorization: header(session, "authorization"),
-            tenant_header: header(session, "x-tenant"),
-            host,
-            client_ip: &client_ip,
+        let admitted = match read_incoming(session, &client_ip) {
+            Ok(incoming) => self.gateway.admit(&incoming).await,
+            Err(reject) => Err(Denial::early(reject)),
         };
-        match self.gateway.admit(&incoming).await {
+        match admitted {
             Ok(permit) => {
                 ctx.admission = Admission::Permitted { permit: Box::new(permit), forwarded_at: None };
                 Ok(false)
@@ -195,28 +224,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let permit = ctx.permit().ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit"))?;
-        let spoofed: Vec<String> = upstream_request
-            .headers
-            .keys()
-            .map(|n| n.as_str().to_owned())
-            .filter(|n| n.starts_with(IDENTITY_HEADER_PREFIX))
-            .collect();
-        for name in spoofed {
-            upstream_request.remove_header(&name);
-        }
-        // The upstream gets exactly the path that was routed.
-        let query = upstream_request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        let uri = format!("{}{query}", permit.route().path)
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InternalError, "normalized path is not a uri"))?;
-        upstream_request.set_uri(uri);
-        let headers = identity_headers(self.gateway.caches.keys(), permit)
-            .map_err(|_| Error::explain(ErrorType::InternalError, "cannot sign"))?;
-        for (name, value) in headers {
-            upstream_request.insert_header(name, value)?;
-        }
-        upstream_request.insert_header("x-request-id", ctx.request_id.clone())?;
-        Ok(())
+        prepare_upstream_request(upstream_request, permit, self.gateway.caches.keys(), &ctx.request_id)
+            .map_err(|_| Error::explain(ErrorType::InternalError, "cannot prepare the upstream request"))
     }
 
     async fn response_filter(

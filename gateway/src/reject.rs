@@ -11,6 +11,8 @@ use crate::route::NoRoute;
 pub enum Reject {
     #[error("{0}")]
     BadPath(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed on this route")]
@@ -40,7 +42,7 @@ impl From<NoRoute> for Reject {
 impl Reject {
     pub fn status(&self) -> u16 {
         match self {
-            Reject::BadPath(_) => 400,
+            Reject::BadPath(_) | Reject::BadRequest(_) => 400,
             Reject::NotFound => 404,
             Reject::MethodNotAllowed => 405,
             Reject::Unauthenticated(_) => 401,
@@ -54,6 +56,7 @@ impl Reject {
     fn code(&self) -> (&'static str, &'static str) {
         match self {
             Reject::BadPath(_) => ("bad-path", "Bad request path"),
+            Reject::BadRequest(_) => ("bad-request", "Bad request"),
             Reject::NotFound => ("not-found", "Not found"),
             Reject::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Reject::Unauthenticated(_) => ("unauthorized", "Unauthorized"),

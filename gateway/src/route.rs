@@ -29,6 +29,35 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Characters a path segment may carry unescaped besides the unreserved
+/// ones (RFC 3986 `pchar`, less `;`, which is refused): an escape of one of
+/// these is decoded, so `vip%3A1` and `vip:1` are one path.
+fn is_plain_in_segment(b: u8) -> bool {
+    is_unreserved(b) || b"!$&'()*+,=:@".contains(&b)
+}
+
+/// Decodes every escape left in a normalized path (which holds valid
+/// escapes of printable ASCII only): the text an upstream's router hands
+/// its handler, and so the id policies must see.
+fn decode_all(normalized: &str) -> String {
+    let bytes = normalized.as_bytes();
+    let mut out = String::with_capacity(normalized.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push(char::from(hi * 16 + lo));
+            i += 3;
+        } else {
+            out.push(char::from(bytes[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -38,7 +67,8 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes percent-escapes of unreserved characters, upper-cases the others,
+/// Decodes percent-escapes of characters a segment may carry plainly,
+/// upper-cases the others,
 /// and refuses escapes that would change the path's structure or meaning
 /// (`%2F`, `%5C`, `%25`, controls) and characters servers treat differently
 /// (`\`, `;`, controls).
@@ -55,7 +85,7 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
                 return Err(PathError::BadEncoding);
             };
             let decoded = hi * 16 + lo;
-            if is_unreserved(decoded) {
+            if is_plain_in_segment(decoded) {
                 out.push(char::from(decoded));
             } else if matches!(decoded, b'/' | b'\\' | b'%' | b';') || decoded < 0x20 || decoded == 0x7f {
                 return Err(PathError::AmbiguousEncoding(format!("%{:02X}", decoded)));
@@ -258,6 +288,9 @@ pub struct Route {
     pub upstream: String,
     pub resource_type: String,
     pub resource_id: ResourceId,
+    /// Whether the upstream receives the caller's `Authorization` header (a
+    /// platform credential it could replay); otherwise only the assertion.
+    pub forward_authorization: bool,
 }
 
 /// The result of routing a request.
@@ -269,6 +302,8 @@ pub struct RouteMatch {
     pub resource_type: String,
     pub resource_id: String,
     pub params: BTreeMap<String, String>,
+    /// The route's choice: the upstream receives the caller's credential.
+    pub forward_authorization: bool,
 }
 
 /// Why a request has no route.
@@ -345,9 +380,11 @@ impl RouteTable {
             let Some(action) = route.actions.get(method) else {
                 continue;
             };
+            // The id as the upstream will read it: escapes decoded, so no
+            // second spelling of a resource escapes a policy naming it.
             let resource_id = match &route.resource_id {
                 ResourceId::Fixed(id) => id.clone(),
-                ResourceId::Param(p) => params.get(p).cloned().unwrap_or_default(),
+                ResourceId::Param(p) => params.get(p).map(|v| decode_all(v)).unwrap_or_default(),
             };
             return Ok(RouteMatch {
                 route: index,
@@ -356,6 +393,7 @@ impl RouteTable {
                 resource_type: route.resource_type.clone(),
                 resource_id,
                 params,
+                forward_authorization: route.forward_authorization,
             });
         }
         Err(if path_matched { NoRoute::MethodNotAllowed } else { NoRoute::NotFound })

@@ -28,6 +28,7 @@ fn routed(action: &str, resource_type: &str, resource_id: &str) -> Routed {
             resource_type: resource_type.into(),
             resource_id: resource_id.into(),
             params: BTreeMap::new(),
+            forward_authorization: false,
         },
         target: Arc::new(Target::new(&upstream).unwrap()),
     }

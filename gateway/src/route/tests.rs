@@ -60,6 +60,7 @@ fn route(name: &str, template: &str, methods: &[(&str, &str)], resource: (&str, 
         upstream: "crm".into(),
         resource_type: resource.0.into(),
         resource_id: resource.1,
+        forward_authorization: false,
     }
 }
 
@@ -121,6 +122,22 @@ fn path_tricks_neither_bypass_nor_reach_unrouted_paths() {
     assert_eq!(t.route("GET", "/CRM/contacts/c-1"), Err(NoRoute::NotFound), "routes are case-sensitive");
     assert_eq!(t.route("GET", "/crm/contacts/x/..").unwrap().action, "contact.list");
     assert_eq!(t.route("get", "/crm/contacts"), Err(NoRoute::MethodNotAllowed), "methods are exact");
+}
+
+/// Two spellings of one resource must be one Cedar id: the id policies see
+/// is the id the upstream's router decodes.
+#[test]
+fn encoded_and_plain_spellings_of_an_id_are_one_resource() {
+    let t = table();
+    for raw in ["/crm/contacts/vip:1", "/crm/contacts/vip%3A1", "/crm/contacts/vip%3a1", "/crm/contacts/%76ip%3A1"] {
+        let m = t.route("GET", raw).unwrap();
+        assert_eq!((m.path.as_str(), m.resource_id.as_str()), ("/crm/contacts/vip:1", "vip:1"), "{raw}");
+    }
+    // Escapes a segment needs stay escaped in the path, and are decoded in the id.
+    let m = t.route("GET", "/crm/contacts/a%20b%3F").unwrap();
+    assert_eq!((m.path.as_str(), m.resource_id.as_str()), ("/crm/contacts/a%20b%3F", "a b?"));
+    let m = t.route("GET", "/files/a%40b/c%2C").unwrap();
+    assert_eq!((m.path.as_str(), m.resource_id.as_str()), ("/files/a@b/c,", "a@b/c,"));
 }
 
 #[test]

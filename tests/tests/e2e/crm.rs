@@ -125,6 +125,22 @@ async fn a_tenant_policy_activated_through_the_api_takes_effect_and_rolls_back()
     let (status, _) = tg.send("POST", &format!("{base}/rollback"), Some(&boss), Some(json!({}))).await;
     assert_eq!(status, 200);
     becomes(&tg, "POST", "/crm/contacts", &rep, contact, 201).await;
+
+    // A policy naming a resource holds for every spelling of its id: the
+    // id Cedar sees is the one the product decodes.
+    let vip = "@id(\"vip\") forbid (principal, action, resource == CrmApi::\"vip:1\");";
+    let (status, body) = tg.send("POST", &base, Some(&boss), Some(json!({"source": vip}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(tg.send("POST", &format!("{base}/2/activate"), Some(&boss), Some(json!({}))).await.0, 200);
+    becomes(&tg, "GET", "/crm/contacts/vip:1", &rep, Value::Null, 403).await;
+    let auth = format!("Bearer {rep}");
+    for spelling in ["/crm/contacts/vip%3A1", "/crm/contacts/vip%3a1", "/crm/contacts/%76ip%3A1"] {
+        let (status, body) = tollgate_tests::raw_get(&tg.base, spelling, &[("Authorization", auth.as_str())]).await;
+        assert_eq!(status, 403, "{spelling}: {body}");
+    }
+    let (status, _) =
+        tollgate_tests::raw_get(&tg.base, "/crm/contacts/vip%3A2", &[("Authorization", auth.as_str())]).await;
+    assert_eq!(status, 404, "another id passes the gateway and is unknown to the product");
 }
 
 /// Sends until the answer is `want` (bounded by the gateway's 5-second

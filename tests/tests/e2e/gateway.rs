@@ -147,6 +147,7 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     assert_eq!(h["x-tollgate-roles"], json!(["owner"]));
     assert_eq!(h["x-tollgate-groups"], json!([group]), "the caller's groups, never the client's");
     assert!(h.get("x-tollgate-anything").is_none(), "client-sent identity headers never reach the upstream");
+    assert!(h.get("authorization").is_none(), "a product never gets the caller's platform credential");
     assert_eq!(h["traceparent"], json!(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]), "passed through");
     assert_eq!(h["x-request-id"], json!(["req-e2e-1"]), "a well-formed request id is propagated");
     assert_eq!(h["x-tollgate-assertion"].as_array().unwrap().len(), 1);
@@ -582,4 +583,51 @@ async fn every_bad_variant_of_our_tokens_is_refused_at_the_gateway() {
         assert_eq!(response.status().as_u16(), 401, "{name}");
         assert!(response.headers().contains_key("www-authenticate"), "{name}");
     }
+}
+
+/// Headers a client could use to make the gateway and an upstream read a
+/// request differently: repeated credentials or tenants are refused, and
+/// identity (in any spelling), proxy and method-override headers never pass.
+#[tokio::test]
+async fn ambiguous_and_proxy_headers_are_not_taken_from_clients() {
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("headers@echo.test", "Headers").await;
+    let auth = format!("Bearer {}", owner["access_token"].as_str().unwrap());
+    let auth = auth.as_str();
+    for (headers, what) in [
+        (vec![("Authorization", auth), ("Authorization", "Bearer someone-else")], "authorization"),
+        (vec![("Authorization", auth), ("X-Tenant", "headers"), ("X-Tenant", "other")], "x-tenant"),
+    ] {
+        let (status, body) = raw_get(&gw.base, "/echo/items/1", &headers).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(body.contains(&format!("`{what}` header is repeated")), "{body}");
+    }
+    let sent = [
+        ("Authorization", auth),
+        ("X-Tollgate_Tenant", "someone-else"),
+        ("x_tollgate_principal", "user:root"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Real-IP", "203.0.113.9"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+    ];
+    let (status, body) = raw_get(&gw.base, "/echo/items/1", &sent).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    let h = &echo["headers"];
+    for gone in [
+        "x-tollgate_tenant",
+        "x_tollgate_principal",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-method-override",
+        "authorization",
+    ] {
+        assert!(h.get(gone).is_none(), "`{gone}` reached the upstream: {h}");
+    }
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]), "the client address as the gateway saw it");
 }

@@ -22,7 +22,9 @@ fn config_with_echo(dir: &std::path::Path, echo: std::net::SocketAddr) -> String
              [gateway]\n\
              [gateway.upstreams.echo]\naddresses = [\"{echo}\"]\n\
              [[gateway.routes]]\nname = \"echo\"\npath = \"/echo/{{rest*}}\"\nupstream = \"echo\"\n\
-             methods = {{ GET = \"crm.read\" }}\nresource = {{ type = \"CrmApi\", id = \"echo\" }}\n"
+             methods = {{ GET = \"crm.read\" }}\nresource = {{ type = \"CrmApi\", id = \"echo\" }}\n\
+             [[gateway.routes]]\nname = \"echo-credential\"\npath = \"/with-credential/{{rest*}}\"\nupstream = \"echo\"\n\
+             methods = {{ GET = \"crm.read\" }}\nresource = {{ type = \"CrmApi\", id = \"echo\" }}\nforward_authorization = true\n"
         ),
     )
     .unwrap();
@@ -53,6 +55,9 @@ async fn a_product_in_the_config_file_runs_behind_up() {
     validation.set_issuer(&[PUBLIC.1]);
     let claims = jsonwebtoken::decode::<Value>(assertion, &key, &validation).unwrap().claims;
     assert_eq!((claims["tid"].as_str(), claims["act"].as_str()), (Some(tenant), Some("crm.read")));
+    assert!(seen["headers"].get("authorization").is_none(), "not forwarded unless the route says so");
+    let (_, seen) = tg.send("GET", "/with-credential/x", Some(token), None).await;
+    assert_eq!(seen["headers"]["authorization"][0], format!("Bearer {token}"), "the route opted in");
 
     // The demo is switched off in the file: its routes are not there.
     assert_eq!(tg.send("GET", "/crm/contacts", Some(token), None).await.0, 404);
