@@ -8,9 +8,10 @@ use tollgate_identity::entities::{principal_entities, standard_context, tenant_e
 use tollgate_identity::principal::{Actor, Principal, Tenant};
 use tollgate_policies::{EntityRef, EntitySpec, PolicyRequest};
 
-use crate::auth::principal::PrincipalExt as _;
+use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use tollgate_identity::layers::LAYER_UNAVAILABLE;
 
 /// The platform API's actions, each with the API key scope it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,15 +262,32 @@ fn ranked_in_tenant(uid: EntityRef, rank: i64, tenant: EntityRef, out: &mut Vec<
     uid
 }
 
+impl Action {
+    /// Whether the action manages the tenant's own policy layer: decided by
+    /// the platform's policies alone, so that no layer (nor a layer that no
+    /// longer loads) can keep a tenant from repairing it.
+    fn manages_layer(self) -> bool {
+        matches!(self, Action::PolicyRead | Action::PolicyManage)
+    }
+}
+
 /// Asks the engine whether `p` may do `action` to `resource`; `granted_rank`
-/// is the rank of a role the action grants. A deny is a 403 with a decision id.
+/// is the rank of a role the action grants. The tenant's layer applies to
+/// every action but those managing the layer; a layer that cannot be loaded
+/// refuses (fail closed). A deny is a 403 with a decision id.
 pub fn authorize(
     state: &AppState,
-    p: &Principal,
+    caller: &Authenticated,
     action: Action,
     resource: Resource<'_>,
     granted_rank: Option<i64>,
 ) -> Result<(), ApiError> {
+    let p = &caller.principal;
+    let engine = if action.manages_layer() {
+        state.engines.platform()
+    } else {
+        caller.engine.clone().ok_or_else(|| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?
+    };
     let mut entities = Vec::new();
     let principal = principal_entities(p, &mut entities);
     let resource_uid = resource_entities(p, &resource, &mut entities);
@@ -278,7 +296,7 @@ pub fn authorize(
     if let Some(rank) = granted_rank {
         context.insert("granted_rank".into(), Value::from(rank));
     }
-    let outcome = state.engines.platform().evaluate(&PolicyRequest {
+    let outcome = engine.evaluate(&PolicyRequest {
         principal,
         action: action.name().to_owned(),
         resource: resource_uid.clone(),
@@ -309,7 +327,7 @@ pub fn authorize(
 /// bound to the tenant.
 pub async fn open_tenant(
     state: &AppState,
-    p: &Principal,
+    p: &Authenticated,
     tenant_id: &str,
     action: Action,
 ) -> Result<tollgate_store::Tx, ApiError> {

@@ -71,7 +71,14 @@ impl Gateway {
         let caller = authenticate(&self.caches, req.authorization, req.client_ip).await.map_err(Denial::early);
         lap("authenticate");
         let caller = caller?;
-        let hints = TenantHints { header: req.tenant_header, host: req.host };
+        // Routes about no tenant's resource take no hint of one (the
+        // credential's tenant still applies): a header or host naming a
+        // tenant costs no look-up there and reveals nothing.
+        let hints = if route.needs_tenant() {
+            TenantHints { header: req.tenant_header, host: req.host }
+        } else {
+            TenantHints::default()
+        };
         let config = &self.config;
         let tenant = tenant::resolve(
             &self.caches,
@@ -88,7 +95,10 @@ impl Gateway {
         let entitled = entitlements::check(&route, tenant.as_deref()).map_err(Denial::early);
         lap("entitlements");
         entitled?;
-        let engine = self.caches.engine_for(tenant.as_deref()).await.map_err(Denial::early)?;
+        // A tenant's layer applies to its resources; the platform's own
+        // routes are decided per call by the backend, with the layer.
+        let layered = tenant.as_deref().filter(|_| route.needs_tenant());
+        let engine = self.caches.engine_for(layered).await.map_err(Denial::early)?;
         let facts = Facts { method: req.method, source_ip: req.client_ip, time: now() };
         let permit = decide(&engine, &caller, tenant, Routed { route, target }, &facts);
         lap("policy");

@@ -137,7 +137,7 @@ pub fn decide(
     };
     let resource = EntityRef::new(&route.resource_type, route.resource_id.clone());
     let mut resource_entity = EntitySpec::new(resource.clone());
-    if route.resource_type != "Platform" {
+    if route.needs_tenant() {
         // Tenant-owned resource types carry their tenant; without one the
         // request cannot be about a tenant's resource.
         let Some(t) = &tenant else {

@@ -306,6 +306,18 @@ pub struct RouteMatch {
     pub forward_authorization: bool,
 }
 
+/// The resource type of the platform's own routes, which belong to no tenant.
+pub const PLATFORM_RESOURCE: &str = "Platform";
+
+impl RouteMatch {
+    /// Whether the route is about a tenant's resource. The platform's own
+    /// routes are not: they pass through to the backend, which decides each
+    /// call (with the caller's tenant layer) itself.
+    pub fn needs_tenant(&self) -> bool {
+        self.resource_type != PLATFORM_RESOURCE
+    }
+}
+
 /// Why a request has no route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoRoute {

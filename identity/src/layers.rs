@@ -28,6 +28,8 @@ pub enum LayerError {
     Store(#[from] StoreError),
     #[error("the tenant's active policies no longer validate: {0}")]
     Invalid(LoadError),
+    #[error("loading the tenant's policies was interrupted")]
+    Interrupted,
 }
 
 /// What every side answers when a tenant's layer cannot be loaded.
@@ -39,19 +41,26 @@ pub fn combine(live: &LivePolicies, tenant_id: &str, version: i64, source: &str)
 }
 
 /// The engine for a tenant's requests, straight from the store: the
-/// platform's alone when the tenant has no active layer.
+/// platform's alone when the tenant has no active layer. Parsing and
+/// validating the layer is CPU work: it runs on the blocking pool, never on
+/// the workers that serve requests.
 pub async fn load_tenant_engine(
     store: &Store,
-    live: &LivePolicies,
+    live: &Arc<LivePolicies>,
     tenant_id: &str,
 ) -> Result<Arc<PolicyEngine>, LayerError> {
     let mut tx = store.tenant_tx(tenant_id).await?;
     let active = store::active_policy(&mut tx, tenant_id).await?;
     tx.commit().await.map_err(StoreError::from)?;
-    match active {
-        None => Ok(live.current()),
-        Some(row) => combine(live, tenant_id, row.version, &row.source).map(Arc::new).map_err(LayerError::Invalid),
-    }
+    let Some(row) = active else {
+        return Ok(live.current());
+    };
+    let (live, tenant_id) = (Arc::clone(live), tenant_id.to_owned());
+    tokio::task::spawn_blocking(move || combine(&live, &tenant_id, row.version, &row.source))
+        .await
+        .map_err(|_| LayerError::Interrupted)?
+        .map(Arc::new)
+        .map_err(LayerError::Invalid)
 }
 
 /// Each tenant's engine, built at most once per [`LAYER_TTL`] however many

@@ -15,7 +15,7 @@ use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::views;
-use tollgate_identity::principal::{Actor, Principal, User};
+use tollgate_identity::principal::{Actor, User};
 use tollgate_store as store;
 
 /// Largest stored preferences document, in bytes of JSON.
@@ -42,7 +42,7 @@ pub fn routes(api: Api) -> Api {
         .op(Delete, "/me/sessions/{id}", "Revoke one of the caller's sessions", Auth::Bearer, 204, revoke_session)
 }
 
-fn account_user<'a>(state: &AppState, p: &'a Principal, action: Action) -> Result<&'a User, ApiError> {
+fn account_user<'a>(state: &AppState, p: &'a Authenticated, action: Action) -> Result<&'a User, ApiError> {
     let user = p.require_user()?;
     authorize(state, p, action, Resource::Account(&user.id), None)?;
     Ok(user)

@@ -237,7 +237,7 @@ async fn reactivate(
 /// A platform administrator's change of a tenant's lifecycle status.
 async fn change_lifecycle(
     state: &AppState,
-    p: &Principal,
+    p: &Authenticated,
     tenant_id: &str,
     action: Action,
     status: TenantStatus,

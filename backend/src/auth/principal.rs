@@ -4,25 +4,34 @@
 //! lifecycle state applied. Its rejection is a problem response.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use tollgate_identity::credentials::{self, CredentialError, bearer, principal_from_api_key, principal_from_claims};
 use tollgate_identity::principal::{Principal, User, is_read_only};
+use tollgate_policies::PolicyEngine;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// A caller the API has authenticated: a proof, not an option to check.
+/// A caller the API has authenticated: a proof, not an option to check;
+/// with the policies its tenant's calls are decided by.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Principal);
+pub struct Authenticated {
+    pub principal: Principal,
+    /// The platform's policies plus the tenant's layer, or `None` when the
+    /// layer cannot be loaded (then only the calls that manage the layer
+    /// itself are decided, by the platform's policies alone).
+    pub engine: Option<Arc<PolicyEngine>>,
+}
 
 impl std::ops::Deref for Authenticated {
     type Target = Principal;
 
     fn deref(&self) -> &Principal {
-        &self.0
+        &self.principal
     }
 }
 
@@ -89,7 +98,8 @@ impl FromRequestParts<AppState> for Authenticated {
         if let Some(reason) = principal.tenant.refusal(is_read_only(parts.method.as_str())) {
             return Err(ApiError::forbidden(reason));
         }
-        Ok(Authenticated(principal))
+        let engine = state.engines.for_tenant(&state.store, &principal.tenant.id, || {}).await.ok();
+        Ok(Authenticated { principal, engine })
     }
 }
 

@@ -122,3 +122,52 @@ async fn a_layer_that_cannot_be_loaded_refuses_the_decision_point() {
         );
     }
 }
+
+/// A tenant's layer decides its API calls too, as it does its products'
+/// requests and its decision point's questions; only the calls that manage
+/// the layer itself stay with the platform's policies, so no layer locks a
+/// tenant out of repairing it.
+#[tokio::test]
+async fn a_tenant_layer_applies_to_the_tenants_api_calls() {
+    for app in apps().await {
+        let l = app.label();
+        let owner = app.owner("layered@x.test", "Layered API").await;
+        let member = app.member(&owner, "layered-member@x.test", "member").await;
+        let keys = format!("/api/v1/tenants/{}/api-keys", owner.tenant_id);
+        let key = json!({"name": "k", "scopes": ["members:read"]});
+        assert_eq!(app.post(&keys, Some(&member.token), key.clone()).await.status, StatusCode::CREATED, "{l}");
+
+        let base = format!("/api/v1/tenants/{}/policies", owner.tenant_id);
+        let source = "@id(\"owners-mint-keys\") forbid (principal, action == Action::\"apikey.create\", resource) \
+                      unless { principal in Role::\"owner\" };\n\
+                      @id(\"no-layer-changes\") forbid (principal, action == Action::\"policy.manage\", resource);";
+        assert_eq!(app.post(&base, Some(&owner.token), json!({"source": source})).await.status, StatusCode::CREATED);
+        let r = app.post(&format!("{base}/1/activate"), Some(&owner.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        let r = app.post(&keys, Some(&member.token), key.clone()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: the layer's forbid holds on the API: {r:?}");
+        assert_eq!(app.post(&keys, Some(&owner.token), key.clone()).await.status, StatusCode::CREATED, "{l}");
+        // The layer forbids managing layers, yet the owner can roll it back.
+        let r = app.post(&format!("{base}/rollback"), Some(&owner.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        assert_eq!(app.post(&keys, Some(&member.token), key.clone()).await.status, StatusCode::CREATED, "{l}");
+
+        // A layer that no longer loads refuses the tenant's calls, but not
+        // the repair.
+        assert_eq!(app.post(&format!("{base}/1/activate"), Some(&owner.token), json!({})).await.status, StatusCode::OK);
+        let mut tx = app.state.store.tenant_tx(&owner.tenant_id).await.unwrap();
+        sqlx::query("UPDATE tenant_policies SET source = 'forbid (' WHERE tenant_id = $1")
+            .bind(&owner.tenant_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        app.state.engines.invalidate(&owner.tenant_id).await;
+        let r = app.get(&format!("/api/v1/tenants/{}/members", owner.tenant_id), &owner.token).await;
+        assert_eq!((r.status, r.body["detail"].as_str()), (StatusCode::FORBIDDEN, Some(LAYER_UNAVAILABLE)), "{l}");
+        let r = app.post(&format!("{base}/rollback"), Some(&owner.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        let r = app.get(&format!("/api/v1/tenants/{}/members", owner.tenant_id), &owner.token).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+    }
+}
