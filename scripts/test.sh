@@ -45,6 +45,8 @@ start_postgres() {
         -c "CREATE ROLE tollgate LOGIN CREATEDB PASSWORD 'tollgate'"
     # The application's own role: not a superuser, so row-level security binds it.
     export TOLLGATE_TEST_DATABASE_URL="postgres://tollgate:tollgate@127.0.0.1:$port/postgres"
+    # A superuser, only to check that the store refuses to run as one.
+    export TOLLGATE_TEST_SUPERUSER_URL="postgres://postgres:tollgate-superuser-pw@127.0.0.1:$port/postgres"
     echo "PostgreSQL test cluster on 127.0.0.1:$port"
 }
 

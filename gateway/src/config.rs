@@ -149,6 +149,23 @@ pub enum ConfigError {
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// Whether `url` is plain http to this machine (127.0.0.0/8, `[::1]`,
+/// `localhost`): the one place a JWKS may be fetched without TLS.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl GatewayConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file: GatewayFile = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
@@ -217,8 +234,8 @@ impl GatewayConfig {
         }
         for i in &file.issuers {
             let bad = |reason: &str| ConfigError::Issuer { issuer: i.issuer.clone(), reason: reason.to_owned() };
-            if !(i.jwks_url.starts_with("https://") || i.jwks_url.starts_with("http://")) {
-                return Err(bad("`jwks_url` must be an http(s) URL"));
+            if !(i.jwks_url.starts_with("https://") || is_loopback_http(&i.jwks_url)) {
+                return Err(bad("`jwks_url` must be an https URL (plain http only on a loopback address)"));
             }
             if i.tenants.is_empty() {
                 return Err(bad("`tenants` must name the tenants it may speak for"));
@@ -274,6 +291,35 @@ mod tests {
         ] {
             let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use super::*;
+
+    fn with_jwks(url: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_toml(&format!(
+            "[[issuers]]\nissuer = \"https://idp.test\"\naudience = \"a\"\njwks_url = \"{url}\"\n\
+             tenant_claim = \"org\"\ntenants = [\"acme\"]\n"
+        ))
+    }
+
+    #[test]
+    fn jwks_urls_need_tls_except_on_loopback() {
+        for ok in ["https://idp.test/jwks", "http://127.0.0.1:9000/jwks", "http://[::1]:9000/k", "http://localhost/k"] {
+            assert!(with_jwks(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.test/jwks",
+            "http://10.0.0.1/jwks",
+            "http://127.0.0.1.evil.test/jwks",
+            "http://localhost@evil.test/jwks",
+            "ftp://idp.test/jwks",
+        ] {
+            let err = with_jwks(bad).unwrap_err().to_string();
+            assert!(err.contains("must be an https URL"), "{bad}: {err}");
         }
     }
 }

@@ -12,7 +12,7 @@ use pingora::http::RequestHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
-use tollgate_identity::assertion::{ASSERTION_TTL, Assertion};
+use tollgate_identity::assertion::{ASSERTION_TTL, Assertion, MAX_ASSERTED_GROUPS};
 use tollgate_identity::decision::new_decision_id;
 use tollgate_identity::tokens::KeyRing;
 use tollgate_store::now;
@@ -120,7 +120,8 @@ pub fn identity_headers(keys: &KeyRing, permit: &Permit) -> Result<Vec<(&'static
         user: permit.user().map(str::to_owned),
         tid: permit.tenant().map(|t| t.id.clone()),
         roles: permit.roles().to_vec(),
-        groups: permit.groups().to_vec(),
+        groups: permit.groups().iter().take(MAX_ASSERTED_GROUPS).cloned().collect(),
+        groups_truncated: permit.groups().len() > MAX_ASSERTED_GROUPS,
         ip: Some(permit.source_ip().to_owned()),
         act: permit.route().action.clone(),
         decision: permit.decision_id().to_owned(),
@@ -137,6 +138,7 @@ pub fn identity_headers(keys: &KeyRing, permit: &Permit) -> Result<Vec<(&'static
         ("x-tollgate-principal", assertion.sub),
         ("x-tollgate-roles", assertion.roles.join(",")),
         ("x-tollgate-groups", assertion.groups.join(",")),
+        ("x-tollgate-groups-truncated", assertion.groups_truncated.to_string()),
         ("x-tollgate-decision", assertion.decision),
         ("x-tollgate-assertion", signed),
     ];
@@ -145,4 +147,89 @@ pub fn identity_headers(keys: &KeyRing, permit: &Permit) -> Result<Vec<(&'static
         headers.push(("x-tollgate-tenant-slug", t.slug.clone()));
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pingora::http::RequestHeader;
+    use tollgate_identity::roles::Builtin;
+    use tollgate_store::Store;
+
+    use super::*;
+    use crate::authenticate::authenticate;
+    use crate::authenticate::tests::Memory;
+    use crate::policy::tests::routed;
+    use crate::policy::{Engines as _, Facts, decide};
+
+    async fn keys(dir: &std::path::Path) -> KeyRing {
+        let store = Store::connect(&format!("sqlite:{}", dir.join("t.db").display())).await.unwrap();
+        store.migrate().await.unwrap();
+        KeyRing::open(store, dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap()
+    }
+
+    /// A permit for a member of t1 in `groups` groups.
+    async fn permit(groups: usize) -> Permit {
+        let mut m = Memory::two_tenants();
+        m.add_member("g1", "t1", Builtin::Member);
+        let key = ("t1".to_owned(), "g1".to_owned());
+        let ids: Vec<String> = (0..groups).map(|i| format!("group-{i:04}")).collect();
+        m.standings.get_mut(&key).unwrap().groups = ids.into();
+        m.login("tok", "g1", "t1");
+        let caller = authenticate(&m, Some("Bearer tok"), "10.1.2.3").await.unwrap();
+        let tenant = Some(Arc::clone(&m.tenants["t1"]));
+        let engine = m.engine_for(tenant.as_deref()).await.unwrap();
+        let facts = Facts { method: "GET", source_ip: "10.1.2.3", time: 0 };
+        decide(&engine, &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts).unwrap()
+    }
+
+    fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+        req.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn the_upstream_request_carries_the_gateways_facts_only() {
+        let dir = tollgate_store::testing::temp_dir("forward");
+        let keys = keys(&dir).await;
+        let permit = permit(3).await;
+        let mut req = RequestHeader::build("GET", b"/crm//contacts?x=1", None).unwrap();
+        for (name, value) in [
+            ("x-tollgate-tenant", "t2"),
+            ("X-Tollgate_Principal", "user:root"),
+            ("x-forwarded-for", "203.0.113.1"),
+            ("forwarded", "for=203.0.113.1"),
+            ("x-http-method-override", "DELETE"),
+            ("authorization", "Bearer tok"),
+        ] {
+            req.append_header(name, value).unwrap();
+        }
+        prepare_upstream_request(&mut req, &permit, &keys, "req-1").unwrap();
+        assert_eq!(req.uri.to_string(), "/crm/contacts?x=1", "the routed path, with the query");
+        assert_eq!(header(&req, "x-tollgate-tenant"), Some("t1"));
+        assert_eq!(header(&req, "x-tollgate-principal"), Some("user:g1"));
+        assert_eq!(header(&req, "x-forwarded-for"), Some("10.1.2.3"));
+        assert_eq!(header(&req, "x-request-id"), Some("req-1"));
+        for gone in ["x-tollgate_principal", "forwarded", "x-http-method-override", "authorization"] {
+            assert!(header(&req, gone).is_none(), "{gone}");
+        }
+        let claims = keys.verify_assertion(header(&req, "x-tollgate-assertion").unwrap(), "crm").unwrap();
+        assert_eq!((claims.tid.as_deref(), claims.groups.len(), claims.groups_truncated), (Some("t1"), 3, false));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn group_ids_are_capped_and_the_cap_is_said() {
+        let dir = tollgate_store::testing::temp_dir("forward-groups");
+        let keys = keys(&dir).await;
+        let permit = permit(1000).await;
+        let headers = identity_headers(&keys, &permit).unwrap();
+        let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap();
+        assert_eq!(get("x-tollgate-groups").split(',').count(), MAX_ASSERTED_GROUPS);
+        assert_eq!(get("x-tollgate-groups-truncated"), "true");
+        let claims = keys.verify_assertion(get("x-tollgate-assertion"), "crm").unwrap();
+        assert_eq!((claims.groups.len(), claims.groups_truncated), (MAX_ASSERTED_GROUPS, true));
+        assert!(get("x-tollgate-assertion").len() < 8 * 1024, "the assertion stays small");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -87,8 +87,12 @@ impl std::fmt::Debug for Issuers {
     }
 }
 
-/// A JWK as a key and its algorithm; only asymmetric signature keys.
+/// A JWK as a key and its algorithm; only asymmetric keys meant for
+/// signatures (`use` absent or `sig`).
 fn parse_jwk(jwk: &Value) -> Option<(String, DecodingKey, Algorithm)> {
+    if jwk.get("use").is_some_and(|u| u != "sig") {
+        return None;
+    }
     let kid = jwk["kid"].as_str()?.to_owned();
     let (key, alg) = match (jwk["kty"].as_str()?, jwk["alg"].as_str()) {
         ("OKP", None | Some("EdDSA")) if jwk["crv"] == "Ed25519" => {
@@ -120,7 +124,13 @@ impl Issuers {
             .into_iter()
             .map(|config| Trusted { config, keys: Mutex::new(KeySet { keys: HashMap::new(), fetched: None }) })
             .collect();
-        Self { trusted, http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default() }
+        // A JWKS is fetched from exactly its configured URL: no redirects.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { trusted, http }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,6 +174,7 @@ impl Issuers {
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let claims =
             jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|_| ExternalError::Invalid)?.claims;

@@ -202,4 +202,4 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

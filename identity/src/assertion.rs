@@ -12,6 +12,9 @@ use crate::tokens::TokenError;
 pub const ASSERTION_TYPE: &str = "tollgate-assertion+jwt";
 /// How long an assertion is valid: one request's worth.
 pub const ASSERTION_TTL: i64 = 60;
+/// The most group ids an assertion (and the `X-Tollgate-Groups` header)
+/// carries, so that neither grows with a caller's memberships.
+pub const MAX_ASSERTED_GROUPS: usize = 64;
 /// The backend's upstream name in the gateway's routes: the audience of the
 /// assertions it trusts.
 pub const BACKEND_UPSTREAM: &str = "backend";
@@ -33,9 +36,14 @@ pub struct Assertion {
     pub tid: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Ids of the tenant's groups the caller belongs to.
+    /// Ids of the tenant's groups the caller belongs to: at most
+    /// [`MAX_ASSERTED_GROUPS`] of them (the first, sorted).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Whether the caller belongs to more groups than `groups` holds: a
+    /// product that needs the full set asks the decision point.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_truncated: bool,
     /// The client's address as the gateway saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,

@@ -39,6 +39,11 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("corrupt stored value in `{0}`")]
     Corrupt(&'static str),
+    #[error(
+        "refusing to run on PostgreSQL as role `{0}`: a superuser or BYPASSRLS role is not bound by row-level \
+         security; connect as a role of the application's own"
+    )]
+    UnsafeRole(String),
     /// One failure handed to every caller that waited on the same load (a
     /// cache filling one entry once for many requests).
     #[error(transparent)]
@@ -112,6 +117,19 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        if kind == DbKind::Postgres {
+            // Row-level security backs every tenant check: a role it does
+            // not bind would silently make them the application's alone.
+            let (role, unsafe_role): (String, bool) = sqlx::query_as(
+                "SELECT current_user::text, (rolsuper OR rolbypassrls) FROM pg_roles WHERE rolname = current_user",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if unsafe_role {
+                pool.close().await;
+                return Err(StoreError::UnsafeRole(role));
+            }
+        }
         Ok(Self { pool, kind })
     }
 

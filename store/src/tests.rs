@@ -180,3 +180,17 @@ async fn api_key_lookup_by_prefix_crosses_no_other_key() {
         }
     }
 }
+
+/// A role that row-level security does not bind (a superuser, or one with
+/// BYPASSRLS) is refused at connect, before it could serve a request.
+#[tokio::test]
+async fn postgres_refuses_roles_that_bypass_row_level_security() {
+    let Ok(url) = std::env::var("TOLLGATE_TEST_SUPERUSER_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this test: set TOLLGATE_TEST_SUPERUSER_URL");
+        return;
+    };
+    match Store::connect(&url).await {
+        Err(StoreError::UnsafeRole(role)) => assert_eq!(role, "postgres"),
+        other => panic!("a superuser was accepted: {:?}", other.map(|s| s.kind())),
+    }
+}

@@ -13,7 +13,7 @@ use crate::authenticate::tests::Memory;
 use crate::config::Upstream;
 use crate::route::RouteMatch;
 
-fn routed(action: &str, resource_type: &str, resource_id: &str) -> Routed {
+pub(crate) fn routed(action: &str, resource_type: &str, resource_id: &str) -> Routed {
     let upstream = Upstream {
         name: "crm".into(),
         addresses: vec!["127.0.0.1:9".parse().unwrap()],

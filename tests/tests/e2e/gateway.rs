@@ -423,8 +423,14 @@ impl Idp {
 
     /// Publishes a new key under `kid`; returns its private half.
     fn publish(&self, kid: &str) -> Vec<u8> {
+        self.publish_for(kid, "sig")
+    }
+
+    /// Publishes a new key under `kid` for `use` (`sig` or `enc`).
+    fn publish_for(&self, kid: &str, key_use: &str) -> Vec<u8> {
         let (der, x) = ed25519();
-        self.jwks.lock().unwrap().push(json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid, "x": x}));
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": key_use, "kid": kid, "x": x});
+        self.jwks.lock().unwrap().push(jwk);
         der
     }
 }
@@ -490,6 +496,15 @@ async fn external_issuers_are_trusted_only_for_their_tenants_and_keys() {
         ("wrong audience", sign(&key1, "idp-1", &claims("https://idp.test", &slug, "someone-else", now + 300))),
         ("expired", sign(&key1, "idp-1", &claims("https://idp.test", &slug, "tollgate-e2e", now - 60))),
         ("unknown kid", sign(&attacker, "idp-9", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300))),
+        ("not valid yet", {
+            let mut early = claims("https://idp.test", &slug, "tollgate-e2e", now + 600);
+            early["nbf"] = json!(now + 300);
+            sign(&key1, "idp-1", &early)
+        }),
+        ("an encryption key", {
+            let key = idp.publish_for("idp-enc", "enc");
+            sign(&key, "idp-enc", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300))
+        }),
     ] {
         assert_eq!(get(&gw, "/echo/items/1", &token, &[]).await.0, 401, "{name}");
     }
