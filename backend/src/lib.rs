@@ -55,6 +55,7 @@ pub async fn build_state(
         keys: Arc::new(keys),
         config: Arc::new(config),
         dummy_hash: dummy.into(),
+        hashing: auth::password::Hashing::for_this_machine(),
     })
 }
 

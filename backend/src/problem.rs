@@ -36,6 +36,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: i64 },
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after: i64 },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body is too large")]
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests")
             }
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => {
@@ -140,7 +143,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"tollgate\", error=\"invalid_token\""),
                 );
             }
-            ApiError::TooManyRequests { retry_after, .. } => {
+            ApiError::TooManyRequests { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&(*retry_after).max(1).to_string()) {
                     headers.insert(header::RETRY_AFTER, v);
                 }
@@ -237,5 +240,17 @@ where
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(ApiPath(value))
+    }
+}
+
+impl From<crate::auth::password::HashingError> for ApiError {
+    fn from(e: crate::auth::password::HashingError) -> Self {
+        match e {
+            crate::auth::password::HashingError::Busy => ApiError::Unavailable {
+                detail: "too many password checks in progress; try again".into(),
+                retry_after: 1,
+            },
+            crate::auth::password::HashingError::Failed => ApiError::Internal(e.to_string()),
+        }
     }
 }

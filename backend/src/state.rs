@@ -59,4 +59,6 @@ pub struct AppState {
     /// A hash verified against when the email is unknown, so that unknown
     /// emails cost the same time as wrong passwords.
     pub dummy_hash: Arc<str>,
+    /// Every password hash and verification runs through this bound.
+    pub hashing: crate::auth::password::Hashing,
 }

@@ -221,7 +221,72 @@ pub enum LoginThrottle {
     Locked { until: i64 },
 }
 
+/// The `ip` of attempts and locks that count for every client address.
+pub const ANY_CLIENT: &str = "*";
+
+/// How many failures within the window lock an email: for one client
+/// address, and for all of them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    pub per_client: i64,
+    pub per_email: i64,
+}
+
+/// The answer to a login attempt's reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt may verify the password; it counts as a failure (row
+    /// `id`) until [`LoginAttempts::succeeded`] says otherwise.
+    Granted { id: i64 },
+    /// Locked until this time: no password is verified.
+    Locked { until: i64 },
+}
+
 impl LoginAttempts {
+    /// Reserves a login attempt for `email` from `ip` before any password is
+    /// checked, atomically with the throttle check (the transaction must be
+    /// bound to `email` with [`crate::Store::serialize_on`]): so many
+    /// concurrent guesses get no more verifications than sequential ones.
+    /// Failures lock the email for one client address at `per_client`
+    /// (so nobody locks an account out for everyone), and for every address
+    /// at `per_email` (so many addresses get no more guesses in total).
+    pub async fn reserve(
+        tx: &mut Tx,
+        email: &str,
+        ip: &str,
+        window: i64,
+        lock_for: i64,
+        limits: LoginLimits,
+    ) -> Result<Reservation, StoreError> {
+        for (scope, threshold) in [(ANY_CLIENT, limits.per_email), (ip, limits.per_client)] {
+            match Self::throttle(tx, email, scope, window, lock_for).await? {
+                LoginThrottle::Locked { until } => return Ok(Reservation::Locked { until }),
+                LoginThrottle::Open { failures } if failures >= threshold => {
+                    Self::record(tx, email, scope, "locked").await?;
+                    return Ok(Reservation::Locked { until: now() + lock_for });
+                }
+                LoginThrottle::Open { .. } => {}
+            }
+        }
+        let id = sqlx::query_scalar(
+            "INSERT INTO login_attempts (email, ip, outcome, created_at) VALUES ($1, $2, 'failure', $3) RETURNING id",
+        )
+        .bind(email)
+        .bind(ip)
+        .bind(now())
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(Reservation::Granted { id })
+    }
+
+    /// Turns a reserved attempt into a success, which resets the counts.
+    pub async fn succeeded(tx: &mut Tx, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE login_attempts SET outcome = 'success' WHERE id = $1").bind(id).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Records an attempt; a `locked` one with `ip` [`ANY_CLIENT`] locks the
+    /// email for every client address.
     pub async fn record(tx: &mut Tx, email: &str, ip: &str, outcome: &str) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO login_attempts (email, ip, outcome, created_at) VALUES ($1, $2, $3, $4)")
             .bind(email)
@@ -233,34 +298,46 @@ impl LoginAttempts {
         Ok(())
     }
 
-    /// Whether `email` is locked, and otherwise how many failures count
-    /// towards a lock within `window` seconds.
-    pub async fn throttle(tx: &mut Tx, email: &str, window: i64, lock_for: i64) -> Result<LoginThrottle, StoreError> {
+    /// Whether `email` is locked for the client address `scope` (or, with
+    /// [`ANY_CLIENT`], for every address), and otherwise how many failures
+    /// from there count towards a lock within `window` seconds.
+    pub async fn throttle(
+        tx: &mut Tx,
+        email: &str,
+        scope: &str,
+        window: i64,
+        lock_for: i64,
+    ) -> Result<LoginThrottle, StoreError> {
         let t = now();
-        let last_lock: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(created_at) FROM login_attempts WHERE email = $1 AND outcome = 'locked'")
-                .bind(email)
-                .fetch_one(&mut **tx)
-                .await?;
+        let last_lock: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(created_at) FROM login_attempts WHERE email = $1 AND outcome = 'locked' AND ip = $2",
+        )
+        .bind(email)
+        .bind(scope)
+        .fetch_one(&mut **tx)
+        .await?;
         if let Some(locked_at) = last_lock
             && locked_at + lock_for > t
         {
             return Ok(LoginThrottle::Locked { until: locked_at + lock_for });
         }
-        // Attempts are ordered by id: a success or a lockout resets the count
-        // even within the same second.
+        // Attempts are ordered by id: a success (from anywhere) or a lockout
+        // of this scope resets the count, even within the same second.
         let last_reset: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM login_attempts WHERE email = $1 AND outcome IN ('success', 'locked')",
+            "SELECT MAX(id) FROM login_attempts WHERE email = $1 AND (outcome = 'success' OR (outcome = 'locked' AND ip = $2))",
         )
         .bind(email)
+        .bind(scope)
         .fetch_one(&mut **tx)
         .await?;
         let failures = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM login_attempts WHERE email = $1 AND outcome = 'failure' AND created_at >= $2 AND id > $3",
+            "SELECT COUNT(*) FROM login_attempts WHERE email = $1 AND outcome = 'failure' AND created_at >= $2 AND id > $3 \
+             AND ($4 = '*' OR ip = $4)",
         )
         .bind(email)
         .bind(t - window)
         .bind(last_reset.unwrap_or(0))
+        .bind(scope)
         .fetch_one(&mut **tx)
         .await?;
         Ok(LoginThrottle::Open { failures })

@@ -196,6 +196,19 @@ impl Store {
         Ok(tx)
     }
 
+    /// Serializes the transactions that call this with the same `key` until
+    /// they end. SQLite's write transactions are serialized already; on
+    /// PostgreSQL a transaction-scoped advisory lock does it.
+    pub async fn serialize_on(&self, tx: &mut Tx, key: &str) -> Result<(), StoreError> {
+        if self.kind == DbKind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text")
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Binds an open transaction to a tenant, for flows that create the
     /// tenant inside the transaction.
     pub async fn bind_tenant(&self, tx: &mut Tx, tenant_id: &str) -> Result<(), StoreError> {

@@ -131,18 +131,33 @@ async fn login_throttle_locks_after_failures_and_resets_on_success() {
     for db in databases().await {
         let mut tx = db.store.tx().await.unwrap();
         let e = "who@x.test";
-        assert_eq!(LoginAttempts::throttle(&mut tx, e, 900, 900).await.unwrap(), LoginThrottle::Open { failures: 0 });
+        assert_eq!(
+            LoginAttempts::throttle(&mut tx, e, "ip", 900, 900).await.unwrap(),
+            LoginThrottle::Open { failures: 0 }
+        );
         for _ in 0..3 {
             LoginAttempts::record(&mut tx, e, "ip", "failure").await.unwrap();
         }
-        assert_eq!(LoginAttempts::throttle(&mut tx, e, 900, 900).await.unwrap(), LoginThrottle::Open { failures: 3 });
+        LoginAttempts::record(&mut tx, e, "other-ip", "failure").await.unwrap();
+        assert_eq!(
+            LoginAttempts::throttle(&mut tx, e, "ip", 900, 900).await.unwrap(),
+            LoginThrottle::Open { failures: 3 }
+        );
+        let everyone = LoginAttempts::throttle(&mut tx, e, ANY_CLIENT, 900, 900).await.unwrap();
+        assert_eq!(everyone, LoginThrottle::Open { failures: 4 });
         LoginAttempts::record(&mut tx, e, "ip", "locked").await.unwrap();
         assert!(matches!(
-            LoginAttempts::throttle(&mut tx, e, 900, 900).await.unwrap(),
+            LoginAttempts::throttle(&mut tx, e, "ip", 900, 900).await.unwrap(),
             LoginThrottle::Locked { until } if until > now()
         ));
+        // Locked for that address only.
+        let elsewhere = LoginAttempts::throttle(&mut tx, e, "other-ip", 900, 900).await.unwrap();
+        assert_eq!(elsewhere, LoginThrottle::Open { failures: 1 });
         // A lock of zero length has passed: the failures before it no longer count.
-        assert_eq!(LoginAttempts::throttle(&mut tx, e, 900, 0).await.unwrap(), LoginThrottle::Open { failures: 0 });
+        assert_eq!(
+            LoginAttempts::throttle(&mut tx, e, "ip", 900, 0).await.unwrap(),
+            LoginThrottle::Open { failures: 0 }
+        );
         tx.commit().await.unwrap();
     }
 }

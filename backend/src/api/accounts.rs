@@ -90,9 +90,7 @@ async fn update_me(
             let stored = row.and_then(|r| r.password_hash).unwrap_or_default();
             let (current, new) = (current.clone(), new.clone());
             let result =
-                tokio::task::spawn_blocking(move || password::verify(&current, &stored).then(|| password::hash(&new)))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                state.hashing.run(move || password::verify(&current, &stored).then(|| password::hash(&new))).await?;
             match result {
                 None => return Err(ApiError::field("current_password", "is not correct")),
                 Some(hash) => Some(hash.map_err(|e| ApiError::Internal(e.to_string()))?),

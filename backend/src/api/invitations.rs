@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use super::Verb::{Delete, Get, Post};
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
-use crate::auth::password;
 use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
@@ -217,10 +216,7 @@ async fn accept(
             checks.check("name", validate::name(&name));
             checks.check("password", validate::new_password(&pw));
             checks.finish()?;
-            let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let hash = state.hashing.hash(pw).await?;
             (store::insert_user(&mut tx, &invitation.email, &name, Some(&hash), true).await?, true)
         }
     };

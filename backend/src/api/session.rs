@@ -18,12 +18,16 @@ use crate::views;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::roles::ResolvedRole;
 use tollgate_identity::secrets;
-use tollgate_store::{self as store, LoginAttempts, LoginThrottle, NewSession, now};
+use tollgate_store::{self as store, LoginAttempts, LoginLimits, LoginThrottle, NewSession, Reservation, now};
+
+const LIMITS: LoginLimits = LoginLimits { per_client: LOCKOUT_THRESHOLD, per_email: LOCKOUT_THRESHOLD_ALL_CLIENTS };
 
 /// Failures within this window count towards a lockout.
 pub const LOCKOUT_WINDOW: i64 = 15 * 60;
 /// Failures in the window that lock the email.
 pub const LOCKOUT_THRESHOLD: i64 = 5;
+/// Failures from all client addresses together that lock an email for all.
+pub const LOCKOUT_THRESHOLD_ALL_CLIENTS: i64 = 10 * LOCKOUT_THRESHOLD;
 /// How long a lockout lasts.
 pub const LOCKOUT_DURATION: i64 = 15 * 60;
 pub const REFRESH_COOKIE: &str = "tollgate_refresh";
@@ -70,19 +74,6 @@ pub(super) async fn send_verification(
     Ok(())
 }
 
-async fn hash_password(pw: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-async fn verify_password(pw: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
 async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody>) -> Result<Response, ApiError> {
     let email = validate::normalize_email(&body.email);
     let name = body.name.trim().to_owned();
@@ -94,7 +85,7 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     checks.check("password", validate::new_password(&body.password));
     checks.check("tenant_name", validate::name(&tenant_name));
     checks.finish()?;
-    let hash = hash_password(body.password).await?;
+    let hash = state.hashing.hash(body.password).await?;
     let mut tx = state.store.tx().await?;
     if store::user_by_email(&mut tx, &email).await?.is_some() {
         return Err(ApiError::Conflict("an account with this email already exists".into()));
@@ -145,30 +136,37 @@ async fn login(
     if body.password.len() > 4 * password::MAX_LENGTH || email.len() > 254 {
         return Err(BAD_LOGIN);
     }
+    // The attempt is reserved (and counted as a failure) before the password
+    // is checked, atomically with the throttle: parallel guesses get no more
+    // checks than sequential ones.
     let mut tx = state.store.tx().await?;
-    if let LoginThrottle::Locked { until } =
-        LoginAttempts::throttle(&mut tx, &email, LOCKOUT_WINDOW, LOCKOUT_DURATION).await?
-    {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed logins; try again later".into(),
-            retry_after: until - now(),
-        });
-    }
+    state.store.serialize_on(&mut tx, &format!("login:{email}")).await?;
+    let reservation = LoginAttempts::reserve(&mut tx, &email, &ip, LOCKOUT_WINDOW, LOCKOUT_DURATION, LIMITS).await?;
+    let attempt = match reservation {
+        Reservation::Granted { id } => id,
+        Reservation::Locked { until } => {
+            tx.commit().await?;
+            return Err(ApiError::TooManyRequests {
+                detail: "too many failed logins; try again later".into(),
+                retry_after: until - now(),
+            });
+        }
+    };
     let user = store::user_by_email(&mut tx, &email).await?;
     tx.commit().await?;
     // Unknown emails and accounts without a password verify against a dummy
     // hash, so every failure costs the same time.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| state.dummy_hash.to_string());
-    let verified = verify_password(body.password, stored).await?;
+    let verified = state.hashing.verify(body.password, stored).await?;
     let user = match user {
         Some(user) if verified && user.password_hash.is_some() => user,
         other => {
             let mut tx = state.store.tx().await?;
-            LoginAttempts::record(&mut tx, &email, &ip, "failure").await?;
+            state.store.serialize_on(&mut tx, &format!("login:{email}")).await?;
             let user_id = other.as_ref().map(|u| u.id.as_str());
             store::security_event(&mut tx, None, user_id, "login.failed", &ip, json!({})).await?;
             if let LoginThrottle::Open { failures } =
-                LoginAttempts::throttle(&mut tx, &email, LOCKOUT_WINDOW, LOCKOUT_DURATION).await?
+                LoginAttempts::throttle(&mut tx, &email, &ip, LOCKOUT_WINDOW, LOCKOUT_DURATION).await?
                 && failures >= LOCKOUT_THRESHOLD
             {
                 LoginAttempts::record(&mut tx, &email, &ip, "locked").await?;
@@ -184,7 +182,7 @@ async fn login(
         .await?
         .ok_or_else(|| ApiError::forbidden("no membership in the requested tenant"))?;
     let role = ResolvedRole::load(&mut tx, &tenant.id, &membership.role).await?;
-    LoginAttempts::record(&mut tx, &email, &ip, "success").await?;
+    LoginAttempts::succeeded(&mut tx, attempt).await?;
     let refresh_token = secrets::new_refresh_token();
     let device: String = body.device.unwrap_or_default().trim().chars().take(100).collect();
     let session_id = store::insert_session(

@@ -130,9 +130,96 @@ pub fn verify(password: &str, stored: &str) -> bool {
     }
 }
 
+/// Why a hashing job did not run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HashingError {
+    /// As many jobs as allowed are running and waiting: try again shortly.
+    #[error("too many password checks in progress")]
+    Busy,
+    #[error("password hashing failed")]
+    Failed,
+}
+
+/// Password hashing and verification (19 MiB and tens of milliseconds of
+/// CPU each, reachable without authentication) on the blocking pool, with
+/// at most `running` jobs at once and at most `waiting` more queued; past
+/// that a job is refused at once rather than piling up memory and CPU.
+#[derive(Debug, Clone)]
+pub struct Hashing {
+    running: std::sync::Arc<tokio::sync::Semaphore>,
+    queued: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Hashing {
+    pub fn new(running: usize, waiting: usize) -> Self {
+        let running = running.max(1);
+        Self {
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(running)),
+            queued: std::sync::Arc::new(tokio::sync::Semaphore::new(running + waiting)),
+        }
+    }
+
+    /// A bound fitted to this machine: one job per core, four times as many
+    /// waiting.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Self::new(cores, 4 * cores)
+    }
+
+    /// Runs `job` on the blocking pool within the bounds.
+    pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, HashingError> {
+        let place = std::sync::Arc::clone(&self.queued).try_acquire_owned().map_err(|_| HashingError::Busy)?;
+        let turn = std::sync::Arc::clone(&self.running).acquire_owned().await.map_err(|_| HashingError::Failed)?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (place, turn);
+            job()
+        })
+        .await
+        .map_err(|_| HashingError::Failed)
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, HashingError> {
+        self.run(move || hash(&password)).await?.map_err(|_| HashingError::Failed)
+    }
+
+    pub async fn verify(&self, password: String, stored: String) -> Result<bool, HashingError> {
+        self.run(move || verify(&password, &stored)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hashing_beyond_the_bound_is_refused_at_once() {
+        let hashing = Hashing::new(1, 1);
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let busy = hashing.clone();
+        let first = tokio::spawn(async move {
+            busy.run(move || {
+                let _ = started.send(());
+                let _ = hold.recv();
+            })
+            .await
+        });
+        running.await.unwrap();
+        // One waits for the running job; the next finds no place at all.
+        let waiting = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(|| 7).await }
+        });
+        tokio::task::yield_now().await;
+        while hashing.queued.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(hashing.run(|| 8).await, Err(HashingError::Busy));
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        assert_eq!(waiting.await.unwrap(), Ok(7));
+        assert_eq!(hashing.run(|| 9).await, Ok(9), "places free up again");
+    }
 
     #[test]
     fn strength_rules() {

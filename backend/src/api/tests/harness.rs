@@ -84,6 +84,22 @@ impl TestApp {
         Reply { status, headers, body }
     }
 
+    /// Sends `n` copies of a JSON POST at once; returns their statuses.
+    pub async fn post_concurrently(&self, n: usize, path: &str, body: Value) -> Vec<StatusCode> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let router = self.router.clone();
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            set.spawn(async move { router.oneshot(req).await.unwrap().status() });
+        }
+        set.join_all().await
+    }
+
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(token) = token {

@@ -144,6 +144,57 @@ async fn login_failures_are_uniform_and_lock_after_five() {
     }
 }
 
+/// Sends a login for `email` with `password` from the client address `ip`.
+async fn login_from(app: &super::harness::TestApp, ip: [u8; 4], email: &str, password: &str) -> StatusCode {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"email": email, "password": password}).to_string()))
+        .unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+    app.request(req).await.status
+}
+
+/// Five bad passwords lock the email for the address they came from, not
+/// for its owner elsewhere; fifty from any addresses lock it for everyone.
+#[tokio::test]
+async fn lockouts_are_per_client_address_with_a_ceiling_for_all() {
+    for app in apps().await {
+        let l = app.label();
+        app.owner("owned@x.test", "Owned").await;
+        let attacker = [198, 51, 100, 66];
+        for _ in 0..5 {
+            assert_eq!(login_from(&app, attacker, "owned@x.test", "guess guess guess").await, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(login_from(&app, attacker, "owned@x.test", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "{l}");
+        assert_eq!(login_from(&app, [192, 0, 2, 7], "owned@x.test", PASSWORD).await, StatusCode::OK, "{l}: the owner");
+        for i in 1..=10u8 {
+            for _ in 0..5 {
+                let status = login_from(&app, [203, 0, 113, i], "owned@x.test", "guess guess guess").await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{l}: {i}");
+            }
+        }
+        let status = login_from(&app, [192, 0, 2, 7], "owned@x.test", PASSWORD).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{l}: fifty failures from anywhere lock it for all");
+    }
+}
+
+/// Guesses sent all at once get no more password checks than sequential
+/// ones: each attempt is reserved atomically with the throttle check.
+#[tokio::test]
+async fn parallel_guesses_do_not_outrun_the_lockout() {
+    for app in apps().await {
+        app.owner("target@x.test", "Target").await;
+        let wrong = json!({"email": "target@x.test", "password": "a wrong guess, again"});
+        let statuses = app.post_concurrently(24, "/api/v1/auth/login", wrong).await;
+        let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+        let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!((checked, refused), (5, 19), "{}: {statuses:?}", app.label());
+        assert_eq!(app.login("target@x.test", None).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
     for app in apps().await {
