@@ -31,6 +31,14 @@ use crate::tenant::TenantDirectory;
 pub const LIVENESS_TTL: Duration = Duration::from_secs(5);
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const CACHE_CAPACITY: u64 = 100_000;
+const MISSES_CAPACITY: u64 = 20_000;
+
+/// Why a present-only cache has no entry: nothing was there, or the store failed.
+#[derive(Debug)]
+enum Absent {
+    Missing,
+    Fault(Arc<StoreError>),
+}
 
 const BAD_TOKEN: Reject = Reject::Unauthenticated("invalid or expired access token");
 
@@ -45,10 +53,14 @@ pub struct Caches {
     users: Cache<String, Option<Arc<User>>>,
     /// Tenants by id, and by whatever a header or subdomain named them.
     tenants: Cache<String, Option<Arc<Tenant>>>,
-    tenants_named: Cache<String, Option<Arc<Tenant>>>,
+    tenants_named: Cache<String, Arc<Tenant>>,
     /// Roles and groups of members and service accounts.
     standings: Cache<(String, String), Option<Standing>>,
-    api_keys: Cache<String, Option<Arc<KeyRecord>>>,
+    api_keys: Cache<String, Arc<KeyRecord>>,
+    /// Names nothing was found under, by a client's hint or key prefix: kept
+    /// apart (and bounded) so that a flood of made-up names never evicts the
+    /// live entries above.
+    misses: Cache<String, ()>,
     /// Keys whose use was recorded within the last minute.
     key_uses: Cache<String, ()>,
     engines: TenantEngines,
@@ -96,6 +108,7 @@ impl Caches {
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
+            misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
             engines: TenantEngines::new(policies),
             issuers: Issuers::new(issuers),
@@ -139,6 +152,50 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// A look-up by a name a client chose: found entries in `cache`, names
+    /// with nothing behind them in the separate, bounded `misses`.
+    async fn cached_present<V, F, Fut>(
+        &self,
+        cache: &Cache<String, Arc<V>>,
+        name: &'static str,
+        key: String,
+        load: F,
+    ) -> Result<Option<Arc<V>>, StoreError>
+    where
+        V: Send + Sync + 'static,
+        F: FnOnce(StoreLookups) -> Fut,
+        Fut: Future<Output = Result<Option<Arc<V>>, StoreError>>,
+    {
+        let lookups = self.lookups().await?.clone();
+        metrics::cache_lookup(name);
+        let miss_key = format!("{name}:{key}");
+        if self.misses.contains_key(&miss_key) {
+            return Ok(None);
+        }
+        let found = cache
+            .try_get_with(key, async move {
+                metrics::cache_miss(name);
+                match load(lookups).await {
+                    Ok(Some(value)) => Ok(value),
+                    Ok(None) => Err(Absent::Missing),
+                    Err(e) => Err(Absent::Fault(Arc::new(e))),
+                }
+            })
+            .await;
+        match found {
+            Ok(value) => Ok(Some(value)),
+            Err(absent) => match &*absent {
+                Absent::Missing => {
+                    self.misses.insert(miss_key, ()).await;
+                    Ok(None)
+                }
+                Absent::Fault(e) => Err(StoreError::Shared(Arc::clone(e))),
+            },
+        }
+    }
+}
+
 impl Lookups for Caches {
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
         self.cached(&self.sessions, "sessions", id.to_owned(), |l| async move { l.session(id).await }).await
@@ -171,7 +228,8 @@ impl Lookups for Caches {
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.cached(&self.api_keys, "api_keys", prefix.to_owned(), |l| async move { l.api_key(prefix).await }).await
+        self.cached_present(&self.api_keys, "api_keys", prefix.to_owned(), |l| async move { l.api_key(prefix).await })
+            .await
     }
 
     /// Records the use off the request path, at most once a minute per key
@@ -255,7 +313,7 @@ impl Verifiers for Caches {
 
 impl TenantDirectory for Caches {
     async fn tenant_named(&self, id_or_slug: &str) -> Result<Option<Arc<Tenant>>, Reject> {
-        self.cached(&self.tenants_named, "tenants", id_or_slug.to_owned(), |l| async move {
+        self.cached_present(&self.tenants_named, "tenants", id_or_slug.to_owned(), |l| async move {
             l.tenant_named(id_or_slug).await
         })
         .await

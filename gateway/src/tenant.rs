@@ -33,6 +33,20 @@ fn subdomain<'a>(host: &'a str, base_domain: &str) -> Option<&'a str> {
     (!label.is_empty() && !label.contains('.')).then_some(label)
 }
 
+/// Whether a hint can name a tenant at all (a slug or an id: 1 to 64 of
+/// `a-z`, `0-9`, `-`); anything else is answered without a look-up.
+fn plausible_name(hint: &str) -> bool {
+    (1..=64).contains(&hint.len()) && hint.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The tenant a hint names: 404 when none does.
+async fn named(directory: &impl TenantDirectory, hint: &str) -> Result<Arc<Tenant>, Reject> {
+    if !plausible_name(hint) {
+        return Err(Reject::NotFound);
+    }
+    directory.tenant_named(hint).await?.ok_or(Reject::NotFound)
+}
+
 /// Resolves the request's tenant. A credential fixes the tenant: any other
 /// source naming a different tenant is refused, so a token for tenant A can
 /// never be pointed at tenant B. Anonymous callers may name a tenant by
@@ -54,12 +68,12 @@ pub async fn resolve(
         let named = match source {
             TenantSource::Credential => credential.clone(),
             TenantSource::Header => match hints.header {
-                Some(h) => Some(directory.tenant_named(h.trim()).await?.ok_or(Reject::NotFound)?),
+                Some(h) => Some(named(directory, h.trim()).await?),
                 None => None,
             },
             TenantSource::Subdomain => match (hints.host, base_domain) {
                 (Some(host), Some(base)) => match subdomain(host, base) {
-                    Some(label) => Some(directory.tenant_named(label).await?.ok_or(Reject::NotFound)?),
+                    Some(label) => Some(named(directory, label).await?),
                     None => None,
                 },
                 _ => None,
@@ -160,6 +174,24 @@ mod tests {
         assert_eq!(resolve_with(&m, &anonymous, Some("nope"), None, "GET").await.unwrap_err(), Reject::NotFound);
         let err = resolve_with(&m, &anonymous, Some("acme"), Some("globex.tollgate.test"), "GET").await.unwrap_err();
         assert!(matches!(err, Reject::Forbidden { .. }), "two sources naming two tenants: {err:?}");
+    }
+
+    #[tokio::test]
+    async fn implausible_hints_cost_no_look_up() {
+        let m = Memory::two_tenants();
+        let anonymous = Caller::Anonymous;
+        for hint in ["Acme", "acme'--", "a b", "", &"a".repeat(65), "acme.corp"] {
+            assert_eq!(
+                resolve_with(&m, &anonymous, Some(hint), None, "GET").await.unwrap_err(),
+                Reject::NotFound,
+                "{hint:?}"
+            );
+        }
+        let host = "EVIL_HOST.tollgate.test";
+        assert_eq!(resolve_with(&m, &anonymous, None, Some(host), "GET").await.unwrap_err(), Reject::NotFound);
+        assert_eq!(m.named_lookups.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(resolve_with(&m, &anonymous, Some("acme"), None, "GET").await.is_ok());
+        assert_eq!(m.named_lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ pub async fn principal_from_api_key(
 }
 
 /// Look-ups answered straight from the store, each in its own short
-/// transaction scoped as row-level security needs.
+/// read-only transaction scoped as row-level security needs.
 #[derive(Debug, Clone)]
 pub struct StoreLookups {
     store: Store,
@@ -176,7 +176,7 @@ impl StoreLookups {
 
     /// A tenant by id, or by slug when no tenant has that id.
     pub async fn tenant_named(&self, id_or_slug: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        let mut tx = self.store.tenant_tx(id_or_slug).await?;
+        let mut tx = self.store.tenant_read_tx(id_or_slug).await?;
         let mut row = store::tenant_by_id(&mut tx, id_or_slug).await?;
         if row.is_none() {
             row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
@@ -188,28 +188,28 @@ impl StoreLookups {
 
 impl Lookups for StoreLookups {
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
-        let mut tx = self.store.tx().await?;
+        let mut tx = self.store.read_tx().await?;
         let row = store::session_by_id(&mut tx, id).await?;
         tx.commit().await?;
         Ok(row.map(Arc::new))
     }
 
     async fn user(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
-        let mut tx = self.store.tx().await?;
+        let mut tx = self.store.read_tx().await?;
         let row = store::user_by_id(&mut tx, id).await?;
         tx.commit().await?;
         Ok(row.map(|r| Arc::new(User::from(r))))
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        let mut tx = self.store.tenant_tx(id).await?;
+        let mut tx = self.store.tenant_read_tx(id).await?;
         let row = store::tenant_by_id(&mut tx, id).await?;
         tx.commit().await?;
         Ok(row.map(|r| Arc::new(Tenant::from(r))))
     }
 
     async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {
-        let mut tx = self.store.tenant_tx(tenant_id).await?;
+        let mut tx = self.store.tenant_read_tx(tenant_id).await?;
         let standing = Standing::of_member(&mut tx, tenant_id, user_id).await?;
         tx.commit().await?;
         Ok(standing)
@@ -220,14 +220,14 @@ impl Lookups for StoreLookups {
         tenant_id: &str,
         account_id: &str,
     ) -> Result<Option<Standing>, StoreError> {
-        let mut tx = self.store.tenant_tx(tenant_id).await?;
+        let mut tx = self.store.tenant_read_tx(tenant_id).await?;
         let standing = Standing::of_service_account(&mut tx, tenant_id, account_id).await?;
         tx.commit().await?;
         Ok(standing)
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        let mut tx = self.store.key_prefix_tx(prefix).await?;
+        let mut tx = self.store.key_prefix_read_tx(prefix).await?;
         let row = store::api_key_by_prefix(&mut tx, prefix).await?;
         tx.commit().await?;
         row.map(|r| KeyRecord::from_row(&r).map(Arc::new)).transpose()

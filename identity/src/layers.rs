@@ -49,7 +49,7 @@ pub async fn load_tenant_engine(
     live: &Arc<LivePolicies>,
     tenant_id: &str,
 ) -> Result<Arc<PolicyEngine>, LayerError> {
-    let mut tx = store.tenant_tx(tenant_id).await?;
+    let mut tx = store.tenant_read_tx(tenant_id).await?;
     let active = store::active_policy(&mut tx, tenant_id).await?;
     tx.commit().await.map_err(StoreError::from)?;
     let Some(row) = active else {

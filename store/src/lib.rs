@@ -173,6 +173,27 @@ impl Store {
         })
     }
 
+    /// A read-only look-up outside any tenant. On SQLite it does not take the
+    /// write lock, so look-ups (a gateway's cache misses among them) never
+    /// queue behind writers or each other.
+    pub async fn read_tx(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A read-only look-up bound to one tenant (see [`Store::tenant_tx`]).
+    pub async fn tenant_read_tx(&self, tenant_id: &str) -> Result<Tx, StoreError> {
+        let mut tx = self.read_tx().await?;
+        self.set_local(&mut tx, "app.tenant_id", tenant_id).await?;
+        Ok(tx)
+    }
+
+    /// A read-only look-up of the one API key with `prefix`.
+    pub async fn key_prefix_read_tx(&self, prefix: &str) -> Result<Tx, StoreError> {
+        let mut tx = self.read_tx().await?;
+        self.set_local(&mut tx, "app.key_prefix", prefix).await?;
+        Ok(tx)
+    }
+
     /// A transaction bound to one tenant: on PostgreSQL row-level security
     /// then shows and accepts only that tenant's rows.
     pub async fn tenant_tx(&self, tenant_id: &str) -> Result<Tx, StoreError> {

@@ -209,3 +209,22 @@ async fn postgres_refuses_roles_that_bypass_row_level_security() {
         other => panic!("a superuser was accepted: {:?}", other.map(|s| s.kind())),
     }
 }
+
+/// Look-ups do not wait for writers: a read transaction proceeds while
+/// another connection holds the write lock (SQLite's `BEGIN IMMEDIATE`).
+#[tokio::test]
+async fn reads_do_not_queue_behind_a_writer() {
+    for db in databases().await {
+        let (tenant, owner) = tenant_with_owner(&db.store, "Reads", "reads@x.test").await;
+        let writer = db.store.tenant_tx(&tenant.id).await.unwrap();
+        let read = async {
+            let mut tx = db.store.tenant_read_tx(&tenant.id).await.unwrap();
+            let found = membership(&mut tx, &tenant.id, &owner.id).await.unwrap();
+            tx.commit().await.unwrap();
+            found
+        };
+        let found = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+        assert!(matches!(found, Ok(Some(_))), "{}: the read waited for the writer", db.label);
+        writer.rollback().await.unwrap();
+    }
+}

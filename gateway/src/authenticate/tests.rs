@@ -26,6 +26,8 @@ pub(crate) struct Memory {
     pub standings: HashMap<(String, String), Standing>,
     pub keys: HashMap<String, Arc<KeyRecord>>,
     pub used: Mutex<Vec<String>>,
+    /// How many times a tenant was looked up by a hint.
+    pub named_lookups: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) fn tenant(id: &str, slug: &str, status: TenantStatus) -> Tenant {
@@ -163,6 +165,7 @@ impl Verifiers for Memory {
 
 impl TenantDirectory for Memory {
     async fn tenant_named(&self, id_or_slug: &str) -> Result<Option<Arc<Tenant>>, Reject> {
+        self.named_lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let by_id = self.tenants.get(id_or_slug).cloned();
         Ok(by_id.or_else(|| self.tenants.values().find(|t| t.slug == id_or_slug).cloned()))
     }
