@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tollgate_identity::decision::{Decided, DecidedBy, log_decision, new_decision_id, reasons};
+use tollgate_identity::decision::{new_decision_id, reasons};
 use tollgate_identity::entities::{
     RequestFacts, anonymous_entity, principal_entities, standard_context, tenant_entity, tenant_ref,
 };
@@ -163,17 +163,11 @@ pub fn decide(
         Caller::Known(p) => p.actor_id(),
         Caller::Anonymous => "anonymous".to_owned(),
     };
-    log_decision(
-        &Decided {
-            by: DecidedBy::Gateway,
-            decision_id: &decision_id,
-            tenant: tenant.as_ref().map_or("", |t| t.id.as_str()),
-            principal: &principal_name,
-            action: &route.action,
-            resource: &route.resource_id,
-        },
-        &outcome,
-    );
+    // No log line here: the request's one access line carries the decision,
+    // its determining policies and any evaluation errors.
+    if !outcome.errors.is_empty() {
+        tracing::warn!(decision_id = %decision_id, errors = ?outcome.errors, "policy evaluation errors (denied)");
+    }
     if outcome.is_allow() {
         Ok(Permit {
             decision_id,
@@ -185,7 +179,7 @@ pub fn decide(
             },
             roles,
             groups,
-            policies: outcome.determining.iter().map(|d| d.id.clone()).collect(),
+            policies: reasons(&outcome),
             routed,
             source_ip: facts.source_ip.to_owned(),
         })

@@ -31,8 +31,9 @@ use crate::reject::Reject;
 enum Admission {
     /// The pipeline has not decided yet.
     Pending,
-    /// Refused with this decision id; the response is written.
-    Refused(String),
+    /// Refused with this decision id and these determining policies; the
+    /// response is written.
+    Refused { decision_id: String, policies: Vec<String> },
     /// Allowed; forwarded once an upstream address is chosen.
     Permitted { permit: Box<Permit>, forwarded_at: Option<Instant> },
 }
@@ -56,7 +57,7 @@ impl Ctx {
     fn decision_id(&self) -> Option<&str> {
         match &self.admission {
             Admission::Pending => None,
-            Admission::Refused(id) => Some(id),
+            Admission::Refused { decision_id, .. } => Some(decision_id),
             Admission::Permitted { permit, .. } => Some(permit.decision_id()),
         }
     }
@@ -179,7 +180,11 @@ impl ProxyHttp for Proxy {
                 Ok(false)
             }
             Err(denial) => {
-                ctx.admission = Admission::Refused(denial.decision_id.clone());
+                let policies = match &denial.reject {
+                    Reject::Forbidden { policies, .. } => policies.clone(),
+                    _ => Vec::new(),
+                };
+                ctx.admission = Admission::Refused { decision_id: denial.decision_id.clone(), policies };
                 write_problem(
                     session,
                     &denial.reject,
@@ -259,7 +264,7 @@ impl ProxyHttp for Proxy {
             permit.and_then(|p| self.gateway.config.routes.get(p.route().route)).map_or("none", |r| r.name.as_str());
         let decision = match &ctx.admission {
             Admission::Permitted { .. } => "allow",
-            Admission::Refused(_) => "deny",
+            Admission::Refused { .. } => "deny",
             Admission::Pending => "none",
         };
         crate::metrics::request(route, status, decision, ctx.started.elapsed().as_secs_f64());
@@ -273,7 +278,11 @@ impl ProxyHttp for Proxy {
             tenant = permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
             principal = permit.map_or("", |p| p.principal()),
             route = permit.map_or("", |p| p.route().action.as_str()),
-            policies = ?permit.map(|p| p.policies().to_vec()).unwrap_or_default(),
+            policies = ?match &ctx.admission {
+                Admission::Permitted { permit, .. } => permit.policies(),
+                Admission::Refused { policies, .. } => policies.as_slice(),
+                Admission::Pending => &[],
+            },
             error = error.map(|e| e.to_string()).unwrap_or_default(),
             latency_us = ctx.started.elapsed().as_micros() as u64,
             "gateway request"

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
@@ -79,8 +79,33 @@ struct PublishedKey {
 }
 
 struct Snapshot {
-    signing: Option<(String, EncodingKey)>,
+    signing: Option<Signer>,
     published: Vec<PublishedKey>,
+}
+
+/// The key this instance signs with, parsed once when the keys are loaded
+/// (not per signature: deriving the key pair from its PKCS#8 form costs as
+/// much as a signature).
+struct Signer {
+    kid: String,
+    pair: Ed25519KeyPair,
+}
+
+impl Signer {
+    /// A compact JWS (EdDSA) of `claims` with header `typ` and our `kid`.
+    fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
+        let bad = || KeyError::BadKey(self.kid.clone());
+        let header = serde_json::to_vec(&serde_json::json!({"typ": typ, "alg": ALGORITHM, "kid": self.kid}))
+            .map_err(|_| bad())?;
+        let payload = serde_json::to_vec(claims).map_err(|_| bad())?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = self.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
+    }
 }
 
 impl Snapshot {
@@ -205,8 +230,8 @@ impl KeyRing {
                 let path = key_path(&self.key_dir, &row.kid);
                 match std::fs::read(&path) {
                     Ok(der) => {
-                        Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::BadKey(row.kid.clone()))?;
-                        signing = Some((row.kid.clone(), EncodingKey::from_ed_der(&der)));
+                        let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::BadKey(row.kid.clone()))?;
+                        signing = Some(Signer { kid: row.kid.clone(), pair });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
@@ -259,7 +284,7 @@ impl KeyRing {
         amr: Vec<String>,
     ) -> Result<(String, AccessClaims), KeyError> {
         let snapshot = self.current();
-        let Some((kid, key)) = &snapshot.signing else {
+        let Some(signer) = &snapshot.signing else {
             return Err(KeyError::NoSigningKey);
         };
         let t = now();
@@ -269,17 +294,14 @@ impl KeyRing {
             sub: user_id.to_owned(),
             tid: tenant_id.to_owned(),
             sid: session_id.to_owned(),
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: crate::decision::new_decision_id(),
             roles,
             amr,
             iat: t,
             nbf: t,
             exp: t + self.access_ttl,
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(kid.clone());
-        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, key).map_err(|_| KeyError::BadKey(kid.clone()))?;
+        let token = signer.sign(ACCESS_TOKEN_TYPE, &claims)?;
         Ok((token, claims))
     }
 
@@ -288,16 +310,13 @@ impl KeyRing {
     /// identity assertions for upstreams.
     pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
         let snapshot = self.current();
-        let Some((kid, key)) = &snapshot.signing else {
+        let Some(signer) = &snapshot.signing else {
             return Err(KeyError::NoSigningKey);
         };
         if typ == ACCESS_TOKEN_TYPE {
-            return Err(KeyError::BadKey(kid.clone()));
+            return Err(KeyError::BadKey(signer.kid.clone()));
         }
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(kid.clone());
-        header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, key).map_err(|_| KeyError::BadKey(kid.clone()))
+        signer.sign(typ, claims)
     }
 
     /// Signs an upstream identity assertion.

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# The loopback load harness: Tollgate's gateway side by side, in one run, with
+# a tiny origin, nginx as a plain proxy, nginx + auth_request to a no-op
+# authorizer (the ceiling of every external-authz design) and a bare pingora
+# passthrough. Everything listens on 127.0.0.1 and every measurement stops by
+# itself (DURATION seconds each). Needs Debian's nginx and wrk (installed
+# when missing and running as root; named otherwise).
+#
+# Usage: bench/load.sh            (DURATION=5 by default; RECORD=0 to not append)
+# Prints a table (req/s, p50, p99, CPU per request of the proxy process, peak
+# RSS) at 64 and 8 connections and the ratios, and appends them to
+# bench/RESULTS.md with the date, CPU model, commit and command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-5}"
+RECORD="${RECORD:-1}"
+
+need() {
+    local missing=()
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    [ "${#missing[@]}" -eq 0 ] && return
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # The package starts a system nginx on port 80; this harness runs its own.
+        service nginx stop >/dev/null 2>&1 || true
+    else
+        echo "error: bench/load.sh needs ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+}
+need
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+echo "building release binaries"
+cargo build --release -q --bin tollgate
+cargo build --release -q -p tollgate-bench --bin passthrough --bin mint
+BIN="${CARGO_TARGET_DIR:-target}/release"
+
+WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$WORK/origin.pid" ] && kill "$(cat "$WORK/origin.pid")" 2>/dev/null || true
+    [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ORIGIN=$(free_port); NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
+PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
+
+wait_port() {
+    for _ in $(seq 1 300); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "error: nothing listens on port $1" >&2
+    exit 1
+}
+
+# The origin: one nginx worker answering "ok" to everything.
+mkdir -p "$WORK/origin" "$WORK/proxy"
+cat > "$WORK/origin.conf" <<EOF
+worker_processes 1;
+pid $WORK/origin.pid;
+error_log $WORK/origin/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/origin; proxy_temp_path $WORK/origin;
+    fastcgi_temp_path $WORK/origin; uwsgi_temp_path $WORK/origin; scgi_temp_path $WORK/origin;
+    server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok\n"; } }
+}
+EOF
+# The nginx proxies (two workers, like the gateway's two threads): plain, and
+# with auth_request to a no-op authorizer in the same nginx.
+cat > "$WORK/proxy.conf" <<EOF
+worker_processes 2;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/proxy; proxy_temp_path $WORK/proxy;
+    fastcgi_temp_path $WORK/proxy; uwsgi_temp_path $WORK/proxy; scgi_temp_path $WORK/proxy;
+    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 128; }
+    upstream authz { server 127.0.0.1:$AUTHZ; keepalive 128; }
+    server {
+        listen 127.0.0.1:$NGX_PROXY;
+        location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 127.0.0.1:$NGX_AUTH;
+        location / {
+            auth_request /_authz;
+            proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+        }
+        location = /_authz {
+            internal;
+            proxy_pass http://authz; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_pass_request_body off; proxy_set_header Content-Length "";
+        }
+    }
+    server { listen 127.0.0.1:$AUTHZ; location / { return 204; } }
+}
+EOF
+"$NGINX" -q -p "$WORK" -c "$WORK/origin.conf"
+"$NGINX" -q -p "$WORK" -c "$WORK/proxy.conf"
+wait_port "$ORIGIN"; wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
+
+"$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
+PIDS+=($!); PASS_PID=$!
+wait_port "$PASS"
+
+# Tollgate with the origin behind it: a public route (anonymous callers may
+# use it) and a tenant's route checked by Cedar.
+cat > "$WORK/tollgate.toml" <<EOF
+demo = false
+log_format = "json"
+metrics_listen = "127.0.0.1:$METRICS"
+[gateway.upstreams.origin]
+addresses = ["127.0.0.1:$ORIGIN"]
+[[gateway.routes]]
+name = "public"
+path = "/public/{rest*}"
+upstream = "origin"
+methods = { GET = "platform.api" }
+resource = { type = "Platform", id = "tollgate" }
+[[gateway.routes]]
+name = "tenant"
+path = "/tenant/{rest*}"
+upstream = "origin"
+methods = { GET = "crm.read" }
+resource = { type = "CrmApi", id = "bench" }
+EOF
+TOLLGATE_LOG="${TOLLGATE_LOG:-info}" "$BIN/tollgate" --config "$WORK/tollgate.toml" up \
+    --listen "127.0.0.1:$TG" --data-dir "$WORK/data" >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
+PIDS+=($!); TG_PID=$!
+wait_port "$TG"
+
+B="http://127.0.0.1:$TG/api/v1"
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
+curl -sf "$B/auth/signup" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"correct horse battery staple","name":"Bench","tenant_name":"Bench"}' >/dev/null
+LOGIN=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"correct horse battery staple"}')
+TOKEN=$(echo "$LOGIN" | json '["access_token"]')
+TENANT=$(echo "$LOGIN" | json '["tenant"]["id"]')
+SESSION=$(echo "$LOGIN" | json '["session_id"]')
+USER_ID=$(curl -sf "$B/me" -H "authorization: Bearer $TOKEN" | json '["user"]["id"]')
+KEY=$(curl -sf "$B/tenants/$TENANT/api-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
+FRESH_COUNT=$(( 60000 * DURATION / 5 ))
+"$BIN/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
+    "$FRESH_COUNT" >"$WORK/tokens.txt"
+cat > "$WORK/fresh.lua" <<EOF
+local tokens = {}
+for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+    i = i + 1
+    if i > #tokens then i = 1 end
+    return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+EOF
+
+for check in "/public/x" "/tenant/x"; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG$check" -H "authorization: Bearer $TOKEN")
+    [ "$status" = "200" ] || { echo "error: $check answers $status" >&2; exit 1; }
+done
+
+ticks() { # CPU time (clock ticks) of the processes with these pids, threads included
+    local total=0 pid
+    for pid in "$@"; do
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    done
+    echo "$total"
+}
+hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") )); done; echo "$total"; }
+nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
+CLK=$(getconf CLK_TCK)
+ROWS=()
+declare -A RPS P50 CPU
+
+# measure NAME CONNECTIONS "PIDS" URL [wrk args...]
+measure() {
+    local name="$1" conns="$2" pids="$3" url="$4"; shift 4
+    local before after out requests rps p50 p99 non2xx cpu rss
+    # shellcheck disable=SC2086
+    before=$( [ -n "$pids" ] && ticks $pids || echo 0 )
+    out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url")
+    # shellcheck disable=SC2086
+    after=$( [ -n "$pids" ] && ticks $pids || echo 0 )
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    if [ -n "$pids" ]; then
+        cpu=$(awk -v d=$(( after - before )) -v clk="$CLK" -v n="$requests" 'BEGIN { printf "%.0f", d / clk / n * 1e6 }')
+        # shellcheck disable=SC2086
+        rss=$(awk -v k="$(hwm_kib $pids)" 'BEGIN { printf "%.0f", k / 1024 }')
+    else
+        cpu="—"; rss="—"
+    fi
+    RPS["$name/$conns"]="$rps"; P50["$name/$conns"]="$p50"; CPU["$name/$conns"]="$cpu"
+    ROWS+=("| $name | $conns | $rps | $p50 | $p99 | $cpu | $rss | ${non2xx:-0} |")
+    echo "  $name, $conns connections: $rps req/s, p50 $p50, p99 $p99, ${cpu} µs CPU/request"
+}
+
+NGX_PIDS=$(nginx_pids "$WORK/proxy.pid")
+echo "measuring (${DURATION}s each)"
+for conns in 64 8; do
+    measure "origin direct" "$conns" "" "http://127.0.0.1:$ORIGIN/x"
+    measure "nginx proxy" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_PROXY/x"
+    measure "nginx + auth_request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/x"
+    measure "pingora passthrough" "$conns" "$PASS_PID" "http://127.0.0.1:$PASS/x"
+    measure "tollgate public route" "$conns" "$TG_PID" "http://127.0.0.1:$TG/public/x"
+    measure "tollgate cached JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
+    measure "tollgate API key" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
+    measure "tollgate fresh JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh.lua"
+    measure "tollgate 401" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
+    measure "tollgate 403" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
+done
+
+to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+R1=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[pingora passthrough/64]}")
+R2=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[nginx + auth_request/64]}")
+R3=$(ratio "${RPS[tollgate API key/64]}" "${RPS[pingora passthrough/64]}")
+R4=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[pingora passthrough/64]}")
+ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
+
+CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
+REPORT="$WORK/report.md"
+{
+    echo
+    echo "## $(date -u +%Y-%m-%d) — load harness — $(nproc) cores ($CPU_MODEL), $MEM"
+    echo
+    echo "Commit $COMMIT$DIRTY. Command: \`DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
+    echo "nginx with 2 workers, the passthrough and the gateway with 2 threads; origin: one nginx worker)."
+    echo
+    echo "| scenario | connections | req/s | p50 | p99 | proxy CPU µs/request | peak RSS MiB | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "- full pipeline (cached JWT) / pingora passthrough, 64 connections: **$R1** (target ≥ 0.80)"
+    echo "- full pipeline (cached JWT) / nginx + auth_request, 64 connections: **$R2** (target ≥ 1.0)"
+    echo "- API key / pingora passthrough, 64 connections: **$R3**"
+    echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
+    echo "- added p50 over passthrough, 8 connections: **${ADDED} µs** (target < 100 µs)"
+} >"$REPORT"
+cat "$REPORT"
+if [ "$RECORD" = "1" ]; then
+    cat "$REPORT" >>bench/RESULTS.md
+    echo "appended to bench/RESULTS.md"
+fi

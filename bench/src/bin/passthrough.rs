@@ -1,0 +1,51 @@
+//! Bare pingora passthrough: the floor the gateway is measured against. It
+//! forwards every request to one upstream with nothing in between.
+//!
+//! Usage: `passthrough LISTEN UPSTREAM THREADS`, e.g.
+//! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+
+struct Passthrough {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Passthrough {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let parsed = match args.as_slice() {
+        [_, listen, upstream, threads] => {
+            match (listen.parse::<SocketAddr>(), upstream.parse::<SocketAddr>(), threads.parse::<usize>()) {
+                (Ok(l), Ok(u), Ok(t)) if t > 0 => Some((l, u, t)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some((listen, upstream, threads)) = parsed else {
+        eprintln!("usage: passthrough LISTEN UPSTREAM THREADS (addresses like 127.0.0.1:8080)");
+        std::process::exit(2);
+    };
+    let conf = ServerConf { threads, ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { upstream });
+    service.add_tcp(&listen.to_string());
+    server.add_service(service);
+    server.run_forever();
+}
