@@ -296,7 +296,7 @@ pub fn authorize(
     if let Some(rank) = granted_rank {
         context.insert("granted_rank".into(), Value::from(rank));
     }
-    let outcome = engine.evaluate(&PolicyRequest {
+    let outcome = engine.evaluate_trusted(&PolicyRequest {
         principal,
         action: action.name().to_owned(),
         resource: resource_uid.clone(),

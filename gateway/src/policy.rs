@@ -157,8 +157,13 @@ pub fn decide(
     let request =
         RequestFacts { method: facts.method, path: &route.path, source_ip: facts.source_ip, time: facts.time };
     let context = standard_context(authn, mfa, &route.action, Some(&request));
-    let outcome =
-        engine.evaluate(&PolicyRequest { principal, action: route.action.clone(), resource, context, entities });
+    let outcome = engine.evaluate_trusted(&PolicyRequest {
+        principal,
+        action: route.action.clone(),
+        resource,
+        context,
+        entities,
+    });
     let principal_name = match caller {
         Caller::Known(p) => p.actor_id(),
         Caller::Anonymous => "anonymous".to_owned(),

@@ -225,15 +225,30 @@ impl PolicyEngine {
         self.reasons.is_empty()
     }
 
-    /// Evaluates one request. Never fails: any error is a deny with the error.
+    /// Evaluates one request, its entities checked against the schema. Never
+    /// fails: any error is a deny with the error. For entities someone else
+    /// supplied (a product's, at the decision point).
     pub fn evaluate(&self, request: &PolicyRequest) -> Outcome {
-        match self.try_evaluate(request) {
+        match self.try_evaluate(request, EntityCheck::Checked) {
             Ok(outcome) => outcome,
             Err(message) => Outcome::error(message),
         }
     }
 
-    fn try_evaluate(&self, request: &PolicyRequest) -> Result<Outcome, String> {
+    /// Evaluates one request whose entities Tollgate built itself from its
+    /// own rows (the caller, its roles, groups and tenant, a route's
+    /// resource): they are taken as they are, without the per-request
+    /// conformance check against the schema, which they pass by
+    /// construction. The request itself (types of principal, action and
+    /// resource, and the context) is still checked, and any error is a deny.
+    pub fn evaluate_trusted(&self, request: &PolicyRequest) -> Outcome {
+        match self.try_evaluate(request, EntityCheck::Trusted) {
+            Ok(outcome) => outcome,
+            Err(message) => Outcome::error(message),
+        }
+    }
+
+    fn try_evaluate(&self, request: &PolicyRequest, entities_are: EntityCheck) -> Result<Outcome, String> {
         let uid = |r: &EntityRef| entity_uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
         let principal = uid(&request.principal)?;
         let resource = uid(&request.resource)?;
@@ -247,6 +262,9 @@ impl PolicyEngine {
         .map_err(|e| format!("invalid context: {e}"))?;
         // Checked against the schema on either path.
         let entities = match plain_entities(&request.entities) {
+            Some(entities) if entities_are == EntityCheck::Trusted => {
+                Entities::from_entities(entities, None).map_err(|e| e.to_string())
+            }
             Some(entities) => Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string()),
             None => Entities::from_json_value(
                 Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
@@ -274,6 +292,15 @@ impl PolicyEngine {
         };
         Ok(Outcome { decision, determining, errors })
     }
+}
+
+/// Whether a request's entities are checked against the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntityCheck {
+    /// Built by Tollgate from its own rows: conform by construction.
+    Trusted,
+    /// Supplied by someone else: checked.
+    Checked,
 }
 
 fn entity_uid(r: &EntityRef) -> Option<EntityUid> {

@@ -14,4 +14,4 @@ pub use engine::{
     PolicyEngine, PolicyRequest,
 };
 pub use live::{LivePolicies, PolicyWatcher, ReloadOutcome};
-pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir, run_scenario_text};
+pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir, run_scenario_dir_trusted, run_scenario_text};

@@ -72,12 +72,25 @@ pub struct ScenarioReport {
 /// Runs one scenario document (the JSON of a scenario file) named `name`.
 pub fn run_scenario_text(engine: &PolicyEngine, name: &str, text: &str) -> ScenarioReport {
     let mut report = ScenarioReport::default();
-    run_one(engine, name, text, &mut report);
+    run_one(engine, name, text, &mut report, PolicyEngine::evaluate);
     report
 }
 
 /// Runs every `*.json` scenario file under `dir` (recursively) against `engine`.
 pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
+    run_dir(engine, dir, PolicyEngine::evaluate)
+}
+
+/// Runs the scenario files as requests whose entities Tollgate built
+/// ([`PolicyEngine::evaluate_trusted`]): the files' entities have the
+/// shapes Tollgate builds, so both ways must decide alike.
+pub fn run_scenario_dir_trusted(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
+    run_dir(engine, dir, PolicyEngine::evaluate_trusted)
+}
+
+type Evaluate = fn(&PolicyEngine, &PolicyRequest) -> crate::Outcome;
+
+fn run_dir(engine: &PolicyEngine, dir: &Path, evaluate: Evaluate) -> Result<ScenarioReport, ScenarioError> {
     let mut files = Vec::new();
     collect_json(dir, &mut files)?;
     files.sort();
@@ -86,12 +99,12 @@ pub fn run_scenario_dir(engine: &PolicyEngine, dir: &Path) -> Result<ScenarioRep
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file)
             .map_err(|e| ScenarioError::Read { path: name.clone(), message: e.to_string() })?;
-        run_one(engine, &name, &text, &mut report);
+        run_one(engine, &name, &text, &mut report, evaluate);
     }
     Ok(report)
 }
 
-fn run_one(engine: &PolicyEngine, name: &str, text: &str, report: &mut ScenarioReport) {
+fn run_one(engine: &PolicyEngine, name: &str, text: &str, report: &mut ScenarioReport, evaluate: Evaluate) {
     let scenario: ScenarioFile = match serde_json::from_str(text) {
         Ok(s) => s,
         Err(e) => {
@@ -119,13 +132,16 @@ fn run_one(engine: &PolicyEngine, name: &str, text: &str, report: &mut ScenarioR
     let entities: Vec<EntitySpec> =
         scenario.entities.into_iter().map(|e| EntitySpec { uid: e.uid, attrs: e.attrs, parents: e.parents }).collect();
     for req in scenario.requests {
-        let outcome = engine.evaluate(&PolicyRequest {
-            principal: req.principal,
-            action: req.action,
-            resource: req.resource,
-            context: req.context,
-            entities: entities.clone(),
-        });
+        let outcome = evaluate(
+            engine,
+            &PolicyRequest {
+                principal: req.principal,
+                action: req.action,
+                resource: req.resource,
+                context: req.context,
+                entities: entities.clone(),
+            },
+        );
         let mut problems = Vec::new();
         if outcome.decision != req.decision {
             problems.push(format!(

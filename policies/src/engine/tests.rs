@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::run_scenario_dir;
+use crate::{run_scenario_dir, run_scenario_dir_trusted};
 
 fn ctx() -> Map<String, Value> {
     let Value::Object(map) = json!({"authn": "password", "mfa": false, "required_scope": "tenant:read"}) else {
@@ -33,6 +33,17 @@ fn scenario_files_pass() {
     let engine = PolicyEngine::builtin().unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let report = run_scenario_dir(&engine, &dir).unwrap();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.passed >= 29, "ran {} requests", report.passed);
+}
+
+/// The gateway and the API evaluate the entities they build without the
+/// per-request schema check: on every scenario it must decide the same.
+#[test]
+fn scenario_files_pass_with_trusted_entities() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let report = run_scenario_dir_trusted(&engine, &dir).unwrap();
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert!(report.passed >= 29, "ran {} requests", report.passed);
 }
