@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::client::Cidr;
 use crate::issuers::IssuerConfig;
 use crate::route::{ResourceId, Route, RouteError, RouteTable, Template};
 
@@ -28,6 +29,10 @@ pub struct GatewayFile {
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// Address blocks of proxies in front of the gateway whose
+    /// `X-Forwarded-For` is believed (none by default).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +101,7 @@ impl GatewayFile {
         self.upstreams.extend(reserved.upstreams);
         self.routes.extend(reserved.routes);
         self.issuers.extend(reserved.issuers);
+        self.trusted_proxies.extend(reserved.trusted_proxies);
         Ok(self)
     }
 }
@@ -129,6 +135,8 @@ pub struct GatewayConfig {
     pub routes: RouteTable,
     /// Trusted external issuers.
     pub issuers: Vec<IssuerConfig>,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,12 +252,18 @@ impl GatewayConfig {
                 return Err(bad("`issuer` and `audience` must not be empty"));
             }
         }
+        let trusted_proxies = file
+            .trusted_proxies
+            .iter()
+            .map(|c| c.parse::<Cidr>().map_err(|reason| ConfigError::Parse(format!("`trusted_proxies`: {reason}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             tenant_from,
             base_domain: file.base_domain,
             upstreams,
             routes: RouteTable::new(routes)?,
             issuers: file.issuers,
+            trusted_proxies,
         })
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod authenticate;
 pub mod caches;
+pub mod client;
 pub mod config;
 pub mod entitlements;
 pub mod forward;

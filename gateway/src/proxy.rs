@@ -21,6 +21,7 @@ use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 
+use crate::client::client_address;
 use crate::forward::prepare_upstream_request;
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
@@ -166,10 +167,14 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session);
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        let trusted = &self.gateway.config.trusted_proxies;
+        let client_ip = match session.client_addr().and_then(|a| a.as_inet()) {
+            Some(peer) => {
+                let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+                client_address(peer.ip(), forwarded.iter().filter_map(|v| v.to_str().ok()), trusted).to_string()
+            }
+            None => "unknown".to_owned(),
+        };
         let admitted = match read_incoming(session, &client_ip) {
             Ok(incoming) => self.gateway.admit(&incoming).await,
             Err(reject) => Err(Denial::early(reject)),

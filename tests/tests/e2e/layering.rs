@@ -20,6 +20,7 @@ fn config_with_echo(dir: &std::path::Path, echo: std::net::SocketAddr) -> String
         format!(
             "demo = false\n\
              [gateway]\n\
+             trusted_proxies = [\"127.0.0.1\"]\n\
              [gateway.upstreams.echo]\naddresses = [\"{echo}\"]\n\
              [[gateway.routes]]\nname = \"echo\"\npath = \"/echo/{{rest*}}\"\nupstream = \"echo\"\n\
              methods = {{ GET = \"crm.read\" }}\nresource = {{ type = \"CrmApi\", id = \"echo\" }}\n\
@@ -56,6 +57,14 @@ async fn a_product_in_the_config_file_runs_behind_up() {
     let claims = jsonwebtoken::decode::<Value>(assertion, &key, &validation).unwrap().claims;
     assert_eq!((claims["tid"].as_str(), claims["act"].as_str()), (Some(tenant), Some("crm.read")));
     assert!(seen["headers"].get("authorization").is_none(), "not forwarded unless the route says so");
+    // The test client is a trusted proxy here: the client is the nearest
+    // address it forwarded for.
+    let auth = format!("Bearer {token}");
+    let xff = [("Authorization", auth.as_str()), ("X-Forwarded-For", "198.51.100.4, 203.0.113.7")];
+    let (status, body) = tollgate_tests::raw_get(&tg.base, "/echo/xff", &xff).await;
+    assert_eq!(status, 200, "{body}");
+    let seen_xff: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen_xff["headers"]["x-forwarded-for"], json!(["203.0.113.7"]));
     let (_, seen) = tg.send("GET", "/with-credential/x", Some(token), None).await;
     assert_eq!(seen["headers"]["authorization"][0], format!("Bearer {token}"), "the route opted in");
 

@@ -5,7 +5,21 @@ use axum::http::StatusCode;
 use serde_json::json;
 use tollgate_identity::layers::LAYER_UNAVAILABLE;
 
-use super::harness::apps;
+use super::harness::{TestApp, apps};
+
+/// Corrupts the stored source of `tenant_id`'s layers (as a schema change
+/// could break them) and drops the cached engine, so the next decision
+/// loads it again.
+async fn break_layer(app: &TestApp, tenant_id: &str) {
+    let mut tx = app.state.store.tenant_tx(tenant_id).await.unwrap();
+    sqlx::query("UPDATE tenant_policies SET source = 'forbid (principal, action' WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.state.engines.invalidate(tenant_id).await;
+}
 
 const FREEZE: &str = "@id(\"freeze\") @reason(\"no deals close this quarter\")\nforbid (principal, action == Action::\"deal.close\", resource);";
 
@@ -106,14 +120,7 @@ async fn a_layer_that_cannot_be_loaded_refuses_the_decision_point() {
         let r = app.post("/api/v1/authorize", Some(&owner.token), question.clone()).await;
         assert_eq!(r.body["decision"], "allow", "{l}: {r:?}");
 
-        let mut tx = app.state.store.tenant_tx(&owner.tenant_id).await.unwrap();
-        sqlx::query("UPDATE tenant_policies SET source = 'forbid (principal, action' WHERE tenant_id = $1")
-            .bind(&owner.tenant_id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        app.state.engines.invalidate(&owner.tenant_id).await;
+        break_layer(&app, &owner.tenant_id).await;
         let r = app.post("/api/v1/authorize", Some(&owner.token), question).await;
         assert_eq!(
             (r.status, r.body["detail"].as_str()),
@@ -155,14 +162,7 @@ async fn a_tenant_layer_applies_to_the_tenants_api_calls() {
         // A layer that no longer loads refuses the tenant's calls, but not
         // the repair.
         assert_eq!(app.post(&format!("{base}/1/activate"), Some(&owner.token), json!({})).await.status, StatusCode::OK);
-        let mut tx = app.state.store.tenant_tx(&owner.tenant_id).await.unwrap();
-        sqlx::query("UPDATE tenant_policies SET source = 'forbid (' WHERE tenant_id = $1")
-            .bind(&owner.tenant_id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        app.state.engines.invalidate(&owner.tenant_id).await;
+        break_layer(&app, &owner.tenant_id).await;
         let r = app.get(&format!("/api/v1/tenants/{}/members", owner.tenant_id), &owner.token).await;
         assert_eq!((r.status, r.body["detail"].as_str()), (StatusCode::FORBIDDEN, Some(LAYER_UNAVAILABLE)), "{l}");
         let r = app.post(&format!("{base}/rollback"), Some(&owner.token), json!({})).await;
