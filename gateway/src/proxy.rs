@@ -344,8 +344,10 @@ pub fn spawn(
     listen: Listen,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // One worker thread per core (two on this project's 2-core machines).
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let conf = ServerConf {
-        threads: 2,
+        threads,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
