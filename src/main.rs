@@ -459,7 +459,7 @@ async fn serve(config: Config, role: Role) -> Result<()> {
             KeyRing::open(store.clone(), config.data_dir.join("keys"), issuer.clone(), config.access_ttl_secs).await?,
         ),
     };
-    tollgate_backend::spawn_key_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
+    KeyRing::spawn_reload(Arc::clone(&keys), Duration::from_secs(config.key_reload_secs));
     let mut config = config;
     config.listen = public;
     let gateway_config = match &role {

@@ -12,7 +12,7 @@ pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -134,21 +134,6 @@ async fn request_log(
         );
     });
     response
-}
-
-/// Reloads the signing keys periodically so a rotation by `tollgate keys
-/// rotate` (another process) is picked up without restart.
-pub fn spawn_key_reload(keys: Arc<KeyRing>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            if let Err(e) = keys.reload().await {
-                tracing::warn!(error = %e, "signing key reload failed");
-            }
-        }
-    })
 }
 
 /// Serves the backend on `listener` until `shutdown` resolves.

@@ -210,6 +210,22 @@ impl KeyRing {
         }
     }
 
+    /// Reloads the keys every `every`, so a rotation by another process
+    /// (`tollgate keys rotate`, another instance) is picked up without a
+    /// restart. Runs on the current tokio runtime.
+    pub fn spawn_reload(keys: Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if let Err(e) = keys.reload().await {
+                    tracing::warn!(error = %e, "signing key reload failed");
+                }
+            }
+        })
+    }
+
     /// Re-reads the published keys from the store and swaps the snapshot.
     pub async fn reload(&self) -> Result<(), KeyError> {
         let mut tx = self.store.tx().await?;
