@@ -617,6 +617,9 @@ async fn ambiguous_and_proxy_headers_are_not_taken_from_clients() {
         assert_eq!(status, 400, "{what}: {body}");
         assert!(body.contains(&format!("`{what}` header is repeated")), "{body}");
     }
+    // An unreadable credential is refused, never taken for no credential.
+    let (status, body) = raw_get(&gw.base, "/echo/items/1", &[("Authorization", "Bearer caf\u{e9}")]).await;
+    assert_eq!(status, 401, "{body}");
     let sent = [
         ("Authorization", auth),
         ("X-Tollgate_Tenant", "someone-else"),
