@@ -74,17 +74,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The request id a client sent when it is well-formed (1 to 128 of
-/// letters, digits and `-_.:`), else a new one. Backend and gateway share it.
-pub fn request_id_or_new(sent: Option<&str>) -> String {
-    sent.filter(|v| {
-        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    })
-    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
-}
-
 fn request_id(headers: &HeaderMap) -> String {
-    request_id_or_new(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
+    tollgate_identity::decision::request_id_or_new(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
 /// The client's address as the gateway in front saw it, from a verified

@@ -60,7 +60,8 @@ pub struct Caches {
     /// Names nothing was found under, by a client's hint or key prefix: kept
     /// apart (and bounded) so that a flood of made-up names never evicts the
     /// live entries above.
-    misses: Cache<String, ()>,
+    tenant_misses: Cache<String, ()>,
+    key_misses: Cache<String, ()>,
     /// Keys whose use was recorded within the last minute.
     key_uses: Cache<String, ()>,
     engines: TenantEngines,
@@ -108,7 +109,8 @@ impl Caches {
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
-            misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
+            tenant_misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
+            key_misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
             engines: TenantEngines::new(policies),
             issuers: Issuers::new(issuers),
@@ -158,6 +160,7 @@ impl Caches {
     async fn cached_present<V, F, Fut>(
         &self,
         cache: &Cache<String, Arc<V>>,
+        misses: &Cache<String, ()>,
         name: &'static str,
         key: String,
         load: F,
@@ -169,12 +172,11 @@ impl Caches {
     {
         let lookups = self.lookups().await?.clone();
         metrics::cache_lookup(name);
-        let miss_key = format!("{name}:{key}");
-        if self.misses.contains_key(&miss_key) {
+        if misses.contains_key(&key) {
             return Ok(None);
         }
         let found = cache
-            .try_get_with(key, async move {
+            .try_get_with(key.clone(), async move {
                 metrics::cache_miss(name);
                 match load(lookups).await {
                     Ok(Some(value)) => Ok(value),
@@ -187,7 +189,7 @@ impl Caches {
             Ok(value) => Ok(Some(value)),
             Err(absent) => match &*absent {
                 Absent::Missing => {
-                    self.misses.insert(miss_key, ()).await;
+                    misses.insert(key, ()).await;
                     Ok(None)
                 }
                 Absent::Fault(e) => Err(StoreError::Shared(Arc::clone(e))),
@@ -228,8 +230,10 @@ impl Lookups for Caches {
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.cached_present(&self.api_keys, "api_keys", prefix.to_owned(), |l| async move { l.api_key(prefix).await })
-            .await
+        self.cached_present(&self.api_keys, &self.key_misses, "api_keys", prefix.to_owned(), |l| async move {
+            l.api_key(prefix).await
+        })
+        .await
     }
 
     /// Records the use off the request path, at most once a minute per key
@@ -313,9 +317,13 @@ impl Verifiers for Caches {
 
 impl TenantDirectory for Caches {
     async fn tenant_named(&self, id_or_slug: &str) -> Result<Option<Arc<Tenant>>, Reject> {
-        self.cached_present(&self.tenants_named, "tenants", id_or_slug.to_owned(), |l| async move {
-            l.tenant_named(id_or_slug).await
-        })
+        self.cached_present(
+            &self.tenants_named,
+            &self.tenant_misses,
+            "tenants",
+            id_or_slug.to_owned(),
+            |l| async move { l.tenant_named(id_or_slug).await },
+        )
         .await
         .map_err(internal)
     }

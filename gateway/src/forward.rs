@@ -33,10 +33,11 @@ const CLIENT_HEADERS_DROPPED: [&str; 5] =
 /// spelling of an identity header (`X-Tollgate_Tenant` too: some servers
 /// read `_` as `-`), any `X-Forwarded-*`, and [`CLIENT_HEADERS_DROPPED`].
 fn dropped(name: &str) -> bool {
-    let name = name.to_ascii_lowercase().replace('_', "-");
-    name.starts_with(IDENTITY_HEADER_PREFIX)
-        || name.starts_with("x-forwarded-")
-        || CLIENT_HEADERS_DROPPED.contains(&name.as_str())
+    // Header names arrive lower-cased; `_` compares as `-`.
+    let same = |a: u8, b: u8| a == b || (a == b'_' && b == b'-');
+    let starts = |prefix: &str| name.len() >= prefix.len() && name.bytes().zip(prefix.bytes()).all(|(a, b)| same(a, b));
+    let is = |whole: &str| name.len() == whole.len() && starts(whole);
+    starts(IDENTITY_HEADER_PREFIX) || starts("x-forwarded-") || CLIENT_HEADERS_DROPPED.iter().any(|h| is(h))
 }
 
 /// Turns the client's request into the upstream's: only the routed path

@@ -73,14 +73,8 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The request id a client sent when it is well-formed (1 to 128 of
-/// letters, digits and `-_.:`), else a new one.
 fn request_id(session: &Session) -> String {
-    header(session, "x-request-id")
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map_or_else(tollgate_identity::decision::new_decision_id, str::to_owned)
+    tollgate_identity::decision::request_id_or_new(header(session, "x-request-id"))
 }
 
 /// The one value of a header that must not be repeated (a repeated one is

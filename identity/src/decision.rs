@@ -9,6 +9,16 @@ pub fn new_decision_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
+/// The request id a client sent when it is well-formed (1 to 128 of
+/// letters, digits and `-_.:`), else a new one. The gateway and the backend
+/// both apply this one rule.
+pub fn request_id_or_new(sent: Option<&str>) -> String {
+    sent.filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    })
+    .map_or_else(new_decision_id, str::to_owned)
+}
+
 /// Who decided. (The gateway logs its decisions in the request's one
 /// access line instead.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

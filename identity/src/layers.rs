@@ -67,7 +67,9 @@ pub async fn load_tenant_engine(
 /// requests or questions need it.
 pub struct TenantEngines {
     live: Arc<LivePolicies>,
-    cache: Cache<String, Arc<PolicyEngine>>,
+    /// Failures are cached as long as engines: a layer that does not load is
+    /// not read and parsed again on every request.
+    cache: Cache<String, Result<Arc<PolicyEngine>, Arc<LayerError>>>,
 }
 
 impl std::fmt::Debug for TenantEngines {
@@ -106,11 +108,51 @@ impl TenantEngines {
         on_miss: impl FnOnce() + Send,
     ) -> Result<Arc<PolicyEngine>, Arc<LayerError>> {
         self.cache
-            .try_get_with(tenant_id.to_owned(), async move {
+            .get_with(tenant_id.to_owned(), async move {
                 on_miss();
-                load_tenant_engine(store, &self.live, tenant_id).await
+                load_tenant_engine(store, &self.live, tenant_id).await.map_err(|e| {
+                    tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+                    Arc::new(e)
+                })
             })
             .await
-            .inspect_err(|e| tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tollgate_policies::PolicyEngine;
+    use tollgate_store::testing::databases;
+
+    use super::*;
+
+    /// A layer that does not load is refused, and the refusal is cached as
+    /// long as an engine would be: a broken layer is not read and parsed
+    /// again for every request.
+    #[tokio::test]
+    async fn a_broken_layer_is_refused_once_per_ttl() {
+        for db in databases().await {
+            let mut tx = db.store.tx().await.unwrap();
+            let tenant = store::insert_tenant(&mut tx, "Broken", "broken").await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            store::insert_policy_version(&mut tx, &tenant.id, "forbid (principal, action", "", "test").await.unwrap();
+            store::activate_policy(&mut tx, &tenant.id, 1).await.unwrap();
+            tx.commit().await.unwrap();
+            let engines = TenantEngines::new(Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap())));
+            let loads = AtomicUsize::new(0);
+            for _ in 0..3 {
+                let result =
+                    engines.for_tenant(&db.store, &tenant.id, || _ = loads.fetch_add(1, Ordering::SeqCst)).await;
+                assert!(matches!(result.as_ref().map_err(|e| &**e), Err(LayerError::Invalid(_))), "{}", db.label);
+            }
+            assert_eq!(loads.load(Ordering::SeqCst), 1, "{}: loaded once", db.label);
+            engines.invalidate(&tenant.id).await;
+            assert!(
+                engines.for_tenant(&db.store, &tenant.id, || _ = loads.fetch_add(1, Ordering::SeqCst)).await.is_err()
+            );
+            assert_eq!(loads.load(Ordering::SeqCst), 2, "{}: invalidation loads again", db.label);
+        }
     }
 }

@@ -126,7 +126,8 @@ fn names_other_tenant(value: &Value, tenant_id: &str) -> bool {
     }
 }
 
-async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Value, ApiError> {
+async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) -> Result<Value, ApiError> {
+    let caller = &authenticated.principal;
     if Action::ALL.iter().any(|a| a.name() == q.action) || q.action == "platform.api" {
         return Err(ApiError::field("action", "platform actions are decided by Tollgate, not answered here"));
     }
@@ -182,13 +183,13 @@ async fn answer(state: &AppState, caller: &Principal, q: Question) -> Result<Val
     let request = RequestFacts { method: "", path: "", source_ip: &caller.client_ip, time: now() };
     let mut context = standard_context(Authn::DecisionPoint, false, &q.action, Some(&request));
     context.extend(q.context);
-    // The caller's tenant layer applies here as at the gateway, from the
-    // same cache, and a layer that cannot be loaded is refused the same way.
-    let engine = state
-        .engines
-        .for_tenant(&state.store, tenant_id, || {})
-        .await
-        .map_err(|_| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?;
+    // The caller's tenant layer applies here as at the gateway (the engine
+    // the extractor loaded), and a layer that cannot be loaded is refused
+    // the same way.
+    let engine = authenticated
+        .engine
+        .clone()
+        .ok_or_else(|| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?;
     let resource = EntityRef::new(&q.resource.type_name, q.resource.id);
     let outcome = engine.evaluate(&PolicyRequest {
         principal,
