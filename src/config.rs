@@ -2,11 +2,14 @@
 //! variables, then command-line flags, validated once into [`Config`]. The
 //! file and environment shapes are separate from the validated struct.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tollgate_gateway::config::GatewayFile;
+use tollgate_identity::plans::{BillingPeriod, Catalog, LimitName, Limits, Plan};
 
 /// The TOML file, every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +30,67 @@ pub struct FileConfig {
     /// resolution (the format of a routes file).
     #[serde(default)]
     pub gateway: GatewayFile,
+    /// Plans added to the built-in catalog (or replacing a built-in plan of
+    /// the same name).
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanFile>,
+}
+
+/// A plan as written in the config file; an absent limit is unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub display_name: String,
+    /// The price per billing period in the currency's minor unit (cents).
+    #[serde(default)]
+    pub price_minor: u64,
+    pub currency: Option<String>,
+    /// `month` (the default) or `year`.
+    pub billing_period: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: PlanLimitsFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimitsFile {
+    pub max_members: Option<u64>,
+    pub max_api_keys: Option<u64>,
+    pub api_calls_per_month: Option<u64>,
+    pub requests_per_second: Option<u64>,
+    pub requests_per_second_per_key: Option<u64>,
+}
+
+impl PlanFile {
+    fn plan(self, name: String) -> Result<Plan, ConfigError> {
+        let period = match self.billing_period.as_deref() {
+            None => BillingPeriod::Month,
+            Some(text) => BillingPeriod::parse(text)
+                .ok_or_else(|| invalid("plans", format!("billing period `{text}` of plan `{name}` is not `month` or `year`")))?,
+        };
+        let mut limits = Limits::default();
+        let l = self.limits;
+        for (limit, value) in [
+            (LimitName::MaxMembers, l.max_members),
+            (LimitName::MaxApiKeys, l.max_api_keys),
+            (LimitName::ApiCallsPerMonth, l.api_calls_per_month),
+            (LimitName::RequestsPerSecond, l.requests_per_second),
+            (LimitName::RequestsPerSecondPerKey, l.requests_per_second_per_key),
+        ] {
+            limits.set(limit, value);
+        }
+        Ok(Plan {
+            name,
+            display_name: self.display_name,
+            price_minor: self.price_minor,
+            currency: self.currency.unwrap_or_else(|| "USD".into()),
+            period,
+            features: self.features.into_iter().collect(),
+            limits,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +140,8 @@ pub struct Config {
     pub demo: bool,
     /// The gateway's own configuration, before the platform's routes join it.
     pub gateway: GatewayFile,
+    /// The plans tenants can be on.
+    pub catalog: Arc<Catalog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +255,14 @@ impl Config {
             Some(other) => return Err(invalid("demo", format!("`{other}` is not true or false"))),
             None => file_config.demo.unwrap_or(true),
         };
+        let plans = file_config
+            .plans
+            .into_iter()
+            .map(|(name, plan)| plan.plan(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let catalog = Catalog::with(plans).map_err(|e| invalid("plans", e.to_string()))?;
         Ok(Config {
+            catalog: Arc::new(catalog),
             demo,
             gateway: file_config.gateway,
             data_dir,
@@ -245,6 +318,27 @@ mod tests {
         std::fs::write(&file, "lisen = \"typo\"\n").unwrap();
         let err = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn plans_join_the_built_in_catalog() {
+        let dir = std::env::temp_dir().join(format!("tg-config-plans-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tollgate.toml");
+        std::fs::write(
+            &file,
+            "[plans.team]\ndisplay_name = \"Team\"\nprice_minor = 1900\nfeatures = [\"reports\"]\n\
+             [plans.team.limits]\nmax_members = 10\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap();
+        let team = c.catalog.plan("team").unwrap();
+        assert_eq!((team.limits.get(LimitName::MaxMembers), team.limits.get(LimitName::MaxApiKeys)), (Some(10), None));
+        assert!(c.catalog.plan("pro").is_some(), "the built-in plans stay");
+        std::fs::write(&file, "[plans.team]\ndisplay_name = \"Team\"\nbilling_period = \"week\"\n").unwrap();
+        let err = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("`plans`") && err.to_string().contains("`week`"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

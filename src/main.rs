@@ -17,6 +17,7 @@ use tollgate_gateway::caches::Caches;
 use tollgate_gateway::config::{GatewayConfig, GatewayFile, ResourceFile, RouteFile, UpstreamFile};
 use tollgate_gateway::pipeline::Gateway;
 use tollgate_gateway::proxy::Listen;
+use tollgate_gateway::quota::Meter;
 use tollgate_identity::assertion::BACKEND_UPSTREAM;
 use tollgate_identity::tokens::{self, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine, PolicyWatcher, ReloadOutcome, run_scenario_dir};
@@ -303,6 +304,7 @@ async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>,
     backend.refresh_ttl = config.refresh_ttl_secs;
     backend.invitation_ttl = config.invitation_ttl_secs;
     backend.secure_cookies = config.secure_cookies;
+    backend.catalog = Arc::clone(&config.catalog);
     Ok(tollgate_backend::build_state(store, engine, backend).await?)
 }
 
@@ -374,6 +376,7 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
         resource: fixed_resource("Platform", "tollgate"),
         // The backend authenticates every call itself.
         forward_authorization: true,
+        feature: None,
     })
     .collect();
     GatewayFile {
@@ -399,6 +402,9 @@ struct RunningGateway {
     metrics: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     thread: std::thread::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+    meter: Arc<Meter>,
+    store: Store,
 }
 
 impl RunningGateway {
@@ -407,21 +413,54 @@ impl RunningGateway {
         gateway_config: GatewayConfig,
         keys: Arc<KeyRing>,
         engine: Arc<LivePolicies>,
+        store: Store,
     ) -> Result<Self> {
         let public = concrete_address(config.listen)?;
         let metrics = concrete_address(config.metrics_listen)?;
-        let caches = Caches::new(keys, config.database_url.clone(), engine, gateway_config.issuers.clone());
+        let catalog = Arc::clone(&config.catalog);
+        tollgate_gateway::metrics::plan_limits(&catalog);
+        let caches = Caches::new(keys, config.database_url.clone(), engine, gateway_config.issuers.clone(), catalog);
         let gateway = Arc::new(Gateway::new(gateway_config, caches).context("cannot prepare the upstreams")?);
+        let meter = Arc::clone(gateway.quotas.meter());
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(flush_usage(Arc::clone(&meter), store.clone(), stopped.clone()));
         let thread = tollgate_gateway::proxy::spawn(gateway, Listen { proxy: public, metrics }, stopped)?;
         wait_listening(public).await?;
         wait_listening(metrics).await?;
-        Ok(Self { public, metrics, stop, thread })
+        Ok(Self { public, metrics, stop, thread, flusher, meter, store })
     }
 
+    /// Stops the proxy, then writes the usage it counted since the last
+    /// flush, so a graceful stop loses none.
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+        let _ = self.flusher.await;
+        for _ in 0..5 {
+            match self.meter.flush(&self.store, tollgate_store::now()).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot write usage counts at shutdown"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::error!(lost = self.meter.unflushed(), "usage counts not written at shutdown");
+    }
+}
+
+/// Writes the gateway's usage counts to the store every
+/// [`tollgate_gateway::quota::FLUSH_INTERVAL`] until `stop` turns true; a
+/// failed flush keeps the counts for the next one.
+async fn flush_usage(meter: Arc<Meter>, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(tollgate_gateway::quota::FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = meter.flush(&store, tollgate_store::now()).await {
+            tracing::warn!(error = %e, "cannot write usage counts; kept for the next flush");
+        }
     }
 }
 
@@ -480,7 +519,7 @@ async fn serve(config: Config, role: Role) -> Result<()> {
         }
     };
     let gateway = match gateway_config {
-        Some(g) => Some(RunningGateway::start(&config, g, Arc::clone(&keys), engine).await?),
+        Some(g) => Some(RunningGateway::start(&config, g, Arc::clone(&keys), engine, store.clone()).await?),
         None => None,
     };
     let what = match role {

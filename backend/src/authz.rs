@@ -43,6 +43,8 @@ pub enum Action {
     GroupList,
     GroupManage,
     TenantSetPlan,
+    UsageRead,
+    UsageReport,
 }
 
 /// The scopes an API key may be given.
@@ -62,6 +64,8 @@ pub const SCOPES: &[&str] = &[
     "policies:write",
     "groups:read",
     "groups:write",
+    "usage:read",
+    "usage:write",
 ];
 
 /// Whether `scope` may be given to an API key: a platform scope, or a
@@ -84,7 +88,7 @@ pub fn is_valid_scope(scope: &str) -> bool {
 
 impl Action {
     /// Every platform action, which the decision point does not answer for.
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 29] = [
         Action::AccountRead,
         Action::AccountUpdate,
         Action::TenantCreate,
@@ -112,6 +116,8 @@ impl Action {
         Action::GroupList,
         Action::GroupManage,
         Action::TenantSetPlan,
+        Action::UsageRead,
+        Action::UsageReport,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +149,8 @@ impl Action {
             Action::GroupList => "group.list",
             Action::GroupManage => "group.manage",
             Action::TenantSetPlan => "tenant.set_plan",
+            Action::UsageRead => "usage.read",
+            Action::UsageReport => "usage.report",
         }
     }
 
@@ -168,6 +176,8 @@ impl Action {
             Action::PolicyManage => "policies:write",
             Action::GroupList => "groups:read",
             Action::GroupManage => "groups:write",
+            Action::UsageRead => "usage:read",
+            Action::UsageReport => "usage:write",
         }
     }
 }

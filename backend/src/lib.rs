@@ -49,7 +49,7 @@ pub async fn build_state(
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;
     let dummy = auth::password::hash(&tollgate_identity::secrets::random_token()).map_err(|_| StartError::Hash)?;
     Ok(AppState {
-        lookups: StoreLookups::new(store.clone()),
+        lookups: StoreLookups::new(store.clone(), Arc::clone(&config.catalog)),
         store,
         engines: Arc::new(TenantEngines::new(engine)),
         keys: Arc::new(keys),

@@ -34,6 +34,9 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// The tenant's plan allows no more of what `limit` counts (402).
+    #[error("the `{plan}` plan allows at most {value} for `{limit}`")]
+    PlanLimit { limit: &'static str, value: u64, plan: String },
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: i64 },
     #[error("{detail}")]
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::PlanLimit { .. } => (StatusCode::PAYMENT_REQUIRED, "plan-limit", "Plan limit reached"),
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests")
             }
@@ -108,6 +112,13 @@ struct Problem<'a> {
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     decision_id: Option<&'a str>,
+    /// A plan limit's name, its value and the plan, on 402.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<&'a str>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -129,6 +140,18 @@ impl IntoResponse for ApiError {
             },
             decision_id: match &self {
                 ApiError::Forbidden { decision, .. } => decision.as_deref(),
+                _ => None,
+            },
+            limit: match &self {
+                ApiError::PlanLimit { limit, .. } => Some(limit),
+                _ => None,
+            },
+            value: match &self {
+                ApiError::PlanLimit { value, .. } => Some(*value),
+                _ => None,
+            },
+            plan: match &self {
+                ApiError::PlanLimit { plan, .. } => Some(plan.as_str()),
                 _ => None,
             },
         };

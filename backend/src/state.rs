@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tollgate_identity::credentials::StoreLookups;
 use tollgate_identity::layers::TenantEngines;
+use tollgate_identity::plans::Catalog;
 use tollgate_identity::tokens::KeyRing;
 use tollgate_store::Store;
 
@@ -25,6 +26,8 @@ pub struct BackendConfig {
     pub secure_cookies: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The plans tenants can be on.
+    pub catalog: Arc<Catalog>,
 }
 
 impl BackendConfig {
@@ -37,6 +40,7 @@ impl BackendConfig {
             invitation_ttl: 7 * 24 * 3600,
             secure_cookies: true,
             max_body_bytes: 64 * 1024,
+            catalog: Arc::new(Catalog::builtin()),
         }
     }
 

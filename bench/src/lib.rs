@@ -21,6 +21,7 @@ pub fn tenant() -> Arc<Tenant> {
         name: "Acme".into(),
         status: TenantStatus::Active,
         plan: "free".into(),
+        entitlements: Arc::new(tollgate_identity::plans::Catalog::builtin().plan_entitlements("free")),
         settings: "{}".into(),
         created_at: 0,
         updated_at: 0,

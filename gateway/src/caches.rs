@@ -14,6 +14,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tollgate_identity::credentials::{KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups};
 use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
+use tollgate_identity::plans::Catalog;
 use tollgate_identity::principal::{ApiKey, Tenant, User};
 use tollgate_identity::roles::Standing;
 use tollgate_identity::tokens::{AccessClaims, KeyRing};
@@ -65,6 +66,7 @@ pub struct Caches {
     /// Keys whose use was recorded within the last minute.
     key_uses: Cache<String, ()>,
     engines: TenantEngines,
+    catalog: Arc<Catalog>,
     issuers: Issuers,
     external: Cache<[u8; 32], Arc<ExternalIdentity>>,
 }
@@ -97,6 +99,7 @@ impl Caches {
         database_url: String,
         policies: Arc<LivePolicies>,
         issuers: Vec<IssuerConfig>,
+        catalog: Arc<Catalog>,
     ) -> Self {
         Self {
             keys,
@@ -113,6 +116,7 @@ impl Caches {
             key_misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
             engines: TenantEngines::new(policies),
+            catalog,
             issuers: Issuers::new(issuers),
             external: cache(TOKEN_TTL),
         }
@@ -123,7 +127,22 @@ impl Caches {
     }
 
     async fn lookups(&self) -> Result<&StoreLookups, StoreError> {
-        self.store.get_or_try_init(|| async { Store::connect(&self.database_url).await.map(StoreLookups::new) }).await
+        self.store
+            .get_or_try_init(|| async {
+                let store = Store::connect(&self.database_url).await?;
+                Ok(StoreLookups::new(store, Arc::clone(&self.catalog)))
+            })
+            .await
+    }
+
+    /// The plans tenants can be on.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The store, for what is counted rather than cached (usage).
+    pub async fn store(&self) -> Result<&Store, Reject> {
+        self.lookups().await.map(StoreLookups::store).map_err(internal)
     }
 
     /// A look-up through `cache`, loading from the store on a miss; both

@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::client::Cidr;
 use crate::issuers::IssuerConfig;
-use crate::route::{ResourceId, Route, RouteError, RouteTable, Template};
+use crate::quota::RateLimits;
+use crate::route::{PLATFORM_RESOURCE, ResourceId, Route, RouteError, RouteTable, Template};
+use tollgate_identity::plans::is_identifier;
 
 /// The gateway's configuration as written, every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +35,18 @@ pub struct GatewayFile {
     /// `X-Forwarded-For` is believed (none by default).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Rate limits the plans do not set: per client address (anonymous
+    /// callers) and per person.
+    #[serde(default)]
+    pub rate_limits: RateLimitsFile,
+}
+
+/// Requests per second; 0 turns a limit off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    pub per_ip: Option<u64>,
+    pub per_user: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +78,9 @@ pub struct RouteFile {
     /// credential they could replay against the control plane.
     #[serde(default)]
     pub forward_authorization: bool,
+    /// A plan feature the tenant must have (`reports`): 402 without it.
+    #[serde(default)]
+    pub feature: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +154,7 @@ pub struct GatewayConfig {
     pub issuers: Vec<IssuerConfig>,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +248,16 @@ impl GatewayConfig {
                 (None, Some(id)) => ResourceId::Fixed(id),
                 _ => return Err(invalid("resource needs exactly one of `param` or `id`".into()).into()),
             };
+            if let Some(feature) = &r.feature {
+                if !is_identifier(feature) {
+                    return Err(invalid(format!("feature `{feature}` is not a feature name (a-z, 0-9, _ and -)")).into());
+                }
+                if r.resource.type_name == PLATFORM_RESOURCE {
+                    return Err(invalid("a route of the platform's own belongs to no tenant and needs no feature".into()).into());
+                }
+            }
             routes.push(Route {
+                feature: r.feature,
                 template: Template::parse(&r.name, &r.path)?,
                 name: r.name,
                 actions: r.methods,
@@ -257,7 +284,18 @@ impl GatewayConfig {
             .iter()
             .map(|c| c.parse::<Cidr>().map_err(|reason| ConfigError::Parse(format!("`trusted_proxies`: {reason}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let defaults = RateLimits::default();
+        let limit = |value: Option<u64>, default: Option<u64>| match value {
+            Some(0) => None,
+            Some(v) => Some(v),
+            None => default,
+        };
+        let rate_limits = RateLimits {
+            per_ip: limit(file.rate_limits.per_ip, defaults.per_ip),
+            per_user: limit(file.rate_limits.per_user, defaults.per_user),
+        };
         Ok(Self {
+            rate_limits,
             tenant_from,
             base_domain: file.base_domain,
             upstreams,

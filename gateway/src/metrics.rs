@@ -51,6 +51,60 @@ static JWKS_REFRESHES: LazyLock<IntCounterVec> =
 static POLICY_RELOADS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_policy_reloads_total", "Policy reloads by result", &["result"]));
 
+static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tollgate_gateway_rate_limited_total",
+        "Requests refused (429) by the policy that was exhausted: ip, user, key, tenant or monthly",
+        &["policy"],
+    )
+});
+static PLAN_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tollgate_gateway_plan_refusals_total", "Requests refused (402) for a feature outside the plan", &["feature"])
+});
+static API_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tollgate_usage_api_calls_total", "API calls counted against tenants' monthly quotas, by plan", &["plan"])
+});
+static USAGE_FLUSHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tollgate_usage_flushed_total", "API calls written to the store by this gateway", &[])
+});
+static PLAN_LIMITS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    let opts = Opts::new("tollgate_plan_limit", "Each plan's limits (-1: unlimited)");
+    let labels = &["plan", "limit"];
+    prometheus::register_int_gauge_vec!(opts.clone(), labels).unwrap_or_else(|_| {
+        prometheus::IntGaugeVec::new(opts, labels).unwrap_or_else(|e| unreachable!("static metric: {e}"))
+    })
+});
+
+/// A request refused by an exhausted rate limit or the monthly quota.
+pub fn rate_limited(policy: &str) {
+    RATE_LIMITED.with_label_values(&[policy]).inc();
+}
+
+/// A request refused for a feature the tenant's plan lacks.
+pub fn plan_refusal(feature: &str) {
+    PLAN_REFUSALS.with_label_values(&[feature]).inc();
+}
+
+/// An API call of a tenant on `plan`, counted against its quota.
+pub fn api_call(plan: &str) {
+    API_CALLS.with_label_values(&[plan]).inc();
+}
+
+/// API calls written to the store.
+pub fn usage_flushed(n: u64) {
+    USAGE_FLUSHED.with_label_values::<&str>(&[]).inc_by(n);
+}
+
+/// Publishes the catalog's limits.
+pub fn plan_limits(catalog: &tollgate_identity::plans::Catalog) {
+    for plan in catalog.plans() {
+        for limit in tollgate_identity::plans::LimitName::ALL {
+            let value = plan.limits.get(limit).map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+            PLAN_LIMITS.with_label_values(&[plan.name.as_str(), limit.as_str()]).set(value);
+        }
+    }
+}
+
 /// One finished request.
 pub fn request(route: &str, status: u16, decision: &str, seconds: f64) {
     REQUESTS.with_label_values(&[route, &status.to_string(), decision]).inc();
@@ -97,6 +151,11 @@ pub fn render() -> String {
     LazyLock::force(&CACHE_MISSES);
     LazyLock::force(&POLICY_RELOADS);
     LazyLock::force(&JWKS_REFRESHES);
+    LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&PLAN_REFUSALS);
+    LazyLock::force(&API_CALLS);
+    LazyLock::force(&USAGE_FLUSHED);
+    LazyLock::force(&PLAN_LIMITS);
     let mut out = Vec::new();
     if TextEncoder::new().encode(&prometheus::gather(), &mut out).is_err() {
         return String::new();

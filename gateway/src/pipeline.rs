@@ -15,7 +15,9 @@ use crate::config::GatewayConfig;
 use crate::forward::{Target, targets};
 use crate::policy::{Denial, Engines as _, Facts, Permit, Routed, decide};
 use crate::tenant::{self, TenantHints};
-use crate::{entitlements, metrics, quota};
+use crate::quota::Quotas;
+use crate::reject::Reject;
+use crate::{entitlements, metrics};
 
 /// What the pipeline reads of a request.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +40,7 @@ pub struct Gateway {
     /// The upstream of each route, by the route's index in the table.
     by_route: Vec<Arc<Target>>,
     pub caches: Caches,
+    pub quotas: Quotas,
 }
 
 impl Gateway {
@@ -53,7 +56,8 @@ impl Gateway {
                     .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Self { config, targets, by_route, caches })
+        let quotas = Quotas::new(config.rate_limits);
+        Ok(Self { config, targets, by_route, caches, quotas })
     }
 
     /// Runs the stages in order; only an allow yields a [`Permit`].
@@ -67,7 +71,7 @@ impl Gateway {
         lap("route");
         let route = route?;
         let target =
-            self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(crate::reject::Reject::Internal))?;
+            self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
         let caller = authenticate(&self.caches, req.authorization, req.client_ip).await.map_err(Denial::early);
         lap("authenticate");
         let caller = caller?;
@@ -92,20 +96,27 @@ impl Gateway {
         .map_err(Denial::early);
         lap("tenant");
         let tenant = tenant?;
-        let entitled = entitlements::check(&route, tenant.as_deref()).map_err(Denial::early);
+        let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
+        let at = now();
+        let entitled =
+            entitlements::check(route_def, tenant.as_deref(), self.caches.catalog(), at).map_err(Denial::early);
         lap("entitlements");
         entitled?;
         // A tenant's layer applies to its resources; the platform's own
         // routes are decided per call by the backend, with the layer.
         let layered = tenant.as_deref().filter(|_| route.needs_tenant());
         let engine = self.caches.engine_for(layered).await.map_err(Denial::early)?;
-        let facts = Facts { method: req.method, source_ip: req.client_ip, time: now() };
+        let facts = Facts { method: req.method, source_ip: req.client_ip, time: at };
         let permit = decide(&engine, &caller, tenant, Routed { route, target }, &facts);
         lap("policy");
-        let permit = permit?;
-        let within = quota::check(&permit).map_err(Denial::early);
+        let mut permit = permit?;
+        let refused = |reject| Box::new(Denial { reject, decision_id: permit.decision_id().to_owned(), explain: false });
+        let within = match self.caches.store().await {
+            Ok(store) => self.quotas.check(&permit, store, at).await.map_err(refused),
+            Err(reject) => Err(refused(reject)),
+        };
         lap("quota");
-        within?;
+        permit.within = within?;
         Ok(permit)
     }
 }

@@ -17,6 +17,7 @@ use tollgate_policies::{EntityRef, EntitySpec, PolicyEngine, PolicyRequest};
 
 use crate::authenticate::Caller;
 use crate::forward::Target;
+use crate::quota::Within;
 use crate::reject::Reject;
 use crate::route::RouteMatch;
 
@@ -47,6 +48,8 @@ pub struct Permit {
     policies: Vec<String>,
     routed: Routed,
     source_ip: String,
+    /// The tightest rate limit the request stands under, set by the quota stage.
+    pub within: Within,
 }
 
 impl Permit {
@@ -187,6 +190,7 @@ pub fn decide(
             policies: reasons(&outcome),
             routed,
             source_ip: facts.source_ip.to_owned(),
+            within: Within(None),
         })
     } else {
         Err(Box::new(Denial {

@@ -238,8 +238,14 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Admission::Permitted { permit, forwarded_at: Some(at) } = &ctx.admission {
-            crate::metrics::upstream(&permit.target().name, at.elapsed().as_secs_f64());
+        if let Admission::Permitted { permit, forwarded_at } = &ctx.admission {
+            if let Some(at) = forwarded_at {
+                crate::metrics::upstream(&permit.target().name, at.elapsed().as_secs_f64());
+            }
+            if let Some(standing) = &permit.within.0 {
+                response.insert_header("ratelimit-policy", standing.policy_field())?;
+                response.insert_header("ratelimit", standing.field())?;
+            }
         }
         response.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())

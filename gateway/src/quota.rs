@@ -1,22 +1,422 @@
-//! The quota stage: rate limits per client address, key, user and tenant,
-//! and the tenant's monthly quota, checked after the policy stage allowed a
-//! request and before it is forwarded, so denied requests spend nothing.
+//! The quota stage: rate limits per client address (anonymous callers), per
+//! API key, per person and per tenant, and the tenant's monthly quota of API
+//! calls, checked after the policy stage allowed a request and before it is
+//! forwarded, so refused requests spend nothing.
 //!
-//! No limits are configured yet (they arrive with the plan catalog), so
-//! every permitted request is within quota; the stage's place and its types
-//! stand.
+//! Rate limits are GCRA token buckets in this process's memory (one atomic
+//! word each), `q` requests per second with a burst of `q`; idle buckets are
+//! evicted and the number of buckets is bounded, so made-up keys or
+//! addresses cannot grow memory. The monthly quota and usage metering share
+//! one counter per tenant ([`Meter`]): counted here, added to the store in
+//! batches every [`FLUSH_INTERVAL`], and re-read from it then, so that every
+//! gateway on one database sees the others' counts within one interval.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tollgate_identity::plans::{LimitName, month_of};
+use tollgate_identity::principal::Tenant;
+use tollgate_store::{Store, StoreError};
 
 use crate::policy::Permit;
 use crate::reject::Reject;
 
-/// How a permitted request stands against its limits.
+/// The metric the gateway counts: requests forwarded to products.
+pub const API_CALLS: &str = "api_calls";
+/// How often counts go to the store and come back with other gateways'.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// The most rate-limit buckets held at once.
+pub const MAX_BUCKETS: u64 = 100_000;
+/// A bucket idle this long is full again, so forgetting it changes nothing.
+const BUCKET_IDLE: Duration = Duration::from_secs(2);
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// The rate limits the configuration sets (the plan sets the tenant's and
+/// keys'); `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Within {
-    /// No limit applies to the request.
-    Unlimited,
+pub struct RateLimits {
+    /// Anonymous requests per second per client address.
+    pub per_ip: Option<u64>,
+    /// Requests per second per person (per tenant).
+    pub per_user: Option<u64>,
 }
 
-/// Counts the request against the limits that apply to it.
-pub fn check(_permit: &Permit) -> Result<Within, Reject> {
-    Ok(Within::Unlimited)
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self { per_ip: Some(100), per_user: Some(100) }
+    }
 }
+
+/// Whose bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BucketKey {
+    Ip(IpAddr),
+    /// An address that does not parse (no peer address): one shared bucket.
+    OtherAddress,
+    User { tenant: String, user: String },
+    Key(String),
+    Tenant(String),
+}
+
+/// A GCRA bucket: the theoretical arrival time of the next request, in
+/// nanoseconds since the limiter's epoch.
+#[derive(Debug, Default)]
+struct Gcra {
+    tat: AtomicU64,
+}
+
+/// How a request stands against one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// `ip`, `user`, `key`, `tenant` or `monthly`.
+    pub policy: &'static str,
+    /// Requests allowed per window.
+    pub quota: u64,
+    /// The window in seconds.
+    pub window: u64,
+    /// Requests left in the window after this one.
+    pub remaining: u64,
+    /// Seconds until the quota is whole again (allowed), or until a request
+    /// can pass (refused).
+    pub reset: u64,
+}
+
+impl Standing {
+    /// The `RateLimit-Policy` field value.
+    pub fn policy_field(&self) -> String {
+        format!("\"{}\";q={};w={}", self.policy, self.quota, self.window)
+    }
+
+    /// The `RateLimit` field value.
+    pub fn field(&self) -> String {
+        format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset)
+    }
+
+    /// Which of two standings is tighter: the smaller share left.
+    fn tighter(self, other: Standing) -> Standing {
+        // remaining/quota < other.remaining/other.quota, without division.
+        if u128::from(self.remaining) * u128::from(other.quota) <= u128::from(other.remaining) * u128::from(self.quota) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(SECOND_NS)
+}
+
+impl Gcra {
+    /// Takes one request from a bucket of `quota` per second at `now` (ns).
+    fn take(&self, policy: &'static str, quota: u64, now: u64) -> Result<Standing, Standing> {
+        let interval = SECOND_NS / quota.max(1);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now) + interval;
+            if next > now + SECOND_NS {
+                let wait = next - (now + SECOND_NS);
+                return Err(Standing { policy, quota, window: 1, remaining: 0, reset: ceil_secs(wait).max(1) });
+            }
+            match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    let remaining = (now + SECOND_NS - next) / interval;
+                    return Ok(Standing { policy, quota, window: 1, remaining, reset: ceil_secs(next - now) });
+                }
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
+
+/// One tenant's count of API calls this month.
+#[derive(Debug)]
+struct MeterState {
+    period: String,
+    /// The store's total as last read (every gateway's flushed counts).
+    base: u64,
+    /// Counted here and being written to the store.
+    flushing: u64,
+    /// Counted here since the last flush.
+    pending: u64,
+    /// When the tenant last sent a request, in seconds.
+    last_seen: i64,
+}
+
+impl MeterState {
+    fn used(&self) -> u64 {
+        self.base + self.flushing + self.pending
+    }
+}
+
+#[derive(Debug)]
+struct TenantMeter {
+    /// Whether the store's total was read once (a new meter waits for it).
+    loaded: tokio::sync::OnceCell<()>,
+    state: Mutex<MeterState>,
+}
+
+/// Every tenant's API calls this month: the monthly quota and usage
+/// metering. Shared by the quota stage (counting) and the flusher (writing
+/// and re-reading the store).
+#[derive(Debug, Default)]
+pub struct Meter {
+    tenants: Mutex<HashMap<String, Arc<TenantMeter>>>,
+}
+
+/// How long a tenant with nothing to flush keeps its meter.
+const METER_IDLE_SECS: i64 = 120;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Meter {
+    fn tenant(&self, tenant_id: &str, period: &str, now: i64) -> Arc<TenantMeter> {
+        let mut tenants = lock(&self.tenants);
+        Arc::clone(tenants.entry(tenant_id.to_owned()).or_insert_with(|| {
+            Arc::new(TenantMeter {
+                loaded: tokio::sync::OnceCell::new(),
+                state: Mutex::new(MeterState {
+                    period: period.to_owned(),
+                    base: 0,
+                    flushing: 0,
+                    pending: 0,
+                    last_seen: now,
+                }),
+            })
+        }))
+    }
+
+    /// Counts one API call of `tenant_id` at `now` against `limit` (`None`
+    /// unlimited); the first call of a tenant reads its total from `store`.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        limit: Option<u64>,
+        now: i64,
+    ) -> Result<Result<Standing, Standing>, StoreError> {
+        let (period, next_period) = month_of(now);
+        let meter = self.tenant(tenant_id, &period, now);
+        meter
+            .loaded
+            .get_or_try_init(|| async {
+                let mut tx = store.tenant_read_tx(tenant_id).await?;
+                let total = tollgate_store::usage_of(&mut tx, tenant_id, API_CALLS, &period).await?;
+                tx.commit().await?;
+                let mut state = lock(&meter.state);
+                if state.period == period {
+                    state.base = state.base.max(u64::try_from(total).unwrap_or(0));
+                }
+                Ok::<(), StoreError>(())
+            })
+            .await?;
+        let mut state = lock(&meter.state);
+        if state.period != period {
+            // A new month: nothing counted yet (the next flush reads what
+            // other gateways counted meanwhile).
+            *state = MeterState { period, base: 0, flushing: 0, pending: 0, last_seen: now };
+        }
+        state.last_seen = now;
+        let until_next = u64::try_from(next_period - now).unwrap_or(1).max(1);
+        let used = state.used();
+        let Some(quota) = limit else {
+            state.pending += 1;
+            return Ok(Ok(Standing { policy: "monthly", quota: u64::MAX, window: 0, remaining: u64::MAX, reset: 0 }));
+        };
+        if used >= quota {
+            return Ok(Err(Standing { policy: "monthly", quota, window: until_next, remaining: 0, reset: until_next }));
+        }
+        state.pending += 1;
+        Ok(Ok(Standing { policy: "monthly", quota, window: until_next, remaining: quota - used - 1, reset: until_next }))
+    }
+
+    /// Writes the counts taken since the last flush to the store and reads
+    /// back each active tenant's total (with other gateways' counts). On a
+    /// store failure the counts stay here for the next flush.
+    pub async fn flush(&self, store: &Store, now: i64) -> Result<(), StoreError> {
+        let batch: Vec<(String, Arc<TenantMeter>, String, u64)> = {
+            let mut tenants = lock(&self.tenants);
+            tenants.retain(|_, m| {
+                let s = lock(&m.state);
+                s.pending > 0 || s.flushing > 0 || now - s.last_seen < METER_IDLE_SECS
+            });
+            tenants
+                .iter()
+                .filter(|(_, m)| m.loaded.initialized())
+                .map(|(id, m)| {
+                    let mut s = lock(&m.state);
+                    let n = s.pending;
+                    s.flushing += n;
+                    s.pending = 0;
+                    (id.clone(), Arc::clone(m), s.period.clone(), n)
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written: Result<Vec<i64>, StoreError> = async {
+            let mut tx = store.tx().await?;
+            let mut totals = Vec::with_capacity(batch.len());
+            for (tenant_id, _, period, n) in &batch {
+                store.bind_tenant(&mut tx, tenant_id).await?;
+                let total = if *n > 0 {
+                    let n = i64::try_from(*n).unwrap_or(i64::MAX);
+                    tollgate_store::add_usage(&mut tx, tenant_id, API_CALLS, period, n).await?
+                } else {
+                    tollgate_store::usage_of(&mut tx, tenant_id, API_CALLS, period).await?
+                };
+                totals.push(total);
+            }
+            tx.commit().await?;
+            Ok(totals)
+        }
+        .await;
+        match written {
+            Ok(totals) => {
+                for ((_, meter, period, n), total) in batch.iter().zip(totals) {
+                    let mut s = lock(&meter.state);
+                    if s.period == *period {
+                        s.flushing -= n;
+                        s.base = u64::try_from(total).unwrap_or(0);
+                    }
+                }
+                crate::metrics::usage_flushed(batch.iter().map(|b| b.3).sum());
+                Ok(())
+            }
+            Err(e) => {
+                for (_, meter, period, n) in &batch {
+                    let mut s = lock(&meter.state);
+                    s.flushing -= n;
+                    if s.period == *period {
+                        s.pending += n;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts not yet in the store.
+    pub fn unflushed(&self) -> u64 {
+        lock(&self.tenants).values().map(|m| lock(&m.state).pending).sum()
+    }
+}
+
+/// The rate-limit buckets and the monthly meter.
+pub struct Quotas {
+    limits: RateLimits,
+    buckets: moka::sync::Cache<BucketKey, Arc<Gcra>>,
+    epoch: Instant,
+    meter: Arc<Meter>,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// How a permitted request stands against its limits: the tightest policy,
+/// for the `RateLimit` fields of the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Within(pub Option<Standing>);
+
+impl Quotas {
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            buckets: moka::sync::Cache::builder().max_capacity(MAX_BUCKETS).time_to_idle(BUCKET_IDLE).build(),
+            epoch: Instant::now(),
+            meter: Arc::new(Meter::default()),
+        }
+    }
+
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    /// Buckets held now (after pending evictions), for tests and metrics.
+    pub fn buckets(&self) -> u64 {
+        self.buckets.run_pending_tasks();
+        self.buckets.entry_count()
+    }
+
+    fn take(&self, key: BucketKey, policy: &'static str, quota: u64) -> Result<Standing, Standing> {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let bucket = self.buckets.get_with(key, || Arc::new(Gcra::default()));
+        bucket.take(policy, quota, now)
+    }
+
+    /// The rate limits of the caller: per API key (its plan's), per person
+    /// (the configuration's), or per client address for anonymous callers.
+    fn caller_limit(&self, permit: &Permit, at: i64) -> Option<(BucketKey, &'static str, u64)> {
+        let principal = permit.principal();
+        if let Some(key) = principal.strip_prefix("apikey:") {
+            let tenant = permit.tenant()?;
+            let quota = tenant.entitlements.limit(LimitName::RequestsPerSecondPerKey, at)?;
+            return Some((BucketKey::Key(key.to_owned()), "key", quota));
+        }
+        if let (Some(user), Some(tenant)) = (principal.strip_prefix("user:"), permit.tenant()) {
+            let quota = self.limits.per_user?;
+            return Some((BucketKey::User { tenant: tenant.id.clone(), user: user.to_owned() }, "user", quota));
+        }
+        let quota = self.limits.per_ip?;
+        let key = permit.source_ip().parse().map_or(BucketKey::OtherAddress, BucketKey::Ip);
+        Some((key, "ip", quota))
+    }
+
+    /// Counts a permitted request against every limit that applies: the
+    /// caller's rate, and on a tenant's product routes the tenant's rate and
+    /// its monthly quota (the platform's own API is neither, so a tenant over
+    /// quota can still manage itself and upgrade).
+    pub async fn check(&self, permit: &Permit, store: &Store, at: i64) -> Result<Within, Reject> {
+        let mut tightest: Option<Standing> = None;
+        let mut note = |s: Standing| tightest = Some(tightest.take().map_or(s.clone(), |t| t.tighter(s)));
+        if let Some((key, policy, quota)) = self.caller_limit(permit, at) {
+            note(self.take(key, policy, quota).map_err(too_many)?);
+        }
+        let tenant = permit.tenant().filter(|_| permit.route().needs_tenant());
+        if let Some(tenant) = tenant {
+            if let Some(quota) = tenant.entitlements.limit(LimitName::RequestsPerSecond, at) {
+                note(self.take(BucketKey::Tenant(tenant.id.clone()), "tenant", quota).map_err(too_many)?);
+            }
+            let monthly = self.monthly(store, tenant, at).await?;
+            if monthly.window > 0 {
+                note(monthly);
+            }
+        }
+        Ok(Within(tightest))
+    }
+
+    async fn monthly(&self, store: &Store, tenant: &Tenant, at: i64) -> Result<Standing, Reject> {
+        let limit = tenant.entitlements.limit(LimitName::ApiCallsPerMonth, at);
+        match self.meter.admit(store, &tenant.id, limit, at).await {
+            Ok(Ok(standing)) => {
+                crate::metrics::api_call(&tenant.plan);
+                Ok(standing)
+            }
+            Ok(Err(standing)) => {
+                crate::metrics::rate_limited(standing.policy);
+                Err(Reject::QuotaExceeded(standing))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a tenant's usage");
+                Err(Reject::Internal)
+            }
+        }
+    }
+}
+
+fn too_many(standing: Standing) -> Reject {
+    crate::metrics::rate_limited(standing.policy);
+    Reject::TooManyRequests(standing)
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::quota::Standing;
 use crate::route::NoRoute;
 
 /// A refusal of the pipeline. `Forbidden` may carry the determining policies
@@ -21,6 +22,15 @@ pub enum Reject {
     Unauthenticated(&'static str),
     #[error("{detail}")]
     Forbidden { detail: String, policies: Vec<String> },
+    /// The tenant's plan does not include the route's feature.
+    #[error("this needs the `{feature}` feature, which the tenant's plan does not include")]
+    PaymentRequired { feature: String, plans: Vec<String> },
+    /// A rate limit is exhausted for now.
+    #[error("rate limit `{}` of {} requests per second is exhausted", .0.policy, .0.quota)]
+    TooManyRequests(Standing),
+    /// The tenant used its API calls for the month.
+    #[error("the tenant used its {} API calls for this month", .0.quota)]
+    QuotaExceeded(Standing),
     #[error("the upstream is unavailable")]
     BadGateway,
     #[error("the upstream did not answer in time")]
@@ -47,6 +57,8 @@ impl Reject {
             Reject::MethodNotAllowed => 405,
             Reject::Unauthenticated(_) => 401,
             Reject::Forbidden { .. } => 403,
+            Reject::PaymentRequired { .. } => 402,
+            Reject::TooManyRequests(_) | Reject::QuotaExceeded(_) => 429,
             Reject::BadGateway => 502,
             Reject::GatewayTimeout => 504,
             Reject::Internal => 500,
@@ -61,6 +73,9 @@ impl Reject {
             Reject::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Reject::Unauthenticated(_) => ("unauthorized", "Unauthorized"),
             Reject::Forbidden { .. } => ("forbidden", "Forbidden"),
+            Reject::PaymentRequired { .. } => ("plan-feature", "The plan does not include this feature"),
+            Reject::TooManyRequests(_) => ("rate-limited", "Too many requests"),
+            Reject::QuotaExceeded(_) => ("quota-exceeded", "Monthly quota exceeded"),
             Reject::BadGateway => ("bad-gateway", "Bad gateway"),
             Reject::GatewayTimeout => ("gateway-timeout", "Gateway timeout"),
             Reject::Internal => ("internal", "Internal error"),
@@ -77,18 +92,33 @@ impl Reject {
             "detail": self.to_string(),
             "decision_id": decision_id,
         });
-        if let (Reject::Forbidden { policies, .. }, true) = (self, explain) {
-            problem["policies"] = json!(policies);
+        match self {
+            Reject::Forbidden { policies, .. } if explain => problem["policies"] = json!(policies),
+            Reject::PaymentRequired { feature, plans } => {
+                problem["feature"] = json!(feature);
+                problem["plans"] = json!(plans);
+            }
+            Reject::TooManyRequests(s) | Reject::QuotaExceeded(s) => {
+                problem["policy"] = json!(s.policy);
+                problem["retry_after"] = json!(s.reset);
+            }
+            _ => {}
         }
         serde_json::to_vec(&problem).unwrap_or_default()
     }
 
-    /// Extra headers: `WWW-Authenticate` on 401.
-    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+    /// Extra headers: `WWW-Authenticate` on 401; `Retry-After` and the
+    /// exhausted policy's `RateLimit-Policy` and `RateLimit` on 429.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Reject::Unauthenticated(_) => {
-                vec![("www-authenticate", "Bearer realm=\"tollgate\", error=\"invalid_token\"")]
+                vec![("www-authenticate", "Bearer realm=\"tollgate\", error=\"invalid_token\"".to_owned())]
             }
+            Reject::TooManyRequests(s) | Reject::QuotaExceeded(s) => vec![
+                ("retry-after", s.reset.to_string()),
+                ("ratelimit-policy", s.policy_field()),
+                ("ratelimit", s.field()),
+            ],
             _ => Vec::new(),
         }
     }

@@ -291,6 +291,8 @@ pub struct Route {
     /// Whether the upstream receives the caller's `Authorization` header (a
     /// platform credential it could replay); otherwise only the assertion.
     pub forward_authorization: bool,
+    /// The plan feature the tenant needs for this route (402 without it).
+    pub feature: Option<String>,
 }
 
 /// The result of routing a request.

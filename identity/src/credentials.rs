@@ -9,7 +9,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tollgate_store::{self as store, ApiKeyRow, SessionRow, Store, StoreError, now};
+use tollgate_store::{self as store, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, Tx, now};
+
+use crate::plans::Catalog;
 
 use crate::principal::{Actor, ApiKey, KeyOwner, Principal, Tenant, User};
 use crate::roles::Standing;
@@ -163,15 +165,35 @@ pub async fn principal_from_api_key(
 #[derive(Debug, Clone)]
 pub struct StoreLookups {
     store: Store,
+    catalog: Arc<Catalog>,
+}
+
+/// A tenant with its entitlements (its plan from `catalog` and its
+/// overrides), read in `tx`.
+pub async fn tenant_with_entitlements(
+    tx: &mut Tx,
+    catalog: &Catalog,
+    row: TenantRow,
+) -> Result<Tenant, StoreError> {
+    let overrides = store::entitlement_overrides(tx, &row.id).await?;
+    let entitlements = catalog.entitlements(&row.plan, &overrides)?;
+    let mut tenant = Tenant::from(row);
+    tenant.entitlements = Arc::new(entitlements);
+    Ok(tenant)
 }
 
 impl StoreLookups {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, catalog: Arc<Catalog>) -> Self {
+        Self { store, catalog }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The plans tenants can be on.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// A tenant by id, or by slug when no tenant has that id.
@@ -181,8 +203,12 @@ impl StoreLookups {
         if row.is_none() {
             row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
         }
+        let tenant = match row {
+            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog, row).await?)),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(row.map(|r| Arc::new(Tenant::from(r))))
+        Ok(tenant)
     }
 }
 
@@ -203,9 +229,12 @@ impl Lookups for StoreLookups {
 
     async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
         let mut tx = self.store.tenant_read_tx(id).await?;
-        let row = store::tenant_by_id(&mut tx, id).await?;
+        let tenant = match store::tenant_by_id(&mut tx, id).await? {
+            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog, row).await?)),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(row.map(|r| Arc::new(Tenant::from(r))))
+        Ok(tenant)
     }
 
     async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {

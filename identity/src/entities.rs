@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 use tollgate_policies::{EntityRef, EntitySpec};
 
+use crate::plans::LimitName;
 use crate::principal::{Actor, Authn, KeyOwner, Principal, Tenant};
 use crate::roles::{Builtin, ResolvedRole};
 
@@ -22,11 +23,21 @@ fn custom_role_ref(name: &str) -> EntityRef {
 }
 
 /// A tenant's entity, with the attributes policies see: its lifecycle
-/// status and its plan.
+/// status, its plan, and the features and limits it has now.
 pub fn tenant_entity(tenant: &Tenant) -> EntitySpec {
+    let at = tollgate_store::now();
+    let entitlements = &tenant.entitlements;
+    let mut limits = Map::new();
+    for limit in LimitName::ALL {
+        if let Some(value) = entitlements.limit(limit, at) {
+            limits.insert(limit.as_str().into(), json!(i64::try_from(value).unwrap_or(i64::MAX)));
+        }
+    }
     EntitySpec::new(tenant_ref(&tenant.id))
         .attr("status", json!(tenant.status.as_str()))
         .attr("plan", json!(tenant.plan))
+        .attr("features", json!(entitlements.features(at)))
+        .attr("limits", Value::Object(limits))
 }
 
 fn role_entities(role: &ResolvedRole, out: &mut Vec<EntitySpec>) {

@@ -3,7 +3,7 @@
 //! status, API keys with their parsed scopes), roles and standings, opaque
 //! secrets and key formats, signing keys with token signing and verification,
 //! the one upstream assertion, Cedar entities with the one standard context,
-//! decisions and their log line, tenant policy layers, and the credential
+//! decisions and their log line, plans and tenants' entitlements, tenant policy layers, and the credential
 //! loaders (token -> session -> user -> tenant -> standing, key -> ...) that
 //! the gateway runs through its caches and the backend straight on the store.
 
@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod decision;
 pub mod entities;
 pub mod layers;
+pub mod plans;
 pub mod principal;
 pub mod roles;
 pub mod secrets;

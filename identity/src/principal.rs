@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tollgate_store::{ApiKeyRow, StoreError, TenantRow, UserRow};
 
+use crate::plans::Entitlements;
 use crate::roles::ResolvedRole;
 
 /// A tenant's lifecycle state.
@@ -47,6 +48,10 @@ pub struct Tenant {
     pub name: String,
     pub status: TenantStatus,
     pub plan: String,
+    /// Its plan's features and limits with its overrides; loaded with the
+    /// tenant by the credential loaders ([`Entitlements::unresolved`], which
+    /// grants nothing, when the tenant was read for display only).
+    pub entitlements: Arc<Entitlements>,
     /// The tenant's settings document (JSON text).
     pub settings: String,
     pub created_at: i64,
@@ -59,6 +64,7 @@ impl From<TenantRow> for Tenant {
     fn from(row: TenantRow) -> Self {
         Self {
             status: TenantStatus::parse(&row.status).unwrap_or(TenantStatus::Suspended),
+            entitlements: Arc::new(Entitlements::unresolved(&row.plan)),
             id: row.id,
             slug: row.slug,
             name: row.name,
@@ -294,6 +300,7 @@ pub(crate) mod tests {
             name: id.into(),
             status,
             plan: "free".into(),
+            entitlements: Arc::new(crate::plans::Catalog::builtin().plan_entitlements("free")),
             settings: "{}".into(),
             created_at: 0,
             updated_at: 0,

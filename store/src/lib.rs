@@ -9,12 +9,14 @@ mod identity;
 mod keys;
 mod policies;
 mod tenancy;
+mod usage;
 
 pub use groups::*;
 pub use identity::*;
 pub use keys::*;
 pub use policies::*;
 pub use tenancy::*;
+pub use usage::*;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -24,6 +24,7 @@ use crate::views;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::roles::ResolvedRole;
 use tollgate_identity::secrets;
+use tollgate_identity::plans::LimitName;
 use tollgate_store::{self as store, now};
 
 const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
@@ -220,6 +221,7 @@ async fn accept(
             (store::insert_user(&mut tx, &invitation.email, &name, Some(&hash), true).await?, true)
         }
     };
+    super::plans::room_for_one_more(&state, &mut tx, &tenant_id, LimitName::MaxMembers).await?;
     if !store::accept_invitation(&mut tx, &invitation.id).await? {
         return Err(ApiError::BadRequest(BAD_INVITATION.into()));
     }

@@ -17,6 +17,7 @@ use crate::state::AppState;
 use crate::views;
 use tollgate_identity::principal::{Actor, KeyOwner as CallerKeyOwner, Scopes};
 use tollgate_identity::roles::ResolvedRole;
+use tollgate_identity::plans::LimitName;
 use tollgate_identity::secrets;
 use tollgate_store::{self as store, NewApiKey, now};
 
@@ -122,6 +123,7 @@ async fn create_key(
         Resource::ApiKey { id: "new", owner, scopes: &body.scopes, rank },
         Some(rank),
     )?;
+    super::plans::room_for_one_more(&state, &mut tx, &tenant_id, LimitName::MaxApiKeys).await?;
     let (prefix, secret) = secrets::new_api_key();
     let row = store::insert_api_key(
         &mut tx,

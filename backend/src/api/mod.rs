@@ -8,10 +8,12 @@ mod groups;
 mod invitations;
 mod keys;
 mod members;
+mod plans;
 mod policies;
 mod session;
 mod system;
 mod tenants;
+mod usage;
 mod validate;
 
 use axum::Router;
@@ -199,6 +201,8 @@ pub fn router() -> Router<AppState> {
     let api = authorize::routes(api.tag("authorize"));
     let api = policies::routes(api.tag("policies"));
     let api = groups::routes(api.tag("groups"));
+    let api = plans::routes(api.tag("plans"));
+    let api = usage::routes(api.tag("usage"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -207,7 +207,7 @@ async fn change_tenant(
 
 /// The target of a platform action: any tenant for platform administrators;
 /// for everyone else another tenant's id is indistinguishable from none.
-async fn platform_target(state: &AppState, p: &Principal, tenant_id: &str) -> Result<Tenant, ApiError> {
+pub(super) async fn platform_target(state: &AppState, p: &Principal, tenant_id: &str) -> Result<Tenant, ApiError> {
     let admin = p.user().is_some_and(|u| u.platform_admin);
     if !admin {
         p.in_tenant(tenant_id)?;
@@ -267,6 +267,11 @@ async fn set_plan(
 ) -> Result<ApiJson<Value>, ApiError> {
     let mut checks = Checks::default();
     checks.check("plan", validate::identifier(&body.plan));
+    let catalog = state.lookups.catalog();
+    if catalog.plan(&body.plan).is_none() {
+        let names: Vec<&str> = catalog.plans().map(|p| p.name.as_str()).collect();
+        checks.check("plan", Err(format!("must be a plan of the catalog: {}", names.join(", "))));
+    }
     checks.finish()?;
     let target = platform_target(&state, &p, &tenant_id).await?;
     authorize(&state, &p, Action::TenantSetPlan, Resource::Tenant(&target), None)?;

@@ -37,6 +37,7 @@ pub(crate) fn tenant(id: &str, slug: &str, status: TenantStatus) -> Tenant {
         name: slug.into(),
         status,
         plan: "free".into(),
+        entitlements: Arc::new(tollgate_identity::plans::Catalog::builtin().plan_entitlements("free")),
         settings: "{}".into(),
         created_at: 0,
         updated_at: 0,

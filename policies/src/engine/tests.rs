@@ -54,7 +54,7 @@ fn scenario_runner_reports_a_wrong_expectation() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("wrong.json"),
-        r#"{"entities": [{"uid": {"type": "Tenant", "id": "t"}, "attrs": {"status": "active", "plan": "free"}},
+        r#"{"entities": [{"uid": {"type": "Tenant", "id": "t"}, "attrs": {"status": "active", "plan": "free", "features": [], "limits": {}}},
             {"uid": {"type": "User", "id": "u"}, "attrs": {"email": "u@x", "platform_admin": false, "role_rank": 1}}],
            "requests": [{"name": "stranger", "principal": {"type": "User", "id": "u"}, "action": "tenant.read",
              "resource": {"type": "Tenant", "id": "t"}, "context": {"authn": "password", "mfa": false, "required_scope": "x"},
@@ -103,7 +103,7 @@ fn malformed_request_denies_with_error() {
         context: ctx(),
         entities: vec![
             EntitySpec::new(EntityRef::new("User", "u")).parent(EntityRef::new("Tenant", "t")),
-            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")),
+            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
         ],
     });
     assert_eq!(outcome.decision, Decision::Deny);
@@ -172,7 +172,7 @@ fn layers_add_policies_with_prefixed_ids_and_cannot_override_guardrails() {
                 .attr("email", json!("u@x"))
                 .attr("platform_admin", json!(false))
                 .attr("role_rank", json!(1)),
-            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")),
+            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
         ],
     });
     assert_eq!(outcome.decision, Decision::Deny);
@@ -283,7 +283,7 @@ fn entities_are_checked_against_the_schema_on_every_path() {
             entities: vec![
                 EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
                 EntitySpec::new(EntityRef::new("Role", "viewer")),
-                EntitySpec::new(tenant.clone()).attr("status", json!("active")).attr("plan", json!("free")),
+                EntitySpec::new(tenant.clone()).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
                 user,
                 contact,
             ],

@@ -63,7 +63,7 @@ async fn layers_are_validated_activated_and_rolled_back() {
         assert_eq!(ask().await.body["decision"], "allow", "{l}: a draft changes nothing");
 
         // Scenarios against the draft.
-        let scenario = json!({"entities": [{"uid": {"type": "Tenant", "id": "t"}, "attrs": {"status": "active", "plan": "free"}}],
+        let scenario = json!({"entities": [{"uid": {"type": "Tenant", "id": "t"}, "attrs": {"status": "active", "plan": "free", "features": [], "limits": {}}}],
             "requests": [{"name": "frozen", "principal": {"type": "User", "id": "u"}, "action": "deal.close",
                 "resource": {"type": "Deal", "id": "d"}, "decision": "deny"}]});
         let r = app.post(&format!("{base}/1/test"), Some(&owner.token), scenario).await;

@@ -1,0 +1,109 @@
+use super::*;
+
+const MS: u64 = 1_000_000;
+
+#[test]
+fn a_bucket_passes_its_burst_then_one_request_per_interval() {
+    let bucket = Gcra::default();
+    let t0 = 10 * SECOND_NS;
+    let first = bucket.take("key", 5, t0).unwrap();
+    assert_eq!((first.remaining, first.reset), (4, 1));
+    for left in (0..4).rev() {
+        assert_eq!(bucket.take("key", 5, t0).unwrap().remaining, left);
+    }
+    let refused = bucket.take("key", 5, t0).unwrap_err();
+    assert_eq!((refused.remaining, refused.reset), (0, 1), "one request back after 200 ms: retry in 1 s");
+    assert_eq!(refused.policy_field(), "\"key\";q=5;w=1");
+    assert_eq!(refused.field(), "\"key\";r=0;t=1");
+    // 200 ms later exactly one request has come back.
+    assert!(bucket.take("key", 5, t0 + 200 * MS).is_ok());
+    assert!(bucket.take("key", 5, t0 + 200 * MS).is_err());
+    // After a whole window the bucket is full again.
+    assert_eq!(bucket.take("key", 5, t0 + 2 * SECOND_NS).unwrap().remaining, 4);
+}
+
+#[test]
+fn the_tightest_policy_is_the_smallest_share_left() {
+    let standing = |policy, quota, remaining| Standing { policy, quota, window: 1, remaining, reset: 1 };
+    let tight = standing("tenant", 100, 5).tighter(standing("key", 10, 9));
+    assert_eq!(tight.policy, "tenant");
+    assert_eq!(standing("tenant", 100, 50).tighter(standing("key", 10, 1)).policy, "key");
+}
+
+#[test]
+fn made_up_addresses_cannot_grow_the_buckets_past_the_bound() {
+    let quotas = Quotas::new(RateLimits::default());
+    for i in 0..(MAX_BUCKETS + 50_000) {
+        let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 16 | 0xfe80));
+        let _ = quotas.take(BucketKey::Ip(ip), "ip", 10);
+    }
+    assert!(quotas.buckets() <= MAX_BUCKETS, "{} buckets", quotas.buckets());
+}
+
+async fn tenants(store: &Store, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut tx = store.tx().await.unwrap();
+    for i in 0..n {
+        ids.push(tollgate_store::insert_tenant(&mut tx, "Acme", &format!("acme-{i}")).await.unwrap().id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn the_monthly_quota_stops_a_tenant_and_no_other() {
+    for db in tollgate_store::testing::databases().await {
+        let l = db.label;
+        let ids = tenants(&db.store, 2).await;
+        let (a, b) = (&ids[0], &ids[1]);
+        let meter = Meter::default();
+        let now = 1_800_000_000;
+        for left in (0..3).rev() {
+            let s = meter.admit(&db.store, a, Some(3), now).await.unwrap().unwrap();
+            assert_eq!((s.policy, s.remaining), ("monthly", left), "{l}");
+        }
+        let refused = meter.admit(&db.store, a, Some(3), now).await.unwrap().unwrap_err();
+        assert_eq!(refused.remaining, 0, "{l}");
+        assert!(refused.reset > 0 && refused.reset <= 31 * 86_400, "{l}: until the month ends");
+        assert!(meter.admit(&db.store, b, Some(3), now).await.unwrap().is_ok(), "{l}: another tenant is unaffected");
+        meter.flush(&db.store, now).await.unwrap();
+        assert_eq!(meter.unflushed(), 0, "{l}");
+        let mut tx = db.store.tenant_tx(a).await.unwrap();
+        let (period, _) = month_of(now);
+        assert_eq!(tollgate_store::usage_of(&mut tx, a, API_CALLS, &period).await.unwrap(), 3, "{l}");
+        tx.commit().await.unwrap();
+        // A second gateway (a fresh meter on the same store) starts from the total.
+        let other = Meter::default();
+        assert!(other.admit(&db.store, a, Some(3), now).await.unwrap().is_err(), "{l}");
+        // A new month starts from nothing.
+        let (_, next_month) = month_of(now);
+        assert!(meter.admit(&db.store, a, Some(3), next_month).await.unwrap().is_ok(), "{l}");
+    }
+}
+
+/// Two gateways that flush every `k` admissions each: the total they admit
+/// never passes `limit + (gateways - 1) * k`, the documented overshoot.
+#[tokio::test]
+async fn gateways_sharing_a_store_overshoot_at_most_one_interval_each() {
+    for db in tollgate_store::testing::databases().await {
+        let l = db.label;
+        let tenant = tenants(&db.store, 1).await.remove(0);
+        let gateways = [Meter::default(), Meter::default()];
+        let (limit, k, now) = (50_u64, 7_u64, 1_800_000_000);
+        let mut admitted = 0;
+        for _round in 0..20 {
+            for meter in &gateways {
+                for _ in 0..k {
+                    if meter.admit(&db.store, &tenant, Some(limit), now).await.unwrap().is_ok() {
+                        admitted += 1;
+                    }
+                }
+            }
+            for meter in &gateways {
+                meter.flush(&db.store, now).await.unwrap();
+            }
+        }
+        assert!(admitted >= limit, "{l}: the quota is reachable ({admitted})");
+        assert!(admitted <= limit + (gateways.len() as u64 - 1) * k, "{l}: {admitted} admitted");
+    }
+}
