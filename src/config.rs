@@ -67,8 +67,9 @@ impl PlanFile {
     fn plan(self, name: String) -> Result<Plan, ConfigError> {
         let period = match self.billing_period.as_deref() {
             None => BillingPeriod::Month,
-            Some(text) => BillingPeriod::parse(text)
-                .ok_or_else(|| invalid("plans", format!("billing period `{text}` of plan `{name}` is not `month` or `year`")))?,
+            Some(text) => BillingPeriod::parse(text).ok_or_else(|| {
+                invalid("plans", format!("billing period `{text}` of plan `{name}` is not `month` or `year`"))
+            })?,
         };
         let mut limits = Limits::default();
         let l = self.limits;
@@ -255,11 +256,7 @@ impl Config {
             Some(other) => return Err(invalid("demo", format!("`{other}` is not true or false"))),
             None => file_config.demo.unwrap_or(true),
         };
-        let plans = file_config
-            .plans
-            .into_iter()
-            .map(|(name, plan)| plan.plan(name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let plans = file_config.plans.into_iter().map(|(name, plan)| plan.plan(name)).collect::<Result<Vec<_>, _>>()?;
         let catalog = Catalog::with(plans).map_err(|e| invalid("plans", e.to_string()))?;
         Ok(Config {
             catalog: Arc::new(catalog),

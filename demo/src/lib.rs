@@ -295,6 +295,25 @@ async fn close_deal(
     Ok(Json(json!({"deal": deal})))
 }
 
+/// The pipeline report: what the tenant's deals add up to, by status. The
+/// gateway lets only tenants whose plan has the `reports` feature here.
+async fn pipeline_report(State(demo): State<Shared>, caller: Caller) -> Result<Json<Value>, Problem> {
+    let (contacts, by_status) = with_data(&demo, &caller.tenant, |d| {
+        let mut by_status: std::collections::BTreeMap<String, (u64, i64)> = std::collections::BTreeMap::new();
+        for deal in d.deals.values() {
+            let entry = by_status.entry(deal.status.clone()).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(deal.amount);
+        }
+        (d.contacts.len(), by_status)
+    })?;
+    let deals: serde_json::Map<String, Value> = by_status
+        .into_iter()
+        .map(|(status, (count, amount))| (status, json!({"count": count, "amount": amount})))
+        .collect();
+    Ok(Json(json!({"contacts": contacts, "deals": deals})))
+}
+
 async fn fallback() -> Problem {
     problem(StatusCode::NOT_FOUND, "no such resource")
 }
@@ -313,6 +332,7 @@ pub fn app(config: DemoConfig) -> Router {
         .route("/crm/deals", get(list_deals).post(create_deal))
         .route("/crm/deals/{id}", get(get_deal))
         .route("/crm/deals/{id}/close", post(close_deal))
+        .route("/crm/reports/pipeline", get(pipeline_report))
         .fallback(fallback)
         .with_state(demo)
 }
@@ -345,9 +365,12 @@ pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
         ("crm-deals", "/crm/deals", &[("GET", "crm.read"), ("POST", "crm.write")][..], resource(None, Some("deals"))),
         ("crm-deal", "/crm/deals/{id}", &[("GET", "crm.read")][..], resource(Some("id"), None)),
         ("crm-deal-close", "/crm/deals/{id}/close", &[("POST", "crm.write")][..], resource(Some("id"), None)),
+        ("crm-reports", "/crm/reports/pipeline", &[("GET", "crm.read")][..], resource(None, Some("reports"))),
     ]
     .into_iter()
     .map(|(name, path, methods, resource)| RouteFile {
+        // Reports are a paid feature.
+        feature: (name == "crm-reports").then(|| "reports".to_owned()),
         name: name.to_owned(),
         path: path.to_owned(),
         upstream: UPSTREAM.to_owned(),
@@ -355,7 +378,6 @@ pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
         resource,
         // The CRM asks the decision point as the caller, with its credential.
         forward_authorization: true,
-        feature: None,
     })
     .collect();
     GatewayFile {

@@ -250,10 +250,15 @@ impl GatewayConfig {
             };
             if let Some(feature) = &r.feature {
                 if !is_identifier(feature) {
-                    return Err(invalid(format!("feature `{feature}` is not a feature name (a-z, 0-9, _ and -)")).into());
+                    return Err(
+                        invalid(format!("feature `{feature}` is not a feature name (a-z, 0-9, _ and -)")).into()
+                    );
                 }
                 if r.resource.type_name == PLATFORM_RESOURCE {
-                    return Err(invalid("a route of the platform's own belongs to no tenant and needs no feature".into()).into());
+                    return Err(invalid(
+                        "a route of the platform's own belongs to no tenant and needs no feature".into(),
+                    )
+                    .into());
                 }
             }
             routes.push(Route {

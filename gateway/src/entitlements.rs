@@ -72,7 +72,10 @@ mod tests {
         let refused = check(&route, Some(&free), &catalog, 10).unwrap_err();
         assert_eq!(refused.status(), 402);
         let body: serde_json::Value = serde_json::from_slice(&refused.body("d", false)).unwrap();
-        assert_eq!((body["feature"].as_str(), body["plans"].clone()), (Some("reports"), serde_json::json!(["enterprise", "pro"])));
+        assert_eq!(
+            (body["feature"].as_str(), body["plans"].clone()),
+            (Some("reports"), serde_json::json!(["enterprise", "pro"]))
+        );
         let grant = OverrideRow {
             tenant_id: "t1".into(),
             name: "reports".into(),

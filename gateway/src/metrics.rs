@@ -59,14 +59,17 @@ static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 static PLAN_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tollgate_gateway_plan_refusals_total", "Requests refused (402) for a feature outside the plan", &["feature"])
+    counter(
+        "tollgate_gateway_plan_refusals_total",
+        "Requests refused (402) for a feature outside the plan",
+        &["feature"],
+    )
 });
 static API_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("tollgate_usage_api_calls_total", "API calls counted against tenants' monthly quotas, by plan", &["plan"])
 });
-static USAGE_FLUSHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tollgate_usage_flushed_total", "API calls written to the store by this gateway", &[])
-});
+static USAGE_FLUSHED: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("tollgate_usage_flushed_total", "API calls written to the store by this gateway", &[]));
 static PLAN_LIMITS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     let opts = Opts::new("tollgate_plan_limit", "Each plan's limits (-1: unlimited)");
     let labels = &["plan", "limit"];

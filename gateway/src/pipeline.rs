@@ -14,9 +14,9 @@ use crate::caches::Caches;
 use crate::config::GatewayConfig;
 use crate::forward::{Target, targets};
 use crate::policy::{Denial, Engines as _, Facts, Permit, Routed, decide};
-use crate::tenant::{self, TenantHints};
 use crate::quota::Quotas;
 use crate::reject::Reject;
+use crate::tenant::{self, TenantHints};
 use crate::{entitlements, metrics};
 
 /// What the pipeline reads of a request.
@@ -70,8 +70,7 @@ impl Gateway {
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
         lap("route");
         let route = route?;
-        let target =
-            self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
+        let target = self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
         let caller = authenticate(&self.caches, req.authorization, req.client_ip).await.map_err(Denial::early);
         lap("authenticate");
         let caller = caller?;
@@ -110,7 +109,8 @@ impl Gateway {
         let permit = decide(&engine, &caller, tenant, Routed { route, target }, &facts);
         lap("policy");
         let mut permit = permit?;
-        let refused = |reject| Box::new(Denial { reject, decision_id: permit.decision_id().to_owned(), explain: false });
+        let refused =
+            |reject| Box::new(Denial { reject, decision_id: permit.decision_id().to_owned(), explain: false });
         let within = match self.caches.store().await {
             Ok(store) => self.quotas.check(&permit, store, at).await.map_err(refused),
             Err(reject) => Err(refused(reject)),

@@ -56,7 +56,10 @@ enum BucketKey {
     Ip(IpAddr),
     /// An address that does not parse (no peer address): one shared bucket.
     OtherAddress,
-    User { tenant: String, user: String },
+    User {
+        tenant: String,
+        user: String,
+    },
     Key(String),
     Tenant(String),
 }
@@ -98,7 +101,8 @@ impl Standing {
     /// Which of two standings is tighter: the smaller share left.
     fn tighter(self, other: Standing) -> Standing {
         // remaining/quota < other.remaining/other.quota, without division.
-        if u128::from(self.remaining) * u128::from(other.quota) <= u128::from(other.remaining) * u128::from(self.quota) {
+        if u128::from(self.remaining) * u128::from(other.quota) <= u128::from(other.remaining) * u128::from(self.quota)
+        {
             self
         } else {
             other
@@ -165,6 +169,8 @@ struct TenantMeter {
 #[derive(Debug, Default)]
 pub struct Meter {
     tenants: Mutex<HashMap<String, Arc<TenantMeter>>>,
+    /// The month of the last call: its first second, the next month's, its name.
+    month: Mutex<(i64, i64, Arc<str>)>,
 }
 
 /// How long a tenant with nothing to flush keeps its meter.
@@ -177,6 +183,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Meter {
     fn tenant(&self, tenant_id: &str, period: &str, now: i64) -> Arc<TenantMeter> {
         let mut tenants = lock(&self.tenants);
+        if let Some(meter) = tenants.get(tenant_id) {
+            return Arc::clone(meter);
+        }
         Arc::clone(tenants.entry(tenant_id.to_owned()).or_insert_with(|| {
             Arc::new(TenantMeter {
                 loaded: tokio::sync::OnceCell::new(),
@@ -191,6 +200,17 @@ impl Meter {
         }))
     }
 
+    /// The month of `now` and the second the next one starts, computed once a month.
+    fn month(&self, now: i64) -> (Arc<str>, i64) {
+        let mut month = lock(&self.month);
+        if !(month.0..month.1).contains(&now) {
+            let (name, next) = month_of(now);
+            let start = if now < month.0 { i64::MIN } else { now };
+            *month = (start, next, Arc::from(name));
+        }
+        (Arc::clone(&month.2), month.1)
+    }
+
     /// Counts one API call of `tenant_id` at `now` against `limit` (`None`
     /// unlimited); the first call of a tenant reads its total from `store`.
     pub async fn admit(
@@ -200,7 +220,7 @@ impl Meter {
         limit: Option<u64>,
         now: i64,
     ) -> Result<Result<Standing, Standing>, StoreError> {
-        let (period, next_period) = month_of(now);
+        let (period, next_period) = self.month(now);
         let meter = self.tenant(tenant_id, &period, now);
         meter
             .loaded
@@ -209,17 +229,17 @@ impl Meter {
                 let total = tollgate_store::usage_of(&mut tx, tenant_id, API_CALLS, &period).await?;
                 tx.commit().await?;
                 let mut state = lock(&meter.state);
-                if state.period == period {
+                if *state.period == *period {
                     state.base = state.base.max(u64::try_from(total).unwrap_or(0));
                 }
                 Ok::<(), StoreError>(())
             })
             .await?;
         let mut state = lock(&meter.state);
-        if state.period != period {
+        if *state.period != *period {
             // A new month: nothing counted yet (the next flush reads what
             // other gateways counted meanwhile).
-            *state = MeterState { period, base: 0, flushing: 0, pending: 0, last_seen: now };
+            *state = MeterState { period: String::from(&*period), base: 0, flushing: 0, pending: 0, last_seen: now };
         }
         state.last_seen = now;
         let until_next = u64::try_from(next_period - now).unwrap_or(1).max(1);
@@ -232,7 +252,13 @@ impl Meter {
             return Ok(Err(Standing { policy: "monthly", quota, window: until_next, remaining: 0, reset: until_next }));
         }
         state.pending += 1;
-        Ok(Ok(Standing { policy: "monthly", quota, window: until_next, remaining: quota - used - 1, reset: until_next }))
+        Ok(Ok(Standing {
+            policy: "monthly",
+            quota,
+            window: until_next,
+            remaining: quota - used - 1,
+            reset: until_next,
+        }))
     }
 
     /// Writes the counts taken since the last flush to the store and reads

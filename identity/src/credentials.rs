@@ -170,11 +170,7 @@ pub struct StoreLookups {
 
 /// A tenant with its entitlements (its plan from `catalog` and its
 /// overrides), read in `tx`.
-pub async fn tenant_with_entitlements(
-    tx: &mut Tx,
-    catalog: &Catalog,
-    row: TenantRow,
-) -> Result<Tenant, StoreError> {
+pub async fn tenant_with_entitlements(tx: &mut Tx, catalog: &Catalog, row: TenantRow) -> Result<Tenant, StoreError> {
     let overrides = store::entitlement_overrides(tx, &row.id).await?;
     let entitlements = catalog.entitlements(&row.plan, &overrides)?;
     let mut tenant = Tenant::from(row);

@@ -168,27 +168,45 @@ impl Catalog {
     pub fn builtin() -> Self {
         use LimitName::*;
         let plans = [
-            plan("free", "Free", 0, &[], [
-                (MaxMembers, Some(5)),
-                (MaxApiKeys, Some(3)),
-                (ApiCallsPerMonth, Some(100_000)),
-                (RequestsPerSecond, Some(50)),
-                (RequestsPerSecondPerKey, Some(20)),
-            ]),
-            plan("pro", "Pro", 4_900, &["api_write", "reports", "audit_export", "custom_policies"], [
-                (MaxMembers, Some(50)),
-                (MaxApiKeys, Some(25)),
-                (ApiCallsPerMonth, Some(5_000_000)),
-                (RequestsPerSecond, Some(500)),
-                (RequestsPerSecondPerKey, Some(100)),
-            ]),
-            plan("enterprise", "Enterprise", 49_900, &KNOWN_FEATURES, [
-                (MaxMembers, None),
-                (MaxApiKeys, None),
-                (ApiCallsPerMonth, None),
-                (RequestsPerSecond, Some(5_000)),
-                (RequestsPerSecondPerKey, Some(1_000)),
-            ]),
+            plan(
+                "free",
+                "Free",
+                0,
+                &[],
+                [
+                    (MaxMembers, Some(5)),
+                    (MaxApiKeys, Some(3)),
+                    (ApiCallsPerMonth, Some(100_000)),
+                    (RequestsPerSecond, Some(50)),
+                    (RequestsPerSecondPerKey, Some(20)),
+                ],
+            ),
+            plan(
+                "pro",
+                "Pro",
+                4_900,
+                &["api_write", "reports", "audit_export", "custom_policies"],
+                [
+                    (MaxMembers, Some(50)),
+                    (MaxApiKeys, Some(25)),
+                    (ApiCallsPerMonth, Some(5_000_000)),
+                    (RequestsPerSecond, Some(500)),
+                    (RequestsPerSecondPerKey, Some(100)),
+                ],
+            ),
+            plan(
+                "enterprise",
+                "Enterprise",
+                49_900,
+                &KNOWN_FEATURES,
+                [
+                    (MaxMembers, None),
+                    (MaxApiKeys, None),
+                    (ApiCallsPerMonth, None),
+                    (RequestsPerSecond, Some(5_000)),
+                    (RequestsPerSecondPerKey, Some(1_000)),
+                ],
+            ),
         ];
         Self { plans: plans.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect() }
     }
@@ -301,7 +319,9 @@ impl TryFrom<&OverrideRow> for Override {
 pub enum Source {
     Plan,
     /// An override, in force until the time given (if any).
-    Override { expires_at: Option<i64> },
+    Override {
+        expires_at: Option<i64>,
+    },
     /// The tenant's plan is not in the catalog: nothing is granted.
     UnknownPlan,
 }
@@ -400,9 +420,10 @@ pub fn month_of(unix: i64) -> (String, i64) {
     let date = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let (year, month) = (date.year(), date.month() as u8);
     let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    let next = time::Date::from_calendar_date(next_year, time::Month::try_from(next_month).unwrap_or(time::Month::January), 1)
-        .map(|d| d.midnight().assume_utc().unix_timestamp())
-        .unwrap_or(i64::MAX);
+    let next =
+        time::Date::from_calendar_date(next_year, time::Month::try_from(next_month).unwrap_or(time::Month::January), 1)
+            .map(|d| d.midnight().assume_utc().unix_timestamp())
+            .unwrap_or(i64::MAX);
     (format!("{year:04}-{month:02}"), next)
 }
 
@@ -425,8 +446,7 @@ mod tests {
     #[test]
     fn overrides_win_until_they_expire() {
         let catalog = Catalog::builtin();
-        let rows =
-            [row("reports", "feature", Some(1), Some(100)), row("max_members", "limit", Some(500), None)];
+        let rows = [row("reports", "feature", Some(1), Some(100)), row("max_members", "limit", Some(500), None)];
         let e = catalog.entitlements("free", &rows).unwrap();
         assert_eq!(e.feature("reports", 99), (true, Source::Override { expires_at: Some(100) }));
         assert_eq!(e.feature("reports", 100), (false, Source::Plan), "expired at its second");
@@ -457,13 +477,19 @@ mod tests {
 
     #[test]
     fn the_catalog_is_extended_and_checked() {
-        let mut team = plan("team", "Team", 1_900, &["reports"], [
-            (LimitName::MaxMembers, Some(10)),
-            (LimitName::MaxApiKeys, None),
-            (LimitName::ApiCallsPerMonth, None),
-            (LimitName::RequestsPerSecond, None),
-            (LimitName::RequestsPerSecondPerKey, None),
-        ]);
+        let mut team = plan(
+            "team",
+            "Team",
+            1_900,
+            &["reports"],
+            [
+                (LimitName::MaxMembers, Some(10)),
+                (LimitName::MaxApiKeys, None),
+                (LimitName::ApiCallsPerMonth, None),
+                (LimitName::RequestsPerSecond, None),
+                (LimitName::RequestsPerSecondPerKey, None),
+            ],
+        );
         let catalog = Catalog::with(vec![team.clone()]).unwrap();
         assert_eq!(catalog.plans().count(), 4);
         assert_eq!(catalog.plans_with("reports"), ["enterprise", "pro", "team"]);

@@ -81,14 +81,13 @@ pub async fn add_usage(
 
 /// The tenant's total of `metric` in `period` (0 when nothing was counted).
 pub async fn usage_of(tx: &mut Tx, tenant_id: &str, metric: &str, period: &str) -> Result<i64, StoreError> {
-    let total: Option<i64> = sqlx::query_scalar(
-        "SELECT quantity FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3",
-    )
-    .bind(tenant_id)
-    .bind(metric)
-    .bind(period)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let total: Option<i64> =
+        sqlx::query_scalar("SELECT quantity FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
+            .bind(tenant_id)
+            .bind(metric)
+            .bind(period)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(total.unwrap_or(0))
 }
 

@@ -149,11 +149,18 @@ impl Tollgate {
 
     /// Runs a CLI command against this instance's data dir.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[])
+    }
+
+    /// Runs a CLI command against this instance's data dir with extra
+    /// environment (the database of an instance on PostgreSQL).
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let output = Command::new(binary())
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("TOLLGATE_DATABASE_URL")
+            .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("cannot run tollgate {args:?}: {e}"));
         assert!(output.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -225,6 +232,27 @@ impl Tollgate {
             String::from_utf8_lossy(&self.cli(&["outbox", "--to", email, "--limit", "100"]).stdout).into_owned();
         let start = outbox.find(prefix).unwrap_or_else(|| panic!("no `{prefix}` token for {email} in the outbox"));
         outbox[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
+    }
+
+    /// Asks the process to stop (SIGTERM, as a service manager does) and
+    /// waits for it to exit on its own, keeping its data dir (returned).
+    pub fn terminate(mut self) -> PathBuf {
+        self.keep_data = true;
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot signal tollgate {pid}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(status.success(), "tollgate exited with {status} after SIGTERM");
+                    break;
+                }
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => panic!("tollgate did not exit within 20 s of SIGTERM"),
+            }
+        }
+        self.data_dir.clone()
     }
 
     /// Stops the process and waits for it, keeping its data dir (returned).

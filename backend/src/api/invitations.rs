@@ -21,10 +21,10 @@ use crate::authz::{Action, Resource, authorize, open_tenant};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::views;
+use tollgate_identity::plans::LimitName;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::roles::ResolvedRole;
 use tollgate_identity::secrets;
-use tollgate_identity::plans::LimitName;
 use tollgate_store::{self as store, now};
 
 const BAD_INVITATION: &str = "invitation is invalid, expired or already used";

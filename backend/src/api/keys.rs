@@ -15,9 +15,9 @@ use crate::authz::{Action, KeyOwner, Resource, SCOPES, authorize, is_valid_scope
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::views;
+use tollgate_identity::plans::LimitName;
 use tollgate_identity::principal::{Actor, KeyOwner as CallerKeyOwner, Scopes};
 use tollgate_identity::roles::ResolvedRole;
-use tollgate_identity::plans::LimitName;
 use tollgate_identity::secrets;
 use tollgate_store::{self as store, NewApiKey, now};
 

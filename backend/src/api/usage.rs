@@ -75,7 +75,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    let bad = || ApiError::BadRequest("`Idempotency-Key` must be one value of 1 to 255 visible ASCII characters".into());
+    let bad =
+        || ApiError::BadRequest("`Idempotency-Key` must be one value of 1 to 255 visible ASCII characters".into());
     if values.next().is_some() {
         return Err(bad());
     }

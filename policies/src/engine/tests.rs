@@ -103,7 +103,11 @@ fn malformed_request_denies_with_error() {
         context: ctx(),
         entities: vec![
             EntitySpec::new(EntityRef::new("User", "u")).parent(EntityRef::new("Tenant", "t")),
-            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
+            EntitySpec::new(EntityRef::new("Tenant", "t"))
+                .attr("status", json!("active"))
+                .attr("plan", json!("free"))
+                .attr("features", json!([]))
+                .attr("limits", json!({})),
         ],
     });
     assert_eq!(outcome.decision, Decision::Deny);
@@ -172,7 +176,11 @@ fn layers_add_policies_with_prefixed_ids_and_cannot_override_guardrails() {
                 .attr("email", json!("u@x"))
                 .attr("platform_admin", json!(false))
                 .attr("role_rank", json!(1)),
-            EntitySpec::new(EntityRef::new("Tenant", "t")).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
+            EntitySpec::new(EntityRef::new("Tenant", "t"))
+                .attr("status", json!("active"))
+                .attr("plan", json!("free"))
+                .attr("features", json!([]))
+                .attr("limits", json!({})),
         ],
     });
     assert_eq!(outcome.decision, Decision::Deny);
@@ -283,7 +291,11 @@ fn entities_are_checked_against_the_schema_on_every_path() {
             entities: vec![
                 EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
                 EntitySpec::new(EntityRef::new("Role", "viewer")),
-                EntitySpec::new(tenant.clone()).attr("status", json!("active")).attr("plan", json!("free")).attr("features", json!([])).attr("limits", json!({})),
+                EntitySpec::new(tenant.clone())
+                    .attr("status", json!("active"))
+                    .attr("plan", json!("free"))
+                    .attr("features", json!([]))
+                    .attr("limits", json!({})),
                 user,
                 contact,
             ],

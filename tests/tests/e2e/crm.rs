@@ -207,6 +207,8 @@ async fn groups_plans_and_deletion_reach_gateway_decisions() {
     assert_eq!(status, 201, "{key}");
     let key = key["secret"].as_str().unwrap().to_owned();
     assert_eq!(tg.send("GET", "/crm/contacts", Some(&key), None).await.0, 200);
+    let (status, body) = tg.send("GET", "/crm/reports/pipeline", Some(&boss), None).await;
+    assert_eq!((status, body["feature"].as_str()), (402, Some("reports")), "the free plan has no reports: {body}");
     let (status, body) = tg.send("POST", "/crm/contacts", Some(&key), contact.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert!(
@@ -222,6 +224,10 @@ async fn groups_plans_and_deletion_reach_gateway_decisions() {
         tg.send("PUT", &format!("/api/v1/tenants/{t}/plan"), Some(root), Some(json!({"plan": "pro"}))).await;
     assert_eq!((status, body["tenant"]["plan"].as_str()), (200, Some("pro")), "{body}");
     let created = answers(&tg, "POST", "/crm/contacts", &key, contact.clone(), 201).await;
+    // Reports are a paid feature: open now that the tenant is on `pro`.
+    let report = answers(&tg, "GET", "/crm/reports/pipeline", &boss, None, 200).await;
+    let (_, contacts) = tg.send("GET", "/crm/contacts", Some(&boss), None).await;
+    assert_eq!(report["contacts"], contacts["items"].as_array().unwrap().len(), "{report}");
     let owner_id = user_id(&tg, &boss).await;
     assert_eq!(created["contact"]["owner"], owner_id.as_str(), "a key creates for its owner: {created}");
     let id = created["contact"]["id"].as_str().unwrap();

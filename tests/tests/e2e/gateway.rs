@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
 use tollgate_tests::{Tollgate, raw_get, temp_dir};
 
-const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
+pub(crate) const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
 
 /// An upstream that answers every request with what it received.
 pub(crate) async fn echo_upstream() -> std::net::SocketAddr {
@@ -30,7 +30,7 @@ pub(crate) async fn echo_upstream() -> std::net::SocketAddr {
 
 /// The repository's policies plus a product's: a resource type, two actions,
 /// viewers read and admins write.
-fn policies_with_echo() -> PathBuf {
+pub(crate) fn policies_with_echo() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let dir = temp_dir("policies");
     std::fs::create_dir_all(dir.join("platform")).unwrap();

@@ -7,3 +7,4 @@ mod crm;
 mod gateway;
 mod identity;
 mod layering;
+mod plans;
