@@ -121,11 +121,16 @@ PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
 
 # Tollgate with the origin behind it: a public route (anonymous callers may
-# use it) and a tenant's route checked by Cedar.
+# use it) and a tenant's route checked by Cedar. The per-address and
+# per-person rate limits are off (one wrk client would hit them); tenants'
+# limits come from their plans and overrides below.
 cat > "$WORK/tollgate.toml" <<EOF
 demo = false
 log_format = "json"
 metrics_listen = "127.0.0.1:$METRICS"
+[gateway.rate_limits]
+per_ip = 0
+per_user = 0
 [gateway.upstreams.origin]
 addresses = ["127.0.0.1:$ORIGIN"]
 [[gateway.routes]]
@@ -158,6 +163,34 @@ SESSION=$(echo "$LOGIN" | json '["session_id"]')
 USER_ID=$(curl -sf "$B/me" -H "authorization: Bearer $TOKEN" | json '["user"]["id"]')
 KEY=$(curl -sf "$B/tenants/$TENANT/api-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
+# The bench tenant without limits (the quota stage still meters its calls);
+# a second tenant whose limits are enforced but never reached (the stage's
+# full cost); a third whose keys may send one request per second (429s).
+"$BIN/tollgate" --config "$WORK/tollgate.toml" platform-admin grant bench@example.com --data-dir "$WORK/data" >/dev/null
+overrides() { # TENANT JSON
+    curl -sf -X PUT "$B/tenants/$1/entitlements" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+        -d "$2" >/dev/null
+}
+unlimited='{"value": null}'
+overrides "$TENANT" "{\"limits\": {\"requests_per_second\": $unlimited, \"requests_per_second_per_key\": $unlimited,
+    \"api_calls_per_month\": $unlimited}}"
+tenant_key() { # EMAIL NAME -> "TENANT KEY"
+    curl -sf "$B/auth/signup" -H 'content-type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\",\"name\":\"$2\",\"tenant_name\":\"$2\"}" >/dev/null
+    local login token tenant key
+    login=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\"}")
+    token=$(echo "$login" | json '["access_token"]')
+    tenant=$(echo "$login" | json '["tenant"]["id"]')
+    key=$(curl -sf "$B/tenants/$tenant/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+        -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
+    echo "$tenant $key"
+}
+read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
+overrides "$LIMITED_TENANT" '{"limits": {"requests_per_second": {"value": 1000000000},
+    "requests_per_second_per_key": {"value": 1000000000}, "api_calls_per_month": {"value": 1000000000000}}}'
+read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
+overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
 FRESH_COUNT=$(( 60000 * DURATION / 5 ))
 "$BIN/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
     "$FRESH_COUNT" >"$WORK/tokens.txt"
@@ -226,6 +259,10 @@ for conns in 64 8; do
     measure "tollgate public route" "$conns" "$TG_PID" "http://127.0.0.1:$TG/public/x"
     measure "tollgate cached JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
     measure "tollgate API key" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
+    measure "tollgate API key, limits enforced" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" \
+        -H "Authorization: Bearer $LIMITED_KEY"
+    measure "tollgate 429 (key limit)" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" \
+        -H "Authorization: Bearer $THROTTLED_KEY"
     measure "tollgate fresh JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh.lua"
     measure "tollgate 401" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
     measure "tollgate 403" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
@@ -236,6 +273,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 R1=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[pingora passthrough/64]}")
 R2=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[nginx + auth_request/64]}")
 R3=$(ratio "${RPS[tollgate API key/64]}" "${RPS[pingora passthrough/64]}")
+R5=$(ratio "${RPS[tollgate API key, limits enforced/64]}" "${RPS[tollgate API key/64]}")
 R4=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[pingora passthrough/64]}")
 ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
 
@@ -258,6 +296,7 @@ REPORT="$WORK/report.md"
     echo "- full pipeline (cached JWT) / pingora passthrough, 64 connections: **$R1** (target ≥ 0.80)"
     echo "- full pipeline (cached JWT) / nginx + auth_request, 64 connections: **$R2** (target ≥ 1.0)"
     echo "- API key / pingora passthrough, 64 connections: **$R3**"
+    echo "- API key with its tenant's limits enforced / without, 64 connections: **$R5**"
     echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
     echo "- added p50 over passthrough, 8 connections: **${ADDED} µs** (target < 100 µs)"
 } >"$REPORT"
