@@ -18,6 +18,7 @@ use tollgate_gateway::config::{GatewayConfig, GatewayFile, ResourceFile, RouteFi
 use tollgate_gateway::pipeline::Gateway;
 use tollgate_gateway::proxy::Listen;
 use tollgate_gateway::quota::Meter;
+use tollgate_gateway::route::RouteLimit;
 use tollgate_identity::assertion::BACKEND_UPSTREAM;
 use tollgate_identity::tokens::{self, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine, PolicyWatcher, ReloadOutcome, run_scenario_dir};
@@ -349,6 +350,14 @@ async fn wait_listening(addr: SocketAddr) -> Result<()> {
     }
 }
 
+/// The platform's routes that run a password hash for anyone: name, path,
+/// and the requests per minute allowed per client address and in all.
+const PASSWORD_ROUTES: [(&str, &str, u64, u64); 3] = [
+    ("login", "/api/v1/auth/login", 20, 600),
+    ("signup", "/api/v1/auth/signup", 10, 300),
+    ("accept-invitation", "/api/v1/invitations/accept", 20, 600),
+];
+
 const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 fn fixed_resource(type_name: &str, id: &str) -> ResourceFile {
@@ -361,7 +370,7 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
     // Named so the backend trusts the assertions the gateway sends it.
     let upstream = BACKEND_UPSTREAM.to_owned();
     let methods = |which: &[&str]| which.iter().map(|m| ((*m).to_owned(), "platform.api".to_owned())).collect();
-    let routes = [
+    let mut routes: Vec<RouteFile> = [
         ("platform-api", "/api/v1/{rest*}", &ALL_METHODS[..]),
         ("jwks", "/.well-known/jwks.json", &["GET", "HEAD"][..]),
         ("healthz", "/healthz", &["GET", "HEAD"][..]),
@@ -377,8 +386,24 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
         // The backend authenticates every call itself.
         forward_authorization: true,
         feature: None,
+        rate_limit: None,
     })
     .collect();
+    // What anyone may call and costs a password hash: limited per client
+    // address and in all, on top of the backend's lockouts and its bound on
+    // concurrent hashing.
+    for (name, path, per_ip, global) in PASSWORD_ROUTES {
+        routes.push(RouteFile {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            upstream: upstream.clone(),
+            methods: methods(&["POST"]),
+            resource: fixed_resource("Platform", "tollgate"),
+            forward_authorization: true,
+            feature: None,
+            rate_limit: Some(RouteLimit { per_ip: Some(per_ip), global: Some(global), window_secs: 60 }),
+        });
+    }
     GatewayFile {
         upstreams: [(upstream.clone(), UpstreamFile::at(backend))].into_iter().collect(),
         routes,

@@ -371,6 +371,7 @@ pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
     .map(|(name, path, methods, resource)| RouteFile {
         // Reports are a paid feature.
         feature: (name == "crm-reports").then(|| "reports".to_owned()),
+        rate_limit: None,
         name: name.to_owned(),
         path: path.to_owned(),
         upstream: UPSTREAM.to_owned(),

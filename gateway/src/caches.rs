@@ -101,6 +101,17 @@ impl Caches {
         issuers: Vec<IssuerConfig>,
         catalog: Arc<Catalog>,
     ) -> Self {
+        Self::with_miss_capacity(keys, database_url, policies, issuers, catalog, MISSES_CAPACITY)
+    }
+
+    fn with_miss_capacity(
+        keys: Arc<KeyRing>,
+        database_url: String,
+        policies: Arc<LivePolicies>,
+        issuers: Vec<IssuerConfig>,
+        catalog: Arc<Catalog>,
+        misses: u64,
+    ) -> Self {
         Self {
             keys,
             database_url,
@@ -112,8 +123,8 @@ impl Caches {
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
-            tenant_misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
-            key_misses: Cache::builder().max_capacity(MISSES_CAPACITY).time_to_live(LIVENESS_TTL).build(),
+            tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
+            key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
             engines: TenantEngines::new(policies),
             catalog,
@@ -359,5 +370,36 @@ impl Engines for Caches {
             .for_tenant(lookups.store(), &tenant.id, || metrics::cache_miss("layers"))
             .await
             .map_err(|_| Reject::Forbidden { detail: LAYER_UNAVAILABLE.into(), policies: Vec::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Made-up key prefixes and tenant hints are remembered as misses, in a
+    /// cache of their own with a bound, and never in the live caches.
+    #[tokio::test]
+    async fn made_up_key_prefixes_and_tenant_hints_stay_within_the_miss_bound() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let keys = KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900)
+                .await
+                .unwrap();
+            let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
+            let catalog = Arc::new(Catalog::builtin());
+            let caches = Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, 100);
+            for i in 0..400 {
+                assert!(caches.api_key(&format!("{i:012x}")).await.unwrap().is_none(), "{l}");
+                assert!(caches.tenant_named(&format!("made-up-{i}")).await.unwrap().is_none(), "{l}");
+            }
+            caches.key_misses.run_pending_tasks().await;
+            caches.tenant_misses.run_pending_tasks().await;
+            assert!(caches.key_misses.entry_count() <= 100, "{l}: {}", caches.key_misses.entry_count());
+            assert!(caches.tenant_misses.entry_count() <= 100, "{l}: {}", caches.tenant_misses.entry_count());
+            caches.api_keys.run_pending_tasks().await;
+            caches.tenants_named.run_pending_tasks().await;
+            assert_eq!((caches.api_keys.entry_count(), caches.tenants_named.entry_count()), (0, 0), "{l}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::client::Cidr;
 use crate::issuers::IssuerConfig;
 use crate::quota::RateLimits;
-use crate::route::{PLATFORM_RESOURCE, ResourceId, Route, RouteError, RouteTable, Template};
+use crate::route::{PLATFORM_RESOURCE, ResourceId, Route, RouteError, RouteLimit, RouteTable, Template};
 use tollgate_identity::plans::is_identifier;
 
 /// The gateway's configuration as written, every field optional.
@@ -81,6 +81,10 @@ pub struct RouteFile {
     /// A plan feature the tenant must have (`reports`): 402 without it.
     #[serde(default)]
     pub feature: Option<String>,
+    /// The route's own rate limits (per client address and in all), for
+    /// endpoints that cost much, like sign-in.
+    #[serde(default)]
+    pub rate_limit: Option<RouteLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,7 +265,19 @@ impl GatewayConfig {
                     .into());
                 }
             }
+            if let Some(limit) = &r.rate_limit
+                && (!(1..=86_400).contains(&limit.window_secs)
+                    || limit.per_ip == Some(0)
+                    || limit.global == Some(0)
+                    || (limit.per_ip.is_none() && limit.global.is_none()))
+            {
+                return Err(invalid(
+                    "rate_limit needs `per_ip` or `global` above 0 and `window_secs` between 1 and 86400".into(),
+                )
+                .into());
+            }
             routes.push(Route {
+                rate_limit: r.rate_limit,
                 feature: r.feature,
                 template: Template::parse(&r.name, &r.path)?,
                 name: r.name,

@@ -89,6 +89,10 @@ impl Permit {
     pub fn source_ip(&self) -> &str {
         &self.source_ip
     }
+    /// The matched route's own rate limits.
+    pub fn route_limit(&self) -> Option<crate::route::RouteLimit> {
+        self.routed.route.rate_limit
+    }
 }
 
 /// A denial with what the decision log and an explaining response need.

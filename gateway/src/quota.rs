@@ -62,6 +62,9 @@ enum BucketKey {
     },
     Key(String),
     Tenant(String),
+    /// A route's own limit per client address, and for everyone.
+    RouteAddress(usize, Box<BucketKey>),
+    Route(usize),
 }
 
 /// A GCRA bucket: the theoretical arrival time of the next request, in
@@ -74,11 +77,12 @@ struct Gcra {
 /// How a request stands against one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
-    /// `ip`, `user`, `key`, `tenant` or `monthly`.
+    /// `ip`, `user`, `key`, `tenant`, `route-ip`, `route` or `monthly`.
     pub policy: &'static str,
     /// Requests allowed per window.
     pub quota: u64,
-    /// The window in seconds.
+    /// The window in seconds (a bucket of `quota` per window, with a burst
+    /// of `quota`).
     pub window: u64,
     /// Requests left in the window after this one.
     pub remaining: u64,
@@ -115,20 +119,22 @@ fn ceil_secs(ns: u64) -> u64 {
 }
 
 impl Gcra {
-    /// Takes one request from a bucket of `quota` per second at `now` (ns).
-    fn take(&self, policy: &'static str, quota: u64, now: u64) -> Result<Standing, Standing> {
-        let interval = SECOND_NS / quota.max(1);
+    /// Takes one request from a bucket of `quota` per `window` seconds at
+    /// `now` (ns).
+    fn take(&self, policy: &'static str, quota: u64, window: u64, now: u64) -> Result<Standing, Standing> {
+        let span = window.max(1).saturating_mul(SECOND_NS);
+        let interval = (span / quota.max(1)).max(1);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now) + interval;
-            if next > now + SECOND_NS {
-                let wait = next - (now + SECOND_NS);
-                return Err(Standing { policy, quota, window: 1, remaining: 0, reset: ceil_secs(wait).max(1) });
+            if next > now + span {
+                let wait = next - (now + span);
+                return Err(Standing { policy, quota, window, remaining: 0, reset: ceil_secs(wait).max(1) });
             }
             match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
-                    let remaining = (now + SECOND_NS - next) / interval;
-                    return Ok(Standing { policy, quota, window: 1, remaining, reset: ceil_secs(next - now) });
+                    let remaining = (now + span - next) / interval;
+                    return Ok(Standing { policy, quota, window, remaining, reset: ceil_secs(next - now) });
                 }
                 Err(current) => tat = current,
             }
@@ -373,10 +379,10 @@ impl Quotas {
         self.buckets.entry_count()
     }
 
-    fn take(&self, key: BucketKey, policy: &'static str, quota: u64) -> Result<Standing, Standing> {
+    fn take(&self, key: BucketKey, policy: &'static str, quota: u64, window: u64) -> Result<Standing, Standing> {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let bucket = self.buckets.get_with(key, || Arc::new(Gcra::default()));
-        bucket.take(policy, quota, now)
+        bucket.take(policy, quota, window, now)
     }
 
     /// The rate limits of the caller: per API key (its plan's), per person
@@ -405,12 +411,23 @@ impl Quotas {
         let mut tightest: Option<Standing> = None;
         let mut note = |s: Standing| tightest = Some(tightest.take().map_or(s.clone(), |t| t.tighter(s)));
         if let Some((key, policy, quota)) = self.caller_limit(permit, at) {
-            note(self.take(key, policy, quota).map_err(too_many)?);
+            note(self.take(key, policy, quota, 1).map_err(too_many)?);
+        }
+        if let Some(limit) = &permit.route_limit() {
+            let window = limit.window_secs;
+            if let Some(quota) = limit.per_ip {
+                let address = permit.source_ip().parse().map_or(BucketKey::OtherAddress, BucketKey::Ip);
+                let key = BucketKey::RouteAddress(permit.route().route, Box::new(address));
+                note(self.take(key, "route-ip", quota, window).map_err(too_many)?);
+            }
+            if let Some(quota) = limit.global {
+                note(self.take(BucketKey::Route(permit.route().route), "route", quota, window).map_err(too_many)?);
+            }
         }
         let tenant = permit.tenant().filter(|_| permit.route().needs_tenant());
         if let Some(tenant) = tenant {
             if let Some(quota) = tenant.entitlements.limit(LimitName::RequestsPerSecond, at) {
-                note(self.take(BucketKey::Tenant(tenant.id.clone()), "tenant", quota).map_err(too_many)?);
+                note(self.take(BucketKey::Tenant(tenant.id.clone()), "tenant", quota, 1).map_err(too_many)?);
             }
             let monthly = self.monthly(store, tenant, at).await?;
             if monthly.window > 0 {

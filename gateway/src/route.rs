@@ -293,6 +293,18 @@ pub struct Route {
     pub forward_authorization: bool,
     /// The plan feature the tenant needs for this route (402 without it).
     pub feature: Option<String>,
+    /// The route's own rate limits, whoever calls.
+    pub rate_limit: Option<RouteLimit>,
+}
+
+/// A route's own rate limits: `per_ip` requests per client address and
+/// `global` in all, each per `window_secs` (with a burst of as many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimit {
+    pub per_ip: Option<u64>,
+    pub global: Option<u64>,
+    pub window_secs: u64,
 }
 
 /// The result of routing a request.
@@ -306,6 +318,8 @@ pub struct RouteMatch {
     pub params: BTreeMap<String, String>,
     /// The route's choice: the upstream receives the caller's credential.
     pub forward_authorization: bool,
+    /// The route's own rate limits.
+    pub rate_limit: Option<RouteLimit>,
 }
 
 /// The resource type of the platform's own routes, which belong to no tenant.
@@ -408,6 +422,7 @@ impl RouteTable {
                 resource_id,
                 params,
                 forward_authorization: route.forward_authorization,
+                rate_limit: route.rate_limit,
             });
         }
         Err(if path_matched { NoRoute::MethodNotAllowed } else { NoRoute::NotFound })

@@ -29,6 +29,7 @@ pub(crate) fn routed(action: &str, resource_type: &str, resource_id: &str) -> Ro
             resource_id: resource_id.into(),
             params: BTreeMap::new(),
             forward_authorization: false,
+            rate_limit: None,
         },
         target: Arc::new(Target::new(&upstream).unwrap()),
     }

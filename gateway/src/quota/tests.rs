@@ -6,20 +6,32 @@ const MS: u64 = 1_000_000;
 fn a_bucket_passes_its_burst_then_one_request_per_interval() {
     let bucket = Gcra::default();
     let t0 = 10 * SECOND_NS;
-    let first = bucket.take("key", 5, t0).unwrap();
+    let first = bucket.take("key", 5, 1, t0).unwrap();
     assert_eq!((first.remaining, first.reset), (4, 1));
     for left in (0..4).rev() {
-        assert_eq!(bucket.take("key", 5, t0).unwrap().remaining, left);
+        assert_eq!(bucket.take("key", 5, 1, t0).unwrap().remaining, left);
     }
-    let refused = bucket.take("key", 5, t0).unwrap_err();
+    let refused = bucket.take("key", 5, 1, t0).unwrap_err();
     assert_eq!((refused.remaining, refused.reset), (0, 1), "one request back after 200 ms: retry in 1 s");
     assert_eq!(refused.policy_field(), "\"key\";q=5;w=1");
     assert_eq!(refused.field(), "\"key\";r=0;t=1");
     // 200 ms later exactly one request has come back.
-    assert!(bucket.take("key", 5, t0 + 200 * MS).is_ok());
-    assert!(bucket.take("key", 5, t0 + 200 * MS).is_err());
+    assert!(bucket.take("key", 5, 1, t0 + 200 * MS).is_ok());
+    assert!(bucket.take("key", 5, 1, t0 + 200 * MS).is_err());
     // After a whole window the bucket is full again.
-    assert_eq!(bucket.take("key", 5, t0 + 2 * SECOND_NS).unwrap().remaining, 4);
+    assert_eq!(bucket.take("key", 5, 1, t0 + 2 * SECOND_NS).unwrap().remaining, 4);
+}
+
+#[test]
+fn a_bucket_over_a_longer_window_refills_over_it() {
+    let bucket = Gcra::default();
+    let t0 = 10 * SECOND_NS;
+    for _ in 0..10 {
+        assert!(bucket.take("route-ip", 10, 60, t0).is_ok());
+    }
+    let refused = bucket.take("route-ip", 10, 60, t0).unwrap_err();
+    assert_eq!((refused.policy_field(), refused.reset), ("\"route-ip\";q=10;w=60".to_owned(), 6));
+    assert!(bucket.take("route-ip", 10, 60, t0 + 6 * SECOND_NS).is_ok(), "one back every 6 s");
 }
 
 #[test]
@@ -35,7 +47,7 @@ fn made_up_addresses_cannot_grow_the_buckets_past_the_bound() {
     let quotas = Quotas::new(RateLimits::default());
     for i in 0..(MAX_BUCKETS + 50_000) {
         let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 16 | 0xfe80));
-        let _ = quotas.take(BucketKey::Ip(ip), "ip", 10);
+        let _ = quotas.take(BucketKey::Ip(ip), "ip", 10, 1);
     }
     assert!(quotas.buckets() <= MAX_BUCKETS, "{} buckets", quotas.buckets());
 }

@@ -62,6 +62,7 @@ fn route(name: &str, template: &str, methods: &[(&str, &str)], resource: (&str, 
         resource_id: resource.1,
         forward_authorization: false,
         feature: None,
+        rate_limit: None,
     }
 }
 

@@ -263,3 +263,42 @@ async fn signing_up_with_someone_elses_address_captures_no_invitation() {
     let (status, body) = tg.send("POST", "/api/v1/auth/login", None, Some(bob)).await;
     assert_eq!((status, body["tenant"]["role"].as_str()), (200, Some("admin")), "{body}");
 }
+
+/// Sign-in costs a password hash for anyone: the gateway allows each client
+/// address 20 attempts a minute (whatever the emails), then answers 429
+/// with the route's policy, while other addresses still get in.
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_client_address() {
+    let tg = Tollgate::start();
+    tg.signup_and_login("near@example.com", "Near").await;
+    let attempt = |client: reqwest::Client, n: usize| {
+        let url = tg.url("/api/v1/auth/login");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"email": format!("nobody{n}@example.com"), "password": "wrong password here"}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let policy = response.headers().get("ratelimit-policy").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            (status, policy)
+        }
+    };
+    let here = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    let mut refused_policy = None;
+    // The sign-in above took one of this address's 20 (sign-up has its own).
+    for n in 0..21 {
+        let (status, policy) = attempt(here.clone(), n).await;
+        statuses.push(status);
+        if status == 429 && refused_policy.is_none() {
+            refused_policy = policy;
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 19, "{statuses:?}");
+    assert_eq!(statuses[19..], [429, 429], "{statuses:?}");
+    assert_eq!(refused_policy.as_deref(), Some("\"route-ip\";q=20;w=60"));
+    let elsewhere = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 3])).build().unwrap();
+    assert_eq!(attempt(elsewhere, 99).await.0, 401, "another address is not limited by this one");
+}
