@@ -309,7 +309,7 @@ fn entity_uid(r: &EntityRef) -> Option<EntityUid> {
 }
 
 /// An attribute value written plainly: a string, boolean, integer, an
-/// explicit `{"__entity": ..}` reference, or a set of those.
+/// explicit `{"__entity": ..}` reference, or a set or record of those.
 fn plain_value(value: &Value) -> Option<RestrictedExpression> {
     Some(match value {
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
@@ -318,11 +318,22 @@ fn plain_value(value: &Value) -> Option<RestrictedExpression> {
         Value::Array(items) => {
             RestrictedExpression::new_set(items.iter().map(plain_value).collect::<Option<Vec<_>>>()?)
         }
-        Value::Object(map) if map.len() == 1 => {
-            let target: EntityRef = serde_json::from_value(map.get("__entity")?.clone()).ok()?;
-            RestrictedExpression::new_entity_uid(entity_uid(&target)?)
-        }
-        _ => return None,
+        Value::Object(map) => match map.get("__entity") {
+            Some(target) if map.len() == 1 => {
+                let (type_name, id) = (target.get("type")?.as_str()?, target.get("id")?.as_str()?);
+                RestrictedExpression::new_entity_uid(entity_uid(&EntityRef::new(type_name, id))?)
+            }
+            // Escapes (`__entity` beside other keys, `__extn`), and what the
+            // schema may read as an entity reference (`{"type", "id"}`),
+            // take the JSON path.
+            _ if map.keys().any(|k| k.starts_with("__")) => return None,
+            _ if map.len() == 2 && map.contains_key("type") && map.contains_key("id") => return None,
+            _ => RestrictedExpression::new_record(
+                map.iter().map(|(k, v)| Some((k.clone(), plain_value(v)?))).collect::<Option<Vec<_>>>()?,
+            )
+            .ok()?,
+        },
+        Value::Null => return None,
     })
 }
 
