@@ -104,7 +104,13 @@ async fn request_log(
         .get("x-tollgate-assertion")
         .and_then(|v| v.to_str().ok())
         .and_then(|token| state.keys.verify_assertion(token, BACKEND_UPSTREAM).ok());
-    let gateway_decision = assertion.as_ref().map_or("", |a| a.decision.as_str()).to_owned();
+    // The decision id travels beside the assertion (which serves many
+    // requests); believed only with a verified assertion, as the gateway
+    // sets it and strips any client's.
+    let gateway_decision = match &assertion {
+        Some(_) => req.headers().get("x-tollgate-decision").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+        None => String::new(),
+    };
     if let Some(ip) = assertion.and_then(|a| a.ip) {
         req.extensions_mut().insert(ForwardedClient(ip));
     }

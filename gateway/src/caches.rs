@@ -137,6 +137,11 @@ impl Caches {
         &self.keys
     }
 
+    /// The signing keys, shared.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.keys)
+    }
+
     async fn lookups(&self) -> Result<&StoreLookups, StoreError> {
         self.store
             .get_or_try_init(|| async {

@@ -48,7 +48,7 @@ fn dropped(name: &str) -> bool {
 pub fn prepare_upstream_request(
     request: &mut RequestHeader,
     permit: &Permit,
-    keys: &KeyRing,
+    assertions: &Assertions,
     request_id: &str,
 ) -> Result<(), Reject> {
     let unwanted: Vec<String> = request.headers.keys().map(|n| n.as_str().to_owned()).filter(|n| dropped(n)).collect();
@@ -65,7 +65,7 @@ pub fn prepare_upstream_request(
     let set = |request: &mut RequestHeader, name: &'static str, value: String| {
         request.insert_header(name, value).map_err(|_| Reject::Internal)
     };
-    for (name, value) in identity_headers(keys, permit)? {
+    for (name, value) in identity_headers(assertions, permit)? {
         set(request, name, value)?;
     }
     set(request, "x-forwarded-for", permit.source_ip().to_owned())?;
@@ -110,38 +110,133 @@ pub fn targets(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<BTreeM
     upstreams.values().map(|u| Ok((u.name.clone(), Arc::new(Target::new(u)?)))).collect()
 }
 
+/// What an assertion says: everything but its times and id. Requests that
+/// would assert the same share one signed assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Asserted {
+    aud: String,
+    sub: String,
+    user: Option<String>,
+    tid: Option<String>,
+    roles: Vec<String>,
+    groups: Vec<String>,
+    groups_truncated: bool,
+    ip: String,
+    act: String,
+}
+
+impl Asserted {
+    fn of(permit: &Permit) -> Self {
+        Self {
+            aud: permit.target().name.clone(),
+            sub: permit.principal().to_owned(),
+            user: permit.user().map(str::to_owned),
+            tid: permit.tenant().map(|t| t.id.clone()),
+            roles: permit.roles().to_vec(),
+            groups: permit.groups().iter().take(MAX_ASSERTED_GROUPS).cloned().collect(),
+            groups_truncated: permit.groups().len() > MAX_ASSERTED_GROUPS,
+            ip: permit.source_ip().to_owned(),
+            act: permit.route().action.clone(),
+        }
+    }
+}
+
+/// A signed assertion and until when it is handed out again.
+#[derive(Debug)]
+struct Signed {
+    asserted: Asserted,
+    token: String,
+    reuse_until: i64,
+}
+
+/// The signed assertions of recent requests: the same caller, tenant, roles,
+/// groups, client address, action and upstream get the same assertion for
+/// half its lifetime, so a request costs a signature only when what it
+/// asserts changed (or every [`REUSE_SECS`]). The per-request facts (the
+/// decision id, the request id) travel in headers beside it.
+pub struct Assertions {
+    keys: Arc<KeyRing>,
+    cache: moka::sync::Cache<u64, Arc<Signed>>,
+    hasher: std::hash::RandomState,
+}
+
+impl std::fmt::Debug for Assertions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assertions").finish_non_exhaustive()
+    }
+}
+
+/// How long a signed assertion is handed out: an upstream always receives
+/// one with at least `ASSERTION_TTL - REUSE_SECS` seconds left.
+pub const REUSE_SECS: i64 = ASSERTION_TTL / 2;
+const ASSERTIONS_CAPACITY: u64 = 100_000;
+
+impl Assertions {
+    pub fn new(keys: Arc<KeyRing>) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(ASSERTIONS_CAPACITY)
+            .time_to_live(Duration::from_secs(REUSE_SECS as u64))
+            .build();
+        Self { keys, cache, hasher: std::hash::RandomState::new() }
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The signed assertion of `permit`: a recent one asserting exactly the
+    /// same, or a new one.
+    fn token(&self, permit: &Permit) -> Result<String, Reject> {
+        use std::hash::BuildHasher as _;
+        let asserted = Asserted::of(permit);
+        let slot = self.hasher.hash_one(&asserted);
+        let t = now();
+        if let Some(signed) = self.cache.get(&slot)
+            && signed.asserted == asserted
+            && signed.reuse_until > t
+        {
+            return Ok(signed.token.clone());
+        }
+        let a = asserted.clone();
+        let assertion = Assertion {
+            iss: self.keys.issuer().to_owned(),
+            aud: a.aud,
+            sub: a.sub,
+            user: a.user,
+            tid: a.tid,
+            roles: a.roles,
+            groups: a.groups,
+            groups_truncated: a.groups_truncated,
+            ip: Some(a.ip),
+            act: a.act,
+            decision: None,
+            iat: t,
+            nbf: t,
+            exp: t + ASSERTION_TTL,
+            jti: new_decision_id(),
+        };
+        let token = self.keys.sign_assertion(&assertion).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an assertion");
+            Reject::Internal
+        })?;
+        self.cache.insert(slot, Arc::new(Signed { asserted, token: token.clone(), reuse_until: t + REUSE_SECS }));
+        Ok(token)
+    }
+}
+
 /// The identity headers an upstream receives for a permitted request, with
-/// a short-lived signed assertion of the same facts.
-pub fn identity_headers(keys: &KeyRing, permit: &Permit) -> Result<Vec<(&'static str, String)>, Reject> {
-    let t = now();
-    let assertion = Assertion {
-        iss: keys.issuer().to_owned(),
-        aud: permit.target().name.clone(),
-        sub: permit.principal().to_owned(),
-        user: permit.user().map(str::to_owned),
-        tid: permit.tenant().map(|t| t.id.clone()),
-        roles: permit.roles().to_vec(),
-        groups: permit.groups().iter().take(MAX_ASSERTED_GROUPS).cloned().collect(),
-        groups_truncated: permit.groups().len() > MAX_ASSERTED_GROUPS,
-        ip: Some(permit.source_ip().to_owned()),
-        act: permit.route().action.clone(),
-        decision: permit.decision_id().to_owned(),
-        iat: t,
-        nbf: t,
-        exp: t + ASSERTION_TTL,
-        jti: new_decision_id(),
-    };
-    let signed = keys.sign_assertion(&assertion).map_err(|e| {
-        tracing::error!(error = %e, "cannot sign an assertion");
-        Reject::Internal
-    })?;
+/// a short-lived signed assertion of the same facts (shared by requests that
+/// assert the same, see [`Assertions`]) and the request's decision id.
+pub fn identity_headers(assertions: &Assertions, permit: &Permit) -> Result<Vec<(&'static str, String)>, Reject> {
+    let groups = permit.groups();
+    let shown = &groups[..groups.len().min(MAX_ASSERTED_GROUPS)];
     let mut headers = vec![
-        ("x-tollgate-principal", assertion.sub),
-        ("x-tollgate-roles", assertion.roles.join(",")),
-        ("x-tollgate-groups", assertion.groups.join(",")),
-        ("x-tollgate-groups-truncated", assertion.groups_truncated.to_string()),
-        ("x-tollgate-decision", assertion.decision),
-        ("x-tollgate-assertion", signed),
+        ("x-tollgate-principal", permit.principal().to_owned()),
+        ("x-tollgate-roles", permit.roles().join(",")),
+        ("x-tollgate-groups", shown.join(",")),
+        ("x-tollgate-groups-truncated", (groups.len() > MAX_ASSERTED_GROUPS).to_string()),
+        ("x-tollgate-decision", permit.decision_id().to_owned()),
+        ("x-tollgate-assertion", assertions.token(permit)?),
     ];
     if let Some(t) = permit.tenant() {
         headers.push(("x-tollgate-tenant", t.id.clone()));
@@ -164,24 +259,29 @@ mod tests {
     use crate::policy::tests::routed;
     use crate::policy::{Engines as _, Facts, decide};
 
-    async fn keys(dir: &std::path::Path) -> KeyRing {
+    async fn keys(dir: &std::path::Path) -> Assertions {
         let store = Store::connect(&format!("sqlite:{}", dir.join("t.db").display())).await.unwrap();
         store.migrate().await.unwrap();
-        KeyRing::open(store, dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap()
+        let keys = KeyRing::open(store, dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap();
+        Assertions::new(Arc::new(keys))
     }
 
     /// A permit for a member of t1 in `groups` groups.
     async fn permit(groups: usize) -> Permit {
+        permit_from(groups, "10.1.2.3").await
+    }
+
+    async fn permit_from(groups: usize, ip: &str) -> Permit {
         let mut m = Memory::two_tenants();
         m.add_member("g1", "t1", Builtin::Member);
         let key = ("t1".to_owned(), "g1".to_owned());
         let ids: Vec<String> = (0..groups).map(|i| format!("group-{i:04}")).collect();
         m.standings.get_mut(&key).unwrap().groups = ids.into();
         m.login("tok", "g1", "t1");
-        let caller = authenticate(&m, Some("Bearer tok"), "10.1.2.3").await.unwrap();
+        let caller = authenticate(&m, Some("Bearer tok"), ip).await.unwrap();
         let tenant = Some(Arc::clone(&m.tenants["t1"]));
         let engine = m.engine_for(tenant.as_deref()).await.unwrap();
-        let facts = Facts { method: "GET", source_ip: "10.1.2.3", time: 0 };
+        let facts = Facts { method: "GET", source_ip: ip, time: 0 };
         decide(&engine, &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts).unwrap()
     }
 
@@ -214,8 +314,35 @@ mod tests {
         for gone in ["x-tollgate_principal", "forwarded", "x-http-method-override", "authorization"] {
             assert!(header(&req, gone).is_none(), "{gone}");
         }
-        let claims = keys.verify_assertion(header(&req, "x-tollgate-assertion").unwrap(), "crm").unwrap();
+        let claims = keys.keys().verify_assertion(header(&req, "x-tollgate-assertion").unwrap(), "crm").unwrap();
         assert_eq!((claims.tid.as_deref(), claims.groups.len(), claims.groups_truncated), (Some("t1"), 3, false));
+        assert_eq!(header(&req, "x-tollgate-decision"), Some(permit.decision_id()));
+        assert_eq!(claims.decision, None, "the decision id is the request's, in its header");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn requests_asserting_the_same_share_one_signature() {
+        let dir = tollgate_store::testing::temp_dir("forward-reuse");
+        let assertions = keys(&dir).await;
+        let token = |permit: &Permit| {
+            identity_headers(&assertions, permit)
+                .unwrap()
+                .into_iter()
+                .find(|(n, _)| *n == "x-tollgate-assertion")
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        let (first, second) = (permit(3).await, permit(3).await);
+        assert_ne!(first.decision_id(), second.decision_id());
+        assert_eq!(token(&first), token(&second), "one signature for the same facts");
+        let elsewhere = permit_from(3, "10.9.9.9").await;
+        let other = token(&elsewhere);
+        assert_ne!(other, token(&first), "another client address is another assertion");
+        let claims = assertions.keys().verify_assertion(&other, "crm").unwrap();
+        assert_eq!(claims.ip.as_deref(), Some("10.9.9.9"));
+        assert!(claims.exp - tollgate_store::now() > ASSERTION_TTL - REUSE_SECS - 1, "never handed out half-spent");
+        assert_ne!(token(&permit(4).await), token(&first), "other groups, another assertion");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -228,7 +355,7 @@ mod tests {
         let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap();
         assert_eq!(get("x-tollgate-groups").split(',').count(), MAX_ASSERTED_GROUPS);
         assert_eq!(get("x-tollgate-groups-truncated"), "true");
-        let claims = keys.verify_assertion(get("x-tollgate-assertion"), "crm").unwrap();
+        let claims = keys.keys().verify_assertion(get("x-tollgate-assertion"), "crm").unwrap();
         assert_eq!((claims.groups.len(), claims.groups_truncated), (MAX_ASSERTED_GROUPS, true));
         assert!(get("x-tollgate-assertion").len() < 8 * 1024, "the assertion stays small");
         let _ = std::fs::remove_dir_all(&dir);

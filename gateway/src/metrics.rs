@@ -78,6 +78,20 @@ static PLAN_LIMITS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     })
 });
 
+static LOG_LINES_DROPPED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    let opts = Opts::new("tollgate_log_lines_dropped", "Log lines dropped because the log writer fell behind");
+    prometheus::register_int_gauge!(opts.clone()).unwrap_or_else(|_| {
+        prometheus::IntGauge::with_opts(opts).unwrap_or_else(|e| unreachable!("static metric: {e}"))
+    })
+});
+type DroppedLines = Box<dyn Fn() -> usize + Send + Sync>;
+static DROPPED_LINES_SOURCE: std::sync::OnceLock<DroppedLines> = std::sync::OnceLock::new();
+
+/// Where the count of dropped log lines is read, at each scrape.
+pub fn count_dropped_log_lines(source: impl Fn() -> usize + Send + Sync + 'static) {
+    let _ = DROPPED_LINES_SOURCE.set(Box::new(source));
+}
+
 /// A request refused by an exhausted rate limit or the monthly quota.
 pub fn rate_limited(policy: &str) {
     RATE_LIMITED.with_label_values(&[policy]).inc();
@@ -159,6 +173,9 @@ pub fn render() -> String {
     LazyLock::force(&API_CALLS);
     LazyLock::force(&USAGE_FLUSHED);
     LazyLock::force(&PLAN_LIMITS);
+    if let Some(source) = DROPPED_LINES_SOURCE.get() {
+        LOG_LINES_DROPPED.set(i64::try_from(source()).unwrap_or(i64::MAX));
+    }
     let mut out = Vec::new();
     if TextEncoder::new().encode(&prometheus::gather(), &mut out).is_err() {
         return String::new();

@@ -12,7 +12,7 @@ use tollgate_store::now;
 use crate::authenticate::authenticate;
 use crate::caches::Caches;
 use crate::config::GatewayConfig;
-use crate::forward::{Target, targets};
+use crate::forward::{Assertions, Target, targets};
 use crate::policy::{Denial, Engines as _, Facts, Permit, Routed, decide};
 use crate::quota::Quotas;
 use crate::reject::Reject;
@@ -41,6 +41,8 @@ pub struct Gateway {
     by_route: Vec<Arc<Target>>,
     pub caches: Caches,
     pub quotas: Quotas,
+    /// Signed assertions for upstreams, shared by requests asserting the same.
+    pub assertions: Assertions,
 }
 
 impl Gateway {
@@ -57,7 +59,8 @@ impl Gateway {
             })
             .collect::<std::io::Result<_>>()?;
         let quotas = Quotas::new(config.rate_limits);
-        Ok(Self { config, targets, by_route, caches, quotas })
+        let assertions = Assertions::new(caches.key_ring());
+        Ok(Self { config, targets, by_route, caches, quotas, assertions })
     }
 
     /// Runs the stages in order; only an allow yields a [`Permit`].

@@ -228,7 +228,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let permit = ctx.permit().ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit"))?;
-        prepare_upstream_request(upstream_request, permit, self.gateway.caches.keys(), &ctx.request_id)
+        prepare_upstream_request(upstream_request, permit, &self.gateway.assertions, &ctx.request_id)
             .map_err(|_| Error::explain(ErrorType::InternalError, "cannot prepare the upstream request"))
     }
 

@@ -49,8 +49,11 @@ pub struct Assertion {
     pub ip: Option<String>,
     /// The Cedar action of the route.
     pub act: String,
-    /// The gateway's decision id.
-    pub decision: String,
+    /// Not set by the gateway: an assertion serves every request asserting
+    /// the same for up to 30 seconds, so the decision id of each request is
+    /// in its `X-Tollgate-Decision` header instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
@@ -147,6 +148,8 @@ pub struct PolicyEngine {
     by_action: HashMap<String, PolicySet>,
     reasons: HashMap<String, String>,
     authorizer: Authorizer,
+    /// The schema's entity type names (and `Action`), parsed once.
+    types: TypeNames,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -201,7 +204,8 @@ impl PolicyEngine {
 
     fn assemble(schema: Schema, policies: PolicySet, reasons: HashMap<String, String>) -> Self {
         let by_action = index_by_action(&schema, &policies);
-        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new() }
+        let types = TypeNames::of(&schema);
+        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types }
     }
 
     /// This snapshot plus a layer of policies (a tenant's), whose ids are
@@ -249,7 +253,8 @@ impl PolicyEngine {
     }
 
     fn try_evaluate(&self, request: &PolicyRequest, entities_are: EntityCheck) -> Result<Outcome, String> {
-        let uid = |r: &EntityRef| entity_uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
+        let types = &self.types;
+        let uid = |r: &EntityRef| types.uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
         let principal = uid(&request.principal)?;
         let resource = uid(&request.resource)?;
         let action = uid(&EntityRef::new("Action", request.action.clone()))?;
@@ -261,7 +266,7 @@ impl PolicyEngine {
         }
         .map_err(|e| format!("invalid context: {e}"))?;
         // Checked against the schema on either path.
-        let entities = match plain_entities(&request.entities) {
+        let entities = match plain_entities(types, &request.entities) {
             Some(entities) if entities_are == EntityCheck::Trusted => {
                 Entities::from_entities(entities, None).map_err(|e| e.to_string())
             }
@@ -303,25 +308,46 @@ enum EntityCheck {
     Checked,
 }
 
-fn entity_uid(r: &EntityRef) -> Option<EntityUid> {
-    let type_name = EntityTypeName::from_str(&r.type_name).ok()?;
-    Some(EntityUid::from_type_name_and_id(type_name, EntityId::new(&r.id)))
+/// Entity type names by their text, parsed once per snapshot: parsing a
+/// name is dearer than cloning one.
+#[derive(Debug, Clone, Default)]
+struct TypeNames(Arc<HashMap<String, EntityTypeName>>);
+
+impl TypeNames {
+    fn of(schema: &Schema) -> Self {
+        let mut names: HashMap<String, EntityTypeName> =
+            schema.entity_types().map(|t| (t.to_string(), t.clone())).collect();
+        if let Ok(action) = EntityTypeName::from_str("Action") {
+            names.insert("Action".into(), action);
+        }
+        Self(Arc::new(names))
+    }
+
+    /// The uid of `r`; a type the schema does not name is parsed (and then
+    /// refused by the request's or the entities' checks where it matters).
+    fn uid(&self, r: &EntityRef) -> Option<EntityUid> {
+        let type_name = match self.0.get(&r.type_name) {
+            Some(known) => known.clone(),
+            None => EntityTypeName::from_str(&r.type_name).ok()?,
+        };
+        Some(EntityUid::from_type_name_and_id(type_name, EntityId::new(&r.id)))
+    }
 }
 
 /// An attribute value written plainly: a string, boolean, integer, an
 /// explicit `{"__entity": ..}` reference, or a set or record of those.
-fn plain_value(value: &Value) -> Option<RestrictedExpression> {
+fn plain_value(types: &TypeNames, value: &Value) -> Option<RestrictedExpression> {
     Some(match value {
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
         Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
         Value::Array(items) => {
-            RestrictedExpression::new_set(items.iter().map(plain_value).collect::<Option<Vec<_>>>()?)
+            RestrictedExpression::new_set(items.iter().map(|v| plain_value(types, v)).collect::<Option<Vec<_>>>()?)
         }
         Value::Object(map) => match map.get("__entity") {
             Some(target) if map.len() == 1 => {
                 let (type_name, id) = (target.get("type")?.as_str()?, target.get("id")?.as_str()?);
-                RestrictedExpression::new_entity_uid(entity_uid(&EntityRef::new(type_name, id))?)
+                RestrictedExpression::new_entity_uid(types.uid(&EntityRef::new(type_name, id))?)
             }
             // Escapes (`__entity` beside other keys, `__extn`), and what the
             // schema may read as an entity reference (`{"type", "id"}`),
@@ -329,7 +355,7 @@ fn plain_value(value: &Value) -> Option<RestrictedExpression> {
             _ if map.keys().any(|k| k.starts_with("__")) => return None,
             _ if map.len() == 2 && map.contains_key("type") && map.contains_key("id") => return None,
             _ => RestrictedExpression::new_record(
-                map.iter().map(|(k, v)| Some((k.clone(), plain_value(v)?))).collect::<Option<Vec<_>>>()?,
+                map.iter().map(|(k, v)| Some((k.clone(), plain_value(types, v)?))).collect::<Option<Vec<_>>>()?,
             )
             .ok()?,
         },
@@ -340,17 +366,18 @@ fn plain_value(value: &Value) -> Option<RestrictedExpression> {
 /// The entities as Cedar entities without a round trip through JSON, when
 /// every attribute is written plainly (as the platform's own entities are);
 /// `None` when any is not, and those take the JSON path.
-fn plain_entities(specs: &[EntitySpec]) -> Option<Vec<Entity>> {
+fn plain_entities(types: &TypeNames, specs: &[EntitySpec]) -> Option<Vec<Entity>> {
     specs
         .iter()
         .map(|spec| {
             let attrs = spec
                 .attrs
                 .iter()
-                .map(|(name, value)| Some((name.clone(), plain_value(value)?)))
+                .map(|(name, value)| Some((name.clone(), plain_value(types, value)?)))
                 .collect::<Option<HashMap<_, _>>>()?;
-            let parents = spec.parents.iter().map(entity_uid).collect::<Option<std::collections::HashSet<_>>>()?;
-            Entity::new(entity_uid(&spec.uid)?, attrs, parents).ok()
+            let parents =
+                spec.parents.iter().map(|p| types.uid(p)).collect::<Option<std::collections::HashSet<_>>>()?;
+            Entity::new(types.uid(&spec.uid)?, attrs, parents).ok()
         })
         .collect()
 }

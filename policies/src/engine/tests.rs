@@ -313,14 +313,18 @@ fn entities_are_checked_against_the_schema_on_every_path() {
     let t = json!({"__entity": {"type": "Tenant", "id": "t"}});
     assert!(ask(user(json!(2)), contact(explicit("u"), t.clone())).is_allow(), "plain entities");
     assert!(
-        plain_entities(&[EntitySpec::new(EntityRef::new("Tenant", "t")).attr("limits", json!({"max_members": 5}))])
-            .is_some(),
+        plain_entities(
+            &TypeNames::default(),
+            &[EntitySpec::new(EntityRef::new("Tenant", "t")).attr("limits", json!({"max_members": 5}))]
+        )
+        .is_some(),
         "records of plain values are plain too"
     );
     assert!(
-        plain_entities(&[
-            EntitySpec::new(EntityRef::new("Contact", "c")).attr("owner", json!({"type": "User", "id": "u"}))
-        ])
+        plain_entities(
+            &TypeNames::default(),
+            &[EntitySpec::new(EntityRef::new("Contact", "c")).attr("owner", json!({"type": "User", "id": "u"}))]
+        )
         .is_none(),
         "what the schema may read as a reference is not"
     );

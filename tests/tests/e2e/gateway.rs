@@ -168,7 +168,12 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     assert_eq!(claims["act"], "echo.read");
     assert_eq!(claims["user"], format!("user:{}", owner_user(token)));
     assert_eq!(claims["groups"], json!([group]));
-    assert_eq!(claims["decision"], h["x-tollgate-decision"][0]);
+    assert!(claims.get("decision").is_none(), "the decision id is per request, beside the assertion: {claims}");
+    assert_eq!(h["x-tollgate-decision"].as_array().unwrap().len(), 1);
+    // The next request asserting the same gets the same assertion, with its own decision id.
+    let (_, again) = get(&gw, "/echo/items/1", token, &[]).await;
+    assert_eq!(again["headers"]["x-tollgate-assertion"][0].as_str(), Some(assertion));
+    assert_ne!(again["headers"]["x-tollgate-decision"], h["x-tollgate-decision"]);
     // An access token is not an assertion, and an assertion is not an access token.
     let (status, _) = get(&gw, "/echo/items/42", assertion, &[]).await;
     assert_eq!(status, 401);
