@@ -4,8 +4,10 @@
 //! forwarded, so refused requests spend nothing.
 //!
 //! Rate limits are GCRA token buckets in this process's memory (one atomic
-//! word each), `q` requests per second with a burst of `q`; idle buckets are
-//! evicted and the number of buckets is bounded, so made-up keys or
+//! word each), `q` requests per window with a burst of `q`; full buckets are
+//! swept away (forgetting a full bucket changes nothing) and the number of
+//! buckets is bounded (past it, new callers share one overflow bucket per
+//! policy), so made-up keys or
 //! addresses cannot grow memory. The monthly quota and usage metering share
 //! one counter per tenant ([`Meter`]): counted here, added to the store in
 //! batches every [`FLUSH_INTERVAL`], and re-read from it then, so that every
@@ -30,8 +32,9 @@ pub const API_CALLS: &str = "api_calls";
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// The most rate-limit buckets held at once.
 pub const MAX_BUCKETS: u64 = 100_000;
-/// A bucket idle this long is full again, so forgetting it changes nothing.
-const BUCKET_IDLE: Duration = Duration::from_secs(2);
+const SHARDS: usize = 32;
+/// One shard is swept for full buckets every this many look-ups.
+const SWEEP_EVERY: u64 = 1024;
 const SECOND_NS: u64 = 1_000_000_000;
 
 /// The rate limits the configuration sets (the plan sets the tenant's and
@@ -53,6 +56,8 @@ impl Default for RateLimits {
 /// Whose bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum BucketKey {
+    /// Everyone who arrived while the table was full, per policy.
+    Overflow(&'static str),
     Ip(IpAddr),
     /// An address that does not parse (no peer address): one shared bucket.
     OtherAddress,
@@ -139,6 +144,79 @@ impl Gcra {
                 Err(current) => tat = current,
             }
         }
+    }
+}
+
+/// The buckets, in shards behind short locks. A bucket whose theoretical
+/// arrival time has passed is full: sweeping it away loses nothing.
+struct Buckets {
+    shards: Vec<Mutex<HashMap<BucketKey, Arc<Gcra>>>>,
+    hasher: std::hash::RandomState,
+    held: AtomicU64,
+    lookups: AtomicU64,
+    max: u64,
+}
+
+impl Buckets {
+    fn new(max: u64) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::hash::RandomState::new(),
+            held: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    fn shard(&self, key: &BucketKey) -> &Mutex<HashMap<BucketKey, Arc<Gcra>>> {
+        use std::hash::BuildHasher as _;
+        let i = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[i]
+    }
+
+    /// The bucket of `key`, made when missing; with the table full, the
+    /// policy's overflow bucket, shared by every newcomer.
+    fn get(&self, key: BucketKey, policy: &'static str, now: u64) -> Arc<Gcra> {
+        let n = self.lookups.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(SWEEP_EVERY) {
+            self.sweep_shard(usize::try_from(n / SWEEP_EVERY).unwrap_or(0) % SHARDS, now);
+        }
+        let mut shard = lock(self.shard(&key));
+        if let Some(bucket) = shard.get(&key) {
+            return Arc::clone(bucket);
+        }
+        if self.held.load(Ordering::Relaxed) >= self.max {
+            drop(shard);
+            self.sweep_all(now);
+            if self.held.load(Ordering::Relaxed) >= self.max {
+                let overflow = BucketKey::Overflow(policy);
+                let mut shard = lock(self.shard(&overflow));
+                return Arc::clone(shard.entry(overflow).or_insert_with(|| {
+                    self.held.fetch_add(1, Ordering::Relaxed);
+                    Arc::default()
+                }));
+            }
+            shard = lock(self.shard(&key));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Arc::clone(shard.entry(key).or_default())
+    }
+
+    fn sweep_shard(&self, i: usize, now: u64) {
+        let mut shard = lock(&self.shards[i]);
+        let before = shard.len();
+        shard.retain(|_, bucket| bucket.tat.load(Ordering::Relaxed) > now);
+        self.held.fetch_sub(u64::try_from(before - shard.len()).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn sweep_all(&self, now: u64) {
+        for i in 0..SHARDS {
+            self.sweep_shard(i, now);
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -343,7 +421,7 @@ impl Meter {
 /// The rate-limit buckets and the monthly meter.
 pub struct Quotas {
     limits: RateLimits,
-    buckets: moka::sync::Cache<BucketKey, Arc<Gcra>>,
+    buckets: Buckets,
     epoch: Instant,
     meter: Arc<Meter>,
 }
@@ -361,28 +439,21 @@ pub struct Within(pub Option<Standing>);
 
 impl Quotas {
     pub fn new(limits: RateLimits) -> Self {
-        Self {
-            limits,
-            buckets: moka::sync::Cache::builder().max_capacity(MAX_BUCKETS).time_to_idle(BUCKET_IDLE).build(),
-            epoch: Instant::now(),
-            meter: Arc::new(Meter::default()),
-        }
+        Self { limits, buckets: Buckets::new(MAX_BUCKETS), epoch: Instant::now(), meter: Arc::new(Meter::default()) }
     }
 
     pub fn meter(&self) -> &Arc<Meter> {
         &self.meter
     }
 
-    /// Buckets held now (after pending evictions), for tests and metrics.
+    /// Buckets held now, for tests and metrics.
     pub fn buckets(&self) -> u64 {
-        self.buckets.run_pending_tasks();
-        self.buckets.entry_count()
+        self.buckets.len()
     }
 
     fn take(&self, key: BucketKey, policy: &'static str, quota: u64, window: u64) -> Result<Standing, Standing> {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let bucket = self.buckets.get_with(key, || Arc::new(Gcra::default()));
-        bucket.take(policy, quota, window, now)
+        self.buckets.get(key, policy, now).take(policy, quota, window, now)
     }
 
     /// The rate limits of the caller: per API key (its plan's), per person

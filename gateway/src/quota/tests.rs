@@ -49,7 +49,28 @@ fn made_up_addresses_cannot_grow_the_buckets_past_the_bound() {
         let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 16 | 0xfe80));
         let _ = quotas.take(BucketKey::Ip(ip), "ip", 10, 1);
     }
-    assert!(quotas.buckets() <= MAX_BUCKETS, "{} buckets", quotas.buckets());
+    assert!(quotas.buckets() <= MAX_BUCKETS + 1, "{} buckets", quotas.buckets());
+}
+
+#[test]
+fn full_buckets_are_swept_and_newcomers_share_the_overflow() {
+    let buckets = Buckets::new(3);
+    let t0 = 5 * SECOND_NS;
+    let ip = |n: u8| BucketKey::Ip(IpAddr::from([10, 0, 0, n]));
+    for n in 0..3 {
+        buckets.get(ip(n), "ip", t0).take("ip", 1, 1, t0).unwrap();
+    }
+    assert_eq!(buckets.len(), 3);
+    // Full table, all three busy: a newcomer shares the overflow bucket...
+    let overflow = buckets.get(ip(9), "ip", t0);
+    assert!(overflow.take("ip", 1, 1, t0).is_ok());
+    assert!(buckets.get(ip(10), "ip", t0).take("ip", 1, 1, t0).is_err(), "...with every other newcomer");
+    // ...and once the three are full again they are swept to make room.
+    let later = t0 + 2 * SECOND_NS;
+    assert!(buckets.get(ip(11), "ip", later).take("ip", 1, 1, later).is_ok());
+    assert_eq!(buckets.len(), 1, "the full buckets went, the newcomer has its own");
+    // A busy bucket is never swept: its state would be lost.
+    assert!(buckets.get(ip(11), "ip", later).take("ip", 1, 1, later).is_err());
 }
 
 async fn tenants(store: &Store, n: usize) -> Vec<String> {
