@@ -17,3 +17,4 @@ pub mod principal;
 pub mod roles;
 pub mod secrets;
 pub mod tokens;
+pub mod totp;

@@ -37,6 +37,7 @@ pub const REFRESH_PREFIX: &str = "tgr_";
 pub const API_KEY_PREFIX: &str = "tg_";
 pub const INVITATION_PREFIX: &str = "tgi_";
 pub const VERIFICATION_PREFIX: &str = "tgv_";
+pub const MFA_CHALLENGE_PREFIX: &str = "tgm_";
 
 pub fn new_refresh_token() -> String {
     format!("{REFRESH_PREFIX}{}", random_token())
@@ -64,6 +65,11 @@ pub fn api_key_prefix(presented: &str) -> Option<&str> {
 /// A new email verification token.
 pub fn new_verification_token() -> String {
     format!("{VERIFICATION_PREFIX}{}", random_token())
+}
+
+/// A new login challenge, answered with a second factor.
+pub fn new_mfa_challenge() -> String {
+    format!("{MFA_CHALLENGE_PREFIX}{}", random_token())
 }
 
 /// A new invitation token naming its tenant: `tgi_<tenant id>_<secret>`.

@@ -7,6 +7,7 @@
 mod groups;
 mod identity;
 mod keys;
+mod mfa;
 mod policies;
 mod tenancy;
 mod usage;
@@ -14,6 +15,7 @@ mod usage;
 pub use groups::*;
 pub use identity::*;
 pub use keys::*;
+pub use mfa::*;
 pub use policies::*;
 pub use tenancy::*;
 pub use usage::*;

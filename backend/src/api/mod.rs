@@ -8,6 +8,7 @@ mod groups;
 mod invitations;
 mod keys;
 mod members;
+mod mfa;
 mod plans;
 mod policies;
 mod session;
@@ -203,6 +204,7 @@ pub fn router() -> Router<AppState> {
     let api = groups::routes(api.tag("groups"));
     let api = plans::routes(api.tag("plans"));
     let api = usage::routes(api.tag("usage"));
+    let api = mfa::routes(api.tag("mfa"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -18,7 +18,9 @@ use crate::views;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::roles::ResolvedRole;
 use tollgate_identity::secrets;
-use tollgate_store::{self as store, LoginAttempts, LoginLimits, LoginThrottle, NewSession, Reservation, now};
+use tollgate_store::{
+    self as store, LoginAttempts, LoginLimits, LoginThrottle, NewChallenge, NewSession, Reservation, now,
+};
 
 const LIMITS: LoginLimits = LoginLimits { per_client: LOCKOUT_THRESHOLD, per_email: LOCKOUT_THRESHOLD_ALL_CLIENTS };
 
@@ -121,7 +123,7 @@ struct LoginBody {
     device: Option<String>,
 }
 
-fn user_agent(headers: &HeaderMap) -> String {
+pub(super) fn user_agent(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").chars().take(256).collect()
 }
 
@@ -176,24 +178,55 @@ async fn login(
             return Err(BAD_LOGIN);
         }
     };
-    let tenant = choose_tenant(&state, &user.id, body.tenant.as_deref()).await?;
+    let device: String = body.device.unwrap_or_default().trim().chars().take(100).collect();
+    let agent = user_agent(&headers);
+    let mut tx = state.store.tx().await?;
+    LoginAttempts::succeeded(&mut tx, attempt).await?;
+    if super::mfa::has_second_factor(&mut tx, &user.id).await? {
+        // The password was right; the session waits for the second factor.
+        let new = NewChallenge {
+            user_id: &user.id,
+            tenant: body.tenant.as_deref(),
+            device: &device,
+            ip: &ip,
+            user_agent: &agent,
+            expires_at: now() + super::mfa::CHALLENGE_TTL,
+        };
+        let response = super::mfa::challenge(&mut tx, &new).await?;
+        tx.commit().await?;
+        return Ok(response);
+    }
+    tx.commit().await?;
+    start_session(&state, &user.id, body.tenant.as_deref(), &device, &ip, &agent, &["pwd"]).await
+}
+
+/// A new session of `user_id` in the tenant it asked for (or its oldest
+/// active one), authenticated by `amr`, with its tokens.
+pub(super) async fn start_session(
+    state: &AppState,
+    user_id: &str,
+    wanted_tenant: Option<&str>,
+    device: &str,
+    ip: &str,
+    agent: &str,
+    amr: &[&str],
+) -> Result<Response, ApiError> {
+    let tenant = choose_tenant(state, user_id, wanted_tenant).await?;
     let mut tx = state.store.tenant_tx(&tenant.id).await?;
-    let membership = store::membership(&mut tx, &tenant.id, &user.id)
+    let membership = store::membership(&mut tx, &tenant.id, user_id)
         .await?
         .ok_or_else(|| ApiError::forbidden("no membership in the requested tenant"))?;
     let role = ResolvedRole::load(&mut tx, &tenant.id, &membership.role).await?;
-    LoginAttempts::succeeded(&mut tx, attempt).await?;
     let refresh_token = secrets::new_refresh_token();
-    let device: String = body.device.unwrap_or_default().trim().chars().take(100).collect();
     let session_id = store::insert_session(
         &mut tx,
         &NewSession {
-            user_id: &user.id,
+            user_id,
             tenant_id: &tenant.id,
-            device: &device,
-            ip: &ip,
-            user_agent: &user_agent(&headers),
-            amr: "pwd",
+            device,
+            ip,
+            user_agent: agent,
+            amr: &amr.join(" "),
             expires_at: now() + state.config.refresh_ttl,
         },
         &secrets::hash(&refresh_token),
@@ -202,14 +235,15 @@ async fn login(
     store::security_event(
         &mut tx,
         Some(&tenant.id),
-        Some(&user.id),
+        Some(user_id),
         "login.succeeded",
-        &ip,
-        json!({"session": session_id}),
+        ip,
+        json!({"session": session_id, "amr": amr}),
     )
     .await?;
     tx.commit().await?;
-    token_response(&state, &user.id, &tenant, &session_id, &role, refresh_token, StatusCode::OK)
+    let amr: Vec<String> = amr.iter().map(|m| (*m).to_owned()).collect();
+    token_response(state, user_id, &tenant, &session_id, &role, refresh_token, amr)
 }
 
 /// The tenant a login acts in: the named one (slug or id) among the user's
@@ -243,10 +277,9 @@ fn token_response(
     session_id: &str,
     role: &ResolvedRole,
     refresh_token: String,
-    status: StatusCode,
+    amr: Vec<String>,
 ) -> Result<Response, ApiError> {
-    let (access_token, claims) =
-        state.keys.issue(user_id, &tenant.id, session_id, vec![role.name.clone()], vec!["pwd".to_owned()])?;
+    let (access_token, claims) = state.keys.issue(user_id, &tenant.id, session_id, vec![role.name.clone()], amr)?;
     let cookie = format!(
         "{REFRESH_COOKIE}={refresh_token}; HttpOnly;{} SameSite=Strict; Path=/api/v1/auth; Max-Age={}",
         if state.config.secure_cookies { " Secure;" } else { "" },
@@ -260,7 +293,7 @@ fn token_response(
         "session_id": session_id,
         "tenant": views::tenant(tenant, Some(&role.name)),
     });
-    let mut response = (status, ApiJson(body)).into_response();
+    let mut response = (StatusCode::OK, ApiJson(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.insert(header::SET_COOKIE, v);
@@ -350,7 +383,9 @@ async fn refresh(
     if tenant.status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
     }
-    token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, StatusCode::OK)
+    // The refreshed tokens say how the session was authenticated.
+    let amr = session.amr.split(' ').filter(|m| !m.is_empty()).map(str::to_owned).collect();
+    token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, amr)
 }
 
 async fn logout(

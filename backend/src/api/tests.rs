@@ -8,6 +8,7 @@ mod harness;
 mod isolation;
 mod keys;
 mod members;
+mod mfa;
 mod plans;
 mod policies;
 mod session;
