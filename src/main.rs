@@ -368,11 +368,13 @@ async fn wait_listening(addr: SocketAddr) -> Result<()> {
 /// The platform's routes that anyone may call with a guess at a secret (and
 /// most of them run a password hash): name, path, and the requests per
 /// minute allowed per client address and in all.
-const PASSWORD_ROUTES: [(&str, &str, u64, u64); 4] = [
+const PASSWORD_ROUTES: [(&str, &str, u64, u64); 6] = [
     ("login", "/api/v1/auth/login", 20, 600),
     ("signup", "/api/v1/auth/signup", 10, 300),
     ("accept-invitation", "/api/v1/invitations/accept", 20, 600),
     ("mfa-verify", "/api/v1/auth/mfa/verify", 20, 600),
+    ("password-forgot", "/api/v1/auth/password/forgot", 5, 300),
+    ("password-reset", "/api/v1/auth/password/reset", 10, 300),
 ];
 
 const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

@@ -38,6 +38,7 @@ pub const API_KEY_PREFIX: &str = "tg_";
 pub const INVITATION_PREFIX: &str = "tgi_";
 pub const VERIFICATION_PREFIX: &str = "tgv_";
 pub const MFA_CHALLENGE_PREFIX: &str = "tgm_";
+pub const PASSWORD_RESET_PREFIX: &str = "tgp_";
 
 pub fn new_refresh_token() -> String {
     format!("{REFRESH_PREFIX}{}", random_token())
@@ -65,6 +66,11 @@ pub fn api_key_prefix(presented: &str) -> Option<&str> {
 /// A new email verification token.
 pub fn new_verification_token() -> String {
     format!("{VERIFICATION_PREFIX}{}", random_token())
+}
+
+/// A new password reset token, mailed to the account's address.
+pub fn new_password_reset_token() -> String {
+    format!("{PASSWORD_RESET_PREFIX}{}", random_token())
 }
 
 /// A new login challenge, answered with a second factor.

@@ -1,6 +1,7 @@
 //! Second factors: a person's TOTP secret (unconfirmed until a first code
 //! proves the app has it), hashed single-use recovery codes, and the login
-//! challenges between a correct password and the second factor.
+//! challenges between a correct password and the second factor; and
+//! mailed password resets.
 
 use sqlx::FromRow;
 
@@ -165,4 +166,67 @@ pub async fn spend_challenge(tx: &mut Tx, id: &str) -> Result<bool, StoreError> 
         .execute(&mut **tx)
         .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// A mailed password reset.
+#[derive(Debug, Clone, FromRow)]
+pub struct PasswordResetRow {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+pub async fn insert_password_reset(
+    tx: &mut Tx,
+    user_id: &str,
+    token_hash: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO password_resets (id, user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(new_id())
+    .bind(user_id)
+    .bind(token_hash)
+    .bind(now())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The newest reset mailed to `user_id` that is still good.
+pub async fn live_password_reset(tx: &mut Tx, user_id: &str) -> Result<Option<PasswordResetRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, user_id, created_at, expires_at, used_at FROM password_resets \
+         WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(now())
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+pub async fn password_reset_by_token(tx: &mut Tx, token_hash: &str) -> Result<Option<PasswordResetRow>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, user_id, created_at, expires_at, used_at FROM password_resets WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Spends every outstanding reset of `user_id`; false when `id` was spent already.
+pub async fn spend_password_resets(tx: &mut Tx, user_id: &str, id: &str) -> Result<bool, StoreError> {
+    let spent = sqlx::query("UPDATE password_resets SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+        .bind(now())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+        .bind(now())
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(spent.rows_affected() == 1)
 }

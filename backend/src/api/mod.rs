@@ -11,6 +11,7 @@ mod members;
 mod mfa;
 mod plans;
 mod policies;
+mod reset;
 mod session;
 mod system;
 mod tenants;
@@ -205,6 +206,7 @@ pub fn router() -> Router<AppState> {
     let api = plans::routes(api.tag("plans"));
     let api = usage::routes(api.tag("usage"));
     let api = mfa::routes(api.tag("mfa"));
+    let api = reset::routes(api.tag("auth"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -11,6 +11,7 @@ mod members;
 mod mfa;
 mod plans;
 mod policies;
+mod reset;
 mod session;
 mod tenants;
 mod verification;
