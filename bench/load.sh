@@ -16,69 +16,13 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
 RECORD="${RECORD:-1}"
 
-need() {
-    local missing=()
-    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-    [ "${#missing[@]}" -eq 0 ] && return
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-        # The package starts a system nginx on port 80; this harness runs its own.
-        service nginx stop >/dev/null 2>&1 || true
-    else
-        echo "error: bench/load.sh needs ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/common.sh
+. bench/common.sh
 need
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-
-echo "building release binaries"
-cargo build --release -q --bin tollgate
-cargo build --release -q -p tollgate-bench --bin passthrough --bin mint
-BIN="${CARGO_TARGET_DIR:-target}/release"
-
-WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$WORK/origin.pid" ] && kill "$(cat "$WORK/origin.pid")" 2>/dev/null || true
-    [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
-    sleep 0.5
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+build_release
 ORIGIN=$(free_port); NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
 PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
-
-wait_port() {
-    for _ in $(seq 1 300); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "error: nothing listens on port $1" >&2
-    exit 1
-}
-
-# The origin: one nginx worker answering "ok" to everything.
-mkdir -p "$WORK/origin" "$WORK/proxy"
-cat > "$WORK/origin.conf" <<EOF
-worker_processes 1;
-pid $WORK/origin.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/origin; proxy_temp_path $WORK/origin;
-    fastcgi_temp_path $WORK/origin; uwsgi_temp_path $WORK/origin; scgi_temp_path $WORK/origin;
-    server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok\n"; } }
-}
-EOF
+start_origin
 # The nginx proxies (two workers, like the gateway's two threads): plain, and
 # with auth_request to a no-op authorizer in the same nginx.
 cat > "$WORK/proxy.conf" <<EOF
@@ -112,68 +56,15 @@ http {
     server { listen 127.0.0.1:$AUTHZ; location / { return 204; } }
 }
 EOF
-"$NGINX" -q -p "$WORK" -c "$WORK/origin.conf"
 "$NGINX" -q -p "$WORK" -c "$WORK/proxy.conf"
-wait_port "$ORIGIN"; wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
+wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
 
 "$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
 PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
 
-# Tollgate with the origin behind it: a public route (anonymous callers may
-# use it) and a tenant's route checked by Cedar. The per-address and
-# per-person rate limits are off (one wrk client would hit them); tenants'
-# limits come from their plans and overrides below.
-cat > "$WORK/tollgate.toml" <<EOF
-demo = false
-log_format = "json"
-metrics_listen = "127.0.0.1:$METRICS"
-[gateway.rate_limits]
-per_ip = 0
-per_user = 0
-[gateway.upstreams.origin]
-addresses = ["127.0.0.1:$ORIGIN"]
-[[gateway.routes]]
-name = "public"
-path = "/public/{rest*}"
-upstream = "origin"
-methods = { GET = "platform.api" }
-resource = { type = "Platform", id = "tollgate" }
-[[gateway.routes]]
-name = "tenant"
-path = "/tenant/{rest*}"
-upstream = "origin"
-methods = { GET = "crm.read" }
-resource = { type = "CrmApi", id = "bench" }
-EOF
-TOLLGATE_LOG="${TOLLGATE_LOG:-info}" "$BIN/tollgate" --config "$WORK/tollgate.toml" up \
-    --listen "127.0.0.1:$TG" --data-dir "$WORK/data" >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
-PIDS+=($!); TG_PID=$!
-wait_port "$TG"
-
-B="http://127.0.0.1:$TG/api/v1"
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
-curl -sf "$B/auth/signup" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"correct horse battery staple","name":"Bench","tenant_name":"Bench"}' >/dev/null
-LOGIN=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"correct horse battery staple"}')
-TOKEN=$(echo "$LOGIN" | json '["access_token"]')
-TENANT=$(echo "$LOGIN" | json '["tenant"]["id"]')
-SESSION=$(echo "$LOGIN" | json '["session_id"]')
-USER_ID=$(curl -sf "$B/me" -H "authorization: Bearer $TOKEN" | json '["user"]["id"]')
-KEY=$(curl -sf "$B/tenants/$TENANT/api-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
-# The bench tenant without limits (the quota stage still meters its calls);
-# a second tenant whose limits are enforced but never reached (the stage's
-# full cost); a third whose keys may send one request per second (429s).
-"$BIN/tollgate" --config "$WORK/tollgate.toml" platform-admin grant bench@example.com --data-dir "$WORK/data" >/dev/null
-overrides() { # TENANT JSON
-    curl -sf -X PUT "$B/tenants/$1/entitlements" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-        -d "$2" >/dev/null
-}
-unlimited='{"value": null}'
-overrides "$TENANT" "{\"limits\": {\"requests_per_second\": $unlimited, \"requests_per_second_per_key\": $unlimited,
-    \"api_calls_per_month\": $unlimited}}"
+start_tollgate
+bench_owner
 tenant_key() { # EMAIL NAME -> "TENANT KEY"
     curl -sf "$B/auth/signup" -H 'content-type: application/json' \
         -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\",\"name\":\"$2\",\"tenant_name\":\"$2\"}" >/dev/null
@@ -210,16 +101,6 @@ for check in "/public/x" "/tenant/x"; do
     [ "$status" = "200" ] || { echo "error: $check answers $status" >&2; exit 1; }
 done
 
-ticks() { # CPU time (clock ticks) of the processes with these pids, threads included
-    local total=0 pid
-    for pid in "$@"; do
-        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
-    done
-    echo "$total"
-}
-hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") )); done; echo "$total"; }
-nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
-CLK=$(getconf CLK_TCK)
 ROWS=()
 declare -A RPS P50 CPU
 

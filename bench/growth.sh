@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Growth: the full pipeline with many principals warm in the gateway's
+# caches: TENANTS tenants (10,000 by default) with an owner each, and USERS
+# members (1,000) of one more tenant, every request from a different person
+# in turn. Reports req/s, latency, the policy stage's mean time (from the
+# gateway's own histogram) and resident memory, beside one person's cached
+# token in the same run. Loopback only, stops by itself.
+#
+# Usage: bench/growth.sh   (TENANTS=10000 USERS=1000 DURATION=10, RECORD=0 to not append)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TENANTS="${TENANTS:-10000}"
+USERS="${USERS:-1000}"
+DURATION="${DURATION:-10}"
+RECORD="${RECORD:-1}"
+
+# shellcheck source=bench/common.sh
+. bench/common.sh
+need
+build_release
+cargo build --release -q -p tollgate-bench --bin seed
+ORIGIN=$(free_port); TG=$(free_port); METRICS=$(free_port)
+start_origin
+start_tollgate
+bench_owner
+echo "seeding $TENANTS tenants and $USERS members of one more"
+"$BIN/seed" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$TENANTS" "$USERS" >"$WORK/all.txt"
+head -n "$TENANTS" "$WORK/all.txt" >"$WORK/owners.txt"
+tail -n "$USERS" "$WORK/all.txt" >"$WORK/members.txt"
+rotate() { # TOKENS_FILE -> a wrk script sending each token in turn
+cat > "$WORK/$(basename "$1" .txt).lua" <<LUA
+local tokens = {}
+for line in io.lines("$1") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+    i = i + 1
+    if i > #tokens then i = 1 end
+    return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+}
+rotate "$WORK/owners.txt"
+rotate "$WORK/members.txt"
+policy_stage() { # sum and count of the policy stage's histogram
+    curl -sf "http://127.0.0.1:$METRICS/metrics" |
+        awk '/^tollgate_gateway_stage_seconds_sum\{stage="policy"\}/ {s=$2} /^tollgate_gateway_stage_seconds_count\{stage="policy"\}/ {c=$2} END {print s, c}'
+}
+URL="http://127.0.0.1:$TG/tenant/x"
+ROWS=()
+measure() { # NAME [wrk args...]
+    local name="$1"; shift
+    local out before after mean rss
+    # Warm the caches with one pass first.
+    wrk -t1 -c64 -d3s "$@" "$URL" >/dev/null
+    before=$(policy_stage)
+    out=$(wrk -t1 -c64 -d"${DURATION}s" --latency "$@" "$URL")
+    after=$(policy_stage)
+    mean=$(echo "$before $after" | awk '{ if ($4 > $2) printf "%.1f", ($3 - $1) / ($4 - $2) * 1e6; else print "—" }')
+    rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$TG_PID/status")
+    local rps p50 p99 non2xx
+    rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    ROWS+=("| $name | $rps | $p50 | $p99 | $mean | $rss | ${non2xx:-0} |")
+    echo "  $name: $rps req/s, p50 $p50, policy stage ${mean} µs, RSS ${rss} MiB"
+}
+echo "measuring (${DURATION}s each, 64 connections)"
+measure "one person (cached JWT)" -H "Authorization: Bearer $TOKEN"
+measure "$TENANTS tenants, one owner each, in turn" -s "$WORK/owners.lua"
+measure "$USERS members of one tenant, in turn" -s "$WORK/members.lua"
+
+CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
+REPORT="$WORK/report.md"
+{
+    echo
+    echo "## $(date -u +%Y-%m-%d) — growth — $(nproc) cores ($CPU_MODEL)"
+    echo
+    echo "Commit $COMMIT$DIRTY. Command: \`TENANTS=$TENANTS USERS=$USERS DURATION=$DURATION bench/growth.sh\`"
+    echo "(wrk, 1 thread, 64 connections, after a 3 s warm-up pass; policy stage = the gateway's own histogram)."
+    echo
+    echo "| scenario | req/s | p50 | p99 | policy stage mean µs | RSS MiB after | non-2xx |"
+    echo "|---|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+} >"$REPORT"
+cat "$REPORT"
+if [ "$RECORD" = "1" ]; then
+    cat "$REPORT" >>bench/RESULTS.md
+    echo "appended to bench/RESULTS.md"
+fi
