@@ -3,8 +3,7 @@
 //! tokens are cached by hash until they expire; liveness (sessions, keys,
 //! memberships with their roles and groups, tenants with their status and
 //! plan) is at most [`LIVENESS_TTL`] old, so a revoked session or key stops
-//! working within that bound; tenant policy sets follow the store's change
-//! feed and are at most `LAYER_TTL` stale.
+//! working within that bound; tenant policy sets at most `LAYER_TTL`.
 //! Each cache miss loads once, however many requests wait for it.
 
 use std::future::Future;
