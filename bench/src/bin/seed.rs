@@ -15,12 +15,7 @@ fn fail(message: impl std::fmt::Display) -> ! {
 }
 
 /// A person with a session in `tenant_id`: (user id, session id).
-async fn person(
-    tx: &mut store::Tx,
-    email: &str,
-    tenant_id: &str,
-    role: &str,
-) -> Result<(String, String), StoreError> {
+async fn person(tx: &mut store::Tx, email: &str, tenant_id: &str, role: &str) -> Result<(String, String), StoreError> {
     let user = store::insert_user(tx, email, "Seeded", None, true).await?;
     store::insert_membership(tx, tenant_id, &user.id, role).await?;
     let session = NewSession {
