@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tollgate_store::now;
 
-use crate::authenticate::authenticate;
+use crate::authenticate::{Caller, authenticate};
 use crate::caches::Caches;
 use crate::config::GatewayConfig;
 use crate::forward::{Assertions, Target, targets};
@@ -18,6 +18,7 @@ use crate::quota::Quotas;
 use crate::reject::Reject;
 use crate::tenant::{self, TenantHints};
 use crate::{entitlements, metrics};
+use tollgate_identity::principal::SECOND_FACTOR_REQUIRED;
 
 /// What the pipeline reads of a request.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +99,17 @@ impl Gateway {
         .map_err(Denial::early);
         lap("tenant");
         let tenant = tenant?;
+        // A tenant that requires a second factor serves its products only
+        // to people who signed in with one (the platform's routes let them
+        // enrol; the backend applies the same rule to the rest of its API).
+        if let (Caller::Known(p), true) = (&caller, route.needs_tenant())
+            && p.second_factor_missing()
+        {
+            return Err(Denial::early(Reject::Forbidden {
+                detail: SECOND_FACTOR_REQUIRED.into(),
+                policies: Vec::new(),
+            }));
+        }
         let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
         let at = now();
         let entitled =

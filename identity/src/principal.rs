@@ -52,6 +52,9 @@ pub struct Tenant {
     /// tenant by the credential loaders ([`Entitlements::unresolved`], which
     /// grants nothing, when the tenant was read for display only).
     pub entitlements: Arc<Entitlements>,
+    /// Whether the tenant requires its people to sign in with a second
+    /// factor (`security.mfa_required` in its settings).
+    pub mfa_required: bool,
     /// The tenant's settings document (JSON text).
     pub settings: String,
     pub created_at: i64,
@@ -65,6 +68,10 @@ impl From<TenantRow> for Tenant {
         Self {
             status: TenantStatus::parse(&row.status).unwrap_or(TenantStatus::Suspended),
             entitlements: Arc::new(Entitlements::unresolved(&row.plan)),
+            mfa_required: serde_json::from_str::<serde_json::Value>(&row.settings)
+                .ok()
+                .and_then(|s| s.pointer("/security/mfa_required").and_then(serde_json::Value::as_bool))
+                .unwrap_or(false),
             id: row.id,
             slug: row.slug,
             name: row.name,
@@ -90,6 +97,10 @@ impl Tenant {
         }
     }
 }
+
+/// What a person without a second factor is told in a tenant that requires one.
+pub const SECOND_FACTOR_REQUIRED: &str =
+    "this tenant requires a second factor: enrol one at /api/v1/me/mfa/totp, then sign in again";
 
 /// Whether an HTTP method only reads.
 pub fn is_read_only(method: &str) -> bool {
@@ -262,6 +273,19 @@ impl Principal {
         }
     }
 
+    /// Whether the caller is a person of a tenant that requires a second
+    /// factor, signed in without one. People of trusted external issuers
+    /// are their issuer's to check; API keys are not people.
+    pub fn second_factor_missing(&self) -> bool {
+        match &self.actor {
+            Actor::User { amr, .. } if self.tenant.mfa_required => {
+                let (authn, mfa) = self.authn_facts();
+                authn == Authn::Password && !mfa && !amr.iter().any(|m| m == "ext")
+            }
+            _ => false,
+        }
+    }
+
     /// A stable id of the caller for logs, assertions and `created_by` columns.
     pub fn actor_id(&self) -> String {
         match &self.actor {
@@ -301,6 +325,7 @@ pub(crate) mod tests {
             status,
             plan: "free".into(),
             entitlements: Arc::new(crate::plans::Catalog::builtin().plan_entitlements("free")),
+            mfa_required: false,
             settings: "{}".into(),
             created_at: 0,
             updated_at: 0,
@@ -332,6 +357,34 @@ pub(crate) mod tests {
         assert_eq!(facts(&["pwd"]), (Authn::Password, false));
         assert_eq!(facts(&["pwd", "otp"]), (Authn::Password, true));
         assert_eq!(facts(&["ext"]), (Authn::External, false), "external issuers are not passwords");
+    }
+
+    #[test]
+    fn a_tenant_requiring_mfa_refuses_people_without_it() {
+        let mut p = person("u", "t", Builtin::Owner, &["pwd"]);
+        assert!(!p.second_factor_missing(), "not required");
+        Arc::make_mut(&mut p.tenant).mfa_required = true;
+        assert!(p.second_factor_missing());
+        let mut strong = person("u", "t", Builtin::Owner, &["pwd", "otp"]);
+        strong.tenant = Arc::clone(&p.tenant);
+        assert!(!strong.second_factor_missing());
+        let mut external = person("u", "t", Builtin::Owner, &["ext"]);
+        external.tenant = Arc::clone(&p.tenant);
+        assert!(!external.second_factor_missing(), "the issuer's to check");
+        let mut row = TenantRow {
+            id: "t".into(),
+            slug: "t".into(),
+            name: "T".into(),
+            status: "active".into(),
+            plan: "free".into(),
+            settings: r#"{"security": {"mfa_required": true}}"#.into(),
+            created_at: 0,
+            updated_at: 0,
+            status_changed_at: 0,
+        };
+        assert!(Tenant::from(row.clone()).mfa_required);
+        row.settings = "{}".into();
+        assert!(!Tenant::from(row).mfa_required);
     }
 
     #[test]

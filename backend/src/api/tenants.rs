@@ -155,6 +155,9 @@ async fn update(
             "settings",
             if ok { Ok(()) } else { Err(format!("must be an object of at most {MAX_SETTINGS_BYTES} bytes")) },
         );
+        if settings.pointer("/security/mfa_required").is_some_and(|v| !v.is_boolean()) {
+            checks.check("settings.security.mfa_required", Err("must be true or false".into()));
+        }
     }
     checks.finish()?;
     let name = body.name.as_deref().map_or(p.tenant.name.as_str(), str::trim);

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use tollgate_identity::credentials::{self, CredentialError, bearer, principal_from_api_key, principal_from_claims};
-use tollgate_identity::principal::{Principal, User, is_read_only};
+use tollgate_identity::principal::{Principal, SECOND_FACTOR_REQUIRED, User, is_read_only};
 use tollgate_policies::PolicyEngine;
 
 use crate::problem::ApiError;
@@ -77,6 +77,14 @@ impl From<CredentialError> for ApiError {
     }
 }
 
+/// What a person without a second factor may still call in a tenant that
+/// requires one: read their account and enrol.
+fn enrols_a_second_factor(parts: &Parts) -> bool {
+    let path = parts.extensions.get::<axum::extract::OriginalUri>().map_or(parts.uri.path(), |u| u.0.path());
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    matches!(path, "/me" | "/me/mfa/totp" | "/me/mfa/totp/confirm")
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
@@ -97,6 +105,9 @@ impl FromRequestParts<AppState> for Authenticated {
         };
         if let Some(reason) = principal.tenant.refusal(is_read_only(parts.method.as_str())) {
             return Err(ApiError::forbidden(reason));
+        }
+        if principal.second_factor_missing() && !enrols_a_second_factor(parts) {
+            return Err(ApiError::forbidden(SECOND_FACTOR_REQUIRED));
         }
         let engine = state.engines.for_tenant(&state.store, &principal.tenant.id, || {}).await.ok();
         Ok(Authenticated { principal, engine })

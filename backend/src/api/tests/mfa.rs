@@ -130,3 +130,42 @@ async fn tenant_policies_see_whether_the_session_passed_a_second_factor() {
         assert_eq!(r.status, StatusCode::CREATED, "{l}: with a second factor: {r:?}");
     }
 }
+
+/// A tenant that requires a second factor: its people signed in with a
+/// password alone may read their account and enrol, nothing else, until
+/// they sign in with the second factor.
+#[tokio::test]
+async fn a_tenant_requiring_mfa_lets_password_sessions_only_enrol() {
+    for app in apps().await {
+        let l = app.label();
+        let owner = app.owner("required@x.test", "Required").await;
+        let t = owner.tenant_id.clone();
+        let tenant = format!("/api/v1/tenants/{t}");
+        let r = app.patch(&tenant, &owner.token, json!({"settings": {"security": {"mfa_required": "yes"}}})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {r:?}");
+        let r = app.patch(&tenant, &owner.token, json!({"settings": {"security": {"mfa_required": true}}})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+
+        let members = format!("{tenant}/members");
+        let r = app.get(&members, &owner.token).await;
+        assert_eq!(
+            (r.status, r.body["detail"].as_str()),
+            (StatusCode::FORBIDDEN, Some(tollgate_identity::principal::SECOND_FACTOR_REQUIRED)),
+            "{l}: {r:?}"
+        );
+        assert_eq!(app.get("/api/v1/me", &owner.token).await.status, StatusCode::OK, "{l}: the account reads");
+        let (secret, _) = enrolled(&app, &owner).await;
+        let c = challenge(&app, "required@x.test").await;
+        let r = verify(&app, &c, &secret.code_at(now() + STEP_SECS)).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        let strong = r.body["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(app.get(&members, &strong).await.status, StatusCode::OK, "{l}: with the second factor");
+        // Keys are not people: the requirement does not apply to them.
+        let r = app
+            .post(&format!("{tenant}/api-keys"), Some(&strong), json!({"name": "ci", "scopes": ["members:read"]}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{l}: {r:?}");
+        let key = r.body["secret"].as_str().unwrap();
+        assert_eq!(app.get(&members, key).await.status, StatusCode::OK, "{l}");
+    }
+}
