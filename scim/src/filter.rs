@@ -5,8 +5,8 @@
 //! "@example.com"]`, and the form `emails[type eq "work"].value co "x"`).
 //! Operators and attribute names are case-insensitive; `and` binds tighter
 //! than `or`. [`Filter::matches`] evaluates one against a resource in
-//! memory (PATCH value filters); lists are filtered in the database from the
-//! same tree.
+//! memory (PATCH value filters); lists are to be filtered in the database
+//! from the same tree.
 
 use serde_json::{Number, Value};
 
