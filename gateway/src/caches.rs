@@ -3,7 +3,8 @@
 //! tokens are cached by hash until they expire; liveness (sessions, keys,
 //! memberships with their roles and groups, tenants with their status and
 //! plan) is at most [`LIVENESS_TTL`] old, so a revoked session or key stops
-//! working within that bound; tenant policy sets at most `LAYER_TTL`.
+//! working within that bound; tenant policy sets follow the store's change
+//! feed and are at most `LAYER_TTL` stale.
 //! Each cache miss loads once, however many requests wait for it.
 
 use std::future::Future;

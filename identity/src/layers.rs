@@ -11,9 +11,18 @@ use moka::future::Cache;
 use tollgate_policies::{LivePolicies, LoadError, PolicyEngine};
 use tollgate_store::{self as store, Store, StoreError};
 
-/// How long a tenant's engine may serve before it is loaded again: the bound
-/// within which an activation or rollback reaches every instance.
+/// The bound within which an activation or rollback reaches every instance:
+/// each follows the store's change feed once per [`FEED_EVERY`], and reads
+/// the feed back this far, so a change whose transaction commits late is
+/// still seen.
 pub const LAYER_TTL: Duration = Duration::from_secs(2);
+/// How often an instance reads the change feed.
+pub const FEED_EVERY: Duration = Duration::from_secs(1);
+const FEED_OVERLAP_SECS: i64 = 10;
+/// How long a tenant's active version is trusted without the feed (a safety
+/// net; the feed invalidates it at once).
+const VERSION_TTL: Duration = Duration::from_secs(300);
+const VERSIONS_CAPACITY: u64 = 200_000;
 const CAPACITY: u64 = 10_000;
 
 /// The id prefix of a tenant's policies, so they never collide with the
@@ -30,6 +39,8 @@ pub enum LayerError {
     Invalid(LoadError),
     #[error("loading the tenant's policies was interrupted")]
     Interrupted,
+    #[error("the tenant's active policy version is missing")]
+    Missing,
 }
 
 /// What every side answers when a tenant's layer cannot be loaded.
@@ -40,47 +51,51 @@ pub fn combine(live: &LivePolicies, tenant_id: &str, version: i64, source: &str)
     live.current().with_layer(&layer_prefix(tenant_id), &format!("tenant policies v{version}"), source)
 }
 
-/// The engine for a tenant's requests, straight from the store: the
-/// platform's alone when the tenant has no active layer. Parsing and
-/// validating the layer is CPU work: it runs on the blocking pool, never on
-/// the workers that serve requests.
-pub async fn load_tenant_engine(
-    store: &Store,
-    live: &Arc<LivePolicies>,
-    tenant_id: &str,
-) -> Result<Arc<PolicyEngine>, LayerError> {
-    let mut tx = store.tenant_read_tx(tenant_id).await?;
-    let active = store::active_policy(&mut tx, tenant_id).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    let Some(row) = active else {
-        return Ok(live.current());
-    };
-    let (live, tenant_id) = (Arc::clone(live), tenant_id.to_owned());
-    tokio::task::spawn_blocking(move || combine(&live, &tenant_id, row.version, &row.source))
-        .await
-        .map_err(|_| LayerError::Interrupted)?
-        .map(Arc::new)
-        .map_err(LayerError::Invalid)
+/// A tenant's combined engine, with the platform snapshot it extends (a
+/// reload of the platform's policies makes it stale); a layer that does not
+/// validate is kept as its error, so it is not parsed again per request.
+#[derive(Clone)]
+struct Built {
+    base: Arc<PolicyEngine>,
+    engine: Result<Arc<PolicyEngine>, Arc<LayerError>>,
 }
 
-/// Each tenant's engine, built at most once per [`LAYER_TTL`] however many
-/// requests or questions need it.
+/// Where the instance is in the store's change feed.
+#[derive(Debug, Default)]
+struct Feed {
+    last_read: Option<std::time::Instant>,
+    /// Read the feed from this second on next time.
+    since: i64,
+}
+
+/// Each tenant's engine: the platform's for tenants without a layer (most),
+/// else the combined engine of the tenant's active version, built once per
+/// version and platform snapshot however many requests or questions need it.
+/// Active versions are read once per tenant and then trusted until the
+/// store's change feed (read once per [`FEED_EVERY`]) names the tenant: no
+/// per-tenant store round trip while nothing changes, whatever the number
+/// of tenants.
 pub struct TenantEngines {
     live: Arc<LivePolicies>,
-    /// Failures are cached as long as engines: a layer that does not load is
-    /// not read and parsed again on every request.
-    cache: Cache<String, Result<Arc<PolicyEngine>, Arc<LayerError>>>,
+    versions: Cache<String, Option<i64>>,
+    engines: Cache<(String, i64), Built>,
+    feed: tokio::sync::Mutex<Feed>,
 }
 
 impl std::fmt::Debug for TenantEngines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantEngines").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+        f.debug_struct("TenantEngines").field("engines", &self.engines.entry_count()).finish_non_exhaustive()
     }
 }
 
 impl TenantEngines {
     pub fn new(live: Arc<LivePolicies>) -> Self {
-        Self { live, cache: Cache::builder().max_capacity(CAPACITY).time_to_live(LAYER_TTL).build() }
+        Self {
+            live,
+            versions: Cache::builder().max_capacity(VERSIONS_CAPACITY).time_to_live(VERSION_TTL).build(),
+            engines: Cache::builder().max_capacity(CAPACITY).support_invalidation_closures().build(),
+            feed: tokio::sync::Mutex::new(Feed::default()),
+        }
     }
 
     /// The platform's policies in force.
@@ -92,30 +107,124 @@ impl TenantEngines {
         &self.live
     }
 
-    /// Forgets `tenant_id`'s engine, so this instance serves a change of its
-    /// layer at once (other instances within [`LAYER_TTL`]).
+    /// Forgets `tenant_id`'s active version and engines, so this instance
+    /// serves a change of its layer at once (other instances within
+    /// [`LAYER_TTL`]).
     pub async fn invalidate(&self, tenant_id: &str) {
-        self.cache.invalidate(tenant_id).await;
+        self.versions.invalidate(tenant_id).await;
+        let tenant = tenant_id.to_owned();
+        if self.engines.invalidate_entries_if(move |(t, _), _| *t == tenant).is_err() {
+            self.engines.invalidate_all();
+        }
     }
 
-    /// The engine for `tenant_id`'s requests; `on_miss` runs when it has to
-    /// be loaded. The error is logged here; callers answer
-    /// [`LAYER_UNAVAILABLE`].
+    /// Reads the change feed when it is due (one caller at a time; the
+    /// others go on with what they have): every tenant it names is read
+    /// again. When the feed cannot be read, every version is read again.
+    async fn follow(&self, store: &Store) {
+        let Ok(mut feed) = self.feed.try_lock() else {
+            return;
+        };
+        if feed.last_read.is_some_and(|at| at.elapsed() < FEED_EVERY) {
+            return;
+        }
+        feed.last_read = Some(std::time::Instant::now());
+        let started = store::now();
+        let read: Result<Vec<String>, StoreError> = async {
+            let mut tx = store.read_tx().await?;
+            let changed = store::policy_changes_since(&mut tx, feed.since - FEED_OVERLAP_SECS).await?;
+            tx.commit().await?;
+            Ok(changed)
+        }
+        .await;
+        match read {
+            Ok(changed) => {
+                for tenant in changed {
+                    self.versions.invalidate(&tenant).await;
+                }
+                feed.since = started;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the policy change feed; reading every tenant's layer again");
+                self.versions.invalidate_all();
+            }
+        }
+    }
+
+    /// The engine for `tenant_id`'s requests; `on_miss` runs when something
+    /// has to be read from the store. The error is logged here; callers
+    /// answer [`LAYER_UNAVAILABLE`].
     pub async fn for_tenant(
         &self,
         store: &Store,
         tenant_id: &str,
         on_miss: impl FnOnce() + Send,
     ) -> Result<Arc<PolicyEngine>, Arc<LayerError>> {
-        self.cache
-            .get_with(tenant_id.to_owned(), async move {
-                on_miss();
-                load_tenant_engine(store, &self.live, tenant_id).await.map_err(|e| {
-                    tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
-                    Arc::new(e)
-                })
+        self.follow(store).await;
+        let mut on_miss = Some(on_miss);
+        let version = self
+            .versions
+            .try_get_with(tenant_id.to_owned(), async {
+                if let Some(f) = on_miss.take() {
+                    f();
+                }
+                let mut tx = store.tenant_read_tx(tenant_id).await?;
+                let version = store::active_policy_version(&mut tx, tenant_id).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(version)
             })
             .await
+            .map_err(|e| {
+                tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+                Arc::new(LayerError::Store(StoreError::Shared(e)))
+            })?;
+        let Some(version) = version else {
+            return Ok(self.live.current());
+        };
+        let base = self.live.current();
+        let key = (tenant_id.to_owned(), version);
+        if let Some(built) = self.engines.get(&key).await
+            && Arc::ptr_eq(&built.base, &base)
+        {
+            return built.engine;
+        }
+        if let Some(f) = on_miss.take() {
+            f();
+        }
+        let built = self.build(store, tenant_id, version, base).await.map_err(|e| {
+            tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+            Arc::new(e)
+        })?;
+        if let Err(e) = &built.engine {
+            tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+        }
+        self.engines.insert(key, built.clone()).await;
+        built.engine
+    }
+
+    /// Reads `version` of the tenant's layer and combines it with `base` on
+    /// the blocking pool. A store failure is an error (not kept); a layer
+    /// that does not validate is a built result (kept).
+    async fn build(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        version: i64,
+        base: Arc<PolicyEngine>,
+    ) -> Result<Built, LayerError> {
+        let mut tx = store.tenant_read_tx(tenant_id).await?;
+        let row = store::policy_version(&mut tx, tenant_id, version).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        // Versions are never deleted (only with their tenant): a missing one
+        // refuses, and is read again next time.
+        let row = row.ok_or(LayerError::Missing)?;
+        let (layer_base, tenant) = (Arc::clone(&base), tenant_id.to_owned());
+        let combined = tokio::task::spawn_blocking(move || {
+            layer_base.with_layer(&layer_prefix(&tenant), &format!("tenant policies v{version}"), &row.source)
+        })
+        .await
+        .map_err(|_| LayerError::Interrupted)?;
+        Ok(Built { base, engine: combined.map(Arc::new).map_err(|e| Arc::new(LayerError::Invalid(e))) })
     }
 }
 
@@ -128,9 +237,8 @@ mod tests {
 
     use super::*;
 
-    /// A layer that does not load is refused, and the refusal is cached as
-    /// long as an engine would be: a broken layer is not read and parsed
-    /// again for every request.
+    /// A layer that does not load is refused, and the refusal is kept like
+    /// an engine: a broken layer is not read and parsed again per request.
     #[tokio::test]
     async fn a_broken_layer_is_refused_once_per_ttl() {
         for db in databases().await {
@@ -152,7 +260,52 @@ mod tests {
             assert!(
                 engines.for_tenant(&db.store, &tenant.id, || _ = loads.fetch_add(1, Ordering::SeqCst)).await.is_err()
             );
-            assert_eq!(loads.load(Ordering::SeqCst), 2, "{}: invalidation loads again", db.label);
+            assert_eq!(loads.load(Ordering::SeqCst), 2, "{}: invalidation reads the version again", db.label);
+        }
+    }
+
+    /// Another instance's activation and rollback reach this one through the
+    /// store's change feed within the bound, with no invalidation here; while
+    /// nothing changes, a tenant costs no store round trip.
+    #[tokio::test]
+    async fn layer_changes_reach_every_instance_through_the_feed() {
+        for db in databases().await {
+            let l = db.label;
+            let mut tx = db.store.tx().await.unwrap();
+            let tenant = store::insert_tenant(&mut tx, "Fed", "fed").await.unwrap();
+            let quiet = store::insert_tenant(&mut tx, "Quiet", "quiet").await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            let layer = "@id(\"extra\") permit (principal, action == Action::\"crm.read\", resource);";
+            store::insert_policy_version(&mut tx, &tenant.id, layer, "", "test").await.unwrap();
+            tx.commit().await.unwrap();
+            let live = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
+            let platform = live.current().len();
+            let engines = TenantEngines::new(Arc::clone(&live));
+            let reads = AtomicUsize::new(0);
+            let count = || _ = reads.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(engines.for_tenant(&db.store, &tenant.id, count).await.unwrap().len(), platform, "{l}");
+            for _ in 0..20 {
+                engines.for_tenant(&db.store, &quiet.id, count).await.unwrap();
+            }
+            assert_eq!(reads.load(Ordering::SeqCst), 2, "{l}: one read per tenant while nothing changes");
+
+            // Activated elsewhere (no invalidation here): seen within the bound.
+            let mut tx = db.store.tenant_tx(&tenant.id).await.unwrap();
+            store::activate_policy(&mut tx, &tenant.id, 1).await.unwrap();
+            tx.commit().await.unwrap();
+            let started = std::time::Instant::now();
+            while engines.for_tenant(&db.store, &tenant.id, || {}).await.unwrap().len() == platform {
+                assert!(started.elapsed() < LAYER_TTL, "{l}: the activation did not arrive in time");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut tx = db.store.tenant_tx(&tenant.id).await.unwrap();
+            store::deactivate_policies(&mut tx, &tenant.id).await.unwrap();
+            tx.commit().await.unwrap();
+            let started = std::time::Instant::now();
+            while engines.for_tenant(&db.store, &tenant.id, || {}).await.unwrap().len() != platform {
+                assert!(started.elapsed() < LAYER_TTL, "{l}: the rollback did not arrive in time");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A tenant's own policy layer: versions added (validated against the schema
 //! together with the platform's policies on write), listed, validated, tested
 //! against scenarios, activated and rolled back. Activation reaches every
-//! gateway within [`LAYER_TTL_SECS`](tollgate_identity::layers::LAYER_TTL_SECS).
+//! gateway within [`LAYER_TTL`](tollgate_identity::layers::LAYER_TTL).
 
 use axum::extract::State;
 use axum::http::StatusCode;
