@@ -149,3 +149,18 @@ ticks() { # CPU time (clock ticks) of the processes with these pids, threads inc
 hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") )); done; echo "$total"; }
 nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
 CLK=$(getconf CLK_TCK)
+
+# rotate TOKENS_FILE: a wrk script (TOKENS_FILE with .lua for .txt) sending
+# each token of the file in turn to /tenant/x.
+rotate() { # TOKENS_FILE -> a wrk script sending each token in turn
+cat > "$WORK/$(basename "$1" .txt).lua" <<LUA
+local tokens = {}
+for line in io.lines("$1") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+    i = i + 1
+    if i > #tokens then i = 1 end
+    return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+}

@@ -28,18 +28,6 @@ echo "seeding $TENANTS tenants and $USERS members of one more"
 "$BIN/seed" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$TENANTS" "$USERS" >"$WORK/all.txt"
 head -n "$TENANTS" "$WORK/all.txt" >"$WORK/owners.txt"
 tail -n "$USERS" "$WORK/all.txt" >"$WORK/members.txt"
-rotate() { # TOKENS_FILE -> a wrk script sending each token in turn
-cat > "$WORK/$(basename "$1" .txt).lua" <<LUA
-local tokens = {}
-for line in io.lines("$1") do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-    i = i + 1
-    if i > #tokens then i = 1 end
-    return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-LUA
-}
 rotate "$WORK/owners.txt"
 rotate "$WORK/members.txt"
 policy_stage() { # sum and count of the policy stage's histogram

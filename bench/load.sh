@@ -84,17 +84,8 @@ read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Th
 overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
 FRESH_COUNT=$(( 60000 * DURATION / 5 ))
 "$BIN/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
-    "$FRESH_COUNT" >"$WORK/tokens.txt"
-cat > "$WORK/fresh.lua" <<EOF
-local tokens = {}
-for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-    i = i + 1
-    if i > #tokens then i = 1 end
-    return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-EOF
+    "$FRESH_COUNT" >"$WORK/fresh.txt"
+rotate "$WORK/fresh.txt"
 
 for check in "/public/x" "/tenant/x"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG$check" -H "authorization: Bearer $TOKEN")

@@ -26,8 +26,29 @@ use tollgate_store::{Store, StoreError};
 use crate::policy::Permit;
 use crate::reject::Reject;
 
-/// The metric the gateway counts: requests forwarded to products.
+/// The metric the gateway counts against the monthly quota: requests
+/// forwarded to products.
 pub const API_CALLS: &str = "api_calls";
+
+/// What the gateway counts per tenant: requests forwarded to its products
+/// (against the monthly quota) and its calls of the platform's own API
+/// (counted, never limited, so a tenant over quota can still manage itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    ApiCalls,
+    PlatformCalls,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 2] = [Metric::ApiCalls, Metric::PlatformCalls];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ApiCalls => API_CALLS,
+            Metric::PlatformCalls => "platform_calls",
+        }
+    }
+}
 /// How often counts go to the store and come back with other gateways'.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// The most rate-limit buckets held at once.
@@ -242,6 +263,7 @@ impl MeterState {
 
 #[derive(Debug)]
 struct TenantMeter {
+    metric: Metric,
     /// Whether the store's total was read once (a new meter waits for it).
     loaded: tokio::sync::OnceCell<()>,
     state: Mutex<MeterState>,
@@ -252,7 +274,8 @@ struct TenantMeter {
 /// and re-reading the store).
 #[derive(Debug, Default)]
 pub struct Meter {
-    tenants: Mutex<HashMap<String, Arc<TenantMeter>>>,
+    /// By metric (`Metric as usize`), then tenant.
+    tenants: [Mutex<HashMap<String, Arc<TenantMeter>>>; 2],
     /// The month of the last call: its first second, the next month's, its name.
     month: Mutex<(i64, i64, Arc<str>)>,
 }
@@ -265,13 +288,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Meter {
-    fn tenant(&self, tenant_id: &str, period: &str, now: i64) -> Arc<TenantMeter> {
-        let mut tenants = lock(&self.tenants);
+    fn tenant(&self, metric: Metric, tenant_id: &str, period: &str, now: i64) -> Arc<TenantMeter> {
+        let mut tenants = lock(&self.tenants[metric as usize]);
         if let Some(meter) = tenants.get(tenant_id) {
             return Arc::clone(meter);
         }
         Arc::clone(tenants.entry(tenant_id.to_owned()).or_insert_with(|| {
             Arc::new(TenantMeter {
+                metric,
                 loaded: tokio::sync::OnceCell::new(),
                 state: Mutex::new(MeterState {
                     period: period.to_owned(),
@@ -301,16 +325,17 @@ impl Meter {
         &self,
         store: &Store,
         tenant_id: &str,
+        metric: Metric,
         limit: Option<u64>,
         now: i64,
     ) -> Result<Result<Standing, Standing>, StoreError> {
         let (period, next_period) = self.month(now);
-        let meter = self.tenant(tenant_id, &period, now);
+        let meter = self.tenant(metric, tenant_id, &period, now);
         meter
             .loaded
             .get_or_try_init(|| async {
                 let mut tx = store.tenant_read_tx(tenant_id).await?;
-                let total = tollgate_store::usage_of(&mut tx, tenant_id, API_CALLS, &period).await?;
+                let total = tollgate_store::usage_of(&mut tx, tenant_id, metric.as_str(), &period).await?;
                 tx.commit().await?;
                 let mut state = lock(&meter.state);
                 if *state.period == *period {
@@ -350,22 +375,22 @@ impl Meter {
     /// store failure the counts stay here for the next flush.
     pub async fn flush(&self, store: &Store, now: i64) -> Result<(), StoreError> {
         let batch: Vec<(String, Arc<TenantMeter>, String, u64)> = {
-            let mut tenants = lock(&self.tenants);
-            tenants.retain(|_, m| {
-                let s = lock(&m.state);
-                s.pending > 0 || s.flushing > 0 || now - s.last_seen < METER_IDLE_SECS
-            });
-            tenants
-                .iter()
-                .filter(|(_, m)| m.loaded.initialized())
-                .map(|(id, m)| {
+            let mut batch = Vec::new();
+            for tenants in &self.tenants {
+                let mut tenants = lock(tenants);
+                tenants.retain(|_, m| {
+                    let s = lock(&m.state);
+                    s.pending > 0 || s.flushing > 0 || now - s.last_seen < METER_IDLE_SECS
+                });
+                batch.extend(tenants.iter().filter(|(_, m)| m.loaded.initialized()).map(|(id, m)| {
                     let mut s = lock(&m.state);
                     let n = s.pending;
                     s.flushing += n;
                     s.pending = 0;
                     (id.clone(), Arc::clone(m), s.period.clone(), n)
-                })
-                .collect()
+                }));
+            }
+            batch
         };
         if batch.is_empty() {
             return Ok(());
@@ -373,13 +398,14 @@ impl Meter {
         let written: Result<Vec<i64>, StoreError> = async {
             let mut tx = store.tx().await?;
             let mut totals = Vec::with_capacity(batch.len());
-            for (tenant_id, _, period, n) in &batch {
+            for (tenant_id, meter, period, n) in &batch {
                 store.bind_tenant(&mut tx, tenant_id).await?;
+                let metric = meter.metric.as_str();
                 let total = if *n > 0 {
                     let n = i64::try_from(*n).unwrap_or(i64::MAX);
-                    tollgate_store::add_usage(&mut tx, tenant_id, API_CALLS, period, n).await?
+                    tollgate_store::add_usage(&mut tx, tenant_id, metric, period, n).await?
                 } else {
-                    tollgate_store::usage_of(&mut tx, tenant_id, API_CALLS, period).await?
+                    tollgate_store::usage_of(&mut tx, tenant_id, metric, period).await?
                 };
                 totals.push(total);
             }
@@ -414,7 +440,7 @@ impl Meter {
 
     /// Counts not yet in the store.
     pub fn unflushed(&self) -> u64 {
-        lock(&self.tenants).values().map(|m| lock(&m.state).pending).sum()
+        self.tenants.iter().map(|t| lock(t).values().map(|m| lock(&m.state).pending).sum::<u64>()).sum()
     }
 }
 
@@ -495,6 +521,12 @@ impl Quotas {
                 note(self.take(BucketKey::Route(permit.route().route), "route", quota, window).map_err(too_many)?);
             }
         }
+        if let Some(tenant) = permit.tenant().filter(|_| !permit.route().needs_tenant()) {
+            // The platform's own API: counted, never limited.
+            if let Err(e) = self.meter.admit(store, &tenant.id, Metric::PlatformCalls, None, at).await {
+                tracing::warn!(error = %e, "cannot read a tenant's usage");
+            }
+        }
         let tenant = permit.tenant().filter(|_| permit.route().needs_tenant());
         if let Some(tenant) = tenant {
             if let Some(quota) = tenant.entitlements.limit(LimitName::RequestsPerSecond, at) {
@@ -510,7 +542,7 @@ impl Quotas {
 
     async fn monthly(&self, store: &Store, tenant: &Tenant, at: i64) -> Result<Standing, Reject> {
         let limit = tenant.entitlements.limit(LimitName::ApiCallsPerMonth, at);
-        match self.meter.admit(store, &tenant.id, limit, at).await {
+        match self.meter.admit(store, &tenant.id, Metric::ApiCalls, limit, at).await {
             Ok(Ok(standing)) => {
                 crate::metrics::api_call(&tenant.plan);
                 Ok(standing)

@@ -239,7 +239,8 @@ impl Tollgate {
     pub fn terminate(mut self) -> PathBuf {
         self.keep_data = true;
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        // The shell's own `kill`: no procps needed.
+        let sent = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status();
         assert!(sent.is_ok_and(|s| s.success()), "cannot signal tollgate {pid}");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {

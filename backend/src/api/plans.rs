@@ -19,6 +19,7 @@ use crate::state::AppState;
 use crate::views;
 use tollgate_identity::credentials::tenant_with_entitlements;
 use tollgate_identity::plans::{Catalog, Entitlements, Grant, LimitName, Override, Plan, Source, is_identifier};
+use tollgate_identity::principal::Tenant;
 use tollgate_store::{self as store, Tx, now};
 
 pub fn routes(api: Api) -> Api {
@@ -120,12 +121,12 @@ fn entitlements_view(tenant_id: &str, catalog: &Catalog, e: &Entitlements, at: i
 
 /// The tenant `tenant_id` with its entitlements, for a caller in it (with
 /// `in_tenant`) or a platform administrator (`tenant.set_plan` on it).
-async fn entitled_target(
+pub(super) async fn entitled_target(
     state: &AppState,
     p: &Authenticated,
     tenant_id: &str,
     in_tenant: Action,
-) -> Result<Entitlements, ApiError> {
+) -> Result<Tenant, ApiError> {
     let target = platform_target(state, p, tenant_id).await?;
     let action = if p.is_in_tenant(tenant_id) { in_tenant } else { Action::TenantSetPlan };
     authorize(state, p, action, Resource::Tenant(&target), None)?;
@@ -133,7 +134,7 @@ async fn entitled_target(
     let row = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
     let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
     tx.commit().await?;
-    Ok((*tenant.entitlements).clone())
+    Ok(tenant)
 }
 
 async fn get(
@@ -141,8 +142,8 @@ async fn get(
     p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    let e = entitled_target(&state, &p, &tenant_id, Action::TenantRead).await?;
-    Ok(ApiJson(entitlements_view(&tenant_id, state.lookups.catalog(), &e, now())))
+    let tenant = entitled_target(&state, &p, &tenant_id, Action::TenantRead).await?;
+    Ok(ApiJson(entitlements_view(&tenant_id, state.lookups.catalog(), &tenant.entitlements, now())))
 }
 
 /// A feature override: on or off, until `expires_at` when given.

@@ -1,7 +1,8 @@
 //! Usage: products report what their tenants used (`POST /usage`, counted
 //! once per idempotency key), and tenants read the current month's usage
 //! against their limits. The gateway counts forwarded requests itself
-//! (`api_calls`), so products cannot report that metric.
+//! (`api_calls` to products, `platform_calls` to the platform's API), so
+//! products cannot report those metrics.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -10,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Verb::{Get, Post};
-use super::tenants::platform_target;
 use super::validate::Checks;
 use super::{Api, Auth};
 use crate::auth::principal::Authenticated;
@@ -18,12 +18,14 @@ use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::views;
-use tollgate_identity::credentials::tenant_with_entitlements;
 use tollgate_identity::plans::{LimitName, month_of};
 use tollgate_store::{self as store, UsageReportRow, now};
 
-/// The metric the gateways count: requests forwarded to products.
+/// The metric the gateways count against the monthly quota: requests
+/// forwarded to products.
 pub const API_CALLS: &str = "api_calls";
+/// The metric the gateways count for the platform's own API (never limited).
+pub const PLATFORM_CALLS: &str = "platform_calls";
 
 pub fn routes(api: Api) -> Api {
     api.op(
@@ -62,8 +64,8 @@ fn metric_name(name: &str) -> Result<(), String> {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
     if !ok {
         Err("must be 1 to 64 characters of a-z, 0-9, `_`, `.` and `-`, starting with a letter".into())
-    } else if name == API_CALLS {
-        Err(format!("`{API_CALLS}` is counted by the gateway"))
+    } else if name == API_CALLS || name == PLATFORM_CALLS {
+        Err(format!("`{name}` is counted by the gateway"))
     } else {
         Ok(())
     }
@@ -164,14 +166,10 @@ async fn current(
     p: Authenticated,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    let target = platform_target(&state, &p, &tenant_id).await?;
-    let action = if p.is_in_tenant(&tenant_id) { Action::UsageRead } else { Action::TenantSetPlan };
-    authorize(&state, &p, action, Resource::Tenant(&target), None)?;
+    let tenant = super::plans::entitled_target(&state, &p, &tenant_id, Action::UsageRead).await?;
     let at = now();
     let (period, ends) = month_of(at);
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
-    let row = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
-    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
     let counters = store::usage_in_period(&mut tx, &tenant_id, &period).await?;
     let members = store::count_members(&mut tx, &tenant_id).await?;
     let keys = store::count_live_api_keys(&mut tx, &tenant_id).await?;

@@ -92,25 +92,33 @@ async fn the_monthly_quota_stops_a_tenant_and_no_other() {
         let meter = Meter::default();
         let now = 1_800_000_000;
         for left in (0..3).rev() {
-            let s = meter.admit(&db.store, a, Some(3), now).await.unwrap().unwrap();
+            let s = meter.admit(&db.store, a, Metric::ApiCalls, Some(3), now).await.unwrap().unwrap();
             assert_eq!((s.policy, s.remaining), ("monthly", left), "{l}");
         }
-        let refused = meter.admit(&db.store, a, Some(3), now).await.unwrap().unwrap_err();
+        let refused = meter.admit(&db.store, a, Metric::ApiCalls, Some(3), now).await.unwrap().unwrap_err();
         assert_eq!(refused.remaining, 0, "{l}");
         assert!(refused.reset > 0 && refused.reset <= 31 * 86_400, "{l}: until the month ends");
-        assert!(meter.admit(&db.store, b, Some(3), now).await.unwrap().is_ok(), "{l}: another tenant is unaffected");
+        assert!(
+            meter.admit(&db.store, b, Metric::ApiCalls, Some(3), now).await.unwrap().is_ok(),
+            "{l}: another tenant is unaffected"
+        );
+        for _ in 0..5 {
+            let platform = meter.admit(&db.store, a, Metric::PlatformCalls, None, now).await.unwrap();
+            assert!(platform.is_ok(), "{l}: platform calls are counted, never limited");
+        }
         meter.flush(&db.store, now).await.unwrap();
         assert_eq!(meter.unflushed(), 0, "{l}");
         let mut tx = db.store.tenant_tx(a).await.unwrap();
         let (period, _) = month_of(now);
         assert_eq!(tollgate_store::usage_of(&mut tx, a, API_CALLS, &period).await.unwrap(), 3, "{l}");
+        assert_eq!(tollgate_store::usage_of(&mut tx, a, "platform_calls", &period).await.unwrap(), 5, "{l}");
         tx.commit().await.unwrap();
         // A second gateway (a fresh meter on the same store) starts from the total.
         let other = Meter::default();
-        assert!(other.admit(&db.store, a, Some(3), now).await.unwrap().is_err(), "{l}");
+        assert!(other.admit(&db.store, a, Metric::ApiCalls, Some(3), now).await.unwrap().is_err(), "{l}");
         // A new month starts from nothing.
         let (_, next_month) = month_of(now);
-        assert!(meter.admit(&db.store, a, Some(3), next_month).await.unwrap().is_ok(), "{l}");
+        assert!(meter.admit(&db.store, a, Metric::ApiCalls, Some(3), next_month).await.unwrap().is_ok(), "{l}");
     }
 }
 
@@ -127,7 +135,7 @@ async fn gateways_sharing_a_store_overshoot_at_most_one_interval_each() {
         for _round in 0..20 {
             for meter in &gateways {
                 for _ in 0..k {
-                    if meter.admit(&db.store, &tenant, Some(limit), now).await.unwrap().is_ok() {
+                    if meter.admit(&db.store, &tenant, Metric::ApiCalls, Some(limit), now).await.unwrap().is_ok() {
                         admitted += 1;
                     }
                 }

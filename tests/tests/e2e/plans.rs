@@ -223,6 +223,20 @@ async fn plans_features_rate_limits_and_quotas_at_the_gateway() {
     // A restarted gateway starts from the stored count: the quota holds.
     let gw = start_gateway(&up, &routes, &[]);
     assert_eq!(get(&gw, "/echo/items/9", &other_token).await.status, 429);
+
+    // `up`'s own gateway counts the tenant's calls of the platform API too
+    // (never against the quota): they reach the store within a flush.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, usage) =
+            up.send("GET", &format!("/api/v1/tenants/{other_tenant}/usage"), Some(&other_token), None).await;
+        if usage["metrics"]["platform_calls"]["used"].as_i64().is_some_and(|n| n >= 2) {
+            assert_eq!(usage["metrics"]["platform_calls"]["limit"], Value::Null, "{usage}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "platform calls are not counted: {usage}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test]

@@ -201,6 +201,7 @@ async fn products_report_usage_once_per_idempotency_key() {
 
         for (bad, what) in [
             (json!({"metric": "api_calls", "quantity": 1}), "the gateway's metric"),
+            (json!({"metric": "platform_calls", "quantity": 1}), "the gateway's other metric"),
             (json!({"metric": "Bad Metric", "quantity": 1}), "a bad name"),
             (json!({"metric": "x", "quantity": 0}), "nothing"),
             (json!({"metric": "x", "quantity": 2_000_000_000_i64}), "too much"),
