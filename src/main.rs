@@ -404,6 +404,7 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
         resource: fixed_resource("Platform", "tollgate"),
         // The backend authenticates every call itself.
         forward_authorization: true,
+        upstream_authenticates: false,
         feature: None,
         rate_limit: None,
     })
@@ -419,10 +420,25 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
             methods: methods(&["POST"]),
             resource: fixed_resource("Platform", "tollgate"),
             forward_authorization: true,
+            upstream_authenticates: false,
             feature: None,
             rate_limit: Some(RouteLimit { per_ip: Some(per_ip), global: Some(global), window_secs: 60 }),
         });
     }
+    // Identity providers' SCIM pushes: the backend checks the tenant's SCIM
+    // token (which the gateway would not take for a credential of its own);
+    // limited like anonymous traffic, per client address.
+    routes.push(RouteFile {
+        name: "scim".to_owned(),
+        path: "/scim/v2/{rest*}".to_owned(),
+        upstream: upstream.clone(),
+        methods: methods(&ALL_METHODS[..]),
+        resource: fixed_resource("Platform", "tollgate"),
+        forward_authorization: true,
+        upstream_authenticates: true,
+        feature: None,
+        rate_limit: None,
+    });
     GatewayFile {
         upstreams: [(upstream.clone(), UpstreamFile::at(backend))].into_iter().collect(),
         routes,

@@ -45,6 +45,7 @@ pub enum Action {
     TenantSetPlan,
     UsageRead,
     UsageReport,
+    ScimManage,
 }
 
 /// The scopes an API key may be given.
@@ -66,6 +67,7 @@ pub const SCOPES: &[&str] = &[
     "groups:write",
     "usage:read",
     "usage:write",
+    "scim:write",
 ];
 
 /// Whether `scope` may be given to an API key: a platform scope, or a
@@ -88,7 +90,7 @@ pub fn is_valid_scope(scope: &str) -> bool {
 
 impl Action {
     /// Every platform action, which the decision point does not answer for.
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 30] = [
         Action::AccountRead,
         Action::AccountUpdate,
         Action::TenantCreate,
@@ -118,6 +120,7 @@ impl Action {
         Action::TenantSetPlan,
         Action::UsageRead,
         Action::UsageReport,
+        Action::ScimManage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +154,7 @@ impl Action {
             Action::TenantSetPlan => "tenant.set_plan",
             Action::UsageRead => "usage.read",
             Action::UsageReport => "usage.report",
+            Action::ScimManage => "scim.manage",
         }
     }
 
@@ -178,6 +182,7 @@ impl Action {
             Action::GroupManage => "groups:write",
             Action::UsageRead => "usage:read",
             Action::UsageReport => "usage:write",
+            Action::ScimManage => "scim:write",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod problem;
+pub mod scim;
 pub mod state;
 pub mod views;
 
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .nest("/api/v1", api::router())
+        .nest("/scim/v2", scim::router())
         .route("/.well-known/jwks.json", get(api::jwks))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The tenant's plan allows no more of what `limit` counts (402).
     #[error("the `{plan}` plan allows at most {value} for `{limit}`")]
     PlanLimit { limit: &'static str, value: u64, plan: String },
+    /// The tenant's plan lacks a feature (402), with the plans that have it.
+    #[error("the tenant's plan does not include `{feature}`")]
+    FeatureMissing { feature: &'static str, plans: Vec<String> },
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: i64 },
     #[error("{detail}")]
@@ -69,6 +72,9 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::PlanLimit { .. } => (StatusCode::PAYMENT_REQUIRED, "plan-limit", "Plan limit reached"),
+            ApiError::FeatureMissing { .. } => {
+                (StatusCode::PAYMENT_REQUIRED, "feature-not-in-plan", "Feature not in plan")
+            }
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests")
             }
@@ -119,6 +125,11 @@ struct Problem<'a> {
     value: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<&'a str>,
+    /// A missing feature and the plans that include it, on 402.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plans: Option<&'a [String]>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -152,6 +163,14 @@ impl IntoResponse for ApiError {
             },
             plan: match &self {
                 ApiError::PlanLimit { plan, .. } => Some(plan.as_str()),
+                _ => None,
+            },
+            feature: match &self {
+                ApiError::FeatureMissing { feature, .. } => Some(feature),
+                _ => None,
+            },
+            plans: match &self {
+                ApiError::FeatureMissing { plans, .. } => Some(plans),
                 _ => None,
             },
         };

@@ -379,6 +379,7 @@ pub fn gateway_routes(addr: std::net::SocketAddr) -> GatewayFile {
         resource,
         // The CRM asks the decision point as the caller, with its credential.
         forward_authorization: true,
+        upstream_authenticates: false,
     })
     .collect();
     GatewayFile {

@@ -78,6 +78,13 @@ pub struct RouteFile {
     /// credential they could replay against the control plane.
     #[serde(default)]
     pub forward_authorization: bool,
+    /// The upstream authenticates callers with a credential of its own (the
+    /// SCIM service's tokens): the gateway admits the request as anonymous
+    /// without reading its `Authorization`, which it forwards (so this needs
+    /// `forward_authorization`). Policies and rate limits for anonymous
+    /// callers apply.
+    #[serde(default)]
+    pub upstream_authenticates: bool,
     /// A plan feature the tenant must have (`reports`): 402 without it.
     #[serde(default)]
     pub feature: Option<String>,
@@ -276,6 +283,9 @@ impl GatewayConfig {
                 )
                 .into());
             }
+            if r.upstream_authenticates && !r.forward_authorization {
+                return Err(invalid("`upstream_authenticates` needs `forward_authorization`".into()).into());
+            }
             routes.push(Route {
                 rate_limit: r.rate_limit,
                 feature: r.feature,
@@ -286,6 +296,7 @@ impl GatewayConfig {
                 resource_type: r.resource.type_name,
                 resource_id,
                 forward_authorization: r.forward_authorization,
+                upstream_authenticates: r.upstream_authenticates,
             });
         }
         for i in &file.issuers {

@@ -75,7 +75,10 @@ impl Gateway {
         lap("route");
         let route = route?;
         let target = self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
-        let caller = authenticate(&self.caches, req.authorization, req.client_ip).await.map_err(Denial::early);
+        let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
+        // A credential the upstream checks itself is not the gateway's to read.
+        let authorization = if route_def.upstream_authenticates { None } else { req.authorization };
+        let caller = authenticate(&self.caches, authorization, req.client_ip).await.map_err(Denial::early);
         lap("authenticate");
         let caller = caller?;
         // Routes about no tenant's resource take no hint of one (the
@@ -110,7 +113,6 @@ impl Gateway {
                 policies: Vec::new(),
             }));
         }
-        let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
         let at = now();
         let entitled =
             entitlements::check(route_def, tenant.as_deref(), self.caches.catalog(), at).map_err(Denial::early);

@@ -291,6 +291,9 @@ pub struct Route {
     /// Whether the upstream receives the caller's `Authorization` header (a
     /// platform credential it could replay); otherwise only the assertion.
     pub forward_authorization: bool,
+    /// The upstream authenticates the caller itself: the gateway reads no
+    /// credential (see `RouteFile::upstream_authenticates`).
+    pub upstream_authenticates: bool,
     /// The plan feature the tenant needs for this route (402 without it).
     pub feature: Option<String>,
     /// The route's own rate limits, whoever calls.

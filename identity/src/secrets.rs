@@ -39,6 +39,7 @@ pub const INVITATION_PREFIX: &str = "tgi_";
 pub const VERIFICATION_PREFIX: &str = "tgv_";
 pub const MFA_CHALLENGE_PREFIX: &str = "tgm_";
 pub const PASSWORD_RESET_PREFIX: &str = "tgp_";
+pub const SCIM_TOKEN_PREFIX: &str = "tgs_";
 
 pub fn new_refresh_token() -> String {
     format!("{REFRESH_PREFIX}{}", random_token())
@@ -54,13 +55,31 @@ pub fn new_api_key() -> (String, String) {
 
 /// The lookup prefix of a presented API key, when it has the key's shape.
 pub fn api_key_prefix(presented: &str) -> Option<&str> {
-    let rest = presented.strip_prefix(API_KEY_PREFIX)?;
+    lookup_prefix(presented, API_KEY_PREFIX)
+}
+
+/// A new SCIM token: `(lookup prefix, full secret)`, shaped like an API key
+/// but `tgs_`, so neither is ever taken for the other.
+pub fn new_scim_token() -> (String, String) {
+    let prefix = format!("{SCIM_TOKEN_PREFIX}{}", random_hex(12));
+    let secret = format!("{prefix}_{}", random_token());
+    (prefix, secret)
+}
+
+/// The lookup prefix of a presented SCIM token, when it has the shape.
+pub fn scim_token_prefix(presented: &str) -> Option<&str> {
+    lookup_prefix(presented, SCIM_TOKEN_PREFIX)
+}
+
+/// `<kind><12 hex>_<43 base64url>` -> `<kind><12 hex>`.
+fn lookup_prefix<'a>(presented: &'a str, kind: &str) -> Option<&'a str> {
+    let rest = presented.strip_prefix(kind)?;
     let (hex, secret) = rest.split_once('_')?;
     let well_formed = hex.len() == 12
         && hex.bytes().all(|b| b.is_ascii_hexdigit())
         && secret.len() == 43
         && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| &presented[..API_KEY_PREFIX.len() + 12])
+    well_formed.then(|| &presented[..kind.len() + 12])
 }
 
 /// A new email verification token.
@@ -103,6 +122,10 @@ mod tests {
         assert_eq!(api_key_prefix("tg_short_x"), None);
         assert_eq!(api_key_prefix("Bearer tg_"), None);
         assert_eq!(api_key_prefix(&secret.replace("tg_", "tx_")), None);
+        let (scim_prefix, scim) = new_scim_token();
+        assert_eq!(scim_token_prefix(&scim), Some(scim_prefix.as_str()));
+        assert_eq!(api_key_prefix(&scim), None, "a SCIM token is never an API key");
+        assert_eq!(scim_token_prefix(&secret), None, "nor an API key a SCIM token");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod identity;
 mod keys;
 mod mfa;
 mod policies;
+mod scim;
 mod tenancy;
 mod usage;
 
@@ -17,6 +18,7 @@ pub use identity::*;
 pub use keys::*;
 pub use mfa::*;
 pub use policies::*;
+pub use scim::*;
 pub use tenancy::*;
 pub use usage::*;
 

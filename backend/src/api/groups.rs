@@ -67,6 +67,17 @@ fn check_description(checks: &mut Checks, description: &str) {
     );
 }
 
+/// Refuses changes to a group provisioned over SCIM: its identity provider
+/// owns its name and members, and would undo them at its next push.
+async fn not_provisioned(tx: &mut store::Tx, tenant_id: &str, group_id: &str) -> Result<(), ApiError> {
+    if store::is_scim_group(tx, tenant_id, group_id).await? {
+        return Err(ApiError::Conflict(
+            "this group is provisioned by the tenant's identity provider (SCIM): change it there".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn name_taken(name: &str) -> ApiError {
     ApiError::Conflict(format!("a group named `{name}` already exists"))
 }
@@ -152,6 +163,7 @@ async fn update(
     }
     checks.finish()?;
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
+    not_provisioned(&mut tx, &tenant_id, &group_id).await?;
     let group = store::group_by_id(&mut tx, &tenant_id, &group_id).await?.ok_or(ApiError::NotFound)?;
     let name = body.name.as_deref().map_or(group.name.as_str(), str::trim);
     let description = body.description.as_deref().map_or(group.description.as_str(), str::trim);
@@ -171,6 +183,7 @@ async fn delete(
     ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
+    not_provisioned(&mut tx, &tenant_id, &group_id).await?;
     if !store::delete_group(&mut tx, &tenant_id, &group_id).await? {
         return Err(ApiError::NotFound);
     }
@@ -185,6 +198,7 @@ async fn add_member(
     ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
+    not_provisioned(&mut tx, &tenant_id, &group_id).await?;
     store::group_by_id(&mut tx, &tenant_id, &group_id).await?.ok_or(ApiError::NotFound)?;
     // Only members of this tenant; anyone else's id looks like no id at all.
     store::membership(&mut tx, &tenant_id, &user_id).await?.ok_or(ApiError::NotFound)?;
@@ -207,6 +221,7 @@ async fn remove_member(
     ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = open_tenant(&state, &p, &tenant_id, Action::GroupManage).await?;
+    not_provisioned(&mut tx, &tenant_id, &group_id).await?;
     if !store::remove_group_member(&mut tx, &tenant_id, &group_id, &user_id).await? {
         return Err(ApiError::NotFound);
     }

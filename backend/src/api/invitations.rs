@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Verb::{Delete, Get, Post};
+use super::session::ClientIp;
 use super::validate::{self, Checks};
 use super::{Api, Auth, audit};
 use crate::auth::principal::{Authenticated, PrincipalExt as _};
@@ -28,6 +29,37 @@ use tollgate_identity::secrets;
 use tollgate_store::{self as store, now};
 
 const BAD_INVITATION: &str = "invitation is invalid, expired or already used";
+
+/// Records an invitation of `email` into `tenant` with `role` and mails
+/// its token (through the outbox).
+pub(crate) async fn invite(
+    state: &AppState,
+    tx: &mut store::Tx,
+    tenant: &store::TenantRow,
+    email: &str,
+    role: &str,
+    invited_by: &str,
+) -> Result<store::InvitationRow, ApiError> {
+    let token = secrets::new_invitation_token(&tenant.id);
+    let invitation = store::insert_invitation(
+        tx,
+        &tenant.id,
+        email,
+        role,
+        &secrets::hash(&token),
+        invited_by,
+        now() + state.config.invitation_ttl,
+    )
+    .await?;
+    let body_text = format!(
+        "You are invited to join {} on Tollgate as {role}.\n\nAccept with:\n  POST {}/api/v1/invitations/accept\n  {{\"token\": \"{token}\", \"name\": \"Your Name\", \"password\": \"...\"}}\n\nThe invitation expires in {} days.\n",
+        tenant.name,
+        state.config.issuer.trim_end_matches('/'),
+        state.config.invitation_ttl / 86_400,
+    );
+    store::enqueue_mail(tx, Some(&tenant.id), email, &format!("Join {} on Tollgate", tenant.name), &body_text).await?;
+    Ok(invitation)
+}
 
 pub fn routes(api: Api) -> Api {
     api.op(Post, "/tenants/{tenant_id}/invitations", "Invite someone by email with a role", Auth::Bearer, 201, create)
@@ -87,26 +119,8 @@ async fn create(
     {
         return Err(ApiError::Conflict(format!("`{email}` is already a member")));
     }
-    let token = secrets::new_invitation_token(&tenant_id);
-    let invitation = store::insert_invitation(
-        &mut tx,
-        &tenant_id,
-        &email,
-        &role.name,
-        &secrets::hash(&token),
-        &p.actor_id(),
-        now() + state.config.invitation_ttl,
-    )
-    .await?;
-    let body_text = format!(
-        "You are invited to join {} on Tollgate as {}.\n\nAccept with:\n  POST {}/api/v1/invitations/accept\n  {{\"token\": \"{token}\", \"name\": \"Your Name\", \"password\": \"...\"}}\n\nThe invitation expires in {} days.\n",
-        p.tenant.name,
-        role.name,
-        state.config.issuer.trim_end_matches('/'),
-        state.config.invitation_ttl / 86_400,
-    );
-    store::enqueue_mail(&mut tx, Some(&tenant_id), &email, &format!("Join {} on Tollgate", p.tenant.name), &body_text)
-        .await?;
+    let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
+    let invitation = invite(&state, &mut tx, &tenant, &email, &role.name, &p.actor_id()).await?;
     audit(&mut tx, &p, &tenant_id, None, "invitation.created", json!({"invitation": invitation.id, "role": role.name}))
         .await?;
     tx.commit().await?;
@@ -153,6 +167,7 @@ struct Accept {
 async fn accept(
     State(state): State<AppState>,
     caller: Option<Authenticated>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Accept>,
 ) -> Result<Response, ApiError> {
     let caller = caller.as_ref().map(|c| c.require_user()).transpose()?;
@@ -226,6 +241,9 @@ async fn accept(
         return Err(ApiError::BadRequest(BAD_INVITATION.into()));
     }
     store::insert_membership(&mut tx, &tenant_id, &user.id, &invitation.role).await?;
+    crate::scim::provision::link_pending(&state, &mut tx, &tenant_id, &invitation.email, &user.id, &ip)
+        .await
+        .map_err(super::scim::from_scim)?;
     store::security_event(
         &mut tx,
         Some(&tenant_id),

@@ -12,11 +12,12 @@ mod mfa;
 mod plans;
 mod policies;
 mod reset;
+mod scim;
 mod session;
 mod system;
 mod tenants;
 mod usage;
-mod validate;
+pub(crate) mod validate;
 
 use axum::Router;
 use axum::handler::Handler;
@@ -25,6 +26,9 @@ use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
+pub(crate) use groups::MAX_GROUPS;
+pub(crate) use invitations::invite;
+pub(crate) use plans::room_for_one_more;
 pub use system::{healthz, jwks, readyz};
 
 /// Whether an operation needs a bearer credential.
@@ -207,6 +211,7 @@ pub fn router() -> Router<AppState> {
     let api = usage::routes(api.tag("usage"));
     let api = mfa::routes(api.tag("mfa"));
     let api = reset::routes(api.tag("auth"));
+    let api = scim::routes(api.tag("scim"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -258,7 +258,7 @@ async fn put(
 /// it already has as many as its entitlements allow. Takes the tenant's
 /// lock first, so concurrent additions are counted one after the other and
 /// cannot overshoot; the caller adds in the same transaction.
-pub(super) async fn room_for_one_more(
+pub(crate) async fn room_for_one_more(
     state: &AppState,
     tx: &mut Tx,
     tenant_id: &str,

@@ -12,6 +12,7 @@ mod mfa;
 mod plans;
 mod policies;
 mod reset;
+mod scim;
 mod session;
 mod tenants;
 mod verification;

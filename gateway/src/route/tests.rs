@@ -61,6 +61,7 @@ fn route(name: &str, template: &str, methods: &[(&str, &str)], resource: (&str, 
         resource_type: resource.0.into(),
         resource_id: resource.1,
         forward_authorization: false,
+        upstream_authenticates: false,
         feature: None,
         rate_limit: None,
     }

@@ -8,3 +8,4 @@ mod gateway;
 mod identity;
 mod layering;
 mod plans;
+mod scim;

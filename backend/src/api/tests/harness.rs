@@ -67,6 +67,7 @@ impl TestApp {
     }
 
     pub async fn request(&self, req: Request<Body>) -> Reply {
+        let scim = req.uri().path().starts_with("/scim/");
         let response = self.router.clone().oneshot(req).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -78,8 +79,20 @@ impl TestApp {
         };
         if !status.is_success() && status != StatusCode::NOT_MODIFIED {
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            assert_eq!(ct, "application/problem+json", "{}: errors are problem+json: {status} {body}", self.label());
-            assert_eq!(body["status"], json!(status.as_u16()), "{}", self.label());
+            if scim {
+                // RFC 7644 §3.12: the status as a string, in a SCIM error document.
+                assert_eq!(ct, "application/scim+json", "{}: SCIM errors: {status} {body}", self.label());
+                assert_eq!(body["schemas"], json!([tollgate_scim::error::ERROR_SCHEMA]), "{}", self.label());
+                assert_eq!(body["status"], json!(status.as_u16().to_string()), "{}", self.label());
+            } else {
+                assert_eq!(
+                    ct,
+                    "application/problem+json",
+                    "{}: errors are problem+json: {status} {body}",
+                    self.label()
+                );
+                assert_eq!(body["status"], json!(status.as_u16()), "{}", self.label());
+            }
         }
         Reply { status, headers, body }
     }
@@ -101,7 +114,22 @@ impl TestApp {
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    /// A call with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }

@@ -1,0 +1,101 @@
+//! SCIM provisioning through `tollgate up`: the identity provider's token
+//! works at `/scim/v2` only, a group mapped to a role changes what the
+//! gateway lets a person do, and deprovisioning shuts a signed-in person
+//! out at the gateway within its liveness bound (5 seconds).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tollgate_tests::Tollgate;
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// Polls until `path` answers `status` with `token`; the time it took.
+async fn until(tg: &Tollgate, method: &str, path: &str, token: &str, body: Option<Value>, status: u16) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (got, answer) = tg.send(method, path, Some(token), body.clone()).await;
+        if got == status {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(12), "{method} {path} still answers {got} {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn provisioning_reaches_the_gateway() {
+    let tg = Tollgate::start();
+    let owner = tg.signup_and_login("owner@scim.test", "Provisioned").await;
+    let boss = owner["access_token"].as_str().unwrap().to_owned();
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    tg.signup_and_login("root@scim.test", "Platform").await;
+    tg.cli(&["platform-admin", "grant", "root@scim.test"]);
+    let root = tg.login("root@scim.test").await["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = tg
+        .send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(json!({"plan": "enterprise"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = tg
+        .send("POST", &format!("/api/v1/tenants/{tenant}/scim-tokens"), Some(&boss), Some(json!({"name": "Entra ID"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let scim = body["secret"].as_str().unwrap().to_owned();
+    let settings = json!({"default_role": "viewer", "group_roles": {"CRM Editors": "member"}});
+    let (status, body) =
+        tg.send("PUT", &format!("/api/v1/tenants/{tenant}/scim/settings"), Some(&boss), Some(settings)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The token is good at /scim/v2 and nowhere else.
+    let (status, body) = tg.send("GET", "/scim/v2/ServiceProviderConfig", Some(&scim), None).await;
+    assert_eq!((status, &body["patch"]["supported"]), (200, &json!(true)), "{body}");
+    assert_eq!(tg.send("GET", &format!("/api/v1/tenants/{tenant}"), Some(&scim), None).await.0, 401);
+    assert_eq!(tg.send("GET", "/crm/contacts", Some(&scim), None).await.0, 401);
+    let (status, body) = tg.send("GET", "/scim/v2/Users", Some(&boss), None).await;
+    assert_eq!((status, &body["schemas"][0]), (401, &json!("urn:ietf:params:scim:api:messages:2.0:Error")), "{body}");
+
+    // A member signed in; the provider takes over its standing (viewer by default).
+    let person = tg.invite_member(&owner, "pat@scim.test", "member").await;
+    let (status, body) = tg
+        .send(
+            "POST",
+            "/scim/v2/Users",
+            Some(&scim),
+            Some(json!({"userName": "pat@scim.test", "externalId": "e-1", "emails": [{"value": "pat@scim.test", "primary": true}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let pat = body["id"].as_str().unwrap().to_owned();
+    let write = Some(json!({"name": "Lead"}));
+    until(&tg, "POST", "/crm/contacts", &person, write.clone(), 403).await;
+
+    // A group mapped to `member`: the next decisions let Pat write.
+    let (status, body) = tg
+        .send(
+            "POST",
+            "/scim/v2/Groups",
+            Some(&scim),
+            Some(json!({"displayName": "CRM Editors", "members": [{"value": pat}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    until(&tg, "POST", "/crm/contacts", &person, write, 201).await;
+    let (status, body) = tg
+        .send(
+            "POST",
+            "/scim/v2/Users/.search",
+            Some(&scim),
+            Some(json!({"filter": "groups.display eq \"crm editors\""})),
+        )
+        .await;
+    assert_eq!((status, &body["totalResults"]), (200, &json!(1)), "{body}");
+
+    // Deprovisioned: the same access token is refused within the bound.
+    let off = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": "False"}}]});
+    let (status, body) = tg.send("PATCH", &format!("/scim/v2/Users/{pat}"), Some(&scim), Some(off)).await;
+    assert_eq!((status, &body["active"]), (200, &json!(false)), "{body}");
+    let took = until(&tg, "GET", "/crm/contacts", &person, None, 401).await;
+    assert!(took < Duration::from_secs(7), "refused after {took:?}, beyond the 5-second bound");
+    let (status, _) = tg.send("GET", "/crm/contacts", Some(&boss), None).await;
+    assert_eq!(status, 200, "the rest of the tenant goes on");
+}
