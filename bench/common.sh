@@ -6,6 +6,9 @@
 # Everything listens on 127.0.0.1. (Function bodies are not indented: they
 # hold here-documents.)
 
+# shellcheck source=scripts/api.sh
+. scripts/api.sh
+
 need() {
     local missing=()
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
@@ -115,13 +118,7 @@ B="http://127.0.0.1:$TG/api/v1"
 # platform administrator and lifts its tenant's limits (the quota stage
 # still meters its calls); sets B, TOKEN, TENANT, SESSION, USER_ID and KEY.
 bench_owner() {
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
-curl -sf "$B/auth/signup" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"correct horse battery staple","name":"Bench","tenant_name":"Bench"}' >/dev/null
-LOGIN=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"correct horse battery staple"}')
-TOKEN=$(echo "$LOGIN" | json '["access_token"]')
-TENANT=$(echo "$LOGIN" | json '["tenant"]["id"]')
+sign_up "$B" bench@example.com Bench
 SESSION=$(echo "$LOGIN" | json '["session_id"]')
 USER_ID=$(curl -sf "$B/me" -H "authorization: Bearer $TOKEN" | json '["user"]["id"]')
 KEY=$(curl -sf "$B/tenants/$TENANT/api-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
@@ -163,4 +160,25 @@ request = function()
     return wrk.format("GET", "/tenant/x", { ["Authorization"] = "Bearer " .. tokens[i] })
 end
 LUA
+}
+
+# report_start TITLE [MACHINE]: starts $REPORT with the heading every run
+# has (date, title, cores, CPU model and MACHINE), then the commit.
+report_start() {
+local cpu commit dirty
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
+REPORT="$WORK/report.md"
+printf '\n## %s — %s — %s cores (%s)%s\n\nCommit %s%s. ' "$(date -u +%Y-%m-%d)" "$1" "$(nproc)" "$cpu" "${2:-}" \
+    "$commit" "$dirty" >"$REPORT"
+}
+
+# record_report: prints $REPORT and appends it to bench/RESULTS.md (unless RECORD=0).
+record_report() {
+cat "$REPORT"
+if [ "${RECORD:-1}" = "1" ]; then
+    cat "$REPORT" >>bench/RESULTS.md
+    echo "appended to bench/RESULTS.md"
+fi
 }

@@ -61,23 +61,13 @@ measure "one person (cached JWT)" 3 -H "Authorization: Bearer $TOKEN"
 measure "$TENANTS tenants, one owner each, in turn" "$(warm_for "$TENANTS")" -s "$WORK/owners.lua"
 measure "$USERS members of one tenant, in turn" "$(warm_for "$USERS")" -s "$WORK/members.lua"
 
-CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
-REPORT="$WORK/report.md"
+report_start growth
 {
-    echo
-    echo "## $(date -u +%Y-%m-%d) — growth — $(nproc) cores ($CPU_MODEL)"
-    echo
-    echo "Commit $COMMIT$DIRTY. Command: \`TENANTS=$TENANTS USERS=$USERS DURATION=$DURATION bench/growth.sh\`"
+    echo "Command: \`TENANTS=$TENANTS USERS=$USERS DURATION=$DURATION bench/growth.sh\`"
     echo "(wrk, 1 thread, 64 connections, after a warm-up pass sending every token; policy stage = the gateway's own histogram)."
     echo
     echo "| scenario | req/s | p50 | p99 | policy stage mean µs | RSS MiB after | non-2xx |"
     echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
-} >"$REPORT"
-cat "$REPORT"
-if [ "$RECORD" = "1" ]; then
-    cat "$REPORT" >>bench/RESULTS.md
-    echo "appended to bench/RESULTS.md"
-fi
+} >>"$REPORT"
+record_report

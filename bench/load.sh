@@ -149,16 +149,10 @@ R5=$(ratio "${RPS[tollgate API key, limits enforced/64]}" "${RPS[tollgate API ke
 R4=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[pingora passthrough/64]}")
 ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
 
-CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
-REPORT="$WORK/report.md"
+report_start "load harness" ", $MEM"
 {
-    echo
-    echo "## $(date -u +%Y-%m-%d) — load harness — $(nproc) cores ($CPU_MODEL), $MEM"
-    echo
-    echo "Commit $COMMIT$DIRTY. Command: \`DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
+    echo "Command: \`DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
     echo "nginx with 2 workers, the passthrough and the gateway with 2 threads; origin: one nginx worker)."
     echo
     echo "| scenario | connections | req/s | p50 | p99 | proxy CPU µs/request | peak RSS MiB | non-2xx |"
@@ -171,9 +165,5 @@ REPORT="$WORK/report.md"
     echo "- API key with its tenant's limits enforced / without, 64 connections: **$R5**"
     echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
     echo "- added p50 over passthrough, 8 connections: **${ADDED} µs** (target < 100 µs)"
-} >"$REPORT"
-cat "$REPORT"
-if [ "$RECORD" = "1" ]; then
-    cat "$REPORT" >>bench/RESULTS.md
-    echo "appended to bench/RESULTS.md"
-fi
+} >>"$REPORT"
+record_report

@@ -64,15 +64,9 @@ max=$(printf '%s\n' "${samples[@]}" | sort -n | tail -1)
 growth=$(awk -v a="$first" -v b="$last" 'BEGIN { printf "%.1f", (b - a) * 100 / a }')
 verdict=$(awk -v g="$growth" 'BEGIN { print (g <= 10 ? "flat" : "growing") }')
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
-REPORT="$WORK/report.md"
+report_start soak
 {
-    echo
-    echo "## $(date -u +%Y-%m-%d) — soak — $(nproc) cores ($CPU_MODEL)"
-    echo
-    echo "Commit $COMMIT$DIRTY. Command: \`SOAK_SECS=$SOAK_SECS SHARE=$SHARE bench/soak.sh\` (cached JWT on a"
+    echo "Command: \`SOAK_SECS=$SOAK_SECS SHARE=$SHARE bench/soak.sh\` (cached JWT on a"
     echo "Cedar-checked tenant route, quota stage metering; wrk, $CONNS connections paced ${delay_ms} ms apart)."
     echo
     echo "| capacity req/s | soak req/s | p50 | p99 | non-2xx | RSS first / last / max MiB | growth | verdict |"
@@ -80,9 +74,5 @@ REPORT="$WORK/report.md"
     echo "| $capacity | $rps | $p50 | $p99 | ${non2xx:-0} | $(mib "$first") / $(mib "$last") / $(mib "$max") | ${growth}% | $verdict |"
     echo
     echo "RSS every ${SAMPLE_SECS} s (MiB): $(for s in "${samples[@]}"; do printf '%s ' "$(mib "$s")"; done)"
-} >"$REPORT"
-cat "$REPORT"
-if [ "$RECORD" = "1" ]; then
-    cat "$REPORT" >>bench/RESULTS.md
-    echo "appended to bench/RESULTS.md"
-fi
+} >>"$REPORT"
+record_report

@@ -372,6 +372,7 @@ mod tests {
             (GOOD.replace("\"header\"", "\"cookie\""), "`cookie`"),
             (GOOD.replace("{id}", "{id}/../x"), "normal form"),
             (GOOD.replace("name = \"contact\"", "nam = \"contact\""), "unknown field"),
+            (format!("{GOOD}upstream_authenticates = true\n"), "needs `forward_authorization`"),
         ] {
             let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");

@@ -27,14 +27,35 @@ pub enum Column {
     Bool(String),
     /// Unix milliseconds, compared with RFC 3339 date-times.
     TimeMs(String),
+    /// Folded text with a trigram index beside it: `grams` is a condition
+    /// with `{}` where a `LIKE` pattern goes, true of a superset of the
+    /// rows whose `expr` is like it, found through the index. `co`, `sw`
+    /// and `ew` with at least three plain characters go through it.
+    Grams { expr: String, grams: String },
 }
 
-/// A multi-valued attribute kept in rows of its own: `exists` opens an
-/// `EXISTS (SELECT 1 FROM ... WHERE <correlation>` to which the planner
-/// adds conditions on the element's sub-attributes and the `)`.
+impl Column {
+    /// The expression holding the value.
+    pub fn expr(&self) -> &str {
+        match self {
+            Column::Folded(e) | Column::Exact(e) | Column::Bool(e) | Column::TimeMs(e) => e,
+            Column::Grams { expr, .. } => expr,
+        }
+    }
+}
+
+/// A multi-valued attribute kept in rows of its own: `opening` opens a
+/// subquery over its elements, `EXISTS (SELECT 1 FROM ... WHERE
+/// <correlation>` or `r.id IN (SELECT e.owner FROM ... WHERE ...`, to which
+/// the planner adds `AND` the conditions on the element's sub-attributes,
+/// and `closing` (`)`, or what else must end it, say an `OFFSET 0)` that
+/// keeps PostgreSQL from merging the subquery into the outer query). (An
+/// `IN` over an uncorrelated subquery lets the database start from the few
+/// matching elements instead of probing per resource.)
 #[derive(Debug, Clone)]
 pub struct MultiValued {
-    pub exists: String,
+    pub opening: String,
+    pub closing: &'static str,
     /// The sub-attribute a path without one names (`value`).
     pub default_sub: &'static str,
 }
@@ -177,7 +198,7 @@ impl Planner<'_> {
                     return Err(invalid("value filters do not nest"));
                 }
                 let multi = self.multi(attr)?;
-                format!("{} AND {})", multi.exists, self.filter(filter, Some(attr))?)
+                format!("{} AND {}{}", multi.opening, self.filter(filter, Some(attr))?, multi.closing)
             }
             Filter::Present(path) => self.present(path, within)?,
             Filter::Compare(path, op, literal) => self.compare(path, *op, literal, within)?,
@@ -191,8 +212,8 @@ impl Planner<'_> {
     }
 
     /// Where the values at `path` are: a column of the resource, or of an
-    /// element (with the `EXISTS` opening it needs, when not already within).
-    fn locate(&self, path: &AttrPath, within: Option<&AttrPath>) -> Result<(Option<String>, Column), ScimError> {
+    /// element (with the subquery opening it needs, when not already within).
+    fn locate(&self, path: &AttrPath, within: Option<&AttrPath>) -> Result<(Option<MultiValued>, Column), ScimError> {
         let unknown = || invalid(format!("`{path}` is not an attribute that can be filtered on"));
         if let Some(attr) = within {
             if path.uri.is_some() || path.sub.is_some() {
@@ -204,7 +225,7 @@ impl Planner<'_> {
         if let Some(multi) = self.mapping.multi(&top) {
             let sub = path.sub.as_deref().unwrap_or(multi.default_sub);
             let column = self.mapping.element(&top, sub).ok_or_else(unknown)?;
-            return Ok((Some(multi.exists), column));
+            return Ok((Some(multi), column));
         }
         Ok((None, self.mapping.single(path).ok_or_else(unknown)?))
     }
@@ -213,15 +234,17 @@ impl Planner<'_> {
         if within.is_none() && path.sub.is_none() {
             let top = AttrPath { uri: path.uri.clone(), attr: path.attr.clone(), sub: None };
             if let Some(multi) = self.mapping.multi(&top) {
-                return Ok(format!("{})", multi.exists));
+                return Ok(format!("{}{}", multi.opening, multi.closing));
             }
         }
-        let (exists, column) = self.locate(path, within)?;
+        let (opening, column) = self.locate(path, within)?;
         let condition = match &column {
-            Column::Folded(e) | Column::Exact(e) => format!("({e} IS NOT NULL AND {e} <> '')"),
+            Column::Folded(e) | Column::Exact(e) | Column::Grams { expr: e, .. } => {
+                format!("({e} IS NOT NULL AND {e} <> '')")
+            }
             Column::Bool(e) | Column::TimeMs(e) => format!("({e} IS NOT NULL)"),
         };
-        Ok(wrap(exists, condition))
+        Ok(wrap(opening, condition))
     }
 
     fn compare(
@@ -231,14 +254,14 @@ impl Planner<'_> {
         literal: &Literal,
         within: Option<&AttrPath>,
     ) -> Result<String, ScimError> {
-        let (exists, column) = self.locate(path, within)?;
+        let (opening, column) = self.locate(path, within)?;
         // `ne` of a multi-valued attribute: no element equals it.
-        if let (Some(exists), CompareOp::Ne) = (&exists, op) {
+        if let (Some(multi), CompareOp::Ne) = (&opening, op) {
             let equal = self.condition(&column, CompareOp::Eq, literal, path)?;
-            return Ok(format!("(NOT {exists} AND {equal}))"));
+            return Ok(format!("(NOT {} AND {equal}{})", multi.opening, multi.closing));
         }
         let condition = self.condition(&column, op, literal, path)?;
-        Ok(wrap(exists, condition))
+        Ok(wrap(opening, condition))
     }
 
     fn condition(
@@ -248,15 +271,14 @@ impl Planner<'_> {
         literal: &Literal,
         path: &AttrPath,
     ) -> Result<String, ScimError> {
-        let expr = match column {
-            Column::Folded(e) | Column::Exact(e) | Column::Bool(e) | Column::TimeMs(e) => e.clone(),
-        };
+        let expr = column.expr().to_owned();
         if *literal == Literal::Null {
-            return Ok(match (op, column) {
-                (CompareOp::Eq, Column::Folded(_) | Column::Exact(_)) => format!("({expr} IS NULL OR {expr} = '')"),
-                (CompareOp::Eq, _) => format!("({expr} IS NULL)"),
-                (_, Column::Folded(_) | Column::Exact(_)) => format!("({expr} IS NOT NULL AND {expr} <> '')"),
-                _ => format!("({expr} IS NOT NULL)"),
+            let text = !matches!(column, Column::Bool(_) | Column::TimeMs(_));
+            return Ok(match (op, text) {
+                (CompareOp::Eq, true) => format!("({expr} IS NULL OR {expr} = '')"),
+                (CompareOp::Eq, false) => format!("({expr} IS NULL)"),
+                (_, true) => format!("({expr} IS NOT NULL AND {expr} <> '')"),
+                (_, false) => format!("({expr} IS NOT NULL)"),
             });
         }
         let ordering = |op: CompareOp| match op {
@@ -268,12 +290,12 @@ impl Planner<'_> {
             _ => None,
         };
         match column {
-            Column::Folded(_) | Column::Exact(_) => {
+            Column::Folded(_) | Column::Exact(_) | Column::Grams { .. } => {
                 let Literal::Str(text) = literal else {
                     // A number or boolean never equals a string attribute.
                     return Ok(if op == CompareOp::Ne { "(1 = 1)".into() } else { "(1 = 0)".into() });
                 };
-                let folded = matches!(column, Column::Folded(_));
+                let folded = !matches!(column, Column::Exact(_));
                 let text = if folded { text.to_lowercase() } else { text.clone() };
                 if op == CompareOp::Ne {
                     let p = self.bind(Bind::Text(text));
@@ -282,6 +304,17 @@ impl Planner<'_> {
                 if let Some(sym) = ordering(op) {
                     let p = self.bind(Bind::Text(text));
                     return Ok(format!("({expr} {sym} {p})"));
+                }
+                let plain = text.chars().count() >= 3 && !text.contains(['%', '_', '\\']);
+                if let (Column::Grams { grams, .. }, true) = (column, plain) {
+                    // No wildcard to escape: the trigram index can take the pattern.
+                    let pattern = match op {
+                        CompareOp::Co => format!("%{text}%"),
+                        CompareOp::Sw => format!("{text}%"),
+                        _ => format!("%{text}"),
+                    };
+                    let p = self.bind(Bind::Text(pattern));
+                    return Ok(format!("({} AND {expr} LIKE {p})", grams.replace("{}", &p)));
                 }
                 if folded {
                     let pattern = match op {
@@ -333,9 +366,9 @@ impl Planner<'_> {
     }
 }
 
-fn wrap(exists: Option<String>, condition: String) -> String {
-    match exists {
-        Some(exists) => format!("{exists} AND {condition})"),
+fn wrap(opening: Option<MultiValued>, condition: String) -> String {
+    match opening {
+        Some(multi) => format!("{} AND {condition}{}", multi.opening, multi.closing),
         None => condition,
     }
 }
@@ -359,7 +392,8 @@ mod tests {
         }
         fn multi(&self, path: &AttrPath) -> Option<MultiValued> {
             path.is("emails").then(|| MultiValued {
-                exists: "EXISTS (SELECT 1 FROM v WHERE v.id = u.id AND v.attr = 'emails'".into(),
+                opening: "EXISTS (SELECT 1 FROM v WHERE v.id = u.id AND v.attr = 'emails'".into(),
+                closing: ")",
                 default_sub: "value",
             })
         }
@@ -396,6 +430,43 @@ mod tests {
         let c = planned(r#"emails ne "a@b" or not (active eq true)"#);
         assert!(c.sql.contains("NOT EXISTS") && c.sql.contains("NOT COALESCE"), "{}", c.sql);
         assert_eq!(planned("emails pr").sql, "EXISTS (SELECT 1 FROM v WHERE v.id = u.id AND v.attr = 'emails')");
+    }
+
+    #[test]
+    fn substrings_of_indexed_values_go_through_the_trigrams() {
+        struct Indexed;
+        impl Mapping for Indexed {
+            fn single(&self, _: &AttrPath) -> Option<Column> {
+                None
+            }
+            fn multi(&self, path: &AttrPath) -> Option<MultiValued> {
+                path.is("emails").then(|| MultiValued {
+                    opening: "u.id IN (SELECT v.u FROM v WHERE 1 = 1".into(),
+                    closing: ")",
+                    default_sub: "value",
+                })
+            }
+            fn element(&self, _: &AttrPath, _: &str) -> Option<Column> {
+                Some(Column::Grams {
+                    expr: "v.value_lower".into(),
+                    grams: "v.rowid IN (SELECT rowid FROM g WHERE g.value_lower LIKE {})".into(),
+                })
+            }
+        }
+        let planned = |f: &str| plan(&parse(f).unwrap(), &Indexed, Dialect::Sqlite, 2).unwrap();
+        let c = planned(r#"emails.value co "@Corp7.test""#);
+        assert_eq!(
+            c.sql,
+            "u.id IN (SELECT v.u FROM v WHERE 1 = 1 AND (v.rowid IN (SELECT rowid FROM g WHERE g.value_lower LIKE $2) \
+             AND v.value_lower LIKE $2))"
+        );
+        assert_eq!(c.binds, vec![Bind::Text("%@corp7.test%".into())]);
+        // Too short, or holding a wildcard: the plain, escaped `LIKE`.
+        for (f, pattern) in [(r#"emails.value sw "ab""#, "ab%"), (r#"emails.value ew "a_b""#, "%a\\_b")] {
+            let c = planned(f);
+            assert!(c.sql.contains("ESCAPE") && !c.sql.contains("rowid"), "{f}: {}", c.sql);
+            assert_eq!(c.binds, vec![Bind::Text(pattern.into())], "{f}");
+        }
     }
 
     #[test]

@@ -219,12 +219,21 @@ fn lower(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| s.to_lowercase())
 }
 
-async fn write_values(tx: &mut Tx, tenant_id: &str, id: &str, values: &[ScimValue]) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM scim_user_values WHERE tenant_id = $1 AND scim_user_id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+/// Writes a user's multi-valued elements, replacing what it had unless `fresh`.
+async fn write_values(
+    tx: &mut Tx,
+    tenant_id: &str,
+    id: &str,
+    values: &[ScimValue],
+    fresh: bool,
+) -> Result<(), StoreError> {
+    if !fresh {
+        sqlx::query("DELETE FROM scim_user_values WHERE tenant_id = $1 AND scim_user_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
     for (position, v) in values.iter().enumerate() {
         sqlx::query(
             "INSERT INTO scim_user_values (tenant_id, scim_user_id, attr, position, value_lower, type_lower, \
@@ -272,7 +281,7 @@ pub async fn insert_scim_user(
     .bind(t)
     .execute(&mut **tx)
     .await?;
-    write_values(tx, tenant_id, &id, &fields.values).await?;
+    write_values(tx, tenant_id, &id, &fields.values, true).await?;
     Ok(ScimUserRow {
         id,
         tenant_id: tenant_id.to_owned(),
@@ -314,7 +323,7 @@ pub async fn update_scim_user(
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    write_values(tx, tenant_id, id, &fields.values).await
+    write_values(tx, tenant_id, id, &fields.values, false).await
 }
 
 /// Links a pending SCIM user to the account that accepted its invitation.
@@ -386,51 +395,82 @@ pub struct SortBy {
     pub descending: bool,
 }
 
-/// A page of a tenant's SCIM users matching `condition` (its parameters
-/// from `$2`), ordered by `sort` then id, and how many match in all.
-pub async fn list_scim_users(
+/// Binds a condition's values after what `query` has bound.
+macro_rules! bind_condition {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for b in $binds {
+            query = match b {
+                Bind::Text(s) => query.bind(s.as_str()),
+                Bind::Int(i) => query.bind(*i),
+            };
+        }
+        query
+    }};
+}
+
+/// How many rows of `scope` (a `FROM ... WHERE` naming the tenant as `$1`)
+/// match `condition` (its parameters from `$2`).
+async fn count_matching(
+    tx: &mut Tx,
+    scope: &str,
+    tenant_id: &str,
+    condition: Option<&Condition>,
+) -> Result<i64, StoreError> {
+    let filter = condition.map(|c| format!(" AND {}", c.sql)).unwrap_or_default();
+    let binds: &[Bind] = condition.map(|c| c.binds.as_slice()).unwrap_or(&[]);
+    let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {scope}{filter}")))
+        .bind(tenant_id);
+    Ok(bind_condition!(query, binds).fetch_one(&mut **tx).await?)
+}
+
+/// One page of `select` (`SELECT ... FROM ... WHERE` naming the tenant as
+/// `$1`) matching `condition`, in `order`.
+async fn page_matching<R>(
+    tx: &mut Tx,
+    select: &str,
+    tenant_id: &str,
+    condition: Option<&Condition>,
+    order: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<R>, StoreError>
+where
+    R: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let filter = condition.map(|c| format!(" AND {}", c.sql)).unwrap_or_default();
+    let binds: &[Bind] = condition.map(|c| c.binds.as_slice()).unwrap_or(&[]);
+    let n = binds.len();
+    let sql = format!("{select}{filter} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 2, n + 3);
+    let query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
+    Ok(bind_condition!(query, binds).bind(limit).bind(offset).fetch_all(&mut **tx).await?)
+}
+
+fn order_by(sort: Option<&SortBy>, default: &str, id: &str) -> String {
+    match sort {
+        Some(s) => format!("{} {}, {id}", s.expr, if s.descending { "DESC" } else { "ASC" }),
+        None => format!("{default}, {id}"),
+    }
+}
+
+/// How many of the tenant's SCIM users match `condition` (parameters from `$2`).
+pub async fn count_scim_users(tx: &mut Tx, tenant_id: &str, condition: Option<&Condition>) -> Result<i64, StoreError> {
+    count_matching(tx, "scim_users u WHERE u.tenant_id = $1", tenant_id, condition).await
+}
+
+/// A page of the tenant's SCIM users matching `condition`, ordered by
+/// `sort` (else creation), then id.
+pub async fn scim_users_page(
     tx: &mut Tx,
     tenant_id: &str,
     condition: Option<&Condition>,
     sort: Option<&SortBy>,
     offset: i64,
     limit: i64,
-) -> Result<(Vec<ScimUserRow>, i64), StoreError> {
-    let filter = condition.map(|c| format!(" AND {}", c.sql)).unwrap_or_default();
-    let binds: &[Bind] = condition.map(|c| c.binds.as_slice()).unwrap_or(&[]);
-    let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM scim_users u WHERE u.tenant_id = $1{filter}"
-    )))
-    .bind(tenant_id);
-    for b in binds {
-        count = match b {
-            Bind::Text(s) => count.bind(s.as_str()),
-            Bind::Int(i) => count.bind(*i),
-        };
-    }
-    let total = count.fetch_one(&mut **tx).await?;
-    if limit == 0 {
-        return Ok((Vec::new(), total));
-    }
-    let order = match sort {
-        Some(s) => format!("{} {}, u.id", s.expr, if s.descending { "DESC" } else { "ASC" }),
-        None => "u.created_ms, u.id".to_owned(),
-    };
-    let n = binds.len();
-    let sql = format!(
-        "SELECT {} FROM scim_users u WHERE u.tenant_id = $1{filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
-        scim_user_columns!(),
-        n + 2,
-        n + 3
-    );
-    let mut query = sqlx::query_as::<_, ScimUserRow>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
-    for b in binds {
-        query = match b {
-            Bind::Text(s) => query.bind(s.as_str()),
-            Bind::Int(i) => query.bind(*i),
-        };
-    }
-    Ok((query.bind(limit).bind(offset).fetch_all(&mut **tx).await?, total))
+) -> Result<Vec<ScimUserRow>, StoreError> {
+    let select = concat!("SELECT ", scim_user_columns!(), " FROM scim_users u WHERE u.tenant_id = $1");
+    let order = order_by(sort, "u.created_ms", "u.id");
+    page_matching(tx, select, tenant_id, condition, &order, offset, limit).await
 }
 
 /// The SCIM groups of some SCIM users: (user, group id, group name).
@@ -456,7 +496,20 @@ pub async fn scim_groups_of_users(
     Ok(query.fetch_all(&mut **tx).await?)
 }
 
-/// Where the User attributes are, for filters and sorting.
+/// How an element subquery ends: on PostgreSQL with `OFFSET 0`, which keeps
+/// the planner from merging it into the outer query, where row-level
+/// security on `scim_users` would stop its `LIKE` from using the trigram
+/// index (`LIKE` is not leakproof).
+fn fence(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => ")",
+        Dialect::Postgres => " OFFSET 0)",
+    }
+}
+
+/// Where the User attributes are, for filters and sorting. Multi-valued
+/// attributes are subqueries over the tenant's elements, which name the
+/// tenant as `$1`: the list queries bind it there.
 pub struct UserColumns(pub Dialect);
 
 /// A single-valued attribute kept only in `resource`, read from the JSON.
@@ -511,20 +564,19 @@ impl Mapping for UserColumns {
         if path.uri.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(USER.schema)) {
             return None;
         }
-        let exists = if path.is("emails") || path.is("phoneNumbers") {
+        let opening = if path.is("emails") || path.is("phoneNumbers") {
             let attr = if path.is("emails") { "emails" } else { "phoneNumbers" };
             format!(
-                "EXISTS (SELECT 1 FROM scim_user_values v WHERE v.tenant_id = u.tenant_id AND v.scim_user_id = u.id \
-                 AND v.attr = '{attr}'"
+                "u.id IN (SELECT v.scim_user_id FROM scim_user_values v WHERE v.tenant_id = $1 AND v.attr = '{attr}'"
             )
         } else if path.is("groups") {
-            "EXISTS (SELECT 1 FROM scim_group_members gm JOIN tenant_groups g2 ON g2.tenant_id = gm.tenant_id \
-             AND g2.id = gm.group_id WHERE gm.tenant_id = u.tenant_id AND gm.scim_user_id = u.id"
+            "u.id IN (SELECT gm.scim_user_id FROM scim_group_members gm JOIN tenant_groups g2 \
+             ON g2.tenant_id = gm.tenant_id AND g2.id = gm.group_id WHERE gm.tenant_id = $1"
                 .to_owned()
         } else {
             return None;
         };
-        Some(MultiValued { exists, default_sub: "value" })
+        Some(MultiValued { opening, closing: fence(self.0), default_sub: "value" })
     }
 
     fn element(&self, attr: &AttrPath, sub: &str) -> Option<Column> {
@@ -537,7 +589,15 @@ impl Mapping for UserColumns {
             };
         }
         match sub.as_str() {
-            "value" => Some(Column::Folded("v.value_lower".into())),
+            "value" => Some(match self.0 {
+                Dialect::Sqlite => Column::Grams {
+                    expr: "v.value_lower".into(),
+                    grams: "v.rowid IN (SELECT rowid FROM scim_value_grams WHERE scim_value_grams.value_lower LIKE {})"
+                        .into(),
+                },
+                // The trigram index (pg_trgm) serves `LIKE` on the column itself.
+                Dialect::Postgres => Column::Folded("v.value_lower".into()),
+            }),
             "type" => Some(Column::Folded("v.type_lower".into())),
             "display" => Some(Column::Folded("v.display_lower".into())),
             "primary" => Some(Column::Bool("v.is_primary".into())),
@@ -628,51 +688,24 @@ pub async fn update_scim_group(
     Ok(())
 }
 
-/// A page of the tenant's SCIM groups matching `condition`, and the count.
-pub async fn list_scim_groups(
+/// How many of the tenant's SCIM groups match `condition`.
+pub async fn count_scim_groups(tx: &mut Tx, tenant_id: &str, condition: Option<&Condition>) -> Result<i64, StoreError> {
+    count_matching(tx, "tenant_groups g WHERE g.tenant_id = $1 AND g.scim = 1", tenant_id, condition).await
+}
+
+/// A page of the tenant's SCIM groups matching `condition`.
+pub async fn scim_groups_page(
     tx: &mut Tx,
     tenant_id: &str,
     condition: Option<&Condition>,
     sort: Option<&SortBy>,
     offset: i64,
     limit: i64,
-) -> Result<(Vec<ScimGroupRow>, i64), StoreError> {
-    let filter = condition.map(|c| format!(" AND {}", c.sql)).unwrap_or_default();
-    let binds: &[Bind] = condition.map(|c| c.binds.as_slice()).unwrap_or(&[]);
-    let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM tenant_groups g WHERE g.tenant_id = $1 AND g.scim = 1{filter}"
-    )))
-    .bind(tenant_id);
-    for b in binds {
-        count = match b {
-            Bind::Text(s) => count.bind(s.as_str()),
-            Bind::Int(i) => count.bind(*i),
-        };
-    }
-    let total = count.fetch_one(&mut **tx).await?;
-    if limit == 0 {
-        return Ok((Vec::new(), total));
-    }
-    let order = match sort {
-        Some(s) => format!("{} {}, g.id", s.expr, if s.descending { "DESC" } else { "ASC" }),
-        None => "g.created_at, g.id".to_owned(),
-    };
-    let n = binds.len();
-    let sql = format!(
-        "SELECT {} FROM tenant_groups g WHERE g.tenant_id = $1 AND g.scim = 1{filter} ORDER BY {order} \
-         LIMIT ${} OFFSET ${}",
-        scim_group_columns!(),
-        n + 2,
-        n + 3
-    );
-    let mut query = sqlx::query_as::<_, ScimGroupRow>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
-    for b in binds {
-        query = match b {
-            Bind::Text(s) => query.bind(s.as_str()),
-            Bind::Int(i) => query.bind(*i),
-        };
-    }
-    Ok((query.bind(limit).bind(offset).fetch_all(&mut **tx).await?, total))
+) -> Result<Vec<ScimGroupRow>, StoreError> {
+    let select =
+        concat!("SELECT ", scim_group_columns!(), " FROM tenant_groups g WHERE g.tenant_id = $1 AND g.scim = 1");
+    let order = order_by(sort, "g.created_at", "g.id");
+    page_matching(tx, select, tenant_id, condition, &order, offset, limit).await
 }
 
 /// Where the Group attributes are, for filters and sorting.
@@ -697,8 +730,8 @@ impl Mapping for GroupColumns {
 
     fn multi(&self, path: &AttrPath) -> Option<MultiValued> {
         path.is("members").then(|| MultiValued {
-            exists: "EXISTS (SELECT 1 FROM scim_group_members m WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id"
-                .into(),
+            opening: "g.id IN (SELECT m.group_id FROM scim_group_members m WHERE m.tenant_id = $1".into(),
+            closing: ")",
             default_sub: "value",
         })
     }
@@ -918,4 +951,18 @@ pub async fn group_named(tx: &mut Tx, tenant_id: &str, name: &str) -> Result<Opt
         .bind(name)
         .fetch_optional(&mut **tx)
         .await?)
+}
+
+/// Whether `email` has an invitation into the tenant that can still be accepted.
+pub async fn has_live_invitation(tx: &mut Tx, tenant_id: &str, email: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM invitations WHERE tenant_id = $1 AND email = $2 AND accepted_at IS NULL \
+         AND revoked_at IS NULL AND expires_at > $3",
+    )
+    .bind(tenant_id)
+    .bind(email)
+    .bind(now())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(n > 0)
 }

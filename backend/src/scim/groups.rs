@@ -94,15 +94,19 @@ async fn check_unique(tx: &mut Tx, tenant_id: &str, written: &Written, except: O
 }
 
 /// Makes the group's members exactly `wanted`; the users whose groups
-/// changed are re-synced.
-async fn set_members(ctx: &Ctx<'_>, tx: &mut Tx, group_id: &str, wanted: &BTreeSet<String>) -> Result<()> {
+/// changed are re-synced. An id that is no user of the tenant (one deleted
+/// meanwhile, or another tenant's) is left out, and returned: the answer
+/// lists the members the group really has.
+async fn set_members(ctx: &Ctx<'_>, tx: &mut Tx, group_id: &str, wanted: &BTreeSet<String>) -> Result<Vec<String>> {
     let tenant_id = &ctx.client.tenant_id;
     let current: BTreeSet<String> =
         store::scim_group_members(tx, tenant_id, group_id).await?.into_iter().map(|(id, _)| id).collect();
     let mut changed = Vec::new();
+    let mut ignored = Vec::new();
     for id in wanted.difference(&current) {
         if store::scim_user(tx, tenant_id, id).await?.is_none() {
-            return Err(Failure(ScimError::typed(ScimType::InvalidValue, format!("no user `{id}` to be a member"))));
+            ignored.push(id.clone());
+            continue;
         }
         store::add_scim_group_member(tx, tenant_id, group_id, id).await?;
         changed.push(id.clone());
@@ -114,7 +118,8 @@ async fn set_members(ctx: &Ctx<'_>, tx: &mut Tx, group_id: &str, wanted: &BTreeS
     if !changed.is_empty() {
         store::touch_scim_group(tx, tenant_id, group_id).await?;
     }
-    provision::sync_users(ctx, tx, &changed).await
+    provision::sync_users(ctx, tx, &changed).await?;
+    Ok(ignored)
 }
 
 fn unique_violation(e: store::StoreError) -> Failure {
@@ -137,13 +142,13 @@ pub(super) async fn create_op(ctx: &Ctx<'_>, body: &Value) -> Result<Value> {
     let row = store::insert_scim_group(&mut tx, tenant_id, &written.name, written.external_id.as_deref())
         .await
         .map_err(unique_violation)?;
-    set_members(ctx, &mut tx, &row.id, &written.members).await?;
+    let ignored = set_members(ctx, &mut tx, &row.id, &written.members).await?;
     audit(
         &mut tx,
         ctx.client,
         None,
         "scim.group_created",
-        json!({"group": row.id, "name": row.name, "members": written.members.len()}),
+        json!({"group": row.id, "name": row.name, "members": written.members.len(), "ignored_members": ignored}),
     )
     .await?;
     let members = store::scim_group_members(&mut tx, tenant_id, &row.id).await?;
@@ -167,7 +172,7 @@ async fn write(ctx: &Ctx<'_>, tx: &mut Tx, row: &ScimGroupRow, written: Written,
     store::update_scim_group(tx, tenant_id, &row.id, &written.name, written.external_id.as_deref())
         .await
         .map_err(unique_violation)?;
-    set_members(ctx, tx, &row.id, &written.members).await?;
+    let ignored = set_members(ctx, tx, &row.id, &written.members).await?;
     if !row.name.eq_ignore_ascii_case(&written.name) {
         // The name may map to a role: every member's role is recomputed.
         let all: Vec<String> = written.members.iter().cloned().collect();
@@ -178,7 +183,7 @@ async fn write(ctx: &Ctx<'_>, tx: &mut Tx, row: &ScimGroupRow, written: Written,
         ctx.client,
         None,
         event,
-        json!({"group": row.id, "name": written.name, "members": written.members.len()}),
+        json!({"group": row.id, "name": written.name, "members": written.members.len(), "ignored_members": ignored}),
     )
     .await?;
     let updated = store::scim_group(tx, tenant_id, &row.id).await?.ok_or_else(|| not_found(&row.id))?;
@@ -230,23 +235,39 @@ async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
         Some(name) => Some(super::users::sort_by(&GroupColumns, name, q.descending)?),
         None => None,
     };
-    let mut tx = ctx.state.store.tenant_read_tx(tenant_id).await?;
-    let (rows, total) =
-        store::list_scim_groups(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
-            .await?;
     let projection = q.projection();
-    let mut resources = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let members = if projection.omits("members") {
-            None
-        } else {
-            Some(store::scim_group_members(&mut tx, tenant_id, &row.id).await?)
-        };
-        let mut resource = to_resource(row, members.as_deref(), &ctx.client.base);
-        projection.apply(&mut resource);
-        resources.push(resource);
-    }
-    tx.commit().await?;
+    let db = &ctx.state.store;
+    // As for users: the count and the page at once.
+    let counting = async {
+        let mut tx = db.tenant_read_tx(tenant_id).await?;
+        let total = store::count_scim_groups(&mut tx, tenant_id, condition.as_ref()).await?;
+        tx.commit().await?;
+        Ok::<_, store::StoreError>(total)
+    };
+    let paging = async {
+        let mut resources = Vec::new();
+        if q.count == 0 {
+            return Ok(resources);
+        }
+        let mut tx = db.tenant_read_tx(tenant_id).await?;
+        let rows =
+            store::scim_groups_page(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
+                .await?;
+        for row in &rows {
+            let members = if projection.omits("members") {
+                None
+            } else {
+                Some(store::scim_group_members(&mut tx, tenant_id, &row.id).await?)
+            };
+            let mut resource = to_resource(row, members.as_deref(), &ctx.client.base);
+            projection.apply(&mut resource);
+            resources.push(resource);
+        }
+        tx.commit().await?;
+        Ok::<_, store::StoreError>(resources)
+    };
+    let (total, resources) = tokio::join!(counting, paging);
+    let (total, resources) = (total?, resources?);
     Ok(list_response(resources, total, q.start_index))
 }
 

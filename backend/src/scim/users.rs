@@ -198,11 +198,7 @@ pub(super) async fn create_op(ctx: &Ctx<'_>, body: &Value) -> Result<Value> {
         store::insert_scim_user(&mut tx, tenant_id, user_id.as_deref(), &fields).await.map_err(unique_violation)?;
     provision::sync(ctx, &mut tx, &row).await?;
     let pending = row.user_id.is_none();
-    if pending && fields.active {
-        let role = provision::role_for(&mut tx, tenant_id, &row.id).await?;
-        let tenant = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or_else(|| not_found(tenant_id))?;
-        crate::api::invite(ctx.state, &mut tx, &tenant, &fields.email, &role, &ctx.client.actor).await?;
-    }
+    invite_if_pending(ctx, &mut tx, &row).await?;
     audit(
         &mut tx,
         ctx.client,
@@ -215,6 +211,20 @@ pub(super) async fn create_op(ctx: &Ctx<'_>, body: &Value) -> Result<Value> {
     Ok(to_resource(&row, &[], &ctx.client.base))
 }
 
+/// Invites the account a pending, active SCIM user waits for, unless an
+/// invitation is out already (one that expired is sent again at the next
+/// change of the user).
+async fn invite_if_pending(ctx: &Ctx<'_>, tx: &mut Tx, row: &ScimUserRow) -> Result<()> {
+    let tenant_id = &ctx.client.tenant_id;
+    if row.user_id.is_some() || row.active == 0 || store::has_live_invitation(tx, tenant_id, &row.email).await? {
+        return Ok(());
+    }
+    let role = provision::role_for(tx, tenant_id, &row.id).await?;
+    let tenant = store::tenant_by_id(tx, tenant_id).await?.ok_or_else(|| not_found(tenant_id))?;
+    crate::api::invite(ctx.state, tx, &tenant, &row.email, &role, &ctx.client.actor).await?;
+    Ok(())
+}
+
 /// Writes new attributes over a user (PUT, PATCH) and re-syncs the tenant.
 async fn write(ctx: &Ctx<'_>, tx: &mut Tx, row: &ScimUserRow, attrs: Value, event: &str) -> Result<ScimUserRow> {
     let tenant_id = &ctx.client.tenant_id;
@@ -223,6 +233,7 @@ async fn write(ctx: &Ctx<'_>, tx: &mut Tx, row: &ScimUserRow, attrs: Value, even
     store::update_scim_user(tx, tenant_id, &row.id, &fields).await.map_err(unique_violation)?;
     let updated = store::scim_user(tx, tenant_id, &row.id).await?.ok_or_else(|| not_found(&row.id))?;
     provision::sync(ctx, tx, &updated).await?;
+    invite_if_pending(ctx, tx, &updated).await?;
     let mut details = json!({"scim_user": row.id});
     if (row.active == 1) != fields.active {
         details["active"] = json!(fields.active);
@@ -305,18 +316,35 @@ async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
         Some(name) => Some(sort_by(&columns, name, q.descending)?),
         None => None,
     };
-    let mut tx = ctx.state.store.tenant_read_tx(tenant_id).await?;
-    let (rows, total) =
-        store::list_scim_users(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
-            .await?;
     let projection = q.projection();
-    let memberships = if projection.omits("groups") {
-        Vec::new()
-    } else {
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        store::scim_groups_of_users(&mut tx, tenant_id, &ids).await?
+    let db = &ctx.state.store;
+    // The count and the page are independent reads: both at once, each in
+    // its own read transaction (the total may miss a change made between).
+    let counting = async {
+        let mut tx = db.tenant_read_tx(tenant_id).await?;
+        let total = store::count_scim_users(&mut tx, tenant_id, condition.as_ref()).await?;
+        tx.commit().await?;
+        Ok::<_, store::StoreError>(total)
     };
-    tx.commit().await?;
+    let paging = async {
+        if q.count == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut tx = db.tenant_read_tx(tenant_id).await?;
+        let rows =
+            store::scim_users_page(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
+                .await?;
+        let memberships = if projection.omits("groups") {
+            Vec::new()
+        } else {
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            store::scim_groups_of_users(&mut tx, tenant_id, &ids).await?
+        };
+        tx.commit().await?;
+        Ok::<_, store::StoreError>((rows, memberships))
+    };
+    let (total, page) = tokio::join!(counting, paging);
+    let (total, (rows, memberships)) = (total?, page?);
     let resources = rows
         .iter()
         .map(|row| {
@@ -340,9 +368,7 @@ pub(super) fn sort_by(columns: &dyn Mapping, name: &str, descending: bool) -> Re
     let column = columns.single(&path).ok_or_else(|| {
         ScimError::typed(ScimType::InvalidValue, format!("`{name}` is not an attribute that can be sorted on"))
     })?;
-    let expr = match column {
-        query::Column::Folded(e) | query::Column::Exact(e) | query::Column::Bool(e) | query::Column::TimeMs(e) => e,
-    };
+    let expr = column.expr().to_owned();
     Ok(SortBy { expr, descending })
 }
 
