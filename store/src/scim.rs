@@ -424,14 +424,29 @@ async fn count_matching(
     Ok(bind_condition!(query, binds).fetch_one(&mut **tx).await?)
 }
 
-/// One page of `select` (`SELECT ... FROM ... WHERE` naming the tenant as
-/// `$1`) matching `condition`, in `order`.
+/// A page's query: which rows, of which table, in which order.
+struct Page<'a> {
+    /// The columns selected, prefixed with the table's alias.
+    columns: &'a str,
+    /// The table and its alias (`scim_users u`).
+    table: &'a str,
+    alias: &'a str,
+    /// The rows of the tenant (named `$1`).
+    scope: &'a str,
+    order: String,
+}
+
+/// One page of `page` matching `condition` (parameters from `$2`). On
+/// PostgreSQL a filtered page is read from the filtered rows (`OFFSET 0`
+/// keeps them apart): with statistics its planner would rather walk the
+/// sort order's index and filter, which reads nearly every row when the
+/// matches cluster at one end (`meta.lastModified gt`, the delta query).
 async fn page_matching<R>(
     tx: &mut Tx,
-    select: &str,
+    dialect: Dialect,
+    page: &Page<'_>,
     tenant_id: &str,
     condition: Option<&Condition>,
-    order: &str,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<R>, StoreError>
@@ -441,7 +456,13 @@ where
     let filter = condition.map(|c| format!(" AND {}", c.sql)).unwrap_or_default();
     let binds: &[Bind] = condition.map(|c| c.binds.as_slice()).unwrap_or(&[]);
     let n = binds.len();
-    let sql = format!("{select}{filter} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 2, n + 3);
+    let Page { columns, table, alias, scope, order } = page;
+    let rows = if condition.is_some() && dialect == Dialect::Postgres {
+        format!("(SELECT {alias}.* FROM {table} WHERE {scope}{filter} OFFSET 0) {alias}")
+    } else {
+        format!("{table} WHERE {scope}{filter}")
+    };
+    let sql = format!("SELECT {columns} FROM {rows} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 2, n + 3);
     let query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
     Ok(bind_condition!(query, binds).bind(limit).bind(offset).fetch_all(&mut **tx).await?)
 }
@@ -462,15 +483,21 @@ pub async fn count_scim_users(tx: &mut Tx, tenant_id: &str, condition: Option<&C
 /// `sort` (else creation), then id.
 pub async fn scim_users_page(
     tx: &mut Tx,
+    dialect: Dialect,
     tenant_id: &str,
     condition: Option<&Condition>,
     sort: Option<&SortBy>,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<ScimUserRow>, StoreError> {
-    let select = concat!("SELECT ", scim_user_columns!(), " FROM scim_users u WHERE u.tenant_id = $1");
-    let order = order_by(sort, "u.created_ms", "u.id");
-    page_matching(tx, select, tenant_id, condition, &order, offset, limit).await
+    let page = Page {
+        columns: scim_user_columns!(),
+        table: "scim_users u",
+        alias: "u",
+        scope: "u.tenant_id = $1",
+        order: order_by(sort, "u.created_ms", "u.id"),
+    };
+    page_matching(tx, dialect, &page, tenant_id, condition, offset, limit).await
 }
 
 /// The SCIM groups of some SCIM users: (user, group id, group name).
@@ -696,16 +723,21 @@ pub async fn count_scim_groups(tx: &mut Tx, tenant_id: &str, condition: Option<&
 /// A page of the tenant's SCIM groups matching `condition`.
 pub async fn scim_groups_page(
     tx: &mut Tx,
+    dialect: Dialect,
     tenant_id: &str,
     condition: Option<&Condition>,
     sort: Option<&SortBy>,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<ScimGroupRow>, StoreError> {
-    let select =
-        concat!("SELECT ", scim_group_columns!(), " FROM tenant_groups g WHERE g.tenant_id = $1 AND g.scim = 1");
-    let order = order_by(sort, "g.created_at", "g.id");
-    page_matching(tx, select, tenant_id, condition, &order, offset, limit).await
+    let page = Page {
+        columns: scim_group_columns!(),
+        table: "tenant_groups g",
+        alias: "g",
+        scope: "g.tenant_id = $1 AND g.scim = 1",
+        order: order_by(sort, "g.created_at", "g.id"),
+    };
+    page_matching(tx, dialect, &page, tenant_id, condition, offset, limit).await
 }
 
 /// Where the Group attributes are, for filters and sorting.

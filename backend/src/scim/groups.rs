@@ -250,9 +250,16 @@ async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
             return Ok(resources);
         }
         let mut tx = db.tenant_read_tx(tenant_id).await?;
-        let rows =
-            store::scim_groups_page(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
-                .await?;
+        let rows = store::scim_groups_page(
+            &mut tx,
+            store::dialect(db.kind()),
+            tenant_id,
+            condition.as_ref(),
+            sort.as_ref(),
+            q.start_index - 1,
+            q.count,
+        )
+        .await?;
         for row in &rows {
             let members = if projection.omits("members") {
                 None

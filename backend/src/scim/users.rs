@@ -331,9 +331,16 @@ async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut tx = db.tenant_read_tx(tenant_id).await?;
-        let rows =
-            store::scim_users_page(&mut tx, tenant_id, condition.as_ref(), sort.as_ref(), q.start_index - 1, q.count)
-                .await?;
+        let rows = store::scim_users_page(
+            &mut tx,
+            store::dialect(db.kind()),
+            tenant_id,
+            condition.as_ref(),
+            sort.as_ref(),
+            q.start_index - 1,
+            q.count,
+        )
+        .await?;
         let memberships = if projection.omits("groups") {
             Vec::new()
         } else {

@@ -23,24 +23,31 @@ async fn until(tg: &Tollgate, method: &str, path: &str, token: &str, body: Optio
     }
 }
 
-#[tokio::test]
-async fn provisioning_reaches_the_gateway() {
-    let tg = Tollgate::start();
-    let owner = tg.signup_and_login("owner@scim.test", "Provisioned").await;
-    let boss = owner["access_token"].as_str().unwrap().to_owned();
-    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
-    tg.signup_and_login("root@scim.test", "Platform").await;
-    tg.cli(&["platform-admin", "grant", "root@scim.test"]);
-    let root = tg.login("root@scim.test").await["access_token"].as_str().unwrap().to_owned();
+/// A tenant on the enterprise plan (its owner made a platform
+/// administrator to set it) with a SCIM token: the token and the owner's
+/// login answer.
+async fn scim_tenant(tg: &Tollgate, email: &str, name: &str) -> (String, Value) {
+    let owner = tg.signup_and_login(email, name).await;
+    tg.cli(&["platform-admin", "grant", email]);
+    let boss = owner["access_token"].as_str().unwrap();
+    let tenant = owner["tenant"]["id"].as_str().unwrap();
     let (status, body) = tg
-        .send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(json!({"plan": "enterprise"})))
+        .send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(boss), Some(json!({"plan": "enterprise"})))
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = tg
-        .send("POST", &format!("/api/v1/tenants/{tenant}/scim-tokens"), Some(&boss), Some(json!({"name": "Entra ID"})))
+        .send("POST", &format!("/api/v1/tenants/{tenant}/scim-tokens"), Some(boss), Some(json!({"name": "Entra ID"})))
         .await;
     assert_eq!(status, 201, "{body}");
-    let scim = body["secret"].as_str().unwrap().to_owned();
+    (body["secret"].as_str().unwrap().to_owned(), owner)
+}
+
+#[tokio::test]
+async fn provisioning_reaches_the_gateway() {
+    let tg = Tollgate::start();
+    let (scim, owner) = scim_tenant(&tg, "owner@scim.test", "Provisioned").await;
+    let boss = owner["access_token"].as_str().unwrap().to_owned();
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
     let settings = json!({"default_role": "viewer", "group_roles": {"CRM Editors": "member"}});
     let (status, body) =
         tg.send("PUT", &format!("/api/v1/tenants/{tenant}/scim/settings"), Some(&boss), Some(settings)).await;
@@ -98,4 +105,49 @@ async fn provisioning_reaches_the_gateway() {
     assert!(took < Duration::from_secs(7), "refused after {took:?}, beyond the 5-second bound");
     let (status, _) = tg.send("GET", "/crm/contacts", Some(&boss), None).await;
     assert_eq!(status, 200, "the rest of the tenant goes on");
+}
+
+/// Through the gateway: ETags both ways, a bulk body larger than the
+/// platform API's own limit, and another tenant's ids answered 404.
+#[tokio::test]
+async fn scim_headers_bodies_and_tenants_pass_the_gateway_intact() {
+    let tg = Tollgate::start();
+    let (scim_a, _) = scim_tenant(&tg, "a@scim2.test", "A").await;
+    let (scim_b, _) = scim_tenant(&tg, "b@scim2.test", "B").await;
+    let (status, body) =
+        tg.send("POST", "/scim/v2/Users", Some(&scim_a), Some(json!({"userName": "etag@scim2.test"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let version = body["meta"]["version"].as_str().unwrap().to_owned();
+    let url = tg.url(&format!("/scim/v2/Users/{id}"));
+    let answer = tg.http.get(&url).bearer_auth(&scim_a).header("if-none-match", &version).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 304);
+    let patch = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]});
+    let answer =
+        tg.http.patch(&url).bearer_auth(&scim_a).header("if-match", "W/\"999\"").json(&patch).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 412);
+    assert_eq!(answer.headers()["content-type"], "application/scim+json");
+    let answer =
+        tg.http.patch(&url).bearer_auth(&scim_a).header("if-match", &version).json(&patch).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_ne!(answer.headers()["etag"].to_str().unwrap(), version, "a new version");
+
+    // Tenant B's token does not see A's user.
+    assert_eq!(tg.send("GET", &format!("/scim/v2/Users/{id}"), Some(&scim_b), None).await.0, 404);
+    assert_eq!(tg.send("DELETE", &format!("/scim/v2/Users/{id}"), Some(&scim_b), None).await.0, 404);
+
+    // A bulk request of some 90 KB: larger than the API's own 64 KiB bodies.
+    let operations: Vec<Value> = (0..80)
+        .map(|i| {
+            json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"),
+                   "data": {"userName": format!("bulk{i}@scim2.test"), "title": "x".repeat(1000)}})
+        })
+        .collect();
+    let bulk = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": operations});
+    let (status, body) = tg.send("POST", "/scim/v2/Bulk", Some(&scim_b), Some(bulk)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["Operations"].as_array().unwrap().iter().all(|o| o["status"] == "201"), "{body}");
+    let (_, list) =
+        tg.send("GET", "/scim/v2/Users?filter=userName%20sw%20%22bulk%22&count=1", Some(&scim_b), None).await;
+    assert_eq!((list["totalResults"].as_i64(), list["itemsPerPage"].as_i64()), (Some(80), Some(1)), "{list}");
 }
