@@ -79,6 +79,78 @@ async fn postgres_row_level_security_backs_tenant_checks() {
     }
 }
 
+/// Every table holding a tenant's rows is bound by forced row-level
+/// security, but for those listed with why; the SCIM values filters match
+/// against are readable (their trigram index needs it) but written only for
+/// the transaction's own tenant.
+#[tokio::test]
+async fn postgres_binds_every_tenant_table() {
+    // Sessions are found by id before their tenant is known, the outbox and
+    // the security log are the platform's, the policy change feed names
+    // tenants only.
+    const NOT_BOUND: [&str; 4] = ["outbox", "policy_changes", "security_events", "sessions"];
+    for db in databases().await {
+        if db.store.kind() != DbKind::Postgres {
+            continue;
+        }
+        let tables: Vec<(String, bool, bool)> = sqlx::query_as(
+            "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
+             WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace AND EXISTS \
+             (SELECT 1 FROM information_schema.columns col WHERE col.table_schema = 'public' \
+              AND col.table_name = c.relname AND col.column_name = 'tenant_id') ORDER BY 1",
+        )
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+        assert!(tables.len() > 10, "{tables:?}");
+        let unbound: Vec<&str> =
+            tables.iter().filter(|(_, on, forced)| !(*on && *forced)).map(|t| t.0.as_str()).collect();
+        assert_eq!(unbound, NOT_BOUND);
+
+        let (a, _) = tenant_with_owner(&db.store, "A", "alice@values.test").await;
+        let (b, _) = tenant_with_owner(&db.store, "B", "bob@values.test").await;
+        let fields = |name: &str| ScimUserFields {
+            email: format!("{name}@values.test"),
+            user_name: name.to_owned(),
+            external_id: None,
+            display_name: None,
+            given_name: None,
+            family_name: None,
+            active: true,
+            resource: "{}".to_owned(),
+            values: vec![ScimValue {
+                attr: "emails",
+                value: format!("{name}@values.test"),
+                type_: None,
+                display: None,
+                primary: true,
+            }],
+        };
+        let mut tx = db.store.tenant_tx(&b.id).await.unwrap();
+        let bs = insert_scim_user(&mut tx, &b.id, None, &fields("bee")).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        let forged = sqlx::query(
+            "INSERT INTO scim_user_values (tenant_id, scim_user_id, attr, position, value_lower, is_primary) \
+             VALUES ($1, $2, 'emails', 9, 'x@forged.test', 0)",
+        )
+        .bind(&b.id)
+        .bind(&bs.id)
+        .execute(&mut *tx)
+        .await;
+        assert!(forged.is_err(), "tenant A's transaction cannot write tenant B's values");
+        drop(tx);
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        let gone =
+            sqlx::query("DELETE FROM scim_user_values WHERE scim_user_id = $1").bind(&bs.id).execute(&mut *tx).await;
+        assert_eq!(gone.unwrap().rows_affected(), 0, "nor delete them");
+        tx.commit().await.unwrap();
+        let mut tx = db.store.tenant_tx(&a.id).await.unwrap();
+        assert!(scim_user(&mut tx, &b.id, &bs.id).await.unwrap().is_none(), "the users stay bound");
+        tx.commit().await.unwrap();
+    }
+}
+
 /// Group memberships are tied to the group's tenant by the schema itself:
 /// on both databases a member of one tenant cannot be put into another
 /// tenant's group, even by a query that names them; on PostgreSQL row-level
