@@ -102,6 +102,9 @@ pub struct AuthFile {
     pub invitation_ttl_secs: Option<i64>,
     pub secure_cookies: Option<bool>,
     pub key_reload_secs: Option<u64>,
+    /// The key sealing secrets the platform reads back (TOTP seeds):
+    /// `<data_dir>/keys/secrets.key`, made on first start, when not set.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Values given on the command line, which win over everything else.
@@ -137,6 +140,8 @@ pub struct Config {
     pub invitation_ttl_secs: i64,
     pub secure_cookies: bool,
     pub key_reload_secs: u64,
+    /// Where the secrets-sealing key is (see `AuthFile::secrets_key_file`).
+    pub secrets_key_file: Option<PathBuf>,
     /// Whether `up` runs the demo CRM.
     pub demo: bool,
     /// The gateway's own configuration, before the platform's routes join it.
@@ -250,6 +255,7 @@ impl Config {
         if !(1..=3600).contains(&key_reload) {
             return Err(invalid("auth.key_reload_secs", "must be between 1 and 3600"));
         }
+        let secrets_key_file = env("TOLLGATE_SECRETS_KEY_FILE").map(PathBuf::from).or(auth.secrets_key_file);
         let demo = match env("TOLLGATE_DEMO").as_deref() {
             Some("true") => true,
             Some("false") => false,
@@ -273,6 +279,7 @@ impl Config {
             refresh_ttl_secs: refresh,
             invitation_ttl_secs: invitation,
             secure_cookies,
+            secrets_key_file,
             key_reload_secs: key_reload as u64,
         })
     }
@@ -302,10 +309,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tg-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("tollgate.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/tg\"\n[auth]\naccess_ttl_secs = 600\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/tg\"\n[auth]\naccess_ttl_secs = 600\n\
+             secrets_key_file = \"/etc/tg/secrets.key\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!((c.listen.port(), c.access_ttl_secs), (9000, 600));
+        assert_eq!(c.secrets_key_file.as_deref(), Some(Path::new("/etc/tg/secrets.key")));
+        let moved = env_of(&[("TOLLGATE_SECRETS_KEY_FILE", "/run/tg.key")]);
+        assert_eq!(
+            Config::load(Some(&file), &moved, &Overrides::default()).unwrap().secrets_key_file.as_deref(),
+            Some(Path::new("/run/tg.key"))
+        );
         assert_eq!(c.database_url, "sqlite:/srv/tg/tollgate.db");
         let env = env_of(&[("TOLLGATE_LISTEN", "127.0.0.1:9100"), ("TOLLGATE_DATABASE_URL", "postgres://u@h/db")]);
         let c = Config::load(Some(&file), &env, &Overrides::default()).unwrap();

@@ -321,6 +321,9 @@ async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>,
     backend.invitation_ttl = config.invitation_ttl_secs;
     backend.secure_cookies = config.secure_cookies;
     backend.catalog = Arc::clone(&config.catalog);
+    if let Some(file) = &config.secrets_key_file {
+        backend.secrets_key_file = file.clone();
+    }
     Ok(tollgate_backend::build_state(store, engine, backend).await?)
 }
 

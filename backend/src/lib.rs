@@ -27,6 +27,7 @@ use tollgate_policies::LivePolicies;
 pub use state::{AppState, BackendConfig};
 use tollgate_identity::assertion::BACKEND_UPSTREAM;
 use tollgate_identity::layers::TenantEngines;
+use tollgate_identity::sealed::Sealer;
 use tollgate_identity::tokens::{KeyError, KeyRing};
 use tollgate_store::{Store, StoreError};
 
@@ -39,6 +40,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error("cannot prepare the dummy password hash")]
     Hash,
+    #[error(transparent)]
+    Sealed(#[from] tollgate_identity::sealed::SealError),
 }
 
 /// Opens the signing keys (creating the first one) and assembles the state.
@@ -49,6 +52,8 @@ pub async fn build_state(
 ) -> Result<AppState, StartError> {
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;
     let dummy = auth::password::hash(&tollgate_identity::secrets::random_token()).map_err(|_| StartError::Hash)?;
+    let sealer = Arc::new(Sealer::load_or_create(&config.secrets_key_file)?);
+    seal_legacy_secrets(&store, &sealer).await?;
     Ok(AppState {
         lookups: StoreLookups::new(store.clone(), Arc::clone(&config.catalog)),
         store,
@@ -57,7 +62,19 @@ pub async fn build_state(
         config: Arc::new(config),
         dummy_hash: dummy.into(),
         hashing: auth::password::Hashing::for_this_machine(),
+        sealer,
     })
+}
+
+/// Seals the TOTP secrets stored before secrets were sealed at rest.
+async fn seal_legacy_secrets(store: &Store, sealer: &Sealer) -> Result<(), StoreError> {
+    let mut tx = store.tx().await?;
+    for (user_id, secret) in tollgate_store::unsealed_totp_secrets(&mut tx).await? {
+        let sealed = sealer.seal(&secret, &api::totp_context(&user_id));
+        tollgate_store::replace_totp_secret(&mut tx, &user_id, &secret, &sealed).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The whole HTTP surface of the backend.

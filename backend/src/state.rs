@@ -28,11 +28,15 @@ pub struct BackendConfig {
     pub max_body_bytes: usize,
     /// The plans tenants can be on.
     pub catalog: Arc<Catalog>,
+    /// The key that seals secrets the platform reads back (TOTP seeds);
+    /// made on first start when absent. Instances sharing a database share it.
+    pub secrets_key_file: PathBuf,
 }
 
 impl BackendConfig {
     pub fn new(data_dir: PathBuf, issuer: String) -> Self {
         Self {
+            secrets_key_file: data_dir.join("keys").join("secrets.key"),
             data_dir,
             issuer,
             access_ttl: 15 * 60,
@@ -65,4 +69,6 @@ pub struct AppState {
     pub dummy_hash: Arc<str>,
     /// Every password hash and verification runs through this bound.
     pub hashing: crate::auth::password::Hashing,
+    /// Seals TOTP secrets at rest.
+    pub sealer: Arc<tollgate_identity::sealed::Sealer>,
 }

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod plans;
 pub mod principal;
 pub mod roles;
+pub mod sealed;
 pub mod secrets;
 pub mod tokens;
 pub mod totp;

@@ -10,7 +10,7 @@ use super::{StoreError, Tx, new_id, now};
 #[derive(Debug, Clone, FromRow)]
 pub struct TotpRow {
     pub user_id: String,
-    /// Base32.
+    /// Sealed (`v1.`...) by the backend; base32 in rows from before sealing.
     pub secret: String,
     pub confirmed_at: Option<i64>,
     /// The last step whose code was accepted: a code is good once.
@@ -36,6 +36,22 @@ pub async fn begin_totp(tx: &mut Tx, user_id: &str, secret: &str) -> Result<(), 
     .bind(now())
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The TOTP secrets stored before secrets were sealed: (user, base32).
+pub async fn unsealed_totp_secrets(tx: &mut Tx) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT user_id, secret FROM mfa_totp WHERE secret NOT LIKE 'v1.%'").fetch_all(&mut **tx).await?)
+}
+
+/// Replaces a person's stored TOTP secret (with its sealed form).
+pub async fn replace_totp_secret(tx: &mut Tx, user_id: &str, from: &str, to: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE mfa_totp SET secret = $1 WHERE user_id = $2 AND secret = $3")
+        .bind(to)
+        .bind(user_id)
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson};
 use crate::state::AppState;
+use tollgate_identity::sealed::Sealer;
 use tollgate_identity::secrets;
 use tollgate_identity::totp::{self, Secret};
 use tollgate_store::{self as store, NewChallenge, now};
@@ -58,6 +59,22 @@ pub fn routes(api: Api) -> Api {
     .body::<Verify>()
 }
 
+/// What a person's TOTP secret is sealed for: their row alone.
+pub(crate) fn totp_context(user_id: &str) -> String {
+    format!("totp:{user_id}")
+}
+
+/// A person's TOTP secret from its stored form: sealed, or base32 from
+/// before sealing (sealed at the next start).
+fn stored_secret(state: &AppState, user_id: &str, stored: &str) -> Result<Secret, ApiError> {
+    let base32 = if Sealer::is_sealed(stored) {
+        state.sealer.open(stored, &totp_context(user_id)).map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        stored.to_owned()
+    };
+    Secret::from_base32(&base32).ok_or_else(|| ApiError::Internal("stored TOTP secret".into()))
+}
+
 async fn enrol(State(state): State<AppState>, p: Authenticated) -> Result<Response, ApiError> {
     let user = p.require_user()?;
     authorize(&state, &p, Action::AccountUpdate, Resource::Account(&user.id), None)?;
@@ -67,7 +84,8 @@ async fn enrol(State(state): State<AppState>, p: Authenticated) -> Result<Respon
     if store::totp_of(&mut tx, &user.id).await?.is_some_and(|t| t.confirmed_at.is_some()) {
         return Err(ApiError::Conflict("a second factor is on already: turn it off first".into()));
     }
-    store::begin_totp(&mut tx, &user.id, &secret.to_base32()).await?;
+    let sealed = state.sealer.seal(&secret.to_base32(), &totp_context(&user.id));
+    store::begin_totp(&mut tx, &user.id, &sealed).await?;
     tx.commit().await?;
     let issuer = state.config.issuer.trim_start_matches("https://").trim_start_matches("http://");
     let uri = secret.otpauth_uri(&format!("Tollgate ({issuer})"), &user.email);
@@ -100,8 +118,7 @@ async fn confirm(
         .await?
         .filter(|t| t.confirmed_at.is_none())
         .ok_or_else(|| ApiError::Conflict("no enrolment to confirm: start one first".into()))?;
-    let secret =
-        Secret::from_base32(&enrolment.secret).ok_or_else(|| ApiError::Internal("stored TOTP secret".into()))?;
+    let secret = stored_secret(&state, &user.id, &enrolment.secret)?;
     let step = secret
         .verify(&body.code, now(), enrolment.last_step)
         .ok_or_else(|| ApiError::field("code", "is not the current code of the authenticator app"))?;
@@ -192,8 +209,7 @@ async fn verify(
     let accepted = match store::totp_of(&mut tx, &challenge.user_id).await?.filter(|t| t.confirmed_at.is_some()) {
         None => false,
         Some(totp_row) if is_totp => {
-            let secret =
-                Secret::from_base32(&totp_row.secret).ok_or_else(|| ApiError::Internal("stored TOTP secret".into()))?;
+            let secret = stored_secret(&state, &challenge.user_id, &totp_row.secret)?;
             match secret.verify(&body.code, now(), totp_row.last_step) {
                 Some(step) => store::use_totp_step(&mut tx, &challenge.user_id, step, false).await?,
                 None => false,

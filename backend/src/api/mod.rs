@@ -28,6 +28,7 @@ use crate::state::AppState;
 
 pub(crate) use groups::MAX_GROUPS;
 pub(crate) use invitations::invite;
+pub(crate) use mfa::totp_context;
 pub(crate) use plans::room_for_one_more;
 pub use system::{healthz, jwks, readyz};
 

@@ -100,6 +100,49 @@ async fn totp_turns_login_into_two_steps_with_codes_good_once() {
     }
 }
 
+/// TOTP secrets are sealed at rest, bound to their row; secrets stored
+/// before sealing are sealed at the next start and still verify.
+#[tokio::test]
+async fn totp_secrets_are_sealed_at_rest() {
+    for app in apps().await {
+        let l = app.label();
+        let owner = app.owner("sealed@x.test", "Sealed").await;
+        let (secret, _) = enrolled(&app, &owner).await;
+        let stored = |store: tollgate_store::Store, user: String| async move {
+            let mut tx = store.tx().await.unwrap();
+            let row = tollgate_store::totp_of(&mut tx, &user).await.unwrap().unwrap();
+            tx.commit().await.unwrap();
+            row.secret
+        };
+        let sealed = stored(app.state.store.clone(), owner.user_id.clone()).await;
+        assert!(sealed.starts_with("v1.") && !sealed.contains(&secret.to_base32()), "{l}: {sealed}");
+
+        // A row from before sealing: base32 in the clear, sealed at start.
+        let mut tx = app.state.store.tx().await.unwrap();
+        tollgate_store::replace_totp_secret(&mut tx, &owner.user_id, &sealed, &secret.to_base32()).await.unwrap();
+        tx.commit().await.unwrap();
+        let c = challenge(&app, "sealed@x.test").await;
+        assert_eq!(verify(&app, &c, &secret.code_at(now() + STEP_SECS)).await.status, StatusCode::OK, "{l}");
+        let restarted = crate::build_state(
+            app.state.store.clone(),
+            std::sync::Arc::new(tollgate_policies::LivePolicies::fixed(
+                tollgate_policies::PolicyEngine::builtin().unwrap(),
+            )),
+            (*app.state.config).clone(),
+        )
+        .await
+        .unwrap();
+        let resealed = stored(app.state.store.clone(), owner.user_id.clone()).await;
+        assert!(resealed.starts_with("v1.") && resealed != sealed, "{l}: {resealed}");
+        assert_eq!(
+            restarted.sealer.open(&resealed, &crate::api::totp_context(&owner.user_id)).unwrap(),
+            secret.to_base32(),
+            "{l}: the same key (the data dir's)"
+        );
+        assert!(restarted.sealer.open(&resealed, "totp:someone-else").is_err(), "{l}: bound to its row");
+    }
+}
+
 /// A tenant layer may require a second factor for sensitive actions: the
 /// same owner is refused with a password-only session and allowed with one
 /// that passed TOTP.
