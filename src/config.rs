@@ -103,7 +103,7 @@ pub struct AuthFile {
     pub secure_cookies: Option<bool>,
     pub key_reload_secs: Option<u64>,
     /// The key sealing secrets the platform reads back (TOTP seeds):
-    /// `<data_dir>/keys/secrets.key`, made on first start, when not set.
+    /// `<data_dir>/secrets.key`, made on first start, when not set.
     pub secrets_key_file: Option<PathBuf>,
 }
 

@@ -36,7 +36,7 @@ pub struct BackendConfig {
 impl BackendConfig {
     pub fn new(data_dir: PathBuf, issuer: String) -> Self {
         Self {
-            secrets_key_file: data_dir.join("keys").join("secrets.key"),
+            secrets_key_file: data_dir.join("secrets.key"),
             data_dir,
             issuer,
             access_ttl: 15 * 60,

@@ -393,7 +393,6 @@ async fn service_provider_config(client: Client) -> Scim {
         status: StatusCode::OK,
         body: json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "documentationUri": "https://github.com/tollgate/tollgate#scim-provisioning",
             "patch": {"supported": true},
             "bulk": {"supported": true, "maxOperations": MAX_BULK_OPERATIONS, "maxPayloadSize": MAX_BULK_BYTES},
             "filter": {"supported": true, "maxResults": MAX_RESULTS},
