@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tollgate_scim::schema::{BULK_REQUEST_SCHEMA, BULK_RESPONSE_SCHEMA};
 use tollgate_scim::{ScimError, ScimType};
 
-use super::{Body, Client, Ctx, Failure, MAX_BULK_OPERATIONS, Result, Scim, groups, users};
+use super::{Body, Client, Ctx, Failure, Kind, MAX_BULK_OPERATIONS, Result, Scim};
 use crate::state::AppState;
 
 fn invalid(detail: impl Into<String>) -> Failure {
@@ -37,12 +37,6 @@ fn resolve(value: &mut Value, created: &HashMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Users,
-    Groups,
-}
-
 /// One operation: its result (status and resource) or error.
 async fn run(
     ctx: &Ctx<'_>,
@@ -52,13 +46,13 @@ async fn run(
     let method = op.get("method").and_then(Value::as_str).unwrap_or_default().to_ascii_uppercase();
     let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
     let version = op.get("version").and_then(Value::as_str);
-    let (kind, id) = match path.trim_start_matches('/').split_once('/') {
-        Some(("Users", id)) => (Kind::Users, Some(id)),
-        Some(("Groups", id)) => (Kind::Groups, Some(id)),
-        None if path.trim_start_matches('/') == "Users" => (Kind::Users, None),
-        None if path.trim_start_matches('/') == "Groups" => (Kind::Groups, None),
-        _ => return Err(ScimError::typed(ScimType::InvalidPath, format!("`{path}` is not /Users or /Groups[/id]"))),
+    let trimmed = path.trim_start_matches('/');
+    let (collection, id) = match trimmed.split_once('/') {
+        Some((collection, id)) => (collection, Some(id)),
+        None => (trimmed, None),
     };
+    let kind = Kind::named(collection)
+        .ok_or_else(|| ScimError::typed(ScimType::InvalidPath, format!("`{path}` is not /Users or /Groups[/id]")))?;
     let id = match id {
         Some(id) => {
             let mut v = Value::String(id.to_owned());
@@ -69,27 +63,11 @@ async fn run(
     };
     let mut data = op.get("data").cloned().unwrap_or(Value::Null);
     resolve(&mut data, created).map_err(|f| f.0)?;
-    let result = match (method.as_str(), id.as_deref(), kind) {
-        ("POST", None, Kind::Users) => users::create_op(ctx, &data).await.map(|r| (StatusCode::CREATED, Some(r))),
-        ("POST", None, Kind::Groups) => groups::create_op(ctx, &data).await.map(|r| (StatusCode::CREATED, Some(r))),
-        ("PUT", Some(id), Kind::Users) => {
-            users::replace_op(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r)))
-        }
-        ("PUT", Some(id), Kind::Groups) => {
-            groups::replace_op(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r)))
-        }
-        ("PATCH", Some(id), Kind::Users) => {
-            users::patch_op(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r)))
-        }
-        ("PATCH", Some(id), Kind::Groups) => {
-            groups::patch_op(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r)))
-        }
-        ("DELETE", Some(id), Kind::Users) => {
-            users::delete_op(ctx, id, version).await.map(|()| (StatusCode::NO_CONTENT, None))
-        }
-        ("DELETE", Some(id), Kind::Groups) => {
-            groups::delete_op(ctx, id, version).await.map(|()| (StatusCode::NO_CONTENT, None))
-        }
+    let result = match (method.as_str(), id.as_deref()) {
+        ("POST", None) => kind.create(ctx, &data).await.map(|r| (StatusCode::CREATED, Some(r))),
+        ("PUT", Some(id)) => kind.replace(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r))),
+        ("PATCH", Some(id)) => kind.patch(ctx, id, &data, version).await.map(|r| (StatusCode::OK, Some(r))),
+        ("DELETE", Some(id)) => kind.delete(ctx, id, version).await.map(|()| (StatusCode::NO_CONTENT, None)),
         _ => {
             return Err(ScimError::typed(
                 ScimType::InvalidSyntax,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -376,16 +376,151 @@ pub fn router() -> Router<AppState> {
         .route("/ResourceTypes/{id}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema_by_id))
-        .route("/Users", get(users::list).post(users::create))
-        .route("/Users/.search", post(users::search))
-        .route("/Users/{id}", get(users::get).put(users::replace).patch(users::patch).delete(users::delete))
-        .route("/Groups", get(groups::list).post(groups::create))
-        .route("/Groups/.search", post(groups::search))
-        .route("/Groups/{id}", get(groups::get).put(groups::replace).patch(groups::patch).delete(groups::delete))
+        .route("/Users", get(|s, c, p| list(Kind::Users, s, c, p)).post(|s, c, b| create(Kind::Users, s, c, b)))
+        .route("/Users/.search", post(|s, c, b| search(Kind::Users, s, c, b)))
+        .route(
+            "/Users/{id}",
+            get(|s, c, i, p, h| read(Kind::Users, s, c, i, p, h))
+                .put(|s, c, i, h, b| replace(Kind::Users, s, c, i, h, b))
+                .patch(|s, c, i, h, b| patch(Kind::Users, s, c, i, h, b))
+                .delete(|s, c, i, h| delete(Kind::Users, s, c, i, h)),
+        )
+        .route("/Groups", get(|s, c, p| list(Kind::Groups, s, c, p)).post(|s, c, b| create(Kind::Groups, s, c, b)))
+        .route("/Groups/.search", post(|s, c, b| search(Kind::Groups, s, c, b)))
+        .route(
+            "/Groups/{id}",
+            get(|s, c, i, p, h| read(Kind::Groups, s, c, i, p, h))
+                .put(|s, c, i, h, b| replace(Kind::Groups, s, c, i, h, b))
+                .patch(|s, c, i, h, b| patch(Kind::Groups, s, c, i, h, b))
+                .delete(|s, c, i, h| delete(Kind::Groups, s, c, i, h)),
+        )
         .route("/Bulk", post(bulk::bulk))
         .fallback(|| async { Failure(ScimError::status(404, "no such SCIM endpoint")) })
         .method_not_allowed_fallback(|| async { Failure(ScimError::status(405, "method not allowed here")) })
         .layer(DefaultBodyLimit::max(MAX_BULK_BYTES))
+}
+
+/// The two resource types: every operation, for the endpoints and for
+/// bulk alike, goes through here to the type's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Users,
+    Groups,
+}
+
+impl Kind {
+    /// The type a bulk path names (`/Users`, `Groups`).
+    pub fn named(segment: &str) -> Option<Self> {
+        match segment {
+            "Users" => Some(Kind::Users),
+            "Groups" => Some(Kind::Groups),
+            _ => None,
+        }
+    }
+
+    pub async fn create(self, ctx: &Ctx<'_>, body: &Value) -> Result<Value> {
+        match self {
+            Kind::Users => users::create_op(ctx, body).await,
+            Kind::Groups => groups::create_op(ctx, body).await,
+        }
+    }
+
+    pub async fn replace(self, ctx: &Ctx<'_>, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value> {
+        match self {
+            Kind::Users => users::replace_op(ctx, id, body, if_match).await,
+            Kind::Groups => groups::replace_op(ctx, id, body, if_match).await,
+        }
+    }
+
+    pub async fn patch(self, ctx: &Ctx<'_>, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value> {
+        match self {
+            Kind::Users => users::patch_op(ctx, id, body, if_match).await,
+            Kind::Groups => groups::patch_op(ctx, id, body, if_match).await,
+        }
+    }
+
+    pub async fn delete(self, ctx: &Ctx<'_>, id: &str, if_match: Option<&str>) -> Result<()> {
+        match self {
+            Kind::Users => users::delete_op(ctx, id, if_match).await,
+            Kind::Groups => groups::delete_op(ctx, id, if_match).await,
+        }
+    }
+
+    async fn page(self, ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
+        match self {
+            Kind::Users => users::page(ctx, q).await,
+            Kind::Groups => groups::page(ctx, q).await,
+        }
+    }
+
+    async fn read(self, ctx: &Ctx<'_>, id: &str, projection: &Projection, headers: &HeaderMap) -> Result<Response> {
+        match self {
+            Kind::Users => users::get_op(ctx, id, projection, headers).await,
+            Kind::Groups => groups::get_op(ctx, id, projection, headers).await,
+        }
+    }
+}
+
+async fn list(kind: Kind, State(state): State<AppState>, client: Client, params: Params) -> Result<Scim> {
+    let q = ListQuery::from_url(&params.0)?;
+    kind.page(&Ctx { state: &state, client: &client }, &q).await
+}
+
+async fn search(kind: Kind, State(state): State<AppState>, client: Client, Body(body): Body) -> Result<Scim> {
+    let q = ListQuery::from_search(&body)?;
+    kind.page(&Ctx { state: &state, client: &client }, &q).await
+}
+
+async fn read(
+    kind: Kind,
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let projection = Projection::from_query(&params.0)?;
+    kind.read(&Ctx { state: &state, client: &client }, &id, &projection, &headers).await
+}
+
+async fn create(kind: Kind, State(state): State<AppState>, client: Client, Body(body): Body) -> Result<Scim> {
+    let resource = kind.create(&Ctx { state: &state, client: &client }, &body).await?;
+    Ok(Scim { status: StatusCode::CREATED, body: resource })
+}
+
+async fn replace(
+    kind: Kind,
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Scim> {
+    let resource = kind.replace(&Ctx { state: &state, client: &client }, &id, &body, if_match(&headers)).await?;
+    Ok(Scim { status: StatusCode::OK, body: resource })
+}
+
+async fn patch(
+    kind: Kind,
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Scim> {
+    let resource = kind.patch(&Ctx { state: &state, client: &client }, &id, &body, if_match(&headers)).await?;
+    Ok(Scim { status: StatusCode::OK, body: resource })
+}
+
+async fn delete(
+    kind: Kind,
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    kind.delete(&Ctx { state: &state, client: &client }, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn service_provider_config(client: Client) -> Scim {
@@ -423,7 +558,7 @@ async fn resource_types(client: Client) -> Scim {
     list_response(types, total, 1)
 }
 
-async fn resource_type(client: Client, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Scim> {
+async fn resource_type(client: Client, Path(id): Path<String>) -> Result<Scim> {
     [USER, GROUP]
         .into_iter()
         .find(|t| t.name == id)
@@ -437,7 +572,7 @@ async fn schemas(client: Client) -> Scim {
     list_response(docs, total, 1)
 }
 
-async fn schema_by_id(client: Client, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Scim> {
+async fn schema_by_id(client: Client, Path(id): Path<String>) -> Result<Scim> {
     all_schemas(&client.base)
         .into_iter()
         .find(|d| d["id"] == id.as_str())

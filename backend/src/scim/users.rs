@@ -13,7 +13,6 @@
 //! Later changes of `userName` or `emails` change the tenant's record, not
 //! the account's sign-in address.
 
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -24,11 +23,10 @@ use tollgate_scim::{AttrPath, ScimError, ScimType, filter};
 use tollgate_store::{self as store, ScimUserFields, ScimUserRow, ScimValue, SortBy, Tx, UserColumns};
 
 use super::{
-    Body, Client, Ctx, Failure, ListQuery, Params, Projection, Result, Scim, audit, etag, if_match, list_response,
-    not_modified, not_modified_response, provision,
+    Ctx, Failure, ListQuery, Projection, Result, Scim, audit, etag, list_response, not_modified, not_modified_response,
+    provision,
 };
 use crate::api::validate;
-use crate::state::AppState;
 
 fn text(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
@@ -305,7 +303,8 @@ pub(super) async fn delete_op(ctx: &Ctx<'_>, id: &str, if_match: Option<&str>) -
 }
 
 /// A page of users for a list or search.
-async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
+/// A page of a list or search.
+pub(super) async fn page(ctx: &Ctx<'_>, q: &ListQuery) -> Result<Scim> {
     let tenant_id = &ctx.client.tenant_id;
     let columns = UserColumns(store::dialect(ctx.state.store.kind()));
     let condition = match &q.filter {
@@ -379,71 +378,17 @@ pub(super) fn sort_by(columns: &dyn Mapping, name: &str, descending: bool) -> Re
     Ok(SortBy { expr, descending })
 }
 
-pub(super) async fn list(State(state): State<AppState>, client: Client, params: Params) -> Result<Scim> {
-    let q = ListQuery::from_url(&params.0)?;
-    page(&Ctx { state: &state, client: &client }, &q).await
-}
-
-pub(super) async fn search(State(state): State<AppState>, client: Client, Body(body): Body) -> Result<Scim> {
-    let q = ListQuery::from_search(&body)?;
-    page(&Ctx { state: &state, client: &client }, &q).await
-}
-
-pub(super) async fn get(
-    State(state): State<AppState>,
-    client: Client,
-    Path(id): Path<String>,
-    params: Params,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let projection = Projection::from_query(&params.0)?;
-    let ctx = Ctx { state: &state, client: &client };
-    let mut tx = state.store.tenant_read_tx(&client.tenant_id).await?;
-    let row = store::scim_user(&mut tx, &client.tenant_id, &id).await?.ok_or_else(|| not_found(&id))?;
-    if not_modified(&headers, row.version) {
+/// One resource (GET), or 304 when `If-None-Match` names its version.
+pub(super) async fn get_op(ctx: &Ctx<'_>, id: &str, projection: &Projection, headers: &HeaderMap) -> Result<Response> {
+    let mut tx = ctx.state.store.tenant_read_tx(&ctx.client.tenant_id).await?;
+    let row = store::scim_user(&mut tx, &ctx.client.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    if not_modified(headers, row.version) {
         return Ok(not_modified_response(row.version));
     }
-    let mut resource = served(&ctx, &mut tx, &row).await?;
+    let mut resource = served(ctx, &mut tx, &row).await?;
     tx.commit().await?;
     projection.apply(&mut resource);
     Ok(Scim { status: StatusCode::OK, body: resource }.into_response())
-}
-
-pub(super) async fn create(State(state): State<AppState>, client: Client, Body(body): Body) -> Result<Scim> {
-    let resource = create_op(&Ctx { state: &state, client: &client }, &body).await?;
-    Ok(Scim { status: StatusCode::CREATED, body: resource })
-}
-
-pub(super) async fn replace(
-    State(state): State<AppState>,
-    client: Client,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Scim> {
-    let resource = replace_op(&Ctx { state: &state, client: &client }, &id, &body, if_match(&headers)).await?;
-    Ok(Scim { status: StatusCode::OK, body: resource })
-}
-
-pub(super) async fn patch(
-    State(state): State<AppState>,
-    client: Client,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Scim> {
-    let resource = patch_op(&Ctx { state: &state, client: &client }, &id, &body, if_match(&headers)).await?;
-    Ok(Scim { status: StatusCode::OK, body: resource })
-}
-
-pub(super) async fn delete(
-    State(state): State<AppState>,
-    client: Client,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode> {
-    delete_op(&Ctx { state: &state, client: &client }, &id, if_match(&headers)).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -119,6 +119,16 @@ async fn tokens_are_for_admins_shown_once_and_need_the_plan() {
         assert_eq!(scim(&app, Method::GET, "/Users", &secret, None).await.status, StatusCode::FORBIDDEN, "{l}");
         set_plan(&app, &t, "enterprise").await;
         assert_eq!(scim(&app, Method::GET, "/Users", &secret, None).await.status, StatusCode::OK, "{l}");
+        // A suspended tenant provisions nothing.
+        let root = format!("root-{}@scim.test", uuid::Uuid::new_v4().simple());
+        let admin = app.owner(&root, "Platform").await;
+        app.make_platform_admin(&root).await;
+        let r = app.post(&format!("/api/v1/tenants/{t}/suspend"), Some(&admin.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        assert_eq!(scim(&app, Method::GET, "/Users", &secret, None).await.status, StatusCode::FORBIDDEN, "{l}");
+        let r = app.post(&format!("/api/v1/tenants/{t}/reactivate"), Some(&admin.token), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        assert_eq!(scim(&app, Method::GET, "/Users", &secret, None).await.status, StatusCode::OK, "{l}");
         assert_eq!(app.delete(&format!("{path}/{id}"), &owner.token).await.status, StatusCode::NO_CONTENT);
         assert_eq!(app.delete(&format!("{path}/{id}"), &owner.token).await.status, StatusCode::NOT_FOUND);
         assert_eq!(scim(&app, Method::GET, "/Users", &secret, None).await.status, StatusCode::UNAUTHORIZED, "{l}");
