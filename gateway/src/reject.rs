@@ -26,7 +26,7 @@ pub enum Reject {
     #[error("this needs the `{feature}` feature, which the tenant's plan does not include")]
     PaymentRequired { feature: String, plans: Vec<String> },
     /// A rate limit is exhausted for now.
-    #[error("rate limit `{}` of {} requests per second is exhausted", .0.policy, .0.quota)]
+    #[error("rate limit `{}` of {} requests per {} s is exhausted", .0.policy, .0.quota, .0.window)]
     TooManyRequests(Standing),
     /// The tenant used its API calls for the month.
     #[error("the tenant used its {} API calls for this month", .0.quota)]
