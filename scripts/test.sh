@@ -21,6 +21,12 @@ if [ -z "${TOLLGATE_TEST_DATABASE_URL:-}" ]; then
     fi
 fi
 
+# The SSO tests sign in against a real OpenID Provider (oidc-provider on
+# Node.js), installed from the lockfile once.
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+    npm ci --prefix tests/oidc --no-audit --no-fund
+fi
+
 # The end-to-end tests drive the real binary: build it (with the test
 # targets, so both share one feature resolution) before running the suite.
 cargo build --workspace --all-targets

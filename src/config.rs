@@ -105,6 +105,9 @@ pub struct AuthFile {
     /// The key sealing secrets the platform reads back (TOTP seeds):
     /// `<data_dir>/secrets.key`, made on first start, when not set.
     pub secrets_key_file: Option<PathBuf>,
+    /// Whether SSO connections may name a plain-http issuer on a loopback
+    /// address (an identity provider run locally for tests); default false.
+    pub sso_allow_http_loopback: Option<bool>,
 }
 
 /// Values given on the command line, which win over everything else.
@@ -142,6 +145,8 @@ pub struct Config {
     pub key_reload_secs: u64,
     /// Where the secrets-sealing key is (see `AuthFile::secrets_key_file`).
     pub secrets_key_file: Option<PathBuf>,
+    /// See `AuthFile::sso_allow_http_loopback`.
+    pub sso_allow_http_loopback: bool,
     /// Whether `up` runs the demo CRM.
     pub demo: bool,
     /// The gateway's own configuration, before the platform's routes join it.
@@ -256,6 +261,14 @@ impl Config {
             return Err(invalid("auth.key_reload_secs", "must be between 1 and 3600"));
         }
         let secrets_key_file = env("TOLLGATE_SECRETS_KEY_FILE").map(PathBuf::from).or(auth.secrets_key_file);
+        let sso_allow_http_loopback = match env("TOLLGATE_SSO_ALLOW_HTTP_LOOPBACK").as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(invalid("auth.sso_allow_http_loopback", format!("`{other}` is not true or false")));
+            }
+            None => auth.sso_allow_http_loopback.unwrap_or(false),
+        };
         let demo = match env("TOLLGATE_DEMO").as_deref() {
             Some("true") => true,
             Some("false") => false,
@@ -280,6 +293,7 @@ impl Config {
             invitation_ttl_secs: invitation,
             secure_cookies,
             secrets_key_file,
+            sso_allow_http_loopback,
             key_reload_secs: key_reload as u64,
         })
     }

@@ -321,6 +321,7 @@ async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>,
     backend.invitation_ttl = config.invitation_ttl_secs;
     backend.secure_cookies = config.secure_cookies;
     backend.catalog = Arc::clone(&config.catalog);
+    backend.sso_allow_http_loopback = config.sso_allow_http_loopback;
     if let Some(file) = &config.secrets_key_file {
         backend.secrets_key_file = file.clone();
     }
@@ -380,6 +381,11 @@ const PASSWORD_ROUTES: [(&str, &str, u64, u64); 6] = [
     ("password-reset", "/api/v1/auth/password/reset", 10, 300),
 ];
 
+/// Single sign-on starts and callbacks per minute, per client address (an
+/// office behind one NAT signs in through it) and in all.
+const SSO_PER_IP: u64 = 120;
+const SSO_GLOBAL: u64 = 3000;
+
 const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 fn fixed_resource(type_name: &str, id: &str) -> ResourceFile {
@@ -428,6 +434,20 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
             rate_limit: Some(RouteLimit { per_ip: Some(per_ip), global: Some(global), window_secs: 60 }),
         });
     }
+    // Single sign-on: anyone may start one (each start stores a pending
+    // sign-in and asks the identity provider), so it is limited like the
+    // password routes.
+    routes.push(RouteFile {
+        name: "sso".to_owned(),
+        path: "/api/v1/sso/{rest*}".to_owned(),
+        upstream: upstream.clone(),
+        methods: methods(&["GET", "HEAD"]),
+        resource: fixed_resource("Platform", "tollgate"),
+        forward_authorization: true,
+        upstream_authenticates: false,
+        feature: None,
+        rate_limit: Some(RouteLimit { per_ip: Some(SSO_PER_IP), global: Some(SSO_GLOBAL), window_secs: 60 }),
+    });
     // Identity providers' SCIM pushes: the backend checks the tenant's SCIM
     // token (which the gateway would not take for a credential of its own);
     // limited like anonymous traffic, per client address.

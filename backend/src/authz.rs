@@ -46,6 +46,7 @@ pub enum Action {
     UsageRead,
     UsageReport,
     ScimManage,
+    SsoManage,
 }
 
 /// The scopes an API key may be given.
@@ -68,6 +69,7 @@ pub const SCOPES: &[&str] = &[
     "usage:read",
     "usage:write",
     "scim:write",
+    "sso:write",
 ];
 
 /// Whether `scope` may be given to an API key: a platform scope, or a
@@ -90,7 +92,7 @@ pub fn is_valid_scope(scope: &str) -> bool {
 
 impl Action {
     /// Every platform action, which the decision point does not answer for.
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 31] = [
         Action::AccountRead,
         Action::AccountUpdate,
         Action::TenantCreate,
@@ -121,6 +123,7 @@ impl Action {
         Action::UsageRead,
         Action::UsageReport,
         Action::ScimManage,
+        Action::SsoManage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -155,6 +158,7 @@ impl Action {
             Action::UsageRead => "usage.read",
             Action::UsageReport => "usage.report",
             Action::ScimManage => "scim.manage",
+            Action::SsoManage => "sso.manage",
         }
     }
 
@@ -183,6 +187,7 @@ impl Action {
             Action::UsageRead => "usage:read",
             Action::UsageReport => "usage:write",
             Action::ScimManage => "scim:write",
+            Action::SsoManage => "sso:write",
         }
     }
 }

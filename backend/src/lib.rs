@@ -8,6 +8,7 @@ pub mod auth;
 pub mod authz;
 pub mod problem;
 pub mod scim;
+pub mod sso;
 pub mod state;
 pub mod views;
 
@@ -51,6 +52,7 @@ pub async fn build_state(
     config: BackendConfig,
 ) -> Result<AppState, StartError> {
     let keys = KeyRing::open(store.clone(), config.key_dir(), config.issuer.clone(), config.access_ttl).await?;
+    let config_allow_http_loopback = config.sso_allow_http_loopback;
     let dummy = auth::password::hash(&tollgate_identity::secrets::random_token()).map_err(|_| StartError::Hash)?;
     let sealer = Arc::new(Sealer::load_or_create(&config.secrets_key_file)?);
     seal_legacy_secrets(&store, &sealer).await?;
@@ -63,6 +65,7 @@ pub async fn build_state(
         dummy_hash: dummy.into(),
         hashing: auth::password::Hashing::for_this_machine(),
         sealer,
+        sso: Arc::new(sso::Providers::new(config_allow_http_loopback)),
     })
 }
 

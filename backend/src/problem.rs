@@ -44,6 +44,9 @@ pub enum ApiError {
     TooManyRequests { detail: String, retry_after: i64 },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: i64 },
+    /// A service the call depends on (an identity provider) failed (502).
+    #[error("{0}")]
+    BadGateway(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body is too large")]
@@ -79,6 +82,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests")
             }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => {

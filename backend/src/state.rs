@@ -31,6 +31,9 @@ pub struct BackendConfig {
     /// The key that seals secrets the platform reads back (TOTP seeds);
     /// made on first start when absent. Instances sharing a database share it.
     pub secrets_key_file: PathBuf,
+    /// Whether SSO connections may name a plain-http issuer on a loopback
+    /// address (a provider run locally by tests); never in production.
+    pub sso_allow_http_loopback: bool,
 }
 
 impl BackendConfig {
@@ -45,6 +48,7 @@ impl BackendConfig {
             secure_cookies: true,
             max_body_bytes: 64 * 1024,
             catalog: Arc::new(Catalog::builtin()),
+            sso_allow_http_loopback: false,
         }
     }
 
@@ -69,6 +73,8 @@ pub struct AppState {
     pub dummy_hash: Arc<str>,
     /// Every password hash and verification runs through this bound.
     pub hashing: crate::auth::password::Hashing,
-    /// Seals TOTP secrets at rest.
+    /// Seals TOTP secrets and SSO client secrets at rest.
     pub sealer: Arc<tollgate_identity::sealed::Sealer>,
+    /// The OpenID providers of tenants' SSO connections.
+    pub sso: Arc<crate::sso::Providers>,
 }

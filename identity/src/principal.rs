@@ -61,6 +61,17 @@ pub struct Tenant {
     pub updated_at: i64,
 }
 
+impl Tenant {
+    /// Whether the tenant's people of the domains its SSO connections claim
+    /// must sign in through them (`security.sso_required` in its settings).
+    pub fn sso_required(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(&self.settings)
+            .ok()
+            .and_then(|s| s.pointer("/security/sso_required").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false)
+    }
+}
+
 impl From<TenantRow> for Tenant {
     /// A status the code does not know is treated as suspended: unknown
     /// states refuse requests rather than let them through.
@@ -222,6 +233,8 @@ pub enum Actor {
 pub enum Authn {
     Password,
     External,
+    /// Single sign-on through one of the tenant's identity providers.
+    Sso,
     ApiKey,
     /// A question to the decision point, about a principal who is not calling.
     DecisionPoint,
@@ -233,6 +246,7 @@ impl Authn {
         match self {
             Self::Password => "password",
             Self::External => "external",
+            Self::Sso => "sso",
             Self::ApiKey => "api_key",
             Self::DecisionPoint => "pdp",
             Self::Anonymous => "none",
@@ -267,7 +281,14 @@ impl Principal {
         match &self.actor {
             Actor::User { amr, .. } => {
                 let mfa = amr.iter().any(|m| m == "mfa" || m == "otp");
-                if amr.iter().any(|m| m == "ext") { (Authn::External, mfa) } else { (Authn::Password, mfa) }
+                let authn = if amr.iter().any(|m| m == "ext") {
+                    Authn::External
+                } else if amr.iter().any(|m| m == "sso") {
+                    Authn::Sso
+                } else {
+                    Authn::Password
+                };
+                (authn, mfa)
             }
             Actor::ApiKey { .. } => (Authn::ApiKey, false),
         }
@@ -275,7 +296,8 @@ impl Principal {
 
     /// Whether the caller is a person of a tenant that requires a second
     /// factor, signed in without one. People of trusted external issuers
-    /// are their issuer's to check; API keys are not people.
+    /// and of the tenant's own single sign-on are their provider's to check;
+    /// API keys are not people.
     pub fn second_factor_missing(&self) -> bool {
         match &self.actor {
             Actor::User { amr, .. } if self.tenant.mfa_required => {
@@ -357,6 +379,8 @@ pub(crate) mod tests {
         assert_eq!(facts(&["pwd"]), (Authn::Password, false));
         assert_eq!(facts(&["pwd", "otp"]), (Authn::Password, true));
         assert_eq!(facts(&["ext"]), (Authn::External, false), "external issuers are not passwords");
+        assert_eq!(facts(&["sso"]), (Authn::Sso, false));
+        assert_eq!(facts(&["sso", "mfa"]), (Authn::Sso, true), "the provider said it asked for a second factor");
     }
 
     #[test]

@@ -357,6 +357,8 @@ pub struct SessionRow {
     pub last_seen_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// The SSO connection the session signed in through.
+    pub sso_connection_id: Option<String>,
 }
 
 impl SessionRow {
@@ -369,7 +371,8 @@ impl SessionRow {
 
 macro_rules! session_columns {
     () => {
-        "id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at, revoked_at"
+        "id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at, revoked_at, \
+         sso_connection_id"
     };
 }
 
@@ -381,6 +384,8 @@ pub struct NewSession<'a> {
     pub user_agent: &'a str,
     pub amr: &'a str,
     pub expires_at: i64,
+    /// The SSO connection the user signed in through, if any.
+    pub sso_connection: Option<&'a str>,
 }
 
 /// Creates a session (a refresh-token family) with its first refresh token.
@@ -388,8 +393,8 @@ pub async fn insert_session(tx: &mut Tx, new: &NewSession<'_>, refresh_hash: &st
     let id = new_id();
     let t = now();
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+        "INSERT INTO sessions (id, user_id, tenant_id, device, ip, user_agent, amr, created_at, last_seen_at, \
+         expires_at, sso_connection_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
     )
     .bind(&id)
     .bind(new.user_id)
@@ -400,6 +405,7 @@ pub async fn insert_session(tx: &mut Tx, new: &NewSession<'_>, refresh_hash: &st
     .bind(new.amr)
     .bind(t)
     .bind(new.expires_at)
+    .bind(new.sso_connection)
     .execute(&mut **tx)
     .await?;
     insert_refresh(tx, &id, refresh_hash).await?;

@@ -10,6 +10,7 @@ mod keys;
 mod mfa;
 mod policies;
 mod scim;
+mod sso;
 mod tenancy;
 mod usage;
 
@@ -19,6 +20,7 @@ pub use keys::*;
 pub use mfa::*;
 pub use policies::*;
 pub use scim::*;
+pub use sso::*;
 pub use tenancy::*;
 pub use usage::*;
 

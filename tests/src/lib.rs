@@ -86,6 +86,9 @@ pub struct Tollgate {
     pub data_dir: PathBuf,
     /// Whether the data dir outlives this process (for a restart).
     keep_data: bool,
+    /// The store it was started on, when not the data dir's SQLite file; the
+    /// CLI commands run against the same one.
+    database_url: Option<String>,
     pub http: reqwest::Client,
 }
 
@@ -144,7 +147,8 @@ impl Tollgate {
             }
         }
         let (base, metrics) = (base.unwrap_or_default(), metrics.unwrap_or_default());
-        Self { child, base, metrics, data_dir, keep_data: false, http: reqwest::Client::new() }
+        let database_url = env.iter().find(|(k, _)| *k == "TOLLGATE_DATABASE_URL").map(|(_, v)| (*v).to_owned());
+        Self { child, base, metrics, data_dir, keep_data: false, database_url, http: reqwest::Client::new() }
     }
 
     /// Runs a CLI command against this instance's data dir.
@@ -152,17 +156,16 @@ impl Tollgate {
         self.cli_with(args, &[])
     }
 
-    /// Runs a CLI command against this instance's data dir with extra
-    /// environment (the database of an instance on PostgreSQL).
+    /// Runs a CLI command against this instance's data dir and store with
+    /// extra environment.
     pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let output = Command::new(binary())
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env_remove("TOLLGATE_DATABASE_URL")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tollgate {args:?}: {e}"));
+        let mut command = Command::new(binary());
+        command.args(args).arg("--data-dir").arg(&self.data_dir).env_remove("TOLLGATE_DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            command.env("TOLLGATE_DATABASE_URL", url);
+        }
+        let output =
+            command.envs(env.iter().copied()).output().unwrap_or_else(|e| panic!("cannot run tollgate {args:?}: {e}"));
         assert!(output.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         output
     }
@@ -272,6 +275,53 @@ impl Drop for Tollgate {
         if !self.keep_data {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
+    }
+}
+
+/// A real OpenID Provider (`tests/oidc/op.mjs`, the `oidc-provider` npm
+/// package run by Node.js) on a free loopback port, stopped on drop.
+/// `config` names its clients and accounts (see the script).
+pub struct OpenIdProvider {
+    child: Child,
+    pub issuer: String,
+}
+
+impl OpenIdProvider {
+    pub fn start(config: &Value) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test OpenID Provider is not installed: run `npm ci --prefix tests/oidc` (scripts/test.sh does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("op.mjs"))
+            .env("OP_CONFIG", config.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node (Node.js runs the test OpenID Provider): {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("issuer ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let Ok(issuer) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("the test OpenID Provider did not start within 30 s");
+        };
+        Self { child, issuer }
+    }
+}
+
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Verb::{Delete, Post};
-use super::session::{ClientIp, start_session, user_agent};
+use super::session::{ClientIp, SignIn, start_session, user_agent};
 use super::{Api, Auth};
 use crate::auth::principal::{Authenticated, PrincipalExt as _};
 use crate::authz::{Action, Resource, authorize};
@@ -235,5 +235,14 @@ async fn verify(
     tx.commit().await?;
     let device = challenge.device.clone();
     let agent = if challenge.user_agent.is_empty() { user_agent(&headers) } else { challenge.user_agent.clone() };
-    start_session(&state, &challenge.user_id, challenge.tenant.as_deref(), &device, &ip, &agent, &["pwd", "otp"]).await
+    let sign_in = SignIn {
+        user_id: &challenge.user_id,
+        tenant: challenge.tenant.as_deref(),
+        device: &device,
+        ip: &ip,
+        agent: &agent,
+        amr: &["pwd", "otp"],
+        sso_connection: None,
+    };
+    start_session(&state, &sign_in).await
 }

@@ -14,6 +14,8 @@ mod policies;
 mod reset;
 mod scim;
 mod session;
+mod sso;
+mod sso_login;
 mod system;
 mod tenants;
 mod usage;
@@ -213,6 +215,8 @@ pub fn router() -> Router<AppState> {
     let api = mfa::routes(api.tag("mfa"));
     let api = reset::routes(api.tag("auth"));
     let api = scim::routes(api.tag("scim"));
+    let api = sso::routes(api.tag("sso"));
+    let api = sso_login::routes(api.tag("sso"));
     let document = api.openapi();
     api.router.route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
 }

@@ -178,10 +178,22 @@ async fn login(
             return Err(BAD_LOGIN);
         }
     };
+    let mut tx = state.store.tx().await?;
+    LoginAttempts::succeeded(&mut tx, attempt).await?;
+    tx.commit().await?;
+    // Only the password's holder learns that it must use single sign-on.
+    if let Some(tenant) = super::sso_login::sso_required_for(&state, &User::from(user.clone())).await? {
+        let mut tx = state.store.tx().await?;
+        store::security_event(&mut tx, None, Some(&user.id), "login.sso_required", &ip, json!({"tenant": tenant}))
+            .await?;
+        tx.commit().await?;
+        return Err(ApiError::forbidden(format!(
+            "`{tenant}` requires single sign-on for this address: sign in at /api/v1/sso/{tenant}/login"
+        )));
+    }
     let device: String = body.device.unwrap_or_default().trim().chars().take(100).collect();
     let agent = user_agent(&headers);
     let mut tx = state.store.tx().await?;
-    LoginAttempts::succeeded(&mut tx, attempt).await?;
     if super::mfa::has_second_factor(&mut tx, &user.id).await? {
         // The password was right; the session waits for the second factor.
         let new = NewChallenge {
@@ -197,20 +209,35 @@ async fn login(
         return Ok(response);
     }
     tx.commit().await?;
-    start_session(&state, &user.id, body.tenant.as_deref(), &device, &ip, &agent, &["pwd"]).await
+    let sign_in = SignIn {
+        user_id: &user.id,
+        tenant: body.tenant.as_deref(),
+        device: &device,
+        ip: &ip,
+        agent: &agent,
+        amr: &["pwd"],
+        sso_connection: None,
+    };
+    start_session(&state, &sign_in).await
 }
 
-/// A new session of `user_id` in the tenant it asked for (or its oldest
+/// How a person proved who they are, and where they want to act.
+pub(super) struct SignIn<'a> {
+    pub user_id: &'a str,
+    /// The tenant asked for (slug or id); the oldest active one when absent.
+    pub tenant: Option<&'a str>,
+    pub device: &'a str,
+    pub ip: &'a str,
+    pub agent: &'a str,
+    pub amr: &'a [&'a str],
+    /// The SSO connection signed in through.
+    pub sso_connection: Option<&'a str>,
+}
+
+/// A new session of the user in the tenant it asked for (or its oldest
 /// active one), authenticated by `amr`, with its tokens.
-pub(super) async fn start_session(
-    state: &AppState,
-    user_id: &str,
-    wanted_tenant: Option<&str>,
-    device: &str,
-    ip: &str,
-    agent: &str,
-    amr: &[&str],
-) -> Result<Response, ApiError> {
+pub(super) async fn start_session(state: &AppState, sign_in: &SignIn<'_>) -> Result<Response, ApiError> {
+    let SignIn { user_id, tenant: wanted_tenant, device, ip, agent, amr, sso_connection } = *sign_in;
     let tenant = choose_tenant(state, user_id, wanted_tenant).await?;
     let mut tx = state.store.tenant_tx(&tenant.id).await?;
     let membership = store::membership(&mut tx, &tenant.id, user_id)
@@ -228,6 +255,7 @@ pub(super) async fn start_session(
             user_agent: agent,
             amr: &amr.join(" "),
             expires_at: now() + state.config.refresh_ttl,
+            sso_connection,
         },
         &secrets::hash(&refresh_token),
     )
@@ -238,7 +266,7 @@ pub(super) async fn start_session(
         Some(user_id),
         "login.succeeded",
         ip,
-        json!({"session": session_id, "amr": amr}),
+        json!({"session": session_id, "amr": amr, "sso_connection": sso_connection}),
     )
     .await?;
     tx.commit().await?;

@@ -155,11 +155,17 @@ async fn update(
             "settings",
             if ok { Ok(()) } else { Err(format!("must be an object of at most {MAX_SETTINGS_BYTES} bytes")) },
         );
-        if settings.pointer("/security/mfa_required").is_some_and(|v| !v.is_boolean()) {
-            checks.check("settings.security.mfa_required", Err("must be true or false".into()));
+        for flag in ["mfa_required", "sso_required"] {
+            if settings.pointer(&format!("/security/{flag}")).is_some_and(|v| !v.is_boolean()) {
+                checks.check(&format!("settings.security.{flag}"), Err("must be true or false".into()));
+            }
         }
     }
     checks.finish()?;
+    let requires_sso = body.settings.as_ref().and_then(|s| s.pointer("/security/sso_required")) == Some(&json!(true));
+    if requires_sso && !p.tenant.entitlements.has_feature("sso", tollgate_store::now()) {
+        return Err(ApiError::FeatureMissing { feature: "sso", plans: state.lookups.catalog().plans_with("sso") });
+    }
     let name = body.name.as_deref().map_or(p.tenant.name.as_str(), str::trim);
     let settings = body.settings.map_or_else(|| p.tenant.settings.clone(), |s| s.to_string());
     let mut tx = state.store.tenant_tx(&tenant_id).await?;

@@ -26,6 +26,7 @@ async fn person(tx: &mut store::Tx, email: &str, tenant_id: &str, role: &str) ->
         user_agent: "seed",
         amr: "pwd",
         expires_at: now() + 86_400,
+        sso_connection: None,
     };
     let session_id = store::insert_session(tx, &session, &store::new_id()).await?;
     Ok((user.id, session_id))

@@ -89,6 +89,7 @@ impl Memory {
                 last_seen_at: t,
                 expires_at: t + 3600,
                 revoked_at: None,
+                sso_connection_id: None,
             }),
         );
         let claims = AccessClaims {

@@ -9,3 +9,4 @@ mod identity;
 mod layering;
 mod plans;
 mod scim;
+mod sso;
