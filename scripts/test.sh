@@ -21,10 +21,10 @@ if [ -z "${TOLLGATE_TEST_DATABASE_URL:-}" ]; then
     fi
 fi
 
-# The SSO tests sign in against a real OpenID Provider (oidc-provider on
-# Node.js), installed from the lockfile once.
-if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
-    npm ci --prefix tests/oidc --no-audit --no-fund
+# The end-to-end tests talk to real protocol peers on Node.js (an OpenID
+# Provider, an SMTP server), installed from tests/peers' lockfile once.
+if [ ! -d tests/peers/node_modules/oidc-provider ] || [ ! -d tests/peers/node_modules/smtp-server ]; then
+    npm ci --prefix tests/peers --no-audit --no-fund
 fi
 
 # The end-to-end tests drive the real binary: build it (with the test

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use tollgate_backend::mail::{SmtpConfig, SmtpTls};
 use tollgate_gateway::config::GatewayFile;
 use tollgate_identity::plans::{BillingPeriod, Catalog, LimitName, Limits, Plan};
 
@@ -34,6 +35,76 @@ pub struct FileConfig {
     /// the same name).
     #[serde(default)]
     pub plans: BTreeMap<String, PlanFile>,
+    /// The SMTP relay that delivers the outbox.
+    #[serde(default)]
+    pub smtp: SmtpFile,
+}
+
+/// `[smtp]`: without `host`, mail stays in the outbox.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none` (a loopback relay only).
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+}
+
+impl SmtpFile {
+    /// The relay's settings, with `TOLLGATE_SMTP_*` over the file's.
+    fn validate(self, env: &impl Fn(&str) -> Option<String>) -> Result<Option<SmtpConfig>, ConfigError> {
+        let host = env("TOLLGATE_SMTP_HOST").or(self.host);
+        let username = env("TOLLGATE_SMTP_USERNAME").or(self.username);
+        let password = env("TOLLGATE_SMTP_PASSWORD").or(self.password);
+        let from = env("TOLLGATE_SMTP_FROM").or(self.from);
+        let tls_text = env("TOLLGATE_SMTP_TLS").or(self.tls);
+        let port_text = env("TOLLGATE_SMTP_PORT").or(self.port.map(|p| p.to_string()));
+        let Some(host) = host.filter(|h| !h.trim().is_empty()) else {
+            if username.is_some() || password.is_some() || from.is_some() || tls_text.is_some() || port_text.is_some() {
+                return Err(invalid("smtp.host", "is required when any other `[smtp]` setting is given"));
+            }
+            return Ok(None);
+        };
+        let tls = match tls_text.as_deref() {
+            None | Some("starttls") => SmtpTls::StartTls,
+            Some("tls") => SmtpTls::Tls,
+            Some("none") => SmtpTls::None,
+            Some(other) => return Err(invalid("smtp.tls", format!("`{other}` is not `starttls`, `tls` or `none`"))),
+        };
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if tls == SmtpTls::None && !loopback {
+            return Err(invalid(
+                "smtp.tls",
+                "`none` sends mail and credentials in clear: only for a relay on a loopback address",
+            ));
+        }
+        let port = match port_text {
+            Some(text) => text
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid("smtp.port", format!("`{text}` is not a port")))?,
+            None => match tls {
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            },
+        };
+        if username.is_some() != password.is_some() {
+            return Err(invalid("smtp.username", "`username` and `password` go together"));
+        }
+        let from = from.ok_or_else(|| invalid("smtp.from", "is required: the sender of Tollgate's mail"))?;
+        if !from.contains('@') {
+            return Err(invalid(
+                "smtp.from",
+                format!("`{from}` is not a sender like `Tollgate <no-reply@example.com>`"),
+            ));
+        }
+        Ok(Some(SmtpConfig { host, port, tls, username, password, from }))
+    }
 }
 
 /// A plan as written in the config file; an absent limit is unlimited.
@@ -147,6 +218,8 @@ pub struct Config {
     pub secrets_key_file: Option<PathBuf>,
     /// See `AuthFile::sso_allow_http_loopback`.
     pub sso_allow_http_loopback: bool,
+    /// The SMTP relay delivering the outbox, if any.
+    pub smtp: Option<SmtpConfig>,
     /// Whether `up` runs the demo CRM.
     pub demo: bool,
     /// The gateway's own configuration, before the platform's routes join it.
@@ -275,6 +348,7 @@ impl Config {
             Some(other) => return Err(invalid("demo", format!("`{other}` is not true or false"))),
             None => file_config.demo.unwrap_or(true),
         };
+        let smtp = file_config.smtp.validate(&env)?;
         let plans = file_config.plans.into_iter().map(|(name, plan)| plan.plan(name)).collect::<Result<Vec<_>, _>>()?;
         let catalog = Catalog::with(plans).map_err(|e| invalid("plans", e.to_string()))?;
         Ok(Config {
@@ -294,6 +368,7 @@ impl Config {
             secure_cookies,
             secrets_key_file,
             sso_allow_http_loopback,
+            smtp,
             key_reload_secs: key_reload as u64,
         })
     }
@@ -347,6 +422,66 @@ mod tests {
         let err = Config::load(Some(&file), env_of(&[]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn smtp_relay_is_validated() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env_of(pairs), &Overrides::default());
+        assert!(load(&[]).unwrap().smtp.is_none(), "no relay: mail stays in the outbox");
+        let relay = load(&[
+            ("TOLLGATE_SMTP_HOST", "smtp.example.com"),
+            ("TOLLGATE_SMTP_USERNAME", "u"),
+            ("TOLLGATE_SMTP_PASSWORD", "p"),
+            ("TOLLGATE_SMTP_FROM", "Tollgate <no-reply@example.com>"),
+        ])
+        .unwrap()
+        .smtp
+        .unwrap();
+        assert_eq!((relay.port, relay.tls), (587, SmtpTls::StartTls));
+        let implicit = load(&[
+            ("TOLLGATE_SMTP_HOST", "smtp.example.com"),
+            ("TOLLGATE_SMTP_TLS", "tls"),
+            ("TOLLGATE_SMTP_FROM", "a@example.com"),
+        ]);
+        assert_eq!(implicit.unwrap().smtp.unwrap().port, 465);
+        for (pairs, field) in [
+            (&[("TOLLGATE_SMTP_FROM", "a@example.com")][..], "smtp.host"),
+            (&[("TOLLGATE_SMTP_HOST", "smtp.example.com")][..], "smtp.from"),
+            (
+                &[
+                    ("TOLLGATE_SMTP_HOST", "smtp.example.com"),
+                    ("TOLLGATE_SMTP_TLS", "none"),
+                    ("TOLLGATE_SMTP_FROM", "a@b.c"),
+                ][..],
+                "smtp.tls",
+            ),
+            (
+                &[("TOLLGATE_SMTP_HOST", "h.example"), ("TOLLGATE_SMTP_TLS", "ssl"), ("TOLLGATE_SMTP_FROM", "a@b.c")][..],
+                "smtp.tls",
+            ),
+            (
+                &[("TOLLGATE_SMTP_HOST", "h.example"), ("TOLLGATE_SMTP_PORT", "0"), ("TOLLGATE_SMTP_FROM", "a@b.c")][..],
+                "smtp.port",
+            ),
+            (
+                &[
+                    ("TOLLGATE_SMTP_HOST", "h.example"),
+                    ("TOLLGATE_SMTP_USERNAME", "u"),
+                    ("TOLLGATE_SMTP_FROM", "a@b.c"),
+                ][..],
+                "smtp.username",
+            ),
+            (&[("TOLLGATE_SMTP_HOST", "h.example"), ("TOLLGATE_SMTP_FROM", "nobody")][..], "smtp.from"),
+        ] {
+            let err = load(pairs).unwrap_err();
+            assert!(err.to_string().contains(&format!("`{field}`")), "{pairs:?}: {err}");
+        }
+        let local = load(&[
+            ("TOLLGATE_SMTP_HOST", "127.0.0.1"),
+            ("TOLLGATE_SMTP_TLS", "none"),
+            ("TOLLGATE_SMTP_FROM", "a@b.c"),
+        ]);
+        assert_eq!(local.unwrap().smtp.unwrap().port, 25, "plain SMTP to a loopback relay");
     }
 
     #[test]

@@ -78,7 +78,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Print queued mail (invitations), newest first.
+    /// Print the outbox (invitations, verification and reset mail), newest first, with each mail's delivery status.
     Outbox {
         /// Only mail to this address.
         #[arg(long)]
@@ -201,7 +201,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mails = store::outbox(&mut tx, to.as_deref(), limit.clamp(1, 1000)).await?;
             tx.commit().await?;
             for mail in mails {
-                println!("To: {}\nSubject: {}\n\n{}\n---", mail.recipient, mail.subject, mail.body);
+                let status = match (mail.sent_at, mail.failed_at) {
+                    (Some(_), _) => "sent".to_owned(),
+                    (None, Some(_)) => format!("failed: {}", mail.last_error.as_deref().unwrap_or("")),
+                    (None, None) if mail.attempts > 0 => {
+                        format!("retrying ({} attempts): {}", mail.attempts, mail.last_error.as_deref().unwrap_or(""))
+                    }
+                    (None, None) => "queued".to_owned(),
+                };
+                println!("To: {}\nSubject: {}\nStatus: {status}\n\n{}\n---", mail.recipient, mail.subject, mail.body);
             }
         }
         Command::PlatformAdmin { command } => {
@@ -322,6 +330,7 @@ async fn backend_state(config: &Config, store: Store, engine: Arc<LivePolicies>,
     backend.secure_cookies = config.secure_cookies;
     backend.catalog = Arc::clone(&config.catalog);
     backend.sso_allow_http_loopback = config.sso_allow_http_loopback;
+    backend.smtp = config.smtp.clone();
     if let Some(file) = &config.secrets_key_file {
         backend.secrets_key_file = file.clone();
     }
@@ -624,10 +633,24 @@ async fn serve(config: Config, role: Role) -> Result<()> {
     if let (Role::Up, Some(listener)) = (&role, &backend) {
         println!("  backend  http://{} (internal, behind the gateway)", listener.local_addr()?);
     }
+    // The backend's process delivers the outbox when a relay is configured.
+    let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+    let relay = match state.as_ref().and_then(|s| s.config.smtp.clone()) {
+        Some(smtp) => {
+            let relay = tollgate_backend::mail::Relay::new(&smtp, store.clone())?;
+            println!("  smtp     {}:{} (delivers the outbox)", smtp.host, smtp.port);
+            Some(tokio::spawn(relay.run(relay_stopped)))
+        }
+        None => None,
+    };
     tracing::info!(address = %public, "listening");
     match (backend, state) {
         (Some(listener), Some(state)) => tollgate_backend::serve(listener, state, shutdown_signal()).await?,
         _ => shutdown_signal().await,
+    }
+    let _ = stop_relay.send(true);
+    if let Some(relay) = relay {
+        let _ = relay.await;
     }
     if let Some(g) = gateway {
         g.stop().await;

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod mail;
 pub mod problem;
 pub mod scim;
 pub mod sso;

@@ -34,6 +34,9 @@ pub struct BackendConfig {
     /// Whether SSO connections may name a plain-http issuer on a loopback
     /// address (a provider run locally by tests); never in production.
     pub sso_allow_http_loopback: bool,
+    /// The SMTP relay that delivers the outbox; mail stays in the outbox
+    /// when there is none.
+    pub smtp: Option<crate::mail::SmtpConfig>,
 }
 
 impl BackendConfig {
@@ -49,6 +52,7 @@ impl BackendConfig {
             max_body_bytes: 64 * 1024,
             catalog: Arc::new(Catalog::builtin()),
             sso_allow_http_loopback: false,
+            smtp: None,
         }
     }
 

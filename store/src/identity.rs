@@ -505,49 +505,6 @@ pub async fn revoke_other_sessions(
     Ok(done.rows_affected())
 }
 
-/// Queues a mail in the outbox.
-pub async fn enqueue_mail(
-    tx: &mut Tx,
-    tenant_id: Option<&str>,
-    recipient: &str,
-    subject: &str,
-    body: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO outbox (id, tenant_id, kind, recipient, subject, body, created_at) VALUES ($1, $2, 'email', $3, $4, $5, $6)",
-    )
-    .bind(new_id())
-    .bind(tenant_id)
-    .bind(recipient)
-    .bind(subject)
-    .bind(body)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
-pub struct OutboxRow {
-    pub id: String,
-    pub recipient: String,
-    pub subject: String,
-    pub body: String,
-    pub created_at: i64,
-}
-
-/// The newest mails, optionally for one recipient.
-pub async fn outbox(tx: &mut Tx, recipient: Option<&str>, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT id, recipient, subject, body, created_at FROM outbox \
-         WHERE ($1 IS NULL OR recipient = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
-    )
-    .bind(recipient)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?)
-}
-
 /// Appends to the security event log.
 pub async fn security_event(
     tx: &mut Tx,

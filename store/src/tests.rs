@@ -300,3 +300,50 @@ async fn reads_do_not_queue_behind_a_writer() {
         writer.rollback().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn relays_claim_each_due_mail_once_under_a_lease() {
+    for db in databases().await {
+        let mut tx = db.store.tx().await.unwrap();
+        for n in 0..5 {
+            enqueue_mail(&mut tx, None, &format!("r{n}@x.test"), "s", "b").await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut tx = db.store.read_tx().await.unwrap();
+        assert!(mail_due(&mut tx).await.unwrap(), "{}", db.label);
+        tx.commit().await.unwrap();
+        // Two relays at once share the due mails without overlap.
+        let claim = |limit| {
+            let store = db.store.clone();
+            async move {
+                let mut tx = store.tx().await.unwrap();
+                let rows = claim_mail(&mut tx, store.kind(), limit, 60).await.unwrap();
+                tx.commit().await.unwrap();
+                rows
+            }
+        };
+        let (a, b) = tokio::join!(claim(3), claim(3));
+        let mut ids: Vec<String> = a.iter().chain(&b).map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((a.len() + b.len(), ids.len()), (5, 5), "{}: each mail once", db.label);
+        assert!(a.iter().chain(&b).all(|r| r.attempts == 1), "{}", db.label);
+        // Leased: nothing more is due until the lease runs out or the
+        // outcome is recorded.
+        assert!(claim(10).await.is_empty(), "{}", db.label);
+        let mut tx = db.store.tx().await.unwrap();
+        mail_sent(&mut tx, &a[0].id).await.unwrap();
+        mail_failed(&mut tx, &a[1].id, "550 no such mailbox", None).await.unwrap();
+        mail_failed(&mut tx, &b[0].id, "connection refused", Some(now() - 1)).await.unwrap();
+        tx.commit().await.unwrap();
+        let again = claim(10).await;
+        assert_eq!(again.iter().map(|r| (r.id.as_str(), r.attempts)).collect::<Vec<_>>(), [(b[0].id.as_str(), 2)]);
+        let mut tx = db.store.read_tx().await.unwrap();
+        let all = outbox(&mut tx, None, 10).await.unwrap();
+        tx.commit().await.unwrap();
+        let row = |id: &str| all.iter().find(|r| r.id == id).unwrap().clone();
+        assert!(row(&a[0].id).sent_at.is_some(), "{}", db.label);
+        let failed = row(&a[1].id);
+        assert!(failed.failed_at.is_some() && failed.last_error.as_deref() == Some("550 no such mailbox"));
+    }
+}

@@ -278,50 +278,100 @@ impl Drop for Tollgate {
     }
 }
 
-/// A real OpenID Provider (`tests/oidc/op.mjs`, the `oidc-provider` npm
-/// package run by Node.js) on a free loopback port, stopped on drop.
-/// `config` names its clients and accounts (see the script).
-pub struct OpenIdProvider {
+/// A real protocol peer of the tests: a Node.js script in `tests/peers`
+/// (its packages from `tests/peers/package-lock.json`), given `config` as
+/// JSON in `config_var`, on a free loopback port; stopped on drop. Its
+/// standard output is lines `<kind> <value>`.
+struct Peer {
     child: Child,
+    lines: mpsc::Receiver<(String, String)>,
+}
+
+impl Peer {
+    /// Starts `script` and waits for its line `announce <value>`.
+    fn start(script: &str, config_var: &str, config: &Value, announce: &str) -> (Self, String) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+        assert!(
+            dir.join("node_modules").exists(),
+            "the tests' protocol peers are not installed: run `npm ci --prefix tests/peers` (scripts/test.sh does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join(script))
+            .env(config_var, config.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node (Node.js runs the tests' protocol peers): {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((kind, value)) = line.split_once(' ') {
+                    let _ = tx.send((kind.to_owned(), value.trim().to_owned()));
+                }
+            }
+        });
+        let mut peer = Self { child, lines };
+        let value = peer
+            .next(announce, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{script} did not start within 30 s"));
+        (peer, value)
+    }
+
+    /// The value of the next line of `kind` within `limit`.
+    fn next(&mut self, kind: &str, limit: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok((k, value)) if k == kind => return Some(value),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real OpenID Provider (`tests/peers/op.mjs`, the `oidc-provider`
+/// package). `config` names its clients and accounts (see the script).
+pub struct OpenIdProvider {
+    _peer: Peer,
     pub issuer: String,
 }
 
 impl OpenIdProvider {
     pub fn start(config: &Value) -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
-        assert!(
-            dir.join("node_modules/oidc-provider").exists(),
-            "the test OpenID Provider is not installed: run `npm ci --prefix tests/oidc` (scripts/test.sh does)"
-        );
-        let mut child = Command::new("node")
-            .arg(dir.join("op.mjs"))
-            .env("OP_CONFIG", config.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node (Node.js runs the test OpenID Provider): {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("issuer ") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let Ok(issuer) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("the test OpenID Provider did not start within 30 s");
-        };
-        Self { child, issuer }
+        let (peer, issuer) = Peer::start("op.mjs", "OP_CONFIG", config, "issuer");
+        Self { _peer: peer, issuer }
     }
 }
 
-impl Drop for OpenIdProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A real SMTP server (`tests/peers/smtp.mjs`, the `smtp-server` package)
+/// that reports each mail it accepts. `config` may require credentials and
+/// name recipients to refuse (see the script).
+pub struct SmtpServer {
+    peer: Peer,
+    pub port: u16,
+}
+
+impl SmtpServer {
+    pub fn start(config: &Value) -> Self {
+        let (peer, port) = Peer::start("smtp.mjs", "SMTP_CONFIG", config, "smtp");
+        let port = port.parse().unwrap_or_else(|_| panic!("the SMTP server announced `{port}`"));
+        Self { peer, port }
+    }
+
+    /// The next mail accepted within `limit`: `{"from", "to", "user", "data"}`.
+    pub fn next_mail(&mut self, limit: Duration) -> Option<Value> {
+        self.peer.next("mail", limit).and_then(|json| serde_json::from_str(&json).ok())
     }
 }
 

@@ -7,6 +7,7 @@ mod crm;
 mod gateway;
 mod identity;
 mod layering;
+mod mail;
 mod plans;
 mod scim;
 mod sso;

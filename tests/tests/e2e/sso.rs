@@ -1,5 +1,5 @@
 //! Single sign-on through `tollgate up` against a real OpenID Provider run
-//! on loopback (`oidc-provider`, tests/oidc): a tenant admin connects it,
+//! on loopback (`oidc-provider`, tests/peers): a tenant admin connects it,
 //! people sign in through it (provisioned just in time, linked only by the
 //! rules), and the ways a sign-in can be forged or replayed are refused: an
 //! unknown state, a state finished in another browser, a replayed callback,
