@@ -450,7 +450,8 @@ fn platform_routes(backend: SocketAddr) -> GatewayFile {
         name: "sso".to_owned(),
         path: "/api/v1/sso/{rest*}".to_owned(),
         upstream: upstream.clone(),
-        methods: methods(&["GET", "HEAD"]),
+        // GET for starts, callbacks and metadata; POST for SAML responses.
+        methods: methods(&["GET", "HEAD", "POST"]),
         resource: fixed_resource("Platform", "tollgate"),
         forward_authorization: true,
         upstream_authenticates: false,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod authz;
 pub mod mail;
 pub mod problem;
+pub mod saml;
 pub mod scim;
 pub mod sso;
 pub mod state;

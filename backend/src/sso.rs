@@ -29,7 +29,7 @@ const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// and the audit trail, never to the browser.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
-    #[error("issuer `{0}` is not an https URL (or an http loopback one where allowed)")]
+    #[error("`{0}` is not an https URL (or an http loopback one where allowed)")]
     Issuer(String),
     #[error("provider discovery failed: {0}")]
     Discovery(String),
@@ -153,6 +153,24 @@ impl Providers {
             })
             .await
             .map_err(|e| OidcError::Discovery(e.to_string()))
+    }
+
+    /// A document (a SAML provider's metadata) at `url`, which must be a
+    /// URL [`Providers::check_issuer`] accepts, of at most `max` bytes.
+    pub async fn fetch_document(&self, url: &str, max: usize) -> Result<String, OidcError> {
+        self.check_issuer(url)?;
+        let mut response = self.http.get(url).send().await.map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(OidcError::Discovery(format!("`{url}` answered {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| OidcError::Discovery(error_chain(&e)))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > max {
+                return Err(OidcError::Discovery(format!("`{url}` is larger than {max} bytes")));
+            }
+        }
+        String::from_utf8(body).map_err(|_| OidcError::Discovery(format!("`{url}` is not UTF-8 text")))
     }
 
     /// Drops the cached metadata of `issuer` (its keys may have rotated).

@@ -29,10 +29,12 @@ pub struct SsoConnectionRow {
     pub created_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// SAML: the identity provider's metadata (XML).
+    pub idp_metadata: Option<String>,
 }
 
 const CONNECTION_COLUMNS: &str = "id, tenant_id, kind, name, issuer, client_id, client_secret, scopes, claims, \
-     default_role, allow_linking, enabled, created_by, created_at, updated_at";
+     default_role, allow_linking, enabled, created_by, created_at, updated_at, idp_metadata";
 
 /// A connection's settings, for inserts and updates.
 pub struct SsoConnectionFields<'a> {
@@ -45,6 +47,7 @@ pub struct SsoConnectionFields<'a> {
     pub default_role: &'a str,
     pub allow_linking: bool,
     pub enabled: bool,
+    pub idp_metadata: Option<&'a str>,
 }
 
 pub async fn insert_sso_connection(
@@ -58,8 +61,8 @@ pub async fn insert_sso_connection(
     let t = now();
     sqlx::query(
         "INSERT INTO sso_connections (id, tenant_id, kind, name, issuer, client_id, client_secret, scopes, claims, \
-         default_role, allow_linking, enabled, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+         default_role, allow_linking, enabled, created_by, created_at, updated_at, idp_metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(&id)
     .bind(tenant_id)
@@ -75,6 +78,7 @@ pub async fn insert_sso_connection(
     .bind(i64::from(fields.enabled))
     .bind(created_by)
     .bind(t)
+    .bind(fields.idp_metadata)
     .execute(&mut **tx)
     .await?;
     sso_connection(tx, tenant_id, &id).await?.ok_or(StoreError::Corrupt("sso_connections"))
@@ -89,8 +93,8 @@ pub async fn update_sso_connection(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE sso_connections SET name = $1, issuer = $2, client_id = $3, client_secret = $4, scopes = $5, \
-         claims = $6, default_role = $7, allow_linking = $8, enabled = $9, updated_at = $10 \
-         WHERE tenant_id = $11 AND id = $12",
+         claims = $6, default_role = $7, allow_linking = $8, enabled = $9, updated_at = $10, idp_metadata = $11 \
+         WHERE tenant_id = $12 AND id = $13",
     )
     .bind(fields.name)
     .bind(fields.issuer)
@@ -102,6 +106,7 @@ pub async fn update_sso_connection(
     .bind(i64::from(fields.allow_linking))
     .bind(i64::from(fields.enabled))
     .bind(now())
+    .bind(fields.idp_metadata)
     .bind(tenant_id)
     .bind(id)
     .execute(&mut **tx)
@@ -131,7 +136,7 @@ pub async fn sso_connections(tx: &mut Tx, tenant_id: &str) -> Result<Vec<SsoConn
 
 pub async fn delete_sso_connection(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
     // Children first: SQLite enforces the cascade only with foreign keys on.
-    for table in ["sso_domains", "sso_identities", "sso_logins"] {
+    for table in ["sso_domains", "sso_identities", "sso_logins", "sso_assertions"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE tenant_id = $1 AND connection_id = $2")))
             .bind(tenant_id)
             .bind(id)
@@ -312,6 +317,34 @@ pub async fn take_sso_login(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<bo
     .bind(t)
     .bind(tenant_id)
     .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that the assertion with (hashed) id `id` was accepted, until
+/// `expires_at`: `false` when it was accepted before (a replay). Drops the
+/// tenant's expired records first.
+pub async fn record_sso_assertion(
+    tx: &mut Tx,
+    tenant_id: &str,
+    connection_id: &str,
+    id: &str,
+    expires_at: i64,
+) -> Result<bool, StoreError> {
+    sqlx::query("DELETE FROM sso_assertions WHERE tenant_id = $1 AND expires_at < $2")
+        .bind(tenant_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    let done = sqlx::query(
+        "INSERT INTO sso_assertions (id, tenant_id, connection_id, expires_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(connection_id)
+    .bind(expires_at)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)

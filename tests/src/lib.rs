@@ -354,6 +354,21 @@ impl OpenIdProvider {
     }
 }
 
+/// A real SAML identity provider (`tests/peers/saml-idp.mjs`, Auth0's
+/// `samlp` package) posting to `acs`; `config` names its accounts (see the
+/// script). Its metadata is at `{base}/metadata`.
+pub struct SamlIdp {
+    _peer: Peer,
+    pub base: String,
+}
+
+impl SamlIdp {
+    pub fn start(config: &Value) -> Self {
+        let (peer, base) = Peer::start("saml-idp.mjs", "SAML_CONFIG", config, "idp");
+        Self { _peer: peer, base }
+    }
+}
+
 /// A real SMTP server (`tests/peers/smtp.mjs`, the `smtp-server` package)
 /// that reports each mail it accepts. `config` may require credentials and
 /// name recipients to refuse (see the script).

@@ -1,9 +1,14 @@
-//! Signing in through a tenant's identity provider (OIDC): the start
+//! Signing in through a tenant's identity provider. The start
 //! (`/sso/{tenant}/login`, or `/sso/discover?email=` by the address's
-//! domain), which redirects to the provider with PKCE, state and nonce, and
-//! the callback, which checks the state against the browser that started the
-//! sign-in, spends it once, has the code exchanged and the ID token checked,
-//! then finds, links or provisions the account and opens a session.
+//! domain) records the sign-in, binds it to the browser with a cookie, and
+//! redirects: to an OpenID provider with PKCE, state and nonce, or to a
+//! SAML provider with an AuthnRequest (redirect binding) and the state as
+//! `RelayState`. The way back (`/sso/oidc/callback`, or the SAML ACS
+//! `/sso/saml/acs` by the POST binding) checks the state against the
+//! browser that started it, has the provider's answer checked (`crate::sso`,
+//! `crate::saml`), spends the state once (and a SAML assertion's id for
+//! good), then finds, links or provisions the account and opens a session.
+//! `/sso/{tenant}/saml/metadata` is our SAML SP metadata.
 //!
 //! The account rules, so that no provider can take over an account:
 //! - a provider subject already linked to an account signs in as it;
@@ -29,21 +34,27 @@ use tollgate_identity::credentials::tenant_with_entitlements;
 use tollgate_identity::plans::LimitName;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::secrets;
-use tollgate_store::{self as store, NewSsoLogin, SsoConnectionRow, now};
+use tollgate_store::{self as store, NewSsoLogin, SsoConnectionRow, SsoLoginRow, now};
 
-use super::Verb::Get;
+use super::Verb::{Get, Post};
 use super::session::{ClientIp, SignIn, start_session, user_agent};
-use super::sso::secret_context;
+use super::sso::{OIDC, SAML, secret_context};
 use super::validate;
 use super::{Api, Auth};
 use crate::problem::{ApiError, ApiPath, ApiQuery};
+use crate::saml::{IdpMetadata, Sp};
 use crate::sso::{ClaimMap, Identity, Provider};
 use crate::state::AppState;
 
 /// Where providers send the browser back, under the public base URL.
 pub const CALLBACK_PATH: &str = "/api/v1/sso/oidc/callback";
-/// The cookie binding a sign-in to the browser that started it.
+/// Where SAML providers post their responses.
+pub const ACS_PATH: &str = "/api/v1/sso/saml/acs";
+/// The cookies binding a sign-in to the browser that started it.
 const BROWSER_COOKIE: &str = "tollgate_sso";
+const SAML_COOKIE: &str = "tollgate_saml";
+/// Largest SAMLResponse taken (base64).
+const MAX_SAML_RESPONSE: usize = 512 * 1024;
 /// How long a sign-in may take at the provider.
 const LOGIN_TTL: i64 = 10 * 60;
 const BAD_STATE: ApiError = ApiError::Unauthorized("unknown, expired or already used sign-in; start again");
@@ -60,6 +71,15 @@ pub fn routes(api: Api) -> Api {
             discover,
         )
         .op(Get, "/sso/oidc/callback", "Where the identity provider returns the browser", Auth::Public, 200, callback)
+        .op(Post, "/sso/saml/acs", "Where a SAML identity provider posts its response", Auth::Public, 200, acs)
+        .op(
+            Get,
+            "/sso/{tenant}/saml/metadata",
+            "The tenant's SAML service provider metadata",
+            Auth::Public,
+            200,
+            metadata,
+        )
 }
 
 #[derive(Deserialize)]
@@ -106,13 +126,46 @@ fn see_other(location: &str) -> Response {
     response
 }
 
-fn browser_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
-    // Lax, not Strict: the provider's redirect back is a cross-site navigation.
+/// A cookie binding a sign-in to the browser that started it. OIDC's
+/// comes back on the provider's redirect, a top-level navigation (Lax);
+/// SAML's on the provider's form POST, which only `None` lets through.
+fn binding_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
     let secure = if state.config.secure_cookies { " Secure;" } else { "" };
+    let (same_site, path) = if name == SAML_COOKIE { ("None", ACS_PATH) } else { ("Lax", "/api/v1/sso") };
     HeaderValue::from_str(&format!(
-        "{BROWSER_COOKIE}={value}; HttpOnly;{secure} SameSite=Lax; Path=/api/v1/sso; Max-Age={max_age}"
+        "{name}={value}; HttpOnly;{secure} SameSite={same_site}; Path={path}; Max-Age={max_age}"
     ))
     .ok()
+}
+
+/// Our SAML entity id in `tenant_id`: where its SP metadata is.
+pub(super) fn sp_entity_id(state: &AppState, tenant_id: &str) -> String {
+    format!("{}/api/v1/sso/{tenant_id}/saml/metadata", state.config.issuer.trim_end_matches('/'))
+}
+
+fn acs_url(state: &AppState) -> String {
+    format!("{}{ACS_PATH}", state.config.issuer.trim_end_matches('/'))
+}
+
+/// The tenant named by slug or id, active and with `sso` in its plan.
+async fn sso_tenant(state: &AppState, tenant_ref: &str) -> Result<Tenant, ApiError> {
+    let mut tx = state.store.read_tx().await?;
+    let row = match store::tenant_by_slug(&mut tx, tenant_ref).await? {
+        Some(row) => Some(row),
+        None => store::tenant_by_id(&mut tx, tenant_ref).await?,
+    };
+    let Some(row) = row else {
+        return Err(ApiError::NotFound);
+    };
+    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
+    tx.commit().await?;
+    if tenant.status == TenantStatus::Suspended {
+        return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
+    }
+    if !tenant.entitlements.has_feature("sso", now()) {
+        return Err(ApiError::FeatureMissing { feature: "sso", plans: state.lookups.catalog().plans_with("sso") });
+    }
+    Ok(tenant)
 }
 
 async fn login(
@@ -126,22 +179,7 @@ async fn login(
     if q.login_hint.as_deref().is_some_and(|h| h.len() > 254 || h.chars().any(char::is_control)) {
         return Err(ApiError::field("login_hint", "must be at most 254 printable characters"));
     }
-    let mut tx = state.store.read_tx().await?;
-    let row = match store::tenant_by_slug(&mut tx, &tenant_ref).await? {
-        Some(row) => Some(row),
-        None => store::tenant_by_id(&mut tx, &tenant_ref).await?,
-    };
-    let Some(row) = row else {
-        return Err(ApiError::NotFound);
-    };
-    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
-    tx.commit().await?;
-    if tenant.status == TenantStatus::Suspended {
-        return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
-    }
-    if !tenant.entitlements.has_feature("sso", now()) {
-        return Err(ApiError::FeatureMissing { feature: "sso", plans: state.lookups.catalog().plans_with("sso") });
-    }
+    let tenant = sso_tenant(&state, &tenant_ref).await?;
     let mut tx = state.store.tenant_read_tx(&tenant.id).await?;
     let connections: Vec<SsoConnectionRow> = store::sso_connections(&mut tx, &tenant.id)
         .await?
@@ -158,6 +196,9 @@ async fn login(
             ));
         }
     };
+    if connection.kind == SAML {
+        return saml_login(&state, &tenant.id, connection, q.return_to.as_deref()).await;
+    }
     let secret = state
         .sealer
         .open(&connection.client_secret, &secret_context(&tenant.id))
@@ -172,30 +213,79 @@ async fn login(
             tracing::warn!(connection = %connection.id, error = %e, "sso provider unreachable");
             ApiError::BadGateway("the identity provider cannot be reached")
         })?;
-    let browser = secrets::random_token();
     let id = secrets::hash(&authorization.state);
     let verifier = state.sealer.seal(&authorization.verifier, &login_context(&id));
-    let mut tx = state.store.tenant_tx(&tenant.id).await?;
+    let pending =
+        Pending { id: &id, nonce: &authorization.nonce, verifier: &verifier, return_to: q.return_to.as_deref() };
+    remember(&state, connection, &pending, &authorization.url, BROWSER_COOKIE).await
+}
+
+/// A sign-in about to leave for the provider: the hash of its state, the
+/// nonce (OIDC) or request id (SAML), the sealed PKCE verifier (OIDC).
+struct Pending<'a> {
+    id: &'a str,
+    nonce: &'a str,
+    verifier: &'a str,
+    return_to: Option<&'a str>,
+}
+
+/// Records the sign-in, bound to a new cookie `cookie` of this browser,
+/// and sends the browser to the provider at `url`.
+async fn remember(
+    state: &AppState,
+    connection: &SsoConnectionRow,
+    pending: &Pending<'_>,
+    url: &str,
+    cookie: &str,
+) -> Result<Response, ApiError> {
+    let browser = secrets::random_token();
+    let mut tx = state.store.tenant_tx(&connection.tenant_id).await?;
     store::insert_sso_login(
         &mut tx,
         &NewSsoLogin {
-            id: &id,
+            id: pending.id,
             connection_id: &connection.id,
-            tenant_id: &tenant.id,
+            tenant_id: &connection.tenant_id,
             browser: &secrets::hash(&browser),
-            nonce: &authorization.nonce,
-            verifier: &verifier,
-            return_to: q.return_to.as_deref(),
+            nonce: pending.nonce,
+            verifier: pending.verifier,
+            return_to: pending.return_to,
             expires_at: now() + LOGIN_TTL,
         },
     )
     .await?;
     tx.commit().await?;
-    let mut response = see_other(&authorization.url);
-    if let Some(cookie) = browser_cookie(&state, &browser, LOGIN_TTL) {
+    let mut response = see_other(url);
+    if let Some(cookie) = binding_cookie(state, cookie, &browser, LOGIN_TTL) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// The provider's metadata of a SAML connection, as saved (and checked).
+fn idp_of(connection: &SsoConnectionRow) -> Result<IdpMetadata, ApiError> {
+    IdpMetadata::parse(connection.idp_metadata.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::Internal(format!("stored SAML metadata: {e}")))
+}
+
+/// Sends the browser to the SAML provider with an AuthnRequest (redirect
+/// binding) whose id the response must answer, the state as `RelayState`.
+async fn saml_login(
+    state: &AppState,
+    tenant_id: &str,
+    connection: &SsoConnectionRow,
+    return_to: Option<&str>,
+) -> Result<Response, ApiError> {
+    let idp = idp_of(connection)?;
+    let relay_state = secrets::random_token();
+    let request_id = format!("_{}", secrets::hash(&secrets::random_token()));
+    let entity_id = sp_entity_id(state, tenant_id);
+    let acs = acs_url(state);
+    let sp = Sp { entity_id: &entity_id, acs_url: &acs, idp: &idp };
+    let url = sp.authn_request(&request_id, &relay_state).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = secrets::hash(&relay_state);
+    let pending = Pending { id: &id, nonce: &request_id, verifier: "", return_to };
+    remember(state, connection, &pending, &url, SAML_COOKIE).await
 }
 
 fn login_context(id: &str) -> String {
@@ -244,16 +334,23 @@ struct CallbackQuery {
     iss: Option<String>,
 }
 
-/// The browser cookie of the request, when it has one.
-fn presented_browser(headers: &HeaderMap) -> Option<String> {
+/// The binding cookie `cookie` of the request, when it has one.
+fn presented_cookie(headers: &HeaderMap, cookie: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .find(|(name, _)| *name == cookie)
         .map(|(_, value)| value.to_owned())
+}
+
+/// Whether the request carries the cookie that binds `pending` to the
+/// browser that started it.
+fn same_browser(headers: &HeaderMap, cookie: &str, pending: &SsoLoginRow) -> bool {
+    presented_cookie(headers, cookie)
+        .is_some_and(|b| bool::from(secrets::hash(&b).as_bytes().ct_eq(pending.browser.as_bytes())))
 }
 
 /// Records a failed sign-in in the tenant's audit trail.
@@ -294,8 +391,7 @@ async fn callback(
     let (tenant_id, connection_id) = (pending.tenant_id.clone(), pending.connection_id.clone());
     // The browser that comes back must be the one that started: else a
     // victim could be made to finish a sign-in an attacker started.
-    let same_browser = presented_browser(&headers)
-        .is_some_and(|b| bool::from(secrets::hash(&b).as_bytes().ct_eq(pending.browser.as_bytes())));
+    let same_browser = same_browser(&headers, BROWSER_COOKIE, &pending);
     if !same_browser {
         failed(&state, &tenant_id, None, &ip, &connection_id, "the sign-in was started in another browser").await?;
         return Err(BAD_STATE);
@@ -308,7 +404,7 @@ async fn callback(
         failed(&state, &tenant_id, None, &ip, &connection_id, "the state was used already or expired").await?;
         return Err(BAD_STATE);
     }
-    let Some(connection) = connection.filter(|c| c.enabled != 0) else {
+    let Some(connection) = connection.filter(|c| c.enabled != 0 && c.kind == OIDC) else {
         return Err(BAD_STATE);
     };
     if let Some(error) = &q.error {
@@ -354,26 +450,43 @@ async fn callback(
             return Err(FAILED);
         }
     };
-    let user_id = match account(&state, &connection, &identity, &ip).await? {
+    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), BROWSER_COOKIE).await
+}
+
+/// The end of every sign-in through a provider: the account (found,
+/// linked or provisioned, or refused), its session, and the answer: the
+/// tokens, or a redirect to `return_to` with the refresh cookie. The
+/// browser's binding cookie `cookie` is cleared.
+async fn finish_sign_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: &str,
+    connection: &SsoConnectionRow,
+    identity: &Identity,
+    return_to: Option<&str>,
+    cookie: &str,
+) -> Result<Response, ApiError> {
+    let (tenant_id, connection_id) = (&connection.tenant_id, &connection.id);
+    let user_id = match account(state, connection, identity, ip).await? {
         Ok(user_id) => user_id,
         Err(refusal) => {
-            failed(&state, &tenant_id, refusal.user_id.as_deref(), &ip, &connection_id, refusal.reason).await?;
+            failed(state, tenant_id, refusal.user_id.as_deref(), ip, connection_id, refusal.reason).await?;
             return Err(ApiError::forbidden(refusal.reason));
         }
     };
     let amr: &[&str] = if identity.mfa { &["sso", "mfa"] } else { &["sso"] };
-    let agent = user_agent(&headers);
+    let agent = user_agent(headers);
     let sign_in = SignIn {
         user_id: &user_id,
-        tenant: Some(&tenant_id),
+        tenant: Some(tenant_id),
         device: &connection.name,
-        ip: &ip,
+        ip,
         agent: &agent,
         amr,
-        sso_connection: Some(&connection_id),
+        sso_connection: Some(connection_id),
     };
-    let mut response = start_session(&state, &sign_in).await?;
-    if let Some(path) = &pending.return_to {
+    let mut response = start_session(state, &sign_in).await?;
+    if let Some(path) = return_to {
         // The refresh cookie goes with the redirect; the page gets its
         // access token from `/auth/refresh`. No token travels in a URL.
         let cookies: Vec<HeaderValue> = response.headers().get_all(header::SET_COOKIE).iter().cloned().collect();
@@ -382,9 +495,94 @@ async fn callback(
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }
-    if let Some(clear) = browser_cookie(&state, "", 0) {
+    if let Some(clear) = binding_cookie(state, cookie, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
+    Ok(response)
+}
+
+/// A SAML provider's answer (POST binding).
+#[derive(Deserialize)]
+struct AcsForm {
+    #[serde(rename = "SAMLResponse")]
+    saml_response: String,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+async fn acs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
+    form: Result<axum::Form<AcsForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, ApiError> {
+    let axum::Form(form) =
+        form.map_err(|_| ApiError::BadRequest("expected a form with `SAMLResponse` and `RelayState`".into()))?;
+    let relay = form.relay_state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512).ok_or(BAD_STATE)?;
+    let id = secrets::hash(relay);
+    let mut tx = state.store.key_prefix_read_tx(&id).await?;
+    let pending = store::sso_login(&mut tx, &id).await?;
+    tx.commit().await?;
+    let pending = pending.ok_or(BAD_STATE)?;
+    let (tenant_id, connection_id) = (pending.tenant_id.clone(), pending.connection_id.clone());
+    if !same_browser(&headers, SAML_COOKIE, &pending) {
+        failed(&state, &tenant_id, None, &ip, &connection_id, "the sign-in was started in another browser").await?;
+        return Err(BAD_STATE);
+    }
+    let mut tx = state.store.tenant_read_tx(&tenant_id).await?;
+    let connection = store::sso_connection(&mut tx, &tenant_id, &connection_id).await?;
+    tx.commit().await?;
+    let Some(connection) = connection.filter(|c| c.enabled != 0 && c.kind == SAML) else {
+        return Err(BAD_STATE);
+    };
+    if form.saml_response.len() > MAX_SAML_RESPONSE {
+        failed(&state, &tenant_id, None, &ip, &connection_id, "the response is too large").await?;
+        return Err(FAILED);
+    }
+    let idp = idp_of(&connection)?;
+    let entity_id = sp_entity_id(&state, &tenant_id);
+    let acs = acs_url(&state);
+    let sp = Sp { entity_id: &entity_id, acs_url: &acs, idp: &idp };
+    let claims: ClaimMap = serde_json::from_str(&connection.claims).unwrap_or_default();
+    // The response must answer this sign-in's request (`InResponseTo`).
+    let verified = match sp.verify(&form.saml_response, &pending.nonce, &claims.email, &claims.name) {
+        Ok(verified) => verified,
+        Err(e) => {
+            tracing::info!(connection = %connection_id, error = %e, "saml sign-in refused");
+            failed(&state, &tenant_id, None, &ip, &connection_id, &e.to_string()).await?;
+            return Err(FAILED);
+        }
+    };
+    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let assertion = secrets::hash(&format!("{connection_id}:{}", verified.assertion_id));
+    let first_use =
+        store::record_sso_assertion(&mut tx, &tenant_id, &connection_id, &assertion, verified.valid_until).await?;
+    let taken = first_use && store::take_sso_login(&mut tx, &tenant_id, &id).await?;
+    tx.commit().await?;
+    if !first_use {
+        failed(&state, &tenant_id, None, &ip, &connection_id, "the assertion was used before").await?;
+        return Err(FAILED);
+    }
+    if !taken {
+        failed(&state, &tenant_id, None, &ip, &connection_id, "the state was used already or expired").await?;
+        return Err(BAD_STATE);
+    }
+    // A provider of the tenant's claimed domains vouches for its addresses.
+    let identity = Identity {
+        subject: verified.subject,
+        email: verified.email,
+        email_verified: true,
+        name: verified.name,
+        mfa: false,
+    };
+    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), SAML_COOKIE).await
+}
+
+async fn metadata(State(state): State<AppState>, ApiPath(tenant_ref): ApiPath<String>) -> Result<Response, ApiError> {
+    let tenant = sso_tenant(&state, &tenant_ref).await?;
+    let xml = crate::saml::sp_metadata(&sp_entity_id(&state, &tenant.id), &acs_url(&state));
+    let mut response = xml.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
     Ok(response)
 }
 

@@ -9,5 +9,6 @@ mod identity;
 mod layering;
 mod mail;
 mod plans;
+mod saml;
 mod scim;
 mod sso;

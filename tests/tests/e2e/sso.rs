@@ -15,19 +15,19 @@ const CALLBACK: &str = "/api/v1/sso/oidc/callback";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// A browser: keeps cookies, follows no redirect by itself.
-struct Browser {
-    http: reqwest::Client,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
 }
 
 impl Browser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let http =
             reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Self { http }
     }
 
     /// `GET url`: the status, the `Location` (made absolute) and the body.
-    async fn get(&self, url: &str) -> (u16, Option<String>, String) {
+    pub(crate) async fn get(&self, url: &str) -> (u16, Option<String>, String) {
         let response = self.http.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = response.status().as_u16();
         let location = response
@@ -39,7 +39,7 @@ impl Browser {
     }
 
     /// Starts a sign-in at Tollgate: the provider's authorization URL.
-    async fn start(&self, tg: &Tollgate, path: &str) -> String {
+    pub(crate) async fn start(&self, tg: &Tollgate, path: &str) -> String {
         let (status, location, body) = self.get(&tg.url(path)).await;
         assert_eq!(status, 303, "{path}: {body}");
         location.unwrap()
@@ -79,14 +79,14 @@ fn person(email: &str, verified: bool) -> Value {
     json!({"email": email, "email_verified": verified, "name": format!("Person {email}")})
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// Signs up `email` with a tenant and verifies the address: the login answer.
-async fn verified_owner(tg: &Tollgate, email: &str, tenant: &str) -> Value {
+pub(crate) async fn verified_owner(tg: &Tollgate, email: &str, tenant: &str) -> Value {
     let owner = tg.signup_and_login(email, tenant).await;
     verify(tg, email, owner["access_token"].as_str().unwrap()).await;
     owner
@@ -100,7 +100,7 @@ async fn verify(tg: &Tollgate, email: &str, token: &str) {
 
 /// How many security events of `kind` whose details contain `detail` the
 /// store holds.
-async fn events(db: &str, kind: &str, detail: &str) -> i64 {
+pub(crate) async fn events(db: &str, kind: &str, detail: &str) -> i64 {
     use sqlx::Connection as _;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(db).await.unwrap();
