@@ -22,9 +22,11 @@ if [ -z "${TOLLGATE_TEST_DATABASE_URL:-}" ]; then
 fi
 
 # The end-to-end tests talk to real protocol peers on Node.js (an OpenID
-# Provider, an SMTP server), installed from tests/peers' lockfile once.
-if [ ! -d tests/peers/node_modules/oidc-provider ] || [ ! -d tests/peers/node_modules/smtp-server ]; then
+# Provider, a SAML identity provider, an SMTP server), installed from
+# tests/peers' lockfile (again whenever it changes).
+if ! cmp -s tests/peers/package-lock.json tests/peers/node_modules/.installed-lock.json; then
     npm ci --prefix tests/peers --no-audit --no-fund
+    cp tests/peers/package-lock.json tests/peers/node_modules/.installed-lock.json
 fi
 
 # The end-to-end tests drive the real binary: build it (with the test

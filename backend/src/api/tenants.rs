@@ -162,8 +162,19 @@ async fn update(
         }
     }
     checks.finish()?;
-    let requires_sso = body.settings.as_ref().and_then(|s| s.pointer("/security/sso_required")) == Some(&json!(true));
-    if requires_sso && !p.tenant.entitlements.has_feature("sso", tollgate_store::now()) {
+    // Requiring SSO or a second factor is an `sso` plan feature; a tenant
+    // that loses it keeps what it required (security never lapses with a
+    // downgrade), but cannot newly require it.
+    let newly_required = ["sso_required", "mfa_required"].iter().any(|flag| {
+        let pointer = format!("/security/{flag}");
+        let wanted = body.settings.as_ref().and_then(|s| s.pointer(&pointer)) == Some(&json!(true));
+        let had = serde_json::from_str::<Value>(&p.tenant.settings)
+            .ok()
+            .and_then(|s| s.pointer(&pointer).cloned())
+            == Some(json!(true));
+        wanted && !had
+    });
+    if newly_required && !p.tenant.entitlements.has_feature("sso", tollgate_store::now()) {
         return Err(ApiError::FeatureMissing { feature: "sso", plans: state.lookups.catalog().plans_with("sso") });
     }
     let name = body.name.as_deref().map_or(p.tenant.name.as_str(), str::trim);

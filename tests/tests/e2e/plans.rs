@@ -301,6 +301,11 @@ async fn a_tenant_requiring_mfa_is_enforced_at_the_gateway() {
     let token = owner["access_token"].as_str().unwrap().to_owned();
     let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
     assert_eq!(get(&gw, "/echo/items/1", &token).await.status, 200);
+    // Requiring a second factor is a plan feature (`sso`).
+    let root = platform_admin(&up, "root@strict.test", &[]).await;
+    let plan = json!({"plan": "enterprise"});
+    let (status, _) = up.send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(plan)).await;
+    assert_eq!(status, 200);
     let settings = json!({"settings": {"security": {"mfa_required": true}}});
     let (status, body) = up.send("PATCH", &format!("/api/v1/tenants/{tenant}"), Some(&token), Some(settings)).await;
     assert_eq!(status, 200, "{body}");

@@ -250,6 +250,11 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     assert_eq!(body["tenant"]["role"].as_str(), Some("member"), "{body}");
     let (status, me) = tg.send("GET", "/api/v1/me", Some(&access), None).await;
     assert_eq!((status, me["user"]["email"].as_str()), (200, Some("alice@corp.test")), "{me}");
+    // The session says how it signed in, and through which connection.
+    let (status, sessions) = tg.send("GET", "/api/v1/me/sessions", Some(&access), None).await;
+    assert_eq!(status, 200, "{sessions}");
+    let current = sessions["items"].as_array().unwrap().iter().find(|s| s["current"] == json!(true)).unwrap();
+    assert_eq!((current["amr"].clone(), current["sso_connection"].as_str()), (json!(["sso"]), Some(corp_id.as_str())));
     // A member does not manage connections; another tenant's admin sees none.
     let (status, body) = tg.send("GET", &connections, Some(&access), None).await;
     assert_eq!(status, 403, "{body}");

@@ -186,7 +186,16 @@ async fn a_tenant_requiring_mfa_lets_password_sessions_only_enrol() {
         let tenant = format!("/api/v1/tenants/{t}");
         let r = app.patch(&tenant, &owner.token, json!({"settings": {"security": {"mfa_required": "yes"}}})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {r:?}");
-        let r = app.patch(&tenant, &owner.token, json!({"settings": {"security": {"mfa_required": true}}})).await;
+        // Requiring a second factor is a plan feature (`sso`).
+        let required = json!({"settings": {"security": {"mfa_required": true}}});
+        let r = app.patch(&tenant, &owner.token, required.clone()).await;
+        assert_eq!((r.status, r.body["feature"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("sso")), "{l}: {r:?}");
+        app.owner("root@required.test", "Root").await;
+        app.make_platform_admin("root@required.test").await;
+        let root = app.login("root@required.test", None).await.body["access_token"].as_str().unwrap().to_owned();
+        let r = app.put(&format!("{tenant}/plan"), &root, Some(json!({"plan": "enterprise"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
+        let r = app.patch(&tenant, &owner.token, required).await;
         assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
 
         let members = format!("{tenant}/members");
