@@ -57,6 +57,18 @@ pub async fn outbox(tx: &mut Tx, recipient: Option<&str>, limit: i64) -> Result<
     .await?)
 }
 
+/// Whether a mail with `subject` was queued to `recipient` since `since`.
+pub async fn mailed_since(tx: &mut Tx, recipient: &str, subject: &str, since: i64) -> Result<bool, StoreError> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3 LIMIT 1")
+            .bind(recipient)
+            .bind(subject)
+            .bind(since)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(found.is_some())
+}
+
 /// Whether any mail is due for delivery (a read, so an idle relay takes no
 /// write lock).
 pub async fn mail_due(tx: &mut Tx) -> Result<bool, StoreError> {

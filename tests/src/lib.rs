@@ -201,7 +201,7 @@ impl Tollgate {
                 Some(json!({"email": email, "password": PASSWORD, "name": "Someone", "tenant_name": tenant_name})),
             )
             .await;
-        assert_eq!(status, 201, "{body}");
+        assert_eq!(status, 202, "{body}");
         self.login(email).await
     }
 

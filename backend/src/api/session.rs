@@ -37,12 +37,19 @@ const BAD_LOGIN: ApiError = ApiError::Unauthorized("invalid email or password");
 const BAD_REFRESH: ApiError = ApiError::Unauthorized("invalid or expired refresh token");
 
 pub fn routes(api: Api) -> Api {
-    api.op(Post, "/auth/signup", "Create an account and its first tenant", Auth::Public, 201, signup)
-        .body::<SignupBody>()
-        .op(Post, "/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
-        .body::<LoginBody>()
-        .op(Post, "/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
-        .op(Post, "/auth/logout", "End the current session", Auth::Public, 204, logout)
+    api.op(
+        Post,
+        "/auth/signup",
+        "Create an account and its first tenant; the same answer whether or not the address has an account",
+        Auth::Public,
+        202,
+        signup,
+    )
+    .body::<SignupBody>()
+    .op(Post, "/auth/login", "Log in: an access token and a refresh token", Auth::Public, 200, login)
+    .body::<LoginBody>()
+    .op(Post, "/auth/refresh", "Rotate a refresh token for a new access token", Auth::Public, 200, refresh)
+    .op(Post, "/auth/logout", "End the current session", Auth::Public, 204, logout)
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -76,7 +83,23 @@ pub(super) async fn send_verification(
     Ok(())
 }
 
-async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody>) -> Result<Response, ApiError> {
+/// What a signup answers, whether or not the address had an account: the
+/// answer says nothing of who is registered.
+fn signup_answer(email: &str) -> Response {
+    let body = json!({"status": "verification_sent", "email": email});
+    (StatusCode::ACCEPTED, ApiJson(body)).into_response()
+}
+
+/// Subject of the mail to an address that signed up again.
+const ALREADY_REGISTERED: &str = "You already have an account";
+/// At most one such mail per address in this many seconds.
+const ALREADY_REGISTERED_EVERY: i64 = 3600;
+
+async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<SignupBody>,
+) -> Result<Response, ApiError> {
     let email = validate::normalize_email(&body.email);
     let name = body.name.trim().to_owned();
     let tenant_name =
@@ -87,29 +110,47 @@ async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<SignupBody
     checks.check("password", validate::new_password(&body.password));
     checks.check("tenant_name", validate::name(&tenant_name));
     checks.finish()?;
+    // Hashed whether or not the address is taken: both answers cost the same.
     let hash = state.hashing.hash(body.password).await?;
     let mut tx = state.store.tx().await?;
-    if store::user_by_email(&mut tx, &email).await?.is_some() {
-        return Err(ApiError::Conflict("an account with this email already exists".into()));
+    state.store.serialize_on(&mut tx, &format!("signup:{email}")).await?;
+    if let Some(existing) = store::user_by_email(&mut tx, &email).await? {
+        already_registered(&state, &mut tx, &existing.id, &email, &ip).await?;
+        tx.commit().await?;
+        return Ok(signup_answer(&email));
     }
-    let user = match store::insert_user(&mut tx, &email, &name, Some(&hash), false).await {
-        Ok(user) => user,
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::Conflict("an account with this email already exists".into()));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let user = store::insert_user(&mut tx, &email, &name, Some(&hash), false).await?;
     let tenant = store::insert_tenant(&mut tx, &tenant_name, &validate::slugify(&tenant_name)).await?;
     state.store.bind_tenant(&mut tx, &tenant.id).await?;
     store::insert_membership(&mut tx, &tenant.id, &user.id, "owner").await?;
-    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "user.signup", "", json!({})).await?;
+    store::security_event(&mut tx, Some(&tenant.id), Some(&user.id), "user.signup", &ip, json!({})).await?;
     send_verification(&state, &mut tx, &user.id, &user.email).await?;
     tx.commit().await?;
-    let body = json!({
-        "user": views::user(&User::from(user)),
-        "tenant": views::tenant(&Tenant::from(tenant), Some("owner")),
-    });
-    Ok((StatusCode::CREATED, ApiJson(body)).into_response())
+    Ok(signup_answer(&email))
+}
+
+/// Someone signed up with the address of an existing account: its owner is
+/// told (at most once an hour, so signups cannot flood the mailbox), and
+/// nothing about the account changes.
+async fn already_registered(
+    state: &AppState,
+    tx: &mut store::Tx,
+    user_id: &str,
+    email: &str,
+    ip: &str,
+) -> Result<(), ApiError> {
+    store::security_event(tx, None, Some(user_id), "user.signup_existing", ip, json!({})).await?;
+    if store::mailed_since(tx, email, ALREADY_REGISTERED, now() - ALREADY_REGISTERED_EVERY).await? {
+        return Ok(());
+    }
+    let body = format!(
+        "Someone, perhaps you, tried to create an account with this address, which already has one.\n\n\
+         If it was you, sign in; if you forgot your password, send\n  POST {}/api/v1/auth/password/forgot\n  \
+         {{\"email\": \"{email}\"}}\n\nIf it was not you, ignore this mail: your account has not changed.\n",
+        state.config.issuer
+    );
+    store::enqueue_mail(tx, None, email, ALREADY_REGISTERED, &body).await?;
+    Ok(())
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

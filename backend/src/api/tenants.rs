@@ -168,9 +168,7 @@ async fn update(
     let newly_required = ["sso_required", "mfa_required"].iter().any(|flag| {
         let pointer = format!("/security/{flag}");
         let wanted = body.settings.as_ref().and_then(|s| s.pointer(&pointer)) == Some(&json!(true));
-        let had = serde_json::from_str::<Value>(&p.tenant.settings)
-            .ok()
-            .and_then(|s| s.pointer(&pointer).cloned())
+        let had = serde_json::from_str::<Value>(&p.tenant.settings).ok().and_then(|s| s.pointer(&pointer).cloned())
             == Some(json!(true));
         wanted && !had
     });

@@ -323,7 +323,7 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
             Some(json!({"email": "carol@corp.test", "password": PASSWORD, "name": "Carol", "tenant_name": "Carol's"})),
         )
         .await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 202);
     let (status, body) = Browser::new().sign_in(&tg, &login, "carol@corp.test").await;
     assert_eq!(status, 403, "linking is off: {body}");
     let mut linking = corp.clone();

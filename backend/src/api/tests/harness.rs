@@ -179,7 +179,7 @@ impl TestApp {
                 json!({"email": email, "password": PASSWORD, "name": "Owner", "tenant_name": tenant_name}),
             )
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}: {r:?}", self.label());
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}: {r:?}", self.label());
         let r = self.login(email, None).await;
         assert_eq!(r.status, StatusCode::OK, "{}: {r:?}", self.label());
         account(&r)
