@@ -20,6 +20,7 @@ use tollgate_gateway::proxy::Listen;
 use tollgate_gateway::quota::Meter;
 use tollgate_gateway::route::RouteLimit;
 use tollgate_identity::assertion::BACKEND_UPSTREAM;
+use tollgate_identity::plans::LiveCatalog;
 use tollgate_identity::tokens::{self, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine, PolicyWatcher, ReloadOutcome, run_scenario_dir};
 use tollgate_store::{self as store, DbKind, Store};
@@ -510,8 +511,12 @@ impl RunningGateway {
     ) -> Result<Self> {
         let public = concrete_address(config.listen)?;
         let metrics = concrete_address(config.metrics_listen)?;
-        let catalog = Arc::clone(&config.catalog);
-        tollgate_gateway::metrics::plan_limits(&catalog);
+        // The store's catalog (seeded by the backend) when there is one,
+        // read again every few seconds; else this process's configuration.
+        let catalog = Arc::new(LiveCatalog::new((*config.catalog).clone()));
+        catalog.reload(&store).await?;
+        tollgate_gateway::metrics::plan_limits(&catalog.get());
+        Arc::clone(&catalog).spawn_refresh(store.clone(), tollgate_gateway::metrics::plan_limits);
         let caches = Caches::new(keys, config.database_url.clone(), engine, gateway_config.issuers.clone(), catalog);
         let gateway = Arc::new(Gateway::new(gateway_config, caches).context("cannot prepare the upstreams")?);
         let meter = Arc::clone(gateway.quotas.meter());

@@ -30,6 +30,7 @@ use tollgate_policies::LivePolicies;
 pub use state::{AppState, BackendConfig};
 use tollgate_identity::assertion::BACKEND_UPSTREAM;
 use tollgate_identity::layers::TenantEngines;
+use tollgate_identity::plans::{LiveCatalog, seed_catalog};
 use tollgate_identity::sealed::Sealer;
 use tollgate_identity::tokens::{KeyError, KeyRing};
 use tollgate_store::{Store, StoreError};
@@ -58,8 +59,12 @@ pub async fn build_state(
     let dummy = auth::password::hash(&tollgate_identity::secrets::random_token()).map_err(|_| StartError::Hash)?;
     let sealer = Arc::new(Sealer::load_or_create(&config.secrets_key_file)?);
     seal_legacy_secrets(&store, &sealer).await?;
+    // The configured catalog becomes the store's, for every process on it.
+    seed_catalog(&store, &config.catalog).await?;
+    let catalog = Arc::new(LiveCatalog::new((*config.catalog).clone()));
+    Arc::clone(&catalog).spawn_refresh(store.clone(), |_| {});
     Ok(AppState {
-        lookups: StoreLookups::new(store.clone(), Arc::clone(&config.catalog)),
+        lookups: StoreLookups::new(store.clone(), catalog),
         store,
         engines: Arc::new(TenantEngines::new(engine)),
         keys: Arc::new(keys),

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tollgate_identity::credentials::{KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups};
 use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
-use tollgate_identity::plans::Catalog;
+use tollgate_identity::plans::{Catalog, LiveCatalog};
 use tollgate_identity::principal::{ApiKey, Tenant, User};
 use tollgate_identity::roles::Standing;
 use tollgate_identity::tokens::{AccessClaims, KeyRing};
@@ -67,7 +67,7 @@ pub struct Caches {
     /// Keys whose use was recorded within the last minute.
     key_uses: Cache<String, ()>,
     engines: TenantEngines,
-    catalog: Arc<Catalog>,
+    catalog: Arc<LiveCatalog>,
     issuers: Issuers,
     external: Cache<[u8; 32], Arc<ExternalIdentity>>,
 }
@@ -100,7 +100,7 @@ impl Caches {
         database_url: String,
         policies: Arc<LivePolicies>,
         issuers: Vec<IssuerConfig>,
-        catalog: Arc<Catalog>,
+        catalog: Arc<LiveCatalog>,
     ) -> Self {
         Self::with_miss_capacity(keys, database_url, policies, issuers, catalog, MISSES_CAPACITY)
     }
@@ -110,7 +110,7 @@ impl Caches {
         database_url: String,
         policies: Arc<LivePolicies>,
         issuers: Vec<IssuerConfig>,
-        catalog: Arc<Catalog>,
+        catalog: Arc<LiveCatalog>,
         misses: u64,
     ) -> Self {
         Self {
@@ -152,9 +152,9 @@ impl Caches {
             .await
     }
 
-    /// The plans tenants can be on.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The plans tenants can be on, as in force now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.get()
     }
 
     /// The store, for what is counted rather than cached (usage).
@@ -393,7 +393,7 @@ mod tests {
                 .await
                 .unwrap();
             let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
-            let catalog = Arc::new(Catalog::builtin());
+            let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
             let caches = Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, 100);
             for i in 0..400 {
                 assert!(caches.api_key(&format!("{i:012x}")).await.unwrap().is_none(), "{l}");

@@ -115,7 +115,7 @@ impl Gateway {
         }
         let at = now();
         let entitled =
-            entitlements::check(route_def, tenant.as_deref(), self.caches.catalog(), at).map_err(Denial::early);
+            entitlements::check(route_def, tenant.as_deref(), &self.caches.catalog(), at).map_err(Denial::early);
         lap("entitlements");
         entitled?;
         // A tenant's layer applies to its resources; the platform's own

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tollgate_store::{self as store, ApiKeyRow, SessionRow, Store, StoreError, TenantRow, Tx, now};
 
-use crate::plans::Catalog;
+use crate::plans::{Catalog, LiveCatalog};
 
 use crate::principal::{Actor, ApiKey, KeyOwner, Principal, Tenant, User};
 use crate::roles::Standing;
@@ -165,7 +165,7 @@ pub async fn principal_from_api_key(
 #[derive(Debug, Clone)]
 pub struct StoreLookups {
     store: Store,
-    catalog: Arc<Catalog>,
+    catalog: Arc<LiveCatalog>,
 }
 
 /// A tenant with its entitlements (its plan from `catalog` and its
@@ -179,7 +179,7 @@ pub async fn tenant_with_entitlements(tx: &mut Tx, catalog: &Catalog, row: Tenan
 }
 
 impl StoreLookups {
-    pub fn new(store: Store, catalog: Arc<Catalog>) -> Self {
+    pub fn new(store: Store, catalog: Arc<LiveCatalog>) -> Self {
         Self { store, catalog }
     }
 
@@ -187,9 +187,9 @@ impl StoreLookups {
         &self.store
     }
 
-    /// The plans tenants can be on.
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
+    /// The plans tenants can be on, as in force now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.get()
     }
 
     /// A tenant by id, or by slug when no tenant has that id.
@@ -200,7 +200,7 @@ impl StoreLookups {
             row = store::tenant_by_slug(&mut tx, id_or_slug).await?;
         }
         let tenant = match row {
-            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog, row).await?)),
+            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog.get(), row).await?)),
             None => None,
         };
         tx.commit().await?;
@@ -226,7 +226,7 @@ impl Lookups for StoreLookups {
     async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
         let mut tx = self.store.tenant_read_tx(id).await?;
         let tenant = match store::tenant_by_id(&mut tx, id).await? {
-            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog, row).await?)),
+            Some(row) => Some(Arc::new(tenant_with_entitlements(&mut tx, &self.catalog.get(), row).await?)),
             None => None,
         };
         tx.commit().await?;

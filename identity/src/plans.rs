@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use tollgate_store::{OverrideRow, StoreError};
+use arc_swap::ArcSwap;
+use tollgate_store::{OverrideRow, PlanRow, Store, StoreError};
 
 /// The limits a plan sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -214,7 +215,17 @@ impl Catalog {
     /// The built-in catalog with `plans` added or replacing built-in plans
     /// of the same name.
     pub fn with(plans: Vec<Plan>) -> Result<Self, CatalogError> {
-        let mut catalog = Self::builtin();
+        let mut all: BTreeMap<String, Plan> =
+            Self::builtin().plans.into_values().map(|p| (p.name.clone(), (*p).clone())).collect();
+        for plan in plans {
+            all.insert(plan.name.clone(), plan);
+        }
+        Self::of(all.into_values())
+    }
+
+    /// A catalog of exactly `plans`, checked.
+    pub fn of(plans: impl IntoIterator<Item = Plan>) -> Result<Self, CatalogError> {
+        let mut catalog = Self { plans: BTreeMap::new() };
         for plan in plans {
             if !is_identifier(&plan.name) {
                 return Err(CatalogError::BadName(plan.name));
@@ -231,6 +242,59 @@ impl Catalog {
             return Err(CatalogError::NoDefault(tollgate_store::DEFAULT_PLAN.into()));
         }
         Ok(catalog)
+    }
+
+    /// The catalog as stored rows.
+    pub fn to_rows(&self) -> Vec<PlanRow> {
+        self.plans
+            .values()
+            .map(|p| {
+                let limits: serde_json::Map<String, serde_json::Value> = LimitName::ALL
+                    .iter()
+                    .map(|l| (l.as_str().to_owned(), serde_json::json!(p.limits.get(*l))))
+                    .collect();
+                PlanRow {
+                    name: p.name.clone(),
+                    display_name: p.display_name.clone(),
+                    price_minor: i64::try_from(p.price_minor).unwrap_or(i64::MAX),
+                    currency: p.currency.clone(),
+                    period: p.period.as_str().to_owned(),
+                    features: serde_json::json!(p.features).to_string(),
+                    limits: serde_json::Value::Object(limits).to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The catalog of stored rows; `None` when none is stored.
+    pub fn from_rows(rows: &[PlanRow]) -> Result<Option<Self>, CatalogError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let corrupt = |name: &str| CatalogError::BadName(format!("{name} (unreadable stored plan)"));
+        let plans = rows
+            .iter()
+            .map(|row| {
+                let features: BTreeSet<String> = serde_json::from_str(&row.features).map_err(|_| corrupt(&row.name))?;
+                let values: BTreeMap<String, Option<u64>> =
+                    serde_json::from_str(&row.limits).map_err(|_| corrupt(&row.name))?;
+                let mut limits = Limits::default();
+                for (name, value) in values {
+                    let limit = LimitName::parse(&name).ok_or_else(|| corrupt(&row.name))?;
+                    limits.set(limit, value);
+                }
+                Ok(Plan {
+                    name: row.name.clone(),
+                    display_name: row.display_name.clone(),
+                    price_minor: u64::try_from(row.price_minor).unwrap_or(0),
+                    currency: row.currency.clone(),
+                    period: BillingPeriod::parse(&row.period).ok_or_else(|| corrupt(&row.name))?,
+                    features,
+                    limits,
+                })
+            })
+            .collect::<Result<Vec<_>, CatalogError>>()?;
+        Self::of(plans).map(Some)
     }
 
     pub fn plan(&self, name: &str) -> Option<&Arc<Plan>> {
@@ -256,6 +320,77 @@ impl Catalog {
     pub fn entitlements(&self, plan: &str, overrides: &[OverrideRow]) -> Result<Entitlements, StoreError> {
         let overrides = overrides.iter().map(Override::try_from).collect::<Result<Vec<_>, _>>()?;
         Ok(Entitlements { plan_name: plan.to_owned(), plan: self.plan(plan).cloned(), overrides: overrides.into() })
+    }
+}
+
+/// How often a process reads the stored catalog again: a catalog seeded
+/// by another process is in force everywhere within this bound.
+pub const CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes `catalog` the store's, for every process on it (the backend does
+/// at start, from its configuration).
+pub async fn seed_catalog(store: &Store, catalog: &Catalog) -> Result<(), StoreError> {
+    let mut tx = store.tx().await?;
+    tollgate_store::replace_plans(&mut tx, &catalog.to_rows()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The catalog in force: the store's, read again every
+/// [`CATALOG_REFRESH`] and swapped whole when it changed (the one given at
+/// start until the store has one).
+#[derive(Debug)]
+pub struct LiveCatalog {
+    current: ArcSwap<Catalog>,
+}
+
+impl LiveCatalog {
+    pub fn new(initial: Catalog) -> Self {
+        Self { current: ArcSwap::from_pointee(initial) }
+    }
+
+    /// The catalog now.
+    pub fn get(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Reads the store's catalog; whether it replaced the one in force. A
+    /// stored catalog that cannot be read keeps the one in force.
+    pub async fn reload(&self, store: &Store) -> Result<bool, StoreError> {
+        let mut tx = store.read_tx().await?;
+        let rows = tollgate_store::plans(&mut tx).await?;
+        tx.commit().await?;
+        match Catalog::from_rows(&rows) {
+            Ok(Some(stored)) if *self.current.load_full() != stored => {
+                self.current.store(Arc::new(stored));
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "the stored plan catalog is unreadable; keeping the one in force");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Reloads every [`CATALOG_REFRESH`] for as long as the runtime runs,
+    /// calling `on_change` with each new catalog.
+    pub fn spawn_refresh(self: Arc<Self>, store: Store, on_change: impl Fn(&Catalog) + Send + 'static) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CATALOG_REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.reload(&store).await {
+                    Ok(true) => {
+                        tracing::info!("a new plan catalog is in force");
+                        on_change(&self.get());
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the plan catalog; keeping the one in force"),
+                }
+            }
+        });
     }
 }
 
@@ -430,6 +565,48 @@ pub fn month_of(unix: i64) -> (String, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_survives_the_store_unchanged() {
+        let team = Plan {
+            name: "team".into(),
+            display_name: "Team".into(),
+            price_minor: 1_900,
+            currency: "EUR".into(),
+            period: BillingPeriod::Year,
+            features: ["reports".to_owned()].into(),
+            limits: Limits::default(),
+        };
+        let catalog = Catalog::with(vec![team]).unwrap();
+        assert_eq!(Catalog::from_rows(&catalog.to_rows()), Ok(Some(catalog)));
+        assert_eq!(Catalog::from_rows(&[]), Ok(None), "nothing stored: the configured catalog stays");
+        let mut rows = Catalog::builtin().to_rows();
+        rows.retain(|r| r.name != "free");
+        assert!(matches!(Catalog::from_rows(&rows), Err(CatalogError::NoDefault(_))));
+        let mut rows = Catalog::builtin().to_rows();
+        rows[0].limits = "{\"max_seats\": 3}".into();
+        assert!(Catalog::from_rows(&rows).is_err(), "an unknown limit is not read as no limit");
+    }
+
+    #[tokio::test]
+    async fn every_process_comes_to_the_seeded_catalog() {
+        for db in tollgate_store::testing::databases().await {
+            // A process configured with the built-in plans only…
+            let live = LiveCatalog::new(Catalog::builtin());
+            assert!(!live.reload(&db.store).await.unwrap(), "{}: nothing seeded yet", db.label);
+            // …takes up the catalog another process seeded.
+            let mut team = (**Catalog::builtin().plan("pro").unwrap()).clone();
+            team.name = "team".into();
+            let seeded = Catalog::with(vec![team]).unwrap();
+            seed_catalog(&db.store, &seeded).await.unwrap();
+            assert!(live.reload(&db.store).await.unwrap(), "{}", db.label);
+            assert_eq!(*live.get(), seeded, "{}", db.label);
+            assert!(!live.reload(&db.store).await.unwrap(), "{}: unchanged, not swapped", db.label);
+            seed_catalog(&db.store, &Catalog::builtin()).await.unwrap();
+            assert!(live.reload(&db.store).await.unwrap());
+            assert!(live.get().plan("team").is_none(), "{}: a plan seeded away is gone", db.label);
+        }
+    }
 
     fn row(name: &str, kind: &str, value: Option<i64>, expires_at: Option<i64>) -> OverrideRow {
         OverrideRow {

@@ -1,6 +1,6 @@
-//! Entitlement overrides, usage counters and products' usage reports, and
-//! the counts that plan limits bound. Every function takes a transaction
-//! opened for the tenant it touches.
+//! The plan catalog as seeded, entitlement overrides, usage counters and
+//! products' usage reports, and the counts that plan limits bound. Every
+//! function about a tenant takes a transaction opened for it.
 
 use sqlx::FromRow;
 
@@ -162,4 +162,50 @@ pub async fn count_live_api_keys(tx: &mut Tx, tenant_id: &str) -> Result<i64, St
     .bind(now())
     .fetch_one(&mut **tx)
     .await?)
+}
+
+/// A plan of the catalog as stored (see migration 0014).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PlanRow {
+    pub name: String,
+    pub display_name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub period: String,
+    /// JSON array of feature names.
+    pub features: String,
+    /// JSON object of limit names to values (null: unlimited).
+    pub limits: String,
+}
+
+/// The stored catalog, by name.
+pub async fn plans(tx: &mut Tx) -> Result<Vec<PlanRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT name, display_name, price_minor, currency, period, features, limits FROM plans ORDER BY name",
+    )
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Makes `rows` the stored catalog, whole.
+pub async fn replace_plans(tx: &mut Tx, rows: &[PlanRow]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM plans").execute(&mut **tx).await?;
+    let t = now();
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO plans (name, display_name, price_minor, currency, period, features, limits, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&row.name)
+        .bind(&row.display_name)
+        .bind(row.price_minor)
+        .bind(&row.currency)
+        .bind(&row.period)
+        .bind(&row.features)
+        .bind(&row.limits)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -132,7 +132,7 @@ pub(super) async fn entitled_target(
     authorize(state, p, action, Resource::Tenant(&target), None)?;
     let mut tx = state.store.tenant_tx(tenant_id).await?;
     let row = store::tenant_by_id(&mut tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
-    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
+    let tenant = tenant_with_entitlements(&mut tx, &state.lookups.catalog(), row).await?;
     tx.commit().await?;
     Ok(tenant)
 }
@@ -143,7 +143,7 @@ async fn get(
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let tenant = entitled_target(&state, &p, &tenant_id, Action::TenantRead).await?;
-    Ok(ApiJson(entitlements_view(&tenant_id, state.lookups.catalog(), &tenant.entitlements, now())))
+    Ok(ApiJson(entitlements_view(&tenant_id, &state.lookups.catalog(), &tenant.entitlements, now())))
 }
 
 /// A feature override: on or off, until `expires_at` when given.
@@ -246,8 +246,8 @@ async fn put(
     store::lock_tenant(&mut tx, &tenant_id).await?;
     store::replace_entitlement_overrides(&mut tx, &tenant_id, &rows).await?;
     let row = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
-    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
-    let view = entitlements_view(&tenant_id, state.lookups.catalog(), &tenant.entitlements, at);
+    let tenant = tenant_with_entitlements(&mut tx, &state.lookups.catalog(), row).await?;
+    let view = entitlements_view(&tenant_id, &state.lookups.catalog(), &tenant.entitlements, at);
     let details = json!({"overrides": view["overrides"].clone()});
     audit(&mut tx, &p, &tenant_id, None, "tenant.entitlements_changed", details).await?;
     tx.commit().await?;
@@ -266,7 +266,7 @@ pub(crate) async fn room_for_one_more(
 ) -> Result<(), ApiError> {
     store::lock_tenant(tx, tenant_id).await?;
     let row = store::tenant_by_id(tx, tenant_id).await?.ok_or(ApiError::NotFound)?;
-    let tenant = tenant_with_entitlements(tx, state.lookups.catalog(), row).await?;
+    let tenant = tenant_with_entitlements(tx, &state.lookups.catalog(), row).await?;
     let Some(max) = tenant.entitlements.limit(limit, now()) else {
         return Ok(());
     };

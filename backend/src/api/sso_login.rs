@@ -157,7 +157,7 @@ async fn sso_tenant(state: &AppState, tenant_ref: &str) -> Result<Tenant, ApiErr
     let Some(row) = row else {
         return Err(ApiError::NotFound);
     };
-    let tenant = tenant_with_entitlements(&mut tx, state.lookups.catalog(), row).await?;
+    let tenant = tenant_with_entitlements(&mut tx, &state.lookups.catalog(), row).await?;
     tx.commit().await?;
     if tenant.status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));

@@ -155,7 +155,7 @@ impl FromRequestParts<AppState> for Client {
         let row = row.ok_or_else(unauthorized)?;
         let mut tx = state.store.tenant_read_tx(&row.tenant_id).await?;
         let tenant = match store::tenant_by_id(&mut tx, &row.tenant_id).await? {
-            Some(t) => tenant_with_entitlements(&mut tx, state.lookups.catalog(), t).await?,
+            Some(t) => tenant_with_entitlements(&mut tx, &state.lookups.catalog(), t).await?,
             None => return Err(unauthorized()),
         };
         tx.commit().await?;

@@ -358,3 +358,32 @@ fn totp(secret: &str, offset: u64) -> String {
     let n = u32::from_be_bytes([d[o] & 0x7f, d[o + 1], d[o + 2], d[o + 3]]) % 1_000_000;
     format!("{n:06}")
 }
+
+/// A plan defined in the backend's configuration only is enforced by a
+/// gateway whose own configuration does not know it: the backend seeds its
+/// catalog into the store, and every process reads it from there.
+#[tokio::test]
+async fn the_backends_catalog_is_every_gateways() {
+    let dir = temp_dir("catalog");
+    let config = dir.join("tollgate.toml");
+    std::fs::write(&config, "[plans.team]\ndisplay_name = \"Team\"\nprice_minor = 1900\nfeatures = [\"reports\"]\n")
+        .unwrap();
+    let config_path = config.to_string_lossy().into_owned();
+    let up = Tollgate::start_with(dir, &[ISSUER, ("TOLLGATE_CONFIG", config_path.as_str())]);
+    let (status, plans) = up.send("GET", "/api/v1/plans", None, None).await;
+    assert_eq!(status, 200);
+    assert!(plans["items"].as_array().unwrap().iter().any(|p| p["name"] == json!("team")), "{plans}");
+    // This gateway's configuration is the built-in catalog alone.
+    let routes = routes_file(&up.data_dir).await;
+    let gw = start_gateway(&up, &routes, &[]);
+    let root = platform_admin(&up, "root@catalog.test", &[]).await;
+    let owner = up.signup_and_login("owner@catalog.test", "Catalog").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(get(&gw, "/echo/reports", &token).await.status, 402, "free has no reports");
+    let plan = json!({"plan": "team"});
+    let (status, body) = up.send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(plan)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut forwarded = 0;
+    until(&gw, "/echo/reports", &token, 200, &mut forwarded).await;
+}
