@@ -6,9 +6,12 @@
 //! which must name the same subject.
 //!
 //! Issuers are `https` URLs; plain `http` on a loopback address only when
-//! the configuration allows it (tests run a provider locally). The HTTP
-//! client follows no redirects, so a provider cannot send the backend on to
-//! addresses its configuration did not name.
+//! the configuration allows it (tests run a provider locally). A tenant
+//! admin names these URLs, so the backend fetches them only from public
+//! addresses: a literal address must be public, a host name is resolved to
+//! its public addresses only (loopback too when allowed), and the HTTP
+//! client follows no redirects, so neither a name nor a provider can point
+//! the backend at its own network.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,11 +110,69 @@ pub struct Providers {
     allow_http_loopback: bool,
 }
 
+/// Whether the backend may fetch a tenant's provider at `ip`: a public
+/// unicast address, not one of its own networks'.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+                    || v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8
+                    || v6.segments()[0] == 0x0064 && v6.segments()[1] == 0xff9b)
+            }
+        },
+    }
+}
+
+/// Resolves providers' host names to their public addresses only (and
+/// loopback ones when allowed); a name with none fails to resolve.
+struct PublicAddresses {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed: Vec<std::net::SocketAddr> =
+                found.filter(|a| is_public(a.ip()) || (allow_loopback && a.ip().is_loopback())).collect();
+            if allowed.is_empty() {
+                return Err(format!("`{host}` has no public address").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl Providers {
     pub fn new(allow_http_loopback: bool) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(PROVIDER_TIMEOUT)
+            .dns_resolver(Arc::new(PublicAddresses { allow_loopback: allow_http_loopback }))
             .build()
             .unwrap_or_default();
         let metadata = moka::future::Cache::builder().max_capacity(10_000).time_to_live(METADATA_TTL).build();
@@ -126,12 +187,16 @@ impl Providers {
             return Err(bad());
         }
         let host = url.host_str().ok_or_else(bad)?;
-        let loopback = host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
+        let loopback = host == "localhost" || literal.is_some_and(|ip| ip.is_loopback());
+        // A literal address is fetched as written: it must be public (or an
+        // allowed loopback one). Names are checked as they resolve.
+        if let Some(ip) = literal
+            && !is_public(ip)
+            && !(loopback && self.allow_http_loopback)
+        {
+            return Err(bad());
+        }
         match url.scheme() {
             "https" => {}
             "http" if loopback && self.allow_http_loopback => {}
@@ -328,5 +393,57 @@ mod tests {
         assert!(lenient.check_issuer("http://localhost:9000").is_ok());
         assert!(lenient.check_issuer("http://10.0.0.1:9000").is_err(), "only loopback may be plain http");
         assert!(lenient.check_issuer("http://idp.example.com").is_err());
+        for internal in [
+            "https://10.0.0.5",
+            "https://169.254.169.254",
+            "https://192.168.1.1",
+            "https://127.0.0.1",
+            "https://[::1]",
+            "https://[fd00::1]",
+            "https://[::ffff:10.0.0.1]",
+            "https://0.0.0.0",
+            "https://100.64.0.1",
+        ] {
+            assert!(strict.check_issuer(internal).is_err(), "{internal}");
+        }
+        assert!(strict.check_issuer("https://93.184.215.14").is_ok(), "a public address");
+        assert!(lenient.check_issuer("https://127.0.0.1:8443").is_ok(), "loopback where allowed");
+    }
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for public in ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.100.1.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
+    }
+
+    /// A host name that resolves to loopback is not fetched unless allowed.
+    #[tokio::test]
+    async fn names_resolving_inside_are_not_fetched() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let strict = Providers::new(false);
+        let err = strict.fetch_document(&format!("https://localhost:{port}/metadata"), 1024).await.unwrap_err();
+        assert!(error_chain(&err).contains("no public address"), "{}", error_chain(&err));
     }
 }
