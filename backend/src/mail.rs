@@ -3,14 +3,16 @@
 //! `tollgate outbox`).
 //!
 //! Each instance's relay polls for due mail every second (a read; it takes
-//! the write lock only when mail is due), claims a batch under a lease (so
-//! relays of several instances never send one mail twice while it holds),
+//! the write lock only when mail is due), claims a batch under a lease that
+//! outlasts the batch's slowest sending (so relays of several instances
+//! never send one mail twice while it holds),
 //! and records each outcome: sent; a temporary failure (the server said 4xx,
 //! refused the relay's credentials, or could not be reached) retried after
 //! 30 s, doubling to an hour, up to 8 attempts; a permanent one (another
 //! 5xx, an address that does not parse) failed at once. Mail older than 7 days is failed unsent (its tokens have
 //! expired). A relay stopped mid-send leaves the mail leased: it is sent
-//! again when the lease (2 minutes) runs out, so delivery is at least once.
+//! again when the lease (6 minutes: a batch of 10 each allowed 30 s, and a
+//! minute more) runs out, so delivery is at least once.
 
 use std::time::Duration;
 
@@ -21,12 +23,15 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use tollgate_store::{OutboxRow, Store, StoreError, now};
 
 const POLL: Duration = Duration::from_secs(1);
-const BATCH: i64 = 20;
-/// How long a claimed mail is another relay's to leave alone.
-const LEASE: i64 = 120;
+const BATCH: i64 = 10;
+const SMTP_TIMEOUT_SECS: i64 = 30;
+const SMTP_TIMEOUT: Duration = Duration::from_secs(SMTP_TIMEOUT_SECS as u64);
+/// How long claimed mail is other relays' to leave alone: long enough for
+/// the whole batch to time out one by one, so no mail of a slow batch is
+/// claimed again while its relay still holds it.
+pub const LEASE: i64 = BATCH * SMTP_TIMEOUT_SECS + 60;
 const MAX_ATTEMPTS: i64 = 8;
 const MAX_AGE: i64 = 7 * 86_400;
-const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Permanent replies about the relay's credentials rather than the mail.
 const AUTH_REFUSED: [&str; 4] = ["530", "534", "535", "538"];
 
