@@ -349,3 +349,21 @@ pub async fn record_sso_assertion(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Ends the password sessions (those not signed in through SSO), in every
+/// tenant, of the members of `tenant_id` whose email is of a domain its
+/// connections claim, owners aside: what "SSO required" closes.
+pub async fn revoke_password_sessions_of_claimed(tx: &mut Tx, tenant_id: &str) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = 'sso_required' \
+         WHERE revoked_at IS NULL AND sso_connection_id IS NULL AND user_id IN ( \
+           SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id \
+           WHERE m.tenant_id = $2 AND m.role <> 'owner' AND EXISTS ( \
+             SELECT 1 FROM sso_domains d WHERE d.tenant_id = $2 AND u.email LIKE '%@' || d.domain))",
+    )
+    .bind(now())
+    .bind(tenant_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -179,9 +179,15 @@ async fn update(
     let settings = body.settings.map_or_else(|| p.tenant.settings.clone(), |s| s.to_string());
     let mut tx = state.store.tenant_tx(&tenant_id).await?;
     store::update_tenant(&mut tx, &tenant_id, name, &settings).await?;
-    let tenant = store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?;
+    let tenant = Tenant::from(store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?);
+    // Requiring SSO ends the password sessions it closes, not only new ones.
+    if tenant.sso_required() && !p.tenant.sso_required() {
+        let ended = store::revoke_password_sessions_of_claimed(&mut tx, &tenant_id).await?;
+        super::audit(&mut tx, &p, &tenant_id, None, "tenant.sso_required", json!({"password_sessions_ended": ended}))
+            .await?;
+    }
     tx.commit().await?;
-    Ok(ApiJson(json!({"tenant": views::tenant(&Tenant::from(tenant), Some(&p.role.name))})))
+    Ok(ApiJson(json!({"tenant": views::tenant(&tenant, Some(&p.role.name))})))
 }
 
 async fn delete(

@@ -337,6 +337,8 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     verify(&tg, "carol@corp.test", carol["access_token"].as_str().unwrap()).await;
     let (status, body) = Browser::new().sign_in(&tg, &login, "carol@corp.test").await;
     assert_eq!((status, body["tenant"]["id"].as_str()), (200, Some(tenant.as_str())), "linked (secret kept): {body}");
+    let carol_sso = body["access_token"].as_str().unwrap().to_owned();
+    let carol_password = carol["access_token"].as_str().unwrap().to_owned();
 
     // Discovery by email domain leads to the same sign-in.
     let (status, location, _) = Browser::new().get(&tg.url("/api/v1/sso/discover?email=Alice@Corp.test")).await;
@@ -362,6 +364,11 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     assert_eq!(status, 403, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("single sign-on"), "{body}");
     tg.login("admin@corp.test").await;
+    // Carol's password session (in her own tenant) ended with it; her SSO
+    // session and the owner's password session go on.
+    for (token, status) in [(&carol_password, 401), (&carol_sso, 200), (&admin, 200)] {
+        assert_eq!(tg.send("GET", "/api/v1/me", Some(token), None).await.0, status);
+    }
 
     // An ID token for another audience, from the provider's own key.
     let other = verified_owner(&tg, "ops@aud.test", "Aud").await;
