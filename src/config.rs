@@ -74,8 +74,7 @@ impl SmtpFile {
             Some("none") => SmtpTls::None,
             Some(other) => return Err(invalid("smtp.tls", format!("`{other}` is not `starttls`, `tls` or `none`"))),
         };
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if tls == SmtpTls::None && !loopback {
+        if tls == SmtpTls::None && !tollgate_backend::sso::is_loopback_host(&host) {
             return Err(invalid(
                 "smtp.tls",
                 "`none` sends mail and credentials in clear: only for a relay on a loopback address",

@@ -18,10 +18,16 @@ use std::time::Duration;
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse as _,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
+    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse as _,
 };
 use serde_json::{Map, Value};
+
+/// A client made from a provider's discovery document: an authorization
+/// endpoint, maybe a token and a user-info endpoint.
+type ProviderClient =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
 /// How long a provider's discovery document and keys are kept.
 const METADATA_TTL: Duration = Duration::from_secs(300);
@@ -110,6 +116,16 @@ pub struct Providers {
     allow_http_loopback: bool,
 }
 
+/// The address a host written in a URL names literally (`[::1]` too).
+fn ip_literal(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// Whether `host` (a name or a literal address) is this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || ip_literal(host).is_some_and(|ip| ip.is_loopback())
+}
+
 /// Whether the backend may fetch a tenant's provider at `ip`: a public
 /// unicast address, not one of its own networks'.
 pub fn is_public(ip: std::net::IpAddr) -> bool {
@@ -187,8 +203,8 @@ impl Providers {
             return Err(bad());
         }
         let host = url.host_str().ok_or_else(bad)?;
-        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
-        let loopback = host == "localhost" || literal.is_some_and(|ip| ip.is_loopback());
+        let literal = ip_literal(host);
+        let loopback = is_loopback_host(host);
         // A literal address is fetched as written: it must be public (or an
         // allowed loopback one). Names are checked as they resolve.
         if let Some(ip) = literal
@@ -243,6 +259,19 @@ impl Providers {
         self.metadata.invalidate(issuer).await;
     }
 
+    /// The client of `provider` (from its discovery document), returning
+    /// the browser to `redirect`.
+    async fn client(&self, provider: &Provider<'_>, redirect: &str) -> Result<ProviderClient, OidcError> {
+        let metadata = self.metadata(provider.issuer).await?;
+        let redirect = RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Discovery(e.to_string()))?;
+        Ok(CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(provider.client_id.to_owned()),
+            Some(ClientSecret::new(provider.client_secret.to_owned())),
+        )
+        .set_redirect_uri(redirect))
+    }
+
     /// The authorization request for `provider`, returning to `redirect`.
     pub async fn authorize(
         &self,
@@ -250,13 +279,7 @@ impl Providers {
         redirect: &str,
         login_hint: Option<&str>,
     ) -> Result<Authorization, OidcError> {
-        let metadata = self.metadata(provider.issuer).await?;
-        let client = CoreClient::from_provider_metadata(
-            (*metadata).clone(),
-            ClientId::new(provider.client_id.to_owned()),
-            Some(ClientSecret::new(provider.client_secret.to_owned())),
-        )
-        .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Discovery(e.to_string()))?);
+        let client = self.client(provider, redirect).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
@@ -286,13 +309,7 @@ impl Providers {
         verifier: &str,
         nonce: &str,
     ) -> Result<Identity, OidcError> {
-        let metadata = self.metadata(provider.issuer).await?;
-        let client = CoreClient::from_provider_metadata(
-            (*metadata).clone(),
-            ClientId::new(provider.client_id.to_owned()),
-            Some(ClientSecret::new(provider.client_secret.to_owned())),
-        )
-        .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Exchange(e.to_string()))?);
+        let client = self.client(provider, redirect).await?;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Exchange(e.to_string()))?

@@ -67,7 +67,7 @@ pub fn session(s: &SessionRow, current: Option<&str>) -> Value {
         "device": s.device,
         "ip": s.ip,
         "user_agent": s.user_agent,
-        "amr": s.amr.split(' ').filter(|m| !m.is_empty()).collect::<Vec<_>>(),
+        "amr": s.methods().collect::<Vec<_>>(),
         "sso_connection": s.sso_connection_id,
         "created_at": ts(s.created_at),
         "last_seen_at": ts(s.last_seen_at),

@@ -23,6 +23,7 @@ pub fn tenant() -> Arc<Tenant> {
         plan: "free".into(),
         entitlements: Arc::new(tollgate_identity::plans::Catalog::builtin().plan_entitlements("free")),
         mfa_required: false,
+        sso_required: false,
         settings: "{}".into(),
         created_at: 0,
         updated_at: 0,

@@ -152,9 +152,9 @@ impl Caches {
             .await
     }
 
-    /// The plans tenants can be on, as in force now.
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.get()
+    /// `f` of the plans tenants can be on, as in force now.
+    pub fn with_catalog<R>(&self, f: impl FnOnce(&Catalog) -> R) -> R {
+        self.catalog.with(f)
     }
 
     /// The store, for what is counted rather than cached (usage).

@@ -114,8 +114,10 @@ impl Gateway {
             }));
         }
         let at = now();
-        let entitled =
-            entitlements::check(route_def, tenant.as_deref(), &self.caches.catalog(), at).map_err(Denial::early);
+        let entitled = self
+            .caches
+            .with_catalog(|c| entitlements::check(route_def, tenant.as_deref(), c, at))
+            .map_err(Denial::early);
         lap("entitlements");
         entitled?;
         // A tenant's layer applies to its resources; the platform's own

@@ -354,6 +354,12 @@ impl LiveCatalog {
         self.current.load_full()
     }
 
+    /// `f` of the catalog now, without taking a reference count (for the
+    /// request path).
+    pub fn with<R>(&self, f: impl FnOnce(&Catalog) -> R) -> R {
+        f(&self.current.load())
+    }
+
     /// Reads the store's catalog; whether it replaced the one in force. A
     /// stored catalog that cannot be read keeps the one in force.
     pub async fn reload(&self, store: &Store) -> Result<bool, StoreError> {

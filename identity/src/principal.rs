@@ -55,34 +55,30 @@ pub struct Tenant {
     /// Whether the tenant requires its people to sign in with a second
     /// factor (`security.mfa_required` in its settings).
     pub mfa_required: bool,
+    /// Whether the tenant's people of the domains its SSO connections claim
+    /// must sign in through them (`security.sso_required`).
+    pub sso_required: bool,
     /// The tenant's settings document (JSON text).
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-impl Tenant {
-    /// Whether the tenant's people of the domains its SSO connections claim
-    /// must sign in through them (`security.sso_required` in its settings).
-    pub fn sso_required(&self) -> bool {
-        serde_json::from_str::<serde_json::Value>(&self.settings)
-            .ok()
-            .and_then(|s| s.pointer("/security/sso_required").and_then(serde_json::Value::as_bool))
-            .unwrap_or(false)
-    }
+/// Whether a tenant's settings document turns `security.<flag>` on.
+pub fn security_flag(settings: &serde_json::Value, flag: &str) -> bool {
+    settings.get("security").and_then(|s| s.get(flag)).and_then(serde_json::Value::as_bool).unwrap_or(false)
 }
 
 impl From<TenantRow> for Tenant {
     /// A status the code does not know is treated as suspended: unknown
     /// states refuse requests rather than let them through.
     fn from(row: TenantRow) -> Self {
+        let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
         Self {
             status: TenantStatus::parse(&row.status).unwrap_or(TenantStatus::Suspended),
             entitlements: Arc::new(Entitlements::unresolved(&row.plan)),
-            mfa_required: serde_json::from_str::<serde_json::Value>(&row.settings)
-                .ok()
-                .and_then(|s| s.pointer("/security/mfa_required").and_then(serde_json::Value::as_bool))
-                .unwrap_or(false),
+            mfa_required: security_flag(&settings, "mfa_required"),
+            sso_required: security_flag(&settings, "sso_required"),
             id: row.id,
             slug: row.slug,
             name: row.name,
@@ -348,6 +344,7 @@ pub(crate) mod tests {
             plan: "free".into(),
             entitlements: Arc::new(crate::plans::Catalog::builtin().plan_entitlements("free")),
             mfa_required: false,
+            sso_required: false,
             settings: "{}".into(),
             created_at: 0,
             updated_at: 0,
@@ -407,6 +404,10 @@ pub(crate) mod tests {
             status_changed_at: 0,
         };
         assert!(Tenant::from(row.clone()).mfa_required);
+        assert!(!Tenant::from(row.clone()).sso_required);
+        row.settings = r#"{"security": {"sso_required": true, "mfa_required": "yes"}}"#.into();
+        let tenant = Tenant::from(row.clone());
+        assert!(tenant.sso_required && !tenant.mfa_required, "only a boolean true turns a flag on");
         row.settings = "{}".into();
         assert!(!Tenant::from(row).mfa_required);
     }

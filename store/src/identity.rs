@@ -362,6 +362,11 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// How the session was authenticated (`amr` values, e.g. `pwd`, `otp`, `sso`).
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.amr.split(' ').filter(|m| !m.is_empty())
+    }
+
     /// Whether this session still backs an access token of `user_id` in
     /// `tenant_id`: not revoked, not expired, and the token's own.
     pub fn is_live_for(&self, user_id: &str, tenant_id: &str) -> bool {

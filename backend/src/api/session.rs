@@ -349,11 +349,7 @@ fn token_response(
     amr: Vec<String>,
 ) -> Result<Response, ApiError> {
     let (access_token, claims) = state.keys.issue(user_id, &tenant.id, session_id, vec![role.name.clone()], amr)?;
-    let cookie = format!(
-        "{REFRESH_COOKIE}={refresh_token}; HttpOnly;{} SameSite=Strict; Path=/api/v1/auth; Max-Age={}",
-        if state.config.secure_cookies { " Secure;" } else { "" },
-        state.config.refresh_ttl
-    );
+    let cookie = REFRESH.set(state, &refresh_token, state.config.refresh_ttl);
     let body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -364,7 +360,7 @@ fn token_response(
     });
     let mut response = (StatusCode::OK, ApiJson(body)).into_response();
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = cookie {
         headers.insert(header::SET_COOKIE, v);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -392,14 +388,42 @@ fn presented_refresh(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>
             return Ok(parsed.refresh_token);
         }
     }
-    Ok(headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.to_owned()))
+    Ok(REFRESH.read(headers))
+}
+
+/// An HttpOnly cookie of the API: its name, the path it is sent to, and
+/// its `SameSite`. `Secure` follows the configuration.
+pub(super) struct CookieSpec {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub same_site: &'static str,
+}
+
+/// The refresh token, sent back to `/api/v1/auth` only.
+const REFRESH: CookieSpec = CookieSpec { name: REFRESH_COOKIE, path: "/api/v1/auth", same_site: "Strict" };
+
+impl CookieSpec {
+    /// `Set-Cookie` for `value`, kept `max_age` seconds (0 clears it).
+    pub(super) fn set(&self, state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
+        let secure = if state.config.secure_cookies { " Secure;" } else { "" };
+        let CookieSpec { name, path, same_site } = self;
+        HeaderValue::from_str(&format!(
+            "{name}={value}; HttpOnly;{secure} SameSite={same_site}; Path={path}; Max-Age={max_age}"
+        ))
+        .ok()
+    }
+
+    /// The value the request sends, when it sends one.
+    pub(super) fn read(&self, headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, value)| value.to_owned())
+    }
 }
 
 async fn refresh(
@@ -453,7 +477,7 @@ async fn refresh(
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
     }
     // The refreshed tokens say how the session was authenticated.
-    let amr = session.amr.split(' ').filter(|m| !m.is_empty()).map(str::to_owned).collect();
+    let amr = session.methods().map(str::to_owned).collect();
     token_response(&state, &session.user_id, &tenant, &session.id, &role, new_token, amr)
 }
 
@@ -490,8 +514,7 @@ async fn logout(
     .await?;
     tx.commit().await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let cookie = format!("{REFRESH_COOKIE}=; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=0");
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = REFRESH.set(&state, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(response)

@@ -24,20 +24,21 @@
 //!   role, unless the tenant provisions its people by SCIM: then only its
 //!   provisioned members sign in, and one SCIM deprovisioned cannot.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
-use tollgate_identity::credentials::tenant_with_entitlements;
 use tollgate_identity::plans::LimitName;
 use tollgate_identity::principal::{Tenant, TenantStatus, User};
 use tollgate_identity::secrets;
 use tollgate_store::{self as store, NewSsoLogin, SsoConnectionRow, SsoLoginRow, now};
 
 use super::Verb::{Get, Post};
-use super::session::{ClientIp, SignIn, start_session, user_agent};
+use super::session::{ClientIp, CookieSpec, SignIn, start_session, user_agent};
 use super::sso::{OIDC, SAML, secret_context};
 use super::validate;
 use super::{Api, Auth};
@@ -51,8 +52,10 @@ pub const CALLBACK_PATH: &str = "/api/v1/sso/oidc/callback";
 /// Where SAML providers post their responses.
 pub const ACS_PATH: &str = "/api/v1/sso/saml/acs";
 /// The cookies binding a sign-in to the browser that started it.
-const BROWSER_COOKIE: &str = "tollgate_sso";
-const SAML_COOKIE: &str = "tollgate_saml";
+/// OIDC's comes back on the provider's redirect, a top-level navigation
+/// (Lax); SAML's on the provider's form POST, which only `None` lets through.
+const OIDC_BINDING: CookieSpec = CookieSpec { name: "tollgate_sso", path: "/api/v1/sso", same_site: "Lax" };
+const SAML_BINDING: CookieSpec = CookieSpec { name: "tollgate_saml", path: ACS_PATH, same_site: "None" };
 /// Largest SAMLResponse taken (base64).
 const MAX_SAML_RESPONSE: usize = 512 * 1024;
 /// How long a sign-in may take at the provider.
@@ -126,18 +129,6 @@ fn see_other(location: &str) -> Response {
     response
 }
 
-/// A cookie binding a sign-in to the browser that started it. OIDC's
-/// comes back on the provider's redirect, a top-level navigation (Lax);
-/// SAML's on the provider's form POST, which only `None` lets through.
-fn binding_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
-    let secure = if state.config.secure_cookies { " Secure;" } else { "" };
-    let (same_site, path) = if name == SAML_COOKIE { ("None", ACS_PATH) } else { ("Lax", "/api/v1/sso") };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; HttpOnly;{secure} SameSite={same_site}; Path={path}; Max-Age={max_age}"
-    ))
-    .ok()
-}
-
 /// Our SAML entity id in `tenant_id`: where its SP metadata is.
 pub(super) fn sp_entity_id(state: &AppState, tenant_id: &str) -> String {
     format!("{}/api/v1/sso/{tenant_id}/saml/metadata", state.config.issuer.trim_end_matches('/'))
@@ -148,17 +139,8 @@ fn acs_url(state: &AppState) -> String {
 }
 
 /// The tenant named by slug or id, active and with `sso` in its plan.
-async fn sso_tenant(state: &AppState, tenant_ref: &str) -> Result<Tenant, ApiError> {
-    let mut tx = state.store.read_tx().await?;
-    let row = match store::tenant_by_slug(&mut tx, tenant_ref).await? {
-        Some(row) => Some(row),
-        None => store::tenant_by_id(&mut tx, tenant_ref).await?,
-    };
-    let Some(row) = row else {
-        return Err(ApiError::NotFound);
-    };
-    let tenant = tenant_with_entitlements(&mut tx, &state.lookups.catalog(), row).await?;
-    tx.commit().await?;
+async fn sso_tenant(state: &AppState, tenant_ref: &str) -> Result<Arc<Tenant>, ApiError> {
+    let tenant = state.lookups.tenant_named(tenant_ref).await?.ok_or(ApiError::NotFound)?;
     if tenant.status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(format!("tenant `{}` is suspended", tenant.slug)));
     }
@@ -217,7 +199,7 @@ async fn login(
     let verifier = state.sealer.seal(&authorization.verifier, &login_context(&id));
     let pending =
         Pending { id: &id, nonce: &authorization.nonce, verifier: &verifier, return_to: q.return_to.as_deref() };
-    remember(&state, connection, &pending, &authorization.url, BROWSER_COOKIE).await
+    remember(&state, connection, &pending, &authorization.url, &OIDC_BINDING).await
 }
 
 /// A sign-in about to leave for the provider: the hash of its state, the
@@ -236,7 +218,7 @@ async fn remember(
     connection: &SsoConnectionRow,
     pending: &Pending<'_>,
     url: &str,
-    cookie: &str,
+    cookie: &CookieSpec,
 ) -> Result<Response, ApiError> {
     let browser = secrets::random_token();
     let mut tx = state.store.tenant_tx(&connection.tenant_id).await?;
@@ -256,7 +238,7 @@ async fn remember(
     .await?;
     tx.commit().await?;
     let mut response = see_other(url);
-    if let Some(cookie) = binding_cookie(state, cookie, &browser, LOGIN_TTL) {
+    if let Some(cookie) = cookie.set(state, &browser, LOGIN_TTL) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
@@ -285,7 +267,7 @@ async fn saml_login(
     let url = sp.authn_request(&request_id, &relay_state).map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = secrets::hash(&relay_state);
     let pending = Pending { id: &id, nonce: &request_id, verifier: "", return_to };
-    remember(state, connection, &pending, &url, SAML_COOKIE).await
+    remember(state, connection, &pending, &url, &SAML_BINDING).await
 }
 
 fn login_context(id: &str) -> String {
@@ -334,23 +316,42 @@ struct CallbackQuery {
     iss: Option<String>,
 }
 
-/// The binding cookie `cookie` of the request, when it has one.
-fn presented_cookie(headers: &HeaderMap, cookie: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == cookie)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// Whether the request carries the cookie that binds `pending` to the
 /// browser that started it.
-fn same_browser(headers: &HeaderMap, cookie: &str, pending: &SsoLoginRow) -> bool {
-    presented_cookie(headers, cookie)
-        .is_some_and(|b| bool::from(secrets::hash(&b).as_bytes().ct_eq(pending.browser.as_bytes())))
+fn same_browser(headers: &HeaderMap, cookie: &CookieSpec, pending: &SsoLoginRow) -> bool {
+    cookie.read(headers).is_some_and(|b| bool::from(secrets::hash(&b).as_bytes().ct_eq(pending.browser.as_bytes())))
+}
+
+/// The sign-in a browser comes back with (its state, or SAML's
+/// `RelayState`), and its connection, when the sign-in is known, was
+/// started by this browser (its `cookie`), and is of a live connection of
+/// `kind`. Whether it was used already is the caller's to settle.
+async fn returning(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: &str,
+    presented: Option<&str>,
+    cookie: &CookieSpec,
+    kind: &str,
+) -> Result<(SsoLoginRow, SsoConnectionRow), ApiError> {
+    let presented = presented.filter(|s| !s.is_empty() && s.len() <= 512).ok_or(BAD_STATE)?;
+    let id = secrets::hash(presented);
+    let mut tx = state.store.key_prefix_read_tx(&id).await?;
+    let pending = store::sso_login(&mut tx, &id).await?;
+    tx.commit().await?;
+    let pending = pending.ok_or(BAD_STATE)?;
+    // The browser that comes back must be the one that started: else a
+    // victim could be made to finish a sign-in an attacker started.
+    if !same_browser(headers, cookie, &pending) {
+        let reason = "the sign-in was started in another browser";
+        failed(state, &pending.tenant_id, None, ip, &pending.connection_id, reason).await?;
+        return Err(BAD_STATE);
+    }
+    let mut tx = state.store.tenant_read_tx(&pending.tenant_id).await?;
+    let connection = store::sso_connection(&mut tx, &pending.tenant_id, &pending.connection_id).await?;
+    tx.commit().await?;
+    let connection = connection.filter(|c| c.enabled != 0 && c.kind == kind).ok_or(BAD_STATE)?;
+    Ok((pending, connection))
 }
 
 /// Records a failed sign-in in the tenant's audit trail.
@@ -382,53 +383,37 @@ async fn callback(
     ClientIp(ip): ClientIp,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    let presented = q.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512).ok_or(BAD_STATE)?;
-    let id = secrets::hash(presented);
-    let mut tx = state.store.key_prefix_read_tx(&id).await?;
-    let pending = store::sso_login(&mut tx, &id).await?;
-    tx.commit().await?;
-    let pending = pending.ok_or(BAD_STATE)?;
-    let (tenant_id, connection_id) = (pending.tenant_id.clone(), pending.connection_id.clone());
-    // The browser that comes back must be the one that started: else a
-    // victim could be made to finish a sign-in an attacker started.
-    let same_browser = same_browser(&headers, BROWSER_COOKIE, &pending);
-    if !same_browser {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the sign-in was started in another browser").await?;
-        return Err(BAD_STATE);
-    }
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
-    let taken = store::take_sso_login(&mut tx, &tenant_id, &id).await?;
-    let connection = store::sso_connection(&mut tx, &tenant_id, &connection_id).await?;
+    let (pending, connection) = returning(&state, &headers, &ip, q.state.as_deref(), &OIDC_BINDING, OIDC).await?;
+    let (id, tenant_id, connection_id) = (&pending.id, &pending.tenant_id, &pending.connection_id);
+    let mut tx = state.store.tenant_tx(tenant_id).await?;
+    let taken = store::take_sso_login(&mut tx, tenant_id, id).await?;
     tx.commit().await?;
     if !taken {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the state was used already or expired").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the state was used already or expired").await?;
         return Err(BAD_STATE);
     }
-    let Some(connection) = connection.filter(|c| c.enabled != 0 && c.kind == OIDC) else {
-        return Err(BAD_STATE);
-    };
     if let Some(error) = &q.error {
         let reason = format!(
             "the provider answered `{}`: {}",
             error.chars().take(64).collect::<String>(),
             q.error_description.as_deref().unwrap_or("").chars().take(256).collect::<String>()
         );
-        failed(&state, &tenant_id, None, &ip, &connection_id, &reason).await?;
+        failed(&state, tenant_id, None, &ip, connection_id, &reason).await?;
         return Err(FAILED);
     }
     if q.iss.as_deref().is_some_and(|iss| iss.trim_end_matches('/') != connection.issuer) {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the answer names another issuer").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the answer names another issuer").await?;
         return Err(FAILED);
     }
     let Some(code) = q.code.as_deref().filter(|c| !c.is_empty() && c.len() <= 2048) else {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the provider sent no code").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the provider sent no code").await?;
         return Err(FAILED);
     };
     let verifier =
-        state.sealer.open(&pending.verifier, &login_context(&id)).map_err(|e| ApiError::Internal(e.to_string()))?;
+        state.sealer.open(&pending.verifier, &login_context(id)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let secret = state
         .sealer
-        .open(&connection.client_secret, &secret_context(&tenant_id))
+        .open(&connection.client_secret, &secret_context(tenant_id))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let scopes: Vec<String> = connection.scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     let claims: ClaimMap = serde_json::from_str(&connection.claims).unwrap_or_default();
@@ -446,11 +431,11 @@ async fn callback(
         Ok(identity) => identity,
         Err(e) => {
             tracing::info!(connection = %connection_id, error = %e, "sso sign-in refused");
-            failed(&state, &tenant_id, None, &ip, &connection_id, &e.to_string()).await?;
+            failed(&state, tenant_id, None, &ip, connection_id, &e.to_string()).await?;
             return Err(FAILED);
         }
     };
-    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), BROWSER_COOKIE).await
+    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), &OIDC_BINDING).await
 }
 
 /// The end of every sign-in through a provider: the account (found,
@@ -464,7 +449,7 @@ async fn finish_sign_in(
     connection: &SsoConnectionRow,
     identity: &Identity,
     return_to: Option<&str>,
-    cookie: &str,
+    cookie: &CookieSpec,
 ) -> Result<Response, ApiError> {
     let (tenant_id, connection_id) = (&connection.tenant_id, &connection.id);
     let user_id = match account(state, connection, identity, ip).await? {
@@ -495,7 +480,7 @@ async fn finish_sign_in(
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }
-    if let Some(clear) = binding_cookie(state, cookie, "", 0) {
+    if let Some(clear) = cookie.set(state, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
     Ok(response)
@@ -518,29 +503,15 @@ async fn acs(
 ) -> Result<Response, ApiError> {
     let axum::Form(form) =
         form.map_err(|_| ApiError::BadRequest("expected a form with `SAMLResponse` and `RelayState`".into()))?;
-    let relay = form.relay_state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512).ok_or(BAD_STATE)?;
-    let id = secrets::hash(relay);
-    let mut tx = state.store.key_prefix_read_tx(&id).await?;
-    let pending = store::sso_login(&mut tx, &id).await?;
-    tx.commit().await?;
-    let pending = pending.ok_or(BAD_STATE)?;
-    let (tenant_id, connection_id) = (pending.tenant_id.clone(), pending.connection_id.clone());
-    if !same_browser(&headers, SAML_COOKIE, &pending) {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the sign-in was started in another browser").await?;
-        return Err(BAD_STATE);
-    }
-    let mut tx = state.store.tenant_read_tx(&tenant_id).await?;
-    let connection = store::sso_connection(&mut tx, &tenant_id, &connection_id).await?;
-    tx.commit().await?;
-    let Some(connection) = connection.filter(|c| c.enabled != 0 && c.kind == SAML) else {
-        return Err(BAD_STATE);
-    };
+    let (pending, connection) =
+        returning(&state, &headers, &ip, form.relay_state.as_deref(), &SAML_BINDING, SAML).await?;
+    let (id, tenant_id, connection_id) = (&pending.id, &pending.tenant_id, &pending.connection_id);
     if form.saml_response.len() > MAX_SAML_RESPONSE {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the response is too large").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the response is too large").await?;
         return Err(FAILED);
     }
     let idp = idp_of(&connection)?;
-    let entity_id = sp_entity_id(&state, &tenant_id);
+    let entity_id = sp_entity_id(&state, tenant_id);
     let acs = acs_url(&state);
     let sp = Sp { entity_id: &entity_id, acs_url: &acs, idp: &idp };
     let claims: ClaimMap = serde_json::from_str(&connection.claims).unwrap_or_default();
@@ -549,22 +520,22 @@ async fn acs(
         Ok(verified) => verified,
         Err(e) => {
             tracing::info!(connection = %connection_id, error = %e, "saml sign-in refused");
-            failed(&state, &tenant_id, None, &ip, &connection_id, &e.to_string()).await?;
+            failed(&state, tenant_id, None, &ip, connection_id, &e.to_string()).await?;
             return Err(FAILED);
         }
     };
-    let mut tx = state.store.tenant_tx(&tenant_id).await?;
+    let mut tx = state.store.tenant_tx(tenant_id).await?;
     let assertion = secrets::hash(&format!("{connection_id}:{}", verified.assertion_id));
     let first_use =
-        store::record_sso_assertion(&mut tx, &tenant_id, &connection_id, &assertion, verified.valid_until).await?;
-    let taken = first_use && store::take_sso_login(&mut tx, &tenant_id, &id).await?;
+        store::record_sso_assertion(&mut tx, tenant_id, connection_id, &assertion, verified.valid_until).await?;
+    let taken = first_use && store::take_sso_login(&mut tx, tenant_id, id).await?;
     tx.commit().await?;
     if !first_use {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the assertion was used before").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the assertion was used before").await?;
         return Err(FAILED);
     }
     if !taken {
-        failed(&state, &tenant_id, None, &ip, &connection_id, "the state was used already or expired").await?;
+        failed(&state, tenant_id, None, &ip, connection_id, "the state was used already or expired").await?;
         return Err(BAD_STATE);
     }
     // A provider of the tenant's claimed domains vouches for its addresses.
@@ -575,7 +546,7 @@ async fn acs(
         name: verified.name,
         mfa: false,
     };
-    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), SAML_COOKIE).await
+    finish_sign_in(&state, &headers, &ip, &connection, &identity, pending.return_to.as_deref(), &SAML_BINDING).await
 }
 
 async fn metadata(State(state): State<AppState>, ApiPath(tenant_ref): ApiPath<String>) -> Result<Response, ApiError> {
@@ -723,7 +694,7 @@ pub(super) async fn sso_required_for(state: &AppState, user: &User) -> Result<Op
     tx.commit().await?;
     for (row, role) in tenants {
         let tenant = Tenant::from(row);
-        if role == "owner" || !tenant.sso_required() {
+        if role == "owner" || !tenant.sso_required {
             continue;
         }
         let mut tx = state.store.tenant_read_tx(&tenant.id).await?;

@@ -15,7 +15,7 @@ use crate::authz::{Action, Resource, authorize};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::views;
-use tollgate_identity::principal::{Actor, Principal, Tenant, TenantStatus};
+use tollgate_identity::principal::{Actor, Principal, Tenant, TenantStatus, security_flag};
 use tollgate_store as store;
 
 const MAX_SETTINGS_BYTES: usize = 16 * 1024;
@@ -165,13 +165,9 @@ async fn update(
     // Requiring SSO or a second factor is an `sso` plan feature; a tenant
     // that loses it keeps what it required (security never lapses with a
     // downgrade), but cannot newly require it.
-    let newly_required = ["sso_required", "mfa_required"].iter().any(|flag| {
-        let pointer = format!("/security/{flag}");
-        let wanted = body.settings.as_ref().and_then(|s| s.pointer(&pointer)) == Some(&json!(true));
-        let had = serde_json::from_str::<Value>(&p.tenant.settings).ok().and_then(|s| s.pointer(&pointer).cloned())
-            == Some(json!(true));
-        wanted && !had
-    });
+    let wants = |flag| body.settings.as_ref().is_some_and(|s| security_flag(s, flag));
+    let newly_required =
+        (wants("sso_required") && !p.tenant.sso_required) || (wants("mfa_required") && !p.tenant.mfa_required);
     if newly_required && !p.tenant.entitlements.has_feature("sso", tollgate_store::now()) {
         return Err(ApiError::FeatureMissing { feature: "sso", plans: state.lookups.catalog().plans_with("sso") });
     }
@@ -181,7 +177,7 @@ async fn update(
     store::update_tenant(&mut tx, &tenant_id, name, &settings).await?;
     let tenant = Tenant::from(store::tenant_by_id(&mut tx, &tenant_id).await?.ok_or(ApiError::NotFound)?);
     // Requiring SSO ends the password sessions it closes, not only new ones.
-    if tenant.sso_required() && !p.tenant.sso_required() {
+    if tenant.sso_required && !p.tenant.sso_required {
         let ended = store::revoke_password_sessions_of_claimed(&mut tx, &tenant_id).await?;
         super::audit(&mut tx, &p, &tenant_id, None, "tenant.sso_required", json!({"password_sessions_ended": ended}))
             .await?;

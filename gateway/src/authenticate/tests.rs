@@ -39,6 +39,7 @@ pub(crate) fn tenant(id: &str, slug: &str, status: TenantStatus) -> Tenant {
         plan: "free".into(),
         entitlements: Arc::new(tollgate_identity::plans::Catalog::builtin().plan_entitlements("free")),
         mfa_required: false,
+        sso_required: false,
         settings: "{}".into(),
         created_at: 0,
         updated_at: 0,

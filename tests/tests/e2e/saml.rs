@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use tollgate_tests::{SamlIdp, Tollgate, temp_dir};
 
-use crate::sso::{Browser, claims, events, verified_owner};
+use crate::sso::{Browser, claims, enterprise, events, on_sqlite, platform_root, start_for_sso, verified_owner};
 
 const ACS: &str = "/api/v1/sso/saml/acs";
 
@@ -55,8 +55,7 @@ async fn post(browser: &Browser, tg: &Tollgate, response: &str, relay: &str) -> 
 
 #[tokio::test]
 async fn saml_sign_in_on_sqlite() {
-    let dir = temp_dir("saml");
-    let db = format!("sqlite:{}", dir.join("tollgate.db").display());
+    let (dir, db) = on_sqlite("saml");
     run(dir, &db, &[]).await;
 }
 
@@ -69,9 +68,7 @@ async fn saml_sign_in_on_postgres() {
 }
 
 async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
-    let mut env = env.to_vec();
-    env.extend([("TOLLGATE_SSO_ALLOW_HTTP_LOOPBACK", "true"), ("TOLLGATE_SECURE_COOKIES", "false")]);
-    let tg = Tollgate::start_with(dir, &env);
+    let tg = start_for_sso(dir, env);
     let idp = SamlIdp::start(&json!({
         "acs": tg.url(ACS),
         "accounts": {
@@ -80,16 +77,12 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
             "eve@evil.test": {"email": "eve@evil.test", "name": "Eve"},
         },
     }));
-    let root = tg.signup_and_login("root@platform.test", "Platform").await;
-    tg.cli(&["platform-admin", "grant", "root@platform.test"]);
-    let root = root["access_token"].as_str().unwrap().to_owned();
+    let root = platform_root(&tg).await;
     let owner = verified_owner(&tg, "admin@corp.test", "Corp").await;
     let admin = owner["access_token"].as_str().unwrap().to_owned();
     let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
     let slug = owner["tenant"]["slug"].as_str().unwrap().to_owned();
-    let plan = json!({"plan": "enterprise"});
-    let (status, _) = tg.send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(plan)).await;
-    assert_eq!(status, 200);
+    enterprise(&tg, &root, &tenant).await;
     let connections = format!("/api/v1/tenants/{tenant}/sso/connections");
 
     // Metadata that is not a signing IdP's is refused; the provider's own,

@@ -112,10 +112,38 @@ pub(crate) async fn events(db: &str, kind: &str, detail: &str) -> i64 {
         .unwrap()
 }
 
+/// Where an `up` on SQLite keeps its data, and the database's URL.
+pub(crate) fn on_sqlite(tag: &str) -> (std::path::PathBuf, String) {
+    let dir = temp_dir(tag);
+    let db = format!("sqlite:{}", dir.join("tollgate.db").display());
+    (dir, db)
+}
+
+/// `up` in `dir` that takes identity providers on loopback over plain
+/// http (the tests' own), with `env` (the database).
+pub(crate) fn start_for_sso(dir: std::path::PathBuf, env: &[(&str, &str)]) -> Tollgate {
+    let mut env = env.to_vec();
+    env.extend([("TOLLGATE_SSO_ALLOW_HTTP_LOOPBACK", "true"), ("TOLLGATE_SECURE_COOKIES", "false")]);
+    Tollgate::start_with(dir, &env)
+}
+
+/// A platform administrator's access token.
+pub(crate) async fn platform_root(tg: &Tollgate) -> String {
+    let root = tg.signup_and_login("root@platform.test", "Platform").await;
+    tg.cli(&["platform-admin", "grant", "root@platform.test"]);
+    root["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Puts `tenant` on the enterprise plan (as `root`).
+pub(crate) async fn enterprise(tg: &Tollgate, root: &str, tenant: &str) {
+    let plan = json!({"plan": "enterprise"});
+    let (status, body) = tg.send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(root), Some(plan)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn oidc_sign_in_on_sqlite() {
-    let dir = temp_dir("sso");
-    let db = format!("sqlite:{}", dir.join("tollgate.db").display());
+    let (dir, db) = on_sqlite("sso");
     run(dir, &db, &[]).await;
 }
 
@@ -128,9 +156,7 @@ async fn oidc_sign_in_on_postgres() {
 }
 
 async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
-    let mut env = env.to_vec();
-    env.extend([("TOLLGATE_SSO_ALLOW_HTTP_LOOPBACK", "true"), ("TOLLGATE_SECURE_COOKIES", "false")]);
-    let tg = Tollgate::start_with(dir, &env);
+    let tg = start_for_sso(dir, env);
     let redirect = tg.url(CALLBACK);
     let op = OpenIdProvider::start(&json!({
         "clients": [
@@ -148,9 +174,7 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     }));
 
     // A platform administrator puts tenants on the enterprise plan.
-    let root = tg.signup_and_login("root@platform.test", "Platform").await;
-    tg.cli(&["platform-admin", "grant", "root@platform.test"]);
-    let root = root["access_token"].as_str().unwrap().to_owned();
+    let root = platform_root(&tg).await;
     let owner = verified_owner(&tg, "admin@corp.test", "Corp").await;
     let admin = owner["access_token"].as_str().unwrap().to_owned();
     let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
@@ -165,9 +189,7 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     // SSO is a plan feature.
     let (status, body) = tg.send("POST", &connections, Some(&admin), Some(corp.clone())).await;
     assert_eq!((status, body["feature"].as_str()), (402, Some("sso")), "{body}");
-    let plan = json!({"plan": "enterprise"});
-    let (status, body) = tg.send("PUT", &format!("/api/v1/tenants/{tenant}/plan"), Some(&root), Some(plan)).await;
-    assert_eq!(status, 200, "{body}");
+    enterprise(&tg, &root, &tenant).await;
 
     // A domain is claimed only with proof; the issuer must answer discovery.
     let (status, body) =
@@ -212,9 +234,7 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     // administrator's own tenant).
     let root_tenant = tg.send("GET", "/api/v1/me", Some(&root), None).await.1;
     let root_tenant = root_tenant["tenant"]["id"].as_str().unwrap().to_owned();
-    let plan = json!({"plan": "enterprise"});
-    let (status, _) = tg.send("PUT", &format!("/api/v1/tenants/{root_tenant}/plan"), Some(&root), Some(plan)).await;
-    assert_eq!(status, 200);
+    enterprise(&tg, &root, &root_tenant).await;
     let (status, body) = tg
         .send("POST", &format!("/api/v1/tenants/{root_tenant}/sso/connections"), Some(&root), Some(corp.clone()))
         .await;
@@ -373,9 +393,7 @@ async fn run(dir: std::path::PathBuf, db: &str, env: &[(&str, &str)]) {
     // An ID token for another audience, from the provider's own key.
     let other = verified_owner(&tg, "ops@aud.test", "Aud").await;
     let other_tenant = other["tenant"]["id"].as_str().unwrap();
-    let plan = json!({"plan": "enterprise"});
-    let (status, _) = tg.send("PUT", &format!("/api/v1/tenants/{other_tenant}/plan"), Some(&root), Some(plan)).await;
-    assert_eq!(status, 200);
+    enterprise(&tg, &root, other_tenant).await;
     let (status, body) = tg
         .send(
             "POST",
