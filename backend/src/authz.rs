@@ -234,7 +234,7 @@ fn resource_entities(p: &Principal, resource: &Resource<'_>, out: &mut Vec<Entit
         Resource::Tenant(row) => {
             let uid = tenant_ref(&row.id);
             if row.id != p.tenant.id {
-                out.push(tenant_entity(row));
+                out.push(tenant_entity(row, tollgate_store::now()));
             }
             uid
         }
@@ -309,7 +309,7 @@ pub fn authorize(
         caller.engine.clone().ok_or_else(|| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?
     };
     let mut entities = Vec::new();
-    let principal = principal_entities(p, &mut entities);
+    let principal = principal_entities(p, tollgate_store::now(), &mut entities);
     let resource_uid = resource_entities(p, &resource, &mut entities);
     let (authn, mfa) = p.authn_facts();
     let mut context = standard_context(authn, mfa, action.scope(), None);

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tollgate_bench::{crm_read_request, crm_routes, engine, member, tenant};
 use tollgate_gateway::forward::Target;
-use tollgate_gateway::policy::{Facts, Routed, decide};
+use tollgate_gateway::policy::{Facts, PreparedSets, Routed, decide};
 
 fn routing(c: &mut Criterion) {
     let config = crm_routes().unwrap();
@@ -39,9 +39,11 @@ fn policy_stage(c: &mut Criterion) {
         let engine = engine(layer).unwrap();
         let caller = member(groups);
         let tenant = tenant();
-        assert!(decide(&engine, &caller, Some(tenant.clone()), routed.clone(), &facts).is_ok());
+        // One caller's requests: its entities prepared by the first.
+        let prepared = PreparedSets::default();
+        assert!(decide(&engine, &prepared, &caller, Some(tenant.clone()), routed.clone(), &facts).is_ok());
         c.bench_function(&format!("policy-stage/decide/{name}"), |b| {
-            b.iter(|| decide(&engine, &caller, Some(tenant.clone()), routed.clone(), &facts))
+            b.iter(|| decide(&engine, &prepared, &caller, Some(tenant.clone()), routed.clone(), &facts))
         });
     }
 }

@@ -91,7 +91,7 @@ pub fn engine(layer: usize) -> Result<PolicyEngine, LoadError> {
 pub fn crm_read_request(caller: &Caller) -> PolicyRequest {
     let mut entities = Vec::new();
     let principal = match caller {
-        Caller::Known(p) => principal_entities(p, &mut entities),
+        Caller::Known(p) => principal_entities(p, 1_795_000_000, &mut entities),
         Caller::Anonymous => anonymous_entity(&mut entities),
     };
     let tenant = tenant_ref(TENANT_ID);

@@ -257,7 +257,7 @@ mod tests {
     use crate::authenticate::authenticate;
     use crate::authenticate::tests::Memory;
     use crate::policy::tests::routed;
-    use crate::policy::{Engines as _, Facts, decide};
+    use crate::policy::{Engines as _, Facts, PreparedSets, decide};
 
     async fn keys(dir: &std::path::Path) -> Assertions {
         let store = Store::connect(&format!("sqlite:{}", dir.join("t.db").display())).await.unwrap();
@@ -282,7 +282,8 @@ mod tests {
         let tenant = Some(Arc::clone(&m.tenants["t1"]));
         let engine = m.engine_for(tenant.as_deref()).await.unwrap();
         let facts = Facts { method: "GET", source_ip: ip, time: 0 };
-        decide(&engine, &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts).unwrap()
+        decide(&engine, &PreparedSets::default(), &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts)
+            .unwrap()
     }
 
     fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {

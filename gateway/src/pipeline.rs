@@ -13,7 +13,7 @@ use crate::authenticate::{Caller, authenticate};
 use crate::caches::Caches;
 use crate::config::GatewayConfig;
 use crate::forward::{Assertions, Target, targets};
-use crate::policy::{Denial, Engines as _, Facts, Permit, Routed, decide};
+use crate::policy::{Denial, Engines as _, Facts, Permit, PreparedSets, Routed, decide};
 use crate::quota::Quotas;
 use crate::reject::Reject;
 use crate::tenant::{self, TenantHints};
@@ -44,6 +44,8 @@ pub struct Gateway {
     pub quotas: Quotas,
     /// Signed assertions for upstreams, shared by requests asserting the same.
     pub assertions: Assertions,
+    /// Cedar entities of recent callers, shared by their requests.
+    prepared: PreparedSets,
 }
 
 impl Gateway {
@@ -61,7 +63,7 @@ impl Gateway {
             .collect::<std::io::Result<_>>()?;
         let quotas = Quotas::new(config.rate_limits);
         let assertions = Assertions::new(caches.key_ring());
-        Ok(Self { config, targets, by_route, caches, quotas, assertions })
+        Ok(Self { config, targets, by_route, caches, quotas, assertions, prepared: PreparedSets::default() })
     }
 
     /// Runs the stages in order; only an allow yields a [`Permit`].
@@ -125,7 +127,7 @@ impl Gateway {
         let layered = tenant.as_deref().filter(|_| route.needs_tenant());
         let engine = self.caches.engine_for(layered).await.map_err(Denial::early)?;
         let facts = Facts { method: req.method, source_ip: req.client_ip, time: at };
-        let permit = decide(&engine, &caller, tenant, Routed { route, target }, &facts);
+        let permit = decide(&engine, &self.prepared, &caller, tenant, Routed { route, target }, &facts);
         lap("policy");
         let mut permit = permit?;
         let refused =

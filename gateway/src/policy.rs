@@ -8,12 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tollgate_identity::decision::{new_decision_id, reasons};
-use tollgate_identity::entities::{
-    RequestFacts, anonymous_entity, principal_entities, standard_context, tenant_entity, tenant_ref,
-};
+use tollgate_identity::entities::{RequestFacts, standard_facts};
 use tollgate_identity::principal::{Authn, Tenant};
 use tollgate_identity::roles::Builtin;
-use tollgate_policies::{EntityRef, EntitySpec, PolicyEngine, PolicyRequest};
+use tollgate_policies::{Outcome, PolicyEngine};
 
 use crate::authenticate::Caller;
 use crate::forward::Target;
@@ -120,9 +118,11 @@ pub struct Facts<'a> {
     pub time: i64,
 }
 
-/// Evaluates the request; an error or a deny is a [`Denial`].
+/// Evaluates the request on the entities `prepared` holds for its caller,
+/// tenant and resource; an error or a deny is a [`Denial`].
 pub fn decide(
     engine: &PolicyEngine,
+    prepared: &PreparedSets,
     caller: &Caller,
     tenant: Option<Arc<Tenant>>,
     routed: Routed,
@@ -130,47 +130,30 @@ pub fn decide(
 ) -> Result<Permit, Box<Denial>> {
     let route = &routed.route;
     let decision_id = new_decision_id();
-    let mut entities = Vec::new();
-    let (principal, authn, mfa, explain, roles, groups) = match caller {
-        Caller::Known(p) => {
-            let uid = principal_entities(p, &mut entities);
-            let (authn, mfa) = p.authn_facts();
-            let explain = p.role.base.is_some_and(|b| b >= Builtin::Admin);
-            (uid, authn, mfa, explain, vec![p.role.name.clone()], Arc::clone(&p.groups))
-        }
-        Caller::Anonymous => {
-            (anonymous_entity(&mut entities), Authn::Anonymous, false, false, Vec::new(), Arc::from([]))
-        }
-    };
-    let resource = EntityRef::new(&route.resource_type, route.resource_id.clone());
-    let mut resource_entity = EntitySpec::new(resource.clone());
-    if route.needs_tenant() {
+    if route.needs_tenant() && tenant.is_none() {
         // Tenant-owned resource types carry their tenant; without one the
         // request cannot be about a tenant's resource.
-        let Some(t) = &tenant else {
-            return Err(Box::new(Denial {
-                reject: Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Vec::new() },
-                decision_id,
-                explain: false,
-            }));
-        };
-        if !matches!(caller, Caller::Known(_)) {
-            entities.push(tenant_entity(t));
-        }
-        let tenant = tenant_ref(&t.id);
-        resource_entity = resource_entity.entity_attr("tenant", &tenant).parent(tenant);
+        return Err(Box::new(Denial {
+            reject: Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Vec::new() },
+            decision_id,
+            explain: false,
+        }));
     }
-    entities.push(resource_entity);
+    let (authn, mfa, explain, roles, groups) = match caller {
+        Caller::Known(p) => {
+            let (authn, mfa) = p.authn_facts();
+            let explain = p.role.base.is_some_and(|b| b >= Builtin::Admin);
+            (authn, mfa, explain, vec![p.role.name.clone()], Arc::clone(&p.groups))
+        }
+        Caller::Anonymous => (Authn::Anonymous, false, false, Vec::new(), Arc::from([])),
+    };
     let request =
         RequestFacts { method: facts.method, path: &route.path, source_ip: facts.source_ip, time: facts.time };
-    let context = standard_context(authn, mfa, &route.action, Some(&request));
-    let outcome = engine.evaluate_trusted(&PolicyRequest {
-        principal,
-        action: route.action.clone(),
-        resource,
-        context,
-        entities,
-    });
+    let context = standard_facts(authn, mfa, &route.action, Some(&request));
+    let outcome = match prepared.entities(engine, caller, tenant.as_ref(), route, facts.time) {
+        Ok(entities) => engine.evaluate_prepared(&entities.entities, &route.action, &context),
+        Err(error) => Outcome::denied_by(error),
+    };
     let principal_name = match caller {
         Caller::Known(p) => p.actor_id(),
         Caller::Anonymous => "anonymous".to_owned(),
@@ -207,6 +190,9 @@ pub fn decide(
         }))
     }
 }
+
+mod prepared;
+pub use prepared::PreparedSets;
 
 #[cfg(test)]
 pub(crate) mod tests;

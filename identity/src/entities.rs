@@ -4,7 +4,7 @@
 //! same request.
 
 use serde_json::{Map, Value, json};
-use tollgate_policies::{EntityRef, EntitySpec};
+use tollgate_policies::{EntityRef, EntitySpec, Fact};
 
 use crate::plans::LimitName;
 use crate::principal::{Actor, Authn, KeyOwner, Principal, Tenant};
@@ -23,9 +23,8 @@ fn custom_role_ref(name: &str) -> EntityRef {
 }
 
 /// A tenant's entity, with the attributes policies see: its lifecycle
-/// status, its plan, and the features and limits it has now.
-pub fn tenant_entity(tenant: &Tenant) -> EntitySpec {
-    let at = tollgate_store::now();
+/// status, its plan, and the features and limits it has at `at`.
+pub fn tenant_entity(tenant: &Tenant, at: i64) -> EntitySpec {
     let entitlements = &tenant.entitlements;
     let mut limits = Map::new();
     for limit in LimitName::ALL {
@@ -62,11 +61,11 @@ fn role_parent(role: &ResolvedRole) -> Option<EntityRef> {
 }
 
 /// The principal's entity and those it sits under: its role, its groups and
-/// its tenant.
-pub fn principal_entities(p: &Principal, out: &mut Vec<EntitySpec>) -> EntityRef {
+/// its tenant (with its entitlements at `at`).
+pub fn principal_entities(p: &Principal, at: i64, out: &mut Vec<EntitySpec>) -> EntityRef {
     role_entities(&p.role, out);
     let tenant = tenant_ref(&p.tenant.id);
-    out.push(tenant_entity(&p.tenant));
+    out.push(tenant_entity(&p.tenant, at));
     for group in p.groups.iter() {
         out.push(EntitySpec::new(EntityRef::new("Group", group.clone())).parent(tenant.clone()));
     }
@@ -132,24 +131,42 @@ pub const STANDARD_FACTS: [&str; 7] = ["authn", "mfa", "required_scope", "method
 /// The one standard context: how the caller authenticated, with a second
 /// factor or not, and the scope the action needs (the schema's
 /// `RequestContext`); with the facts of an HTTP request added, the
-/// `GatewayContext` of gateway routes and product actions.
+/// `GatewayContext` of gateway routes and product actions. Typed, in the
+/// order of [`STANDARD_FACTS`].
+pub fn standard_facts<'a>(
+    authn: Authn,
+    mfa: bool,
+    required_scope: &'a str,
+    request: Option<&RequestFacts<'a>>,
+) -> Vec<(&'static str, Fact<'a>)> {
+    let mut facts = Vec::with_capacity(STANDARD_FACTS.len());
+    facts.extend([
+        ("authn", Fact::Str(authn.as_str())),
+        ("mfa", Fact::Bool(mfa)),
+        ("required_scope", Fact::Str(required_scope)),
+    ]);
+    if let Some(r) = request {
+        facts.extend([
+            ("method", Fact::Str(r.method)),
+            ("path", Fact::Str(r.path)),
+            ("source_ip", Fact::Str(r.source_ip)),
+            ("time", Fact::Long(r.time)),
+        ]);
+    }
+    facts
+}
+
+/// [`standard_facts`] as a JSON object, for requests written as JSON.
 pub fn standard_context(
     authn: Authn,
     mfa: bool,
     required_scope: &str,
     request: Option<&RequestFacts<'_>>,
 ) -> Map<String, Value> {
-    let mut context = Map::new();
-    context.insert("authn".into(), json!(authn.as_str()));
-    context.insert("mfa".into(), json!(mfa));
-    context.insert("required_scope".into(), json!(required_scope));
-    if let Some(r) = request {
-        context.insert("method".into(), json!(r.method));
-        context.insert("path".into(), json!(r.path));
-        context.insert("source_ip".into(), json!(r.source_ip));
-        context.insert("time".into(), json!(r.time));
-    }
-    context
+    standard_facts(authn, mfa, required_scope, request)
+        .into_iter()
+        .map(|(name, fact)| (name.to_owned(), fact.to_json()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -162,7 +179,7 @@ mod tests {
         let mut p = person("u1", "t1", Builtin::Admin, &["pwd"]);
         p.groups = std::sync::Arc::from(["g1".to_owned()]);
         let mut entities = Vec::new();
-        let uid = principal_entities(&p, &mut entities);
+        let uid = principal_entities(&p, 0, &mut entities);
         assert_eq!(uid, EntityRef::new("User", "u1"));
         let user = entities.iter().find(|e| e.uid == uid).unwrap();
         for parent in [EntityRef::new("Role", "admin"), EntityRef::new("Group", "g1"), tenant_ref("t1")] {

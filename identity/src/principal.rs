@@ -142,7 +142,7 @@ impl From<UserRow> for User {
 }
 
 /// The scopes of an API key, parsed once when the key is loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scopes(BTreeSet<String>);
 
 impl Scopes {
@@ -173,7 +173,7 @@ impl FromIterator<String> for Scopes {
 }
 
 /// Who an API key belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeyOwner {
     User(String),
     ServiceAccount(String),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tollgate_store::{self as store, StoreError, Tx};
 
 /// A built-in role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Builtin {
     Viewer,
     Member,
@@ -59,7 +59,7 @@ impl Builtin {
 /// A membership's role as stored (`name`) and the built-in role it amounts
 /// to; `base` is `None` for a custom role that no longer exists, which then
 /// grants nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResolvedRole {
     pub name: String,
     pub base: Option<Builtin>,

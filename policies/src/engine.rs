@@ -95,6 +95,45 @@ impl EntitySpec {
     }
 }
 
+/// One value of a request's context, typed: what the standard context is
+/// made of (strings, booleans, integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Long(i64),
+}
+
+impl Fact<'_> {
+    /// The JSON form, for requests written as JSON.
+    pub fn to_json(self) -> Value {
+        match self {
+            Fact::Str(s) => Value::from(s),
+            Fact::Bool(b) => Value::from(b),
+            Fact::Long(n) => Value::from(n),
+        }
+    }
+
+    fn to_cedar(self) -> RestrictedExpression {
+        match self {
+            Fact::Str(s) => RestrictedExpression::new_string(s.to_owned()),
+            Fact::Bool(b) => RestrictedExpression::new_bool(b),
+            Fact::Long(n) => RestrictedExpression::new_long(n),
+        }
+    }
+}
+
+/// The entities of requests that share a principal and a resource,
+/// converted to Cedar and closed (transitive closure) once, for any number
+/// of evaluations with different actions and contexts. Built only from
+/// entities Tollgate made itself from its own rows ([`PolicyEngine::prepare`]).
+#[derive(Debug)]
+pub struct PreparedEntities {
+    principal: EntityUid,
+    resource: EntityUid,
+    entities: Entities,
+}
+
 /// One authorization question.
 #[derive(Debug, Clone)]
 pub struct PolicyRequest {
@@ -129,7 +168,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn error(message: String) -> Self {
+    /// A deny for an error met before any policy was evaluated.
+    pub fn denied_by(message: String) -> Self {
         Self { decision: Decision::Deny, determining: Vec::new(), errors: vec![message] }
     }
 
@@ -150,6 +190,12 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     /// The schema's entity type names (and `Action`), parsed once.
     types: TypeNames,
+    /// For each action of the schema, its uid and the (principal type,
+    /// resource type) pairs it applies to: the request check of prepared
+    /// evaluations, done without building a request against the schema.
+    applies: HashMap<String, (EntityUid, Vec<(EntityTypeName, EntityTypeName)>)>,
+    /// The schema's action entities, added to every prepared set.
+    actions: Vec<Entity>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -205,7 +251,9 @@ impl PolicyEngine {
     fn assemble(schema: Schema, policies: PolicySet, reasons: HashMap<String, String>) -> Self {
         let by_action = index_by_action(&schema, &policies);
         let types = TypeNames::of(&schema);
-        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types }
+        let applies = applies_to(&schema);
+        let actions = schema.action_entities().map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types, applies, actions }
     }
 
     /// This snapshot plus a layer of policies (a tenant's), whose ids are
@@ -235,7 +283,7 @@ impl PolicyEngine {
     pub fn evaluate(&self, request: &PolicyRequest) -> Outcome {
         match self.try_evaluate(request, EntityCheck::Checked) {
             Ok(outcome) => outcome,
-            Err(message) => Outcome::error(message),
+            Err(message) => Outcome::denied_by(message),
         }
     }
 
@@ -248,8 +296,68 @@ impl PolicyEngine {
     pub fn evaluate_trusted(&self, request: &PolicyRequest) -> Outcome {
         match self.try_evaluate(request, EntityCheck::Trusted) {
             Ok(outcome) => outcome,
-            Err(message) => Outcome::error(message),
+            Err(message) => Outcome::denied_by(message),
         }
+    }
+
+    /// Converts and closes trusted entities (built by Tollgate from its own
+    /// rows, as for [`Self::evaluate_trusted`]) for evaluations about
+    /// `principal` and `resource`, both among them. The schema's action
+    /// entities are added, so action groups hold as in a checked request.
+    pub fn prepare(
+        &self,
+        principal: &EntityRef,
+        resource: &EntityRef,
+        specs: &[EntitySpec],
+    ) -> Result<PreparedEntities, String> {
+        let types = &self.types;
+        let uid = |r: &EntityRef| types.uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
+        let (principal, resource) = (uid(principal)?, uid(resource)?);
+        let mut entities = plain_entities(types, specs).ok_or("entities that are not plainly written")?;
+        entities.extend(self.actions.iter().cloned());
+        let entities = Entities::from_entities(entities, None).map_err(|e| format!("invalid entities: {e}"))?;
+        Ok(PreparedEntities { principal, resource, entities })
+    }
+
+    /// Evaluates `action` on prepared entities with a typed context. The
+    /// request is checked as [`Self::evaluate_trusted`] checks it, by the
+    /// schema's rules read once per snapshot: the action must exist and
+    /// apply to the principal's and the resource's types; the context,
+    /// made of typed facts, is the standard one by construction (a missing
+    /// or mistyped fact makes the policies reading it fail, which denies).
+    /// Never fails: any error is a deny with the error.
+    pub fn evaluate_prepared(
+        &self,
+        prepared: &PreparedEntities,
+        action: &str,
+        context: &[(&str, Fact<'_>)],
+    ) -> Outcome {
+        match self.try_evaluate_prepared(prepared, action, context) {
+            Ok(outcome) => outcome,
+            Err(message) => Outcome::denied_by(message),
+        }
+    }
+
+    fn try_evaluate_prepared(
+        &self,
+        prepared: &PreparedEntities,
+        action: &str,
+        context: &[(&str, Fact<'_>)],
+    ) -> Result<Outcome, String> {
+        let (action_uid, envs) =
+            self.applies.get(action).ok_or_else(|| format!("invalid request: unknown action `{action}`"))?;
+        let (principal_type, resource_type) = (prepared.principal.type_name(), prepared.resource.type_name());
+        if !envs.iter().any(|(p, r)| p == principal_type && r == resource_type) {
+            return Err(format!(
+                "invalid request: `{action}` does not apply to `{principal_type}` on `{resource_type}`"
+            ));
+        }
+        let context = Context::from_pairs(context.iter().map(|(name, fact)| ((*name).to_owned(), fact.to_cedar())))
+            .map_err(|e| format!("invalid context: {e}"))?;
+        let request =
+            Request::new(prepared.principal.clone(), action_uid.clone(), prepared.resource.clone(), context, None)
+                .map_err(|e| format!("invalid request: {e}"))?;
+        Ok(self.decide(action, &request, &prepared.entities))
     }
 
     fn try_evaluate(&self, request: &PolicyRequest, entities_are: EntityCheck) -> Result<Outcome, String> {
@@ -280,8 +388,14 @@ impl PolicyEngine {
         .map_err(|e| format!("invalid entities: {e}"))?;
         let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("invalid request: {e}"))?;
-        let policies = self.by_action.get(&request.action).unwrap_or(&self.policies);
-        let response = self.authorizer.is_authorized(&cedar_request, policies, &entities);
+        Ok(self.decide(&request.action, &cedar_request, &entities))
+    }
+
+    /// The decision on a built request: the policies that can apply to
+    /// `action`, evaluated; an error denies.
+    fn decide(&self, action: &str, cedar_request: &Request, entities: &Entities) -> Outcome {
+        let policies = self.by_action.get(action).unwrap_or(&self.policies);
+        let response = self.authorizer.is_authorized(cedar_request, policies, entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let determining = response
             .diagnostics()
@@ -295,7 +409,7 @@ impl PolicyEngine {
             cedar_policy::Decision::Allow if errors.is_empty() => Decision::Allow,
             _ => Decision::Deny,
         };
-        Ok(Outcome { decision, determining, errors })
+        Outcome { decision, determining, errors }
     }
 }
 
@@ -398,6 +512,21 @@ fn primitive_context(context: &Map<String, Value>) -> Option<Vec<(String, Restri
             Some((name.clone(), value))
         })
         .collect()
+}
+
+/// For each action of the schema, its uid and the (principal, resource)
+/// type pairs its `appliesTo` names.
+fn applies_to(schema: &Schema) -> HashMap<String, (EntityUid, Vec<(EntityTypeName, EntityTypeName)>)> {
+    let mut out: HashMap<String, (EntityUid, Vec<_>)> = HashMap::new();
+    for action in schema.actions() {
+        out.insert(action.id().unescaped().to_owned(), (action.clone(), Vec::new()));
+    }
+    for env in schema.request_envs() {
+        if let Some((_, pairs)) = out.get_mut(env.action().id().unescaped()) {
+            pairs.push((env.principal().clone(), env.resource().clone()));
+        }
+    }
+    out
 }
 
 /// For each action of the schema, the policies that can apply to it: those

@@ -10,8 +10,8 @@ mod live;
 mod scenario;
 
 pub use engine::{
-    BUILTIN_POLICIES, BUILTIN_SCHEMA, Decision, DeterminingPolicy, EntityRef, EntitySpec, LoadError, Outcome,
-    PolicyEngine, PolicyRequest,
+    BUILTIN_POLICIES, BUILTIN_SCHEMA, Decision, DeterminingPolicy, EntityRef, EntitySpec, Fact, LoadError, Outcome,
+    PolicyEngine, PolicyRequest, PreparedEntities,
 };
 pub use live::{LivePolicies, PolicyWatcher, ReloadOutcome};
 pub use scenario::{ScenarioError, ScenarioReport, run_scenario_dir, run_scenario_dir_trusted, run_scenario_text};

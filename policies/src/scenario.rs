@@ -88,9 +88,9 @@ pub fn run_scenario_dir_trusted(engine: &PolicyEngine, dir: &Path) -> Result<Sce
     run_dir(engine, dir, PolicyEngine::evaluate_trusted)
 }
 
-type Evaluate = fn(&PolicyEngine, &PolicyRequest) -> crate::Outcome;
+pub(crate) type Evaluate = fn(&PolicyEngine, &PolicyRequest) -> crate::Outcome;
 
-fn run_dir(engine: &PolicyEngine, dir: &Path, evaluate: Evaluate) -> Result<ScenarioReport, ScenarioError> {
+pub(crate) fn run_dir(engine: &PolicyEngine, dir: &Path, evaluate: Evaluate) -> Result<ScenarioReport, ScenarioError> {
     let mut files = Vec::new();
     collect_json(dir, &mut files)?;
     files.sort();

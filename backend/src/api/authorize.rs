@@ -174,7 +174,7 @@ async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) ->
         }
         Some(_) => return Err(ApiError::field("principal", "must be a `User` of the tenant")),
     };
-    let principal = principal_entities(&subject, &mut entities);
+    let principal = principal_entities(&subject, now(), &mut entities);
     // The standard facts (those the gateway supplies) are Tollgate's; the
     // product may add its own but not override these.
     if let Some(name) = STANDARD_FACTS.iter().find(|n| q.context.contains_key(**n)) {

@@ -49,7 +49,9 @@ async fn a_permit_carries_the_facts_and_the_upstream() {
     let viewer = member(&mut m, "v1", Builtin::Viewer).await;
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
     let engine = m.engine_for(tenant.as_deref()).await.unwrap();
-    let permit = decide(&engine, &viewer, tenant, routed("crm.read", "CrmApi", "contacts"), &FACTS).unwrap();
+    let permit =
+        decide(&engine, &PreparedSets::default(), &viewer, tenant, routed("crm.read", "CrmApi", "contacts"), &FACTS)
+            .unwrap();
     assert_eq!((permit.principal(), permit.user()), ("user:v1", Some("user:v1")));
     assert_eq!((permit.tenant().map(|t| t.id.as_str()), permit.roles()), (Some("t1"), &["viewer".to_owned()][..]));
     assert_eq!((permit.target().name.as_str(), permit.source_ip()), ("crm", "10.0.0.9"));
@@ -62,12 +64,20 @@ async fn denials_explain_themselves_to_admins_only() {
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
     let engine = m.engine_for(tenant.as_deref()).await.unwrap();
     let viewer = member(&mut m, "v1", Builtin::Viewer).await;
-    let denial =
-        decide(&engine, &viewer, tenant.clone(), routed("crm.write", "CrmApi", "contacts"), &FACTS).unwrap_err();
+    let denial = decide(
+        &engine,
+        &PreparedSets::default(),
+        &viewer,
+        tenant.clone(),
+        routed("crm.write", "CrmApi", "contacts"),
+        &FACTS,
+    )
+    .unwrap_err();
     assert_eq!((denial.reject.status(), denial.explain), (403, false));
     // An admin denied (the action does not apply to that resource) may see why.
     let admin = member(&mut m, "a1", Builtin::Admin).await;
-    let denial = decide(&engine, &admin, tenant, routed("crm.write", "Platform", "tollgate"), &FACTS);
+    let denial =
+        decide(&engine, &PreparedSets::default(), &admin, tenant, routed("crm.write", "Platform", "tollgate"), &FACTS);
     assert!(denial.is_err(), "crm.write does not apply to the platform");
     let denial = denial.unwrap_err();
     assert!(denial.explain, "admins see the reasons");
@@ -77,14 +87,92 @@ async fn denials_explain_themselves_to_admins_only() {
 async fn tenant_resources_need_a_tenant_and_anonymous_callers_get_no_more() {
     let m = Memory::two_tenants();
     let engine = m.engine_for(None).await.unwrap();
-    let denial =
-        decide(&engine, &Caller::Anonymous, None, routed("crm.read", "CrmApi", "contacts"), &FACTS).unwrap_err();
+    let denial = decide(
+        &engine,
+        &PreparedSets::default(),
+        &Caller::Anonymous,
+        None,
+        routed("crm.read", "CrmApi", "contacts"),
+        &FACTS,
+    )
+    .unwrap_err();
     assert!(matches!(&denial.reject, Reject::Forbidden { detail, .. } if detail.contains("needs a tenant")));
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
-    let denial =
-        decide(&engine, &Caller::Anonymous, tenant, routed("crm.read", "CrmApi", "contacts"), &FACTS).unwrap_err();
+    let denial = decide(
+        &engine,
+        &PreparedSets::default(),
+        &Caller::Anonymous,
+        tenant,
+        routed("crm.read", "CrmApi", "contacts"),
+        &FACTS,
+    )
+    .unwrap_err();
     assert_eq!(denial.reject.status(), 403, "anonymous callers do not read a tenant's CRM");
-    let permit =
-        decide(&engine, &Caller::Anonymous, None, routed("platform.api", "Platform", "tollgate"), &FACTS).unwrap();
+    let permit = decide(
+        &engine,
+        &PreparedSets::default(),
+        &Caller::Anonymous,
+        None,
+        routed("platform.api", "Platform", "tollgate"),
+        &FACTS,
+    )
+    .unwrap();
     assert_eq!((permit.principal(), permit.user(), permit.tenant().is_none()), ("anonymous", None, true));
+}
+
+/// A tenant `t1` as `m` has it, on the free plan with `api_write` granted
+/// until `until`: a reload of the tenant, a new `Arc`.
+fn reload_with_api_write(m: &mut Memory, until: i64) {
+    let overrides = [tollgate_store::OverrideRow {
+        tenant_id: "t1".into(),
+        name: "api_write".into(),
+        kind: "feature".into(),
+        value: Some(1),
+        expires_at: Some(until),
+        granted_by: "user:admin".into(),
+        created_at: 0,
+    }];
+    let mut tenant = (*m.tenants["t1"]).clone();
+    tenant.entitlements =
+        Arc::new(tollgate_identity::plans::Catalog::builtin().entitlements("free", &overrides).unwrap());
+    m.tenants.insert("t1".into(), Arc::new(tenant));
+}
+
+#[tokio::test]
+async fn shared_entities_follow_the_callers_role_tenant_and_expiring_overrides() {
+    // One set of prepared entities across requests, as in the gateway.
+    let prepared = PreparedSets::default();
+    let mut m = Memory::two_tenants();
+    let at = tollgate_store::now();
+    let engine = m.engine_for(None).await.unwrap();
+    let allowed = |caller: &Caller, m: &Memory, time: i64| {
+        let tenant = Some(Arc::clone(&m.tenants["t1"]));
+        let facts = Facts { time, ..FACTS };
+        decide(&engine, &prepared, caller, tenant, routed("crm.write", "CrmApi", "contacts"), &facts).is_ok()
+    };
+
+    // A member writes; made a viewer (a new standing), the same person no
+    // longer does, while the member's own entities still stand.
+    let as_member = member(&mut m, "u1", Builtin::Member).await;
+    assert!(allowed(&as_member, &m, at));
+    m.standings.get_mut(&("t1".to_owned(), "u1".to_owned())).unwrap().role =
+        tollgate_identity::roles::ResolvedRole::builtin(Builtin::Viewer);
+    let as_viewer = authenticate(&m, Some("Bearer u1"), "10.0.0.9").await.unwrap();
+    assert!(!allowed(&as_viewer, &m, at), "the role changed, the entities with it");
+    assert!(allowed(&as_member, &m, at));
+
+    // An API key writes only with `api_write`, which the free plan lacks.
+    m.standings.get_mut(&("t1".to_owned(), "u1".to_owned())).unwrap().role =
+        tollgate_identity::roles::ResolvedRole::builtin(Builtin::Member);
+    let secret = m.add_key("u1", "t1", false, None);
+    let bearer = format!("Bearer {secret}");
+    let key = authenticate(&m, Some(&bearer), "10.0.0.9").await.unwrap();
+    assert!(!allowed(&key, &m, at));
+    // The tenant reloaded with the feature granted for 100 seconds: the
+    // key writes, until the grant expires, with the same tenant loaded.
+    reload_with_api_write(&mut m, at + 100);
+    let key = authenticate(&m, Some(&bearer), "10.0.0.9").await.unwrap();
+    assert!(allowed(&key, &m, at), "a reloaded tenant is a new entity");
+    assert!(allowed(&key, &m, at + 99));
+    assert!(!allowed(&key, &m, at + 100), "the grant expired: the entities are rebuilt");
 }

@@ -92,6 +92,53 @@ fn duplicate_ids_are_refused() {
     assert!(matches!(err, LoadError::DuplicateId(id) if id == "same"));
 }
 
+/// A scenario's request as the gateway decides it: its entities prepared,
+/// its context as typed facts.
+fn evaluate_prepared(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome {
+    let facts: Option<Vec<(&str, Fact<'_>)>> = request
+        .context
+        .iter()
+        .map(|(name, value)| {
+            let fact = match value {
+                Value::String(s) => Fact::Str(s),
+                Value::Bool(b) => Fact::Bool(*b),
+                Value::Number(n) => Fact::Long(n.as_i64()?),
+                _ => return None,
+            };
+            Some((name.as_str(), fact))
+        })
+        .collect();
+    let Some(facts) = facts else { return Outcome::denied_by("a context richer than facts".into()) };
+    match engine.prepare(&request.principal, &request.resource, &request.entities) {
+        Ok(prepared) => engine.evaluate_prepared(&prepared, &request.action, &facts),
+        Err(error) => Outcome::denied_by(error),
+    }
+}
+
+/// The gateway evaluates prepared entities with typed facts: on every
+/// scenario it must decide as the checked evaluation does.
+#[test]
+fn scenario_files_pass_with_prepared_entities() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let report = crate::scenario::run_dir(&engine, &dir, evaluate_prepared).unwrap();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.passed >= 29, "ran {} requests", report.passed);
+}
+
+#[test]
+fn a_prepared_request_the_action_does_not_apply_to_denies() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let (user, platform) = (EntityRef::new("Anonymous", "anonymous"), EntityRef::new("Platform", "tollgate"));
+    let prepared = engine.prepare(&user, &platform, &[EntitySpec::new(user.clone())]).unwrap();
+    let facts = [("authn", Fact::Str("anonymous")), ("mfa", Fact::Bool(false)), ("required_scope", Fact::Str("x"))];
+    for action in ["tenant.delete", "tenant.obliterate"] {
+        let outcome = engine.evaluate_prepared(&prepared, action, &facts);
+        assert_eq!(outcome.decision, Decision::Deny, "{action}");
+        assert!(outcome.errors[0].starts_with("invalid request"), "{action}: {:?}", outcome.errors);
+    }
+}
+
 #[test]
 fn malformed_request_denies_with_error() {
     let engine = PolicyEngine::builtin().unwrap();
