@@ -3,6 +3,7 @@
 //! administrators, and validates and tests policies.
 
 mod config;
+mod log_writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -273,29 +274,23 @@ fn policy(command: PolicyCommand) -> ExitCode {
     }
 }
 
-/// Log lines waiting for the writer thread at most; past that new lines are
-/// dropped (and counted) rather than making a request wait.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
-
-/// Logs go to stderr from a thread of their own: a request's line is handed
-/// over, never written on the request's thread. The returned guard writes
-/// what is buffered when dropped (at the end of `serve`).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr from a thread of their own, in batches (see
+/// `log_writer`): a request's line is copied into a buffer, never written
+/// on the request's thread. The returned guard writes what is buffered when
+/// dropped (at the end of `serve`).
+fn init_logging(format: LogFormat) -> Result<log_writer::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("tollgate-log")
-        .finish(std::io::stderr());
-    let dropped = writer.error_counter();
-    tollgate_gateway::metrics::count_dropped_log_lines(move || dropped.dropped_lines());
+    let (writer, guard) =
+        log_writer::batch_writer(std::io::stderr(), "tollgate-log").context("cannot start the log writer")?;
+    let dropped = writer.clone();
+    tollgate_gateway::metrics::count_dropped_log_lines(move || dropped.dropped());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
         LogFormat::Pretty => builder.init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// The policies: built in, or a directory watched for changes (a valid
@@ -565,7 +560,7 @@ async fn flush_usage(meter: Arc<Meter>, store: Store, mut stop: tokio::sync::wat
 /// Starts what `role` runs, announces where, serves until a shutdown signal,
 /// and stops everything: one path for `up`, `backend` and `gateway`.
 async fn serve(config: Config, role: Role) -> Result<()> {
-    let _log_writer = init_logging(config.log_format);
+    let _log_writer = init_logging(config.log_format)?;
     let (engine, _watcher) = load_engine(&config)?;
     let store = open_store(&config).await?;
     // The backend listens publicly alone, internally behind the gateway.

@@ -51,7 +51,8 @@ pub fn prepare_upstream_request(
     assertions: &Assertions,
     request_id: &str,
 ) -> Result<(), Reject> {
-    let unwanted: Vec<String> = request.headers.keys().map(|n| n.as_str().to_owned()).filter(|n| dropped(n)).collect();
+    let unwanted: Vec<String> =
+        request.headers.keys().map(|n| n.as_str()).filter(|n| dropped(n)).map(str::to_owned).collect();
     for name in unwanted {
         request.remove_header(&name);
     }
