@@ -194,7 +194,9 @@ pub struct PolicyEngine {
     /// resource type) pairs it applies to: the request check of prepared
     /// evaluations, done without building a request against the schema.
     applies: HashMap<String, (EntityUid, Vec<(EntityTypeName, EntityTypeName)>)>,
-    /// The schema's action entities, added to every prepared set.
+    /// The schema's actions that belong to action groups, added to every
+    /// prepared set (an action outside any group needs no entity: `in`
+    /// is then equality).
     actions: Vec<Entity>,
 }
 
@@ -252,7 +254,7 @@ impl PolicyEngine {
         let by_action = index_by_action(&schema, &policies);
         let types = TypeNames::of(&schema);
         let applies = applies_to(&schema);
-        let actions = schema.action_entities().map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        let actions = grouped_actions(&schema);
         Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types, applies, actions }
     }
 
@@ -302,8 +304,9 @@ impl PolicyEngine {
 
     /// Converts and closes trusted entities (built by Tollgate from its own
     /// rows, as for [`Self::evaluate_trusted`]) for evaluations about
-    /// `principal` and `resource`, both among them. The schema's action
-    /// entities are added, so action groups hold as in a checked request.
+    /// `principal` and `resource`, both among them. The schema's actions
+    /// that belong to groups are added, so action groups hold as in a
+    /// checked request.
     pub fn prepare(
         &self,
         principal: &EntityRef,
@@ -512,6 +515,14 @@ fn primitive_context(context: &Map<String, Value>) -> Option<Vec<(String, Restri
             Some((name.clone(), value))
         })
         .collect()
+}
+
+/// The schema's action entities that have action groups above them: the
+/// only ones an evaluation reads (copied into each prepared set, so the
+/// others are left out).
+fn grouped_actions(schema: &Schema) -> Vec<Entity> {
+    let Ok(actions) = schema.action_entities() else { return Vec::new() };
+    actions.iter().filter(|a| actions.ancestors(&a.uid()).is_some_and(|mut up| up.next().is_some())).cloned().collect()
 }
 
 /// For each action of the schema, its uid and the (principal, resource)

@@ -20,12 +20,16 @@ use tollgate_identity::roles::ResolvedRole;
 use tollgate_policies::{EntityRef, EntitySpec, PolicyEngine, PreparedEntities};
 
 use crate::authenticate::Caller;
+use crate::caches::LIVENESS_TTL;
 use crate::route::RouteMatch;
 
-/// How long a prepared set is kept without use: longer than the liveness
-/// bound its tenants are reloaded within, after which its key is dead.
-const IDLE: Duration = Duration::from_secs(30);
-const CAPACITY: u64 = 50_000;
+/// How long a prepared set is kept: its tenants are reloaded within the
+/// liveness bound, after which its key (holding the old tenant) never
+/// matches again.
+const TTL: Duration = LIVENESS_TTL;
+/// At most this many sets (about 10 KiB each): callers beyond it within
+/// [`TTL`] have their entities prepared again, as every request once did.
+const CAPACITY: u64 = 10_000;
 
 /// An `Arc` compared and hashed by address.
 #[derive(Debug, Clone)]
@@ -123,7 +127,7 @@ impl std::fmt::Debug for PreparedSets {
 
 impl Default for PreparedSets {
     fn default() -> Self {
-        Self { cache: moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_idle(IDLE).build() }
+        Self { cache: moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build() }
     }
 }
 

@@ -140,6 +140,19 @@ fn a_prepared_request_the_action_does_not_apply_to_denies() {
 }
 
 #[test]
+fn prepared_requests_see_action_groups() {
+    let schema = "entity U; entity R; action \"read\"; \
+                  action \"view\" in [\"read\"] appliesTo { principal: [U], resource: [R], context: {} }; \
+                  action \"edit\" appliesTo { principal: [U], resource: [R], context: {} };";
+    let policies = "@id(\"readers\") permit (principal, action in Action::\"read\", resource);";
+    let engine = PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap();
+    let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
+    let prepared = engine.prepare(&u, &r, &[EntitySpec::new(u.clone()), EntitySpec::new(r.clone())]).unwrap();
+    assert!(engine.evaluate_prepared(&prepared, "view", &[]).is_allow(), "view is in the read group");
+    assert!(!engine.evaluate_prepared(&prepared, "edit", &[]).is_allow());
+}
+
+#[test]
 fn malformed_request_denies_with_error() {
     let engine = PolicyEngine::builtin().unwrap();
     // A user entity missing required attributes: the request cannot be built.
