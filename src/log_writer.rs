@@ -29,12 +29,12 @@ struct Shared {
 
 impl Shared {
     fn append(&self, line: &[u8]) {
-        let Ok(mut lines) = self.lines.lock() else { return };
-        if lines.len() + line.len() > BUFFER_LIMIT {
-            drop(lines);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            lines.extend_from_slice(line);
+        match self.lines.lock() {
+            Ok(mut lines) if lines.len() + line.len() <= BUFFER_LIMIT => lines.extend_from_slice(line),
+            // Full (or a writer panicked holding the lock): dropped, counted.
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

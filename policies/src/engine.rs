@@ -104,7 +104,17 @@ pub enum Fact<'a> {
     Long(i64),
 }
 
-impl Fact<'_> {
+impl<'a> Fact<'a> {
+    /// A JSON string, boolean or integer as a fact; `None` for anything else.
+    pub fn from_json(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(Fact::Str(s)),
+            Value::Bool(b) => Some(Fact::Bool(*b)),
+            Value::Number(n) => n.as_i64().map(Fact::Long),
+            _ => None,
+        }
+    }
+
     /// The JSON form, for requests written as JSON.
     pub fn to_json(self) -> Value {
         match self {
@@ -251,10 +261,11 @@ impl PolicyEngine {
     }
 
     fn assemble(schema: Schema, policies: PolicySet, reasons: HashMap<String, String>) -> Self {
-        let by_action = index_by_action(&schema, &policies);
+        let action_entities = schema.action_entities().ok();
+        let by_action = index_by_action(&schema, action_entities.as_ref(), &policies);
         let types = TypeNames::of(&schema);
         let applies = applies_to(&schema);
-        let actions = grouped_actions(&schema);
+        let actions = action_entities.as_ref().map(grouped_actions).unwrap_or_default();
         Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types, applies, actions }
     }
 
@@ -503,25 +514,13 @@ fn plain_entities(types: &TypeNames, specs: &[EntitySpec]) -> Option<Vec<Entity>
 /// the platform API send) as Cedar values, without a round trip through
 /// JSON; `None` for anything richer, which takes the JSON path.
 fn primitive_context(context: &Map<String, Value>) -> Option<Vec<(String, RestrictedExpression)>> {
-    context
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Value::String(s) => RestrictedExpression::new_string(s.clone()),
-                Value::Bool(b) => RestrictedExpression::new_bool(*b),
-                Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
-                _ => return None,
-            };
-            Some((name.clone(), value))
-        })
-        .collect()
+    context.iter().map(|(name, value)| Some((name.clone(), Fact::from_json(value)?.to_cedar()))).collect()
 }
 
 /// The schema's action entities that have action groups above them: the
 /// only ones an evaluation reads (copied into each prepared set, so the
 /// others are left out).
-fn grouped_actions(schema: &Schema) -> Vec<Entity> {
-    let Ok(actions) = schema.action_entities() else { return Vec::new() };
+fn grouped_actions(actions: &Entities) -> Vec<Entity> {
     actions.iter().filter(|a| actions.ancestors(&a.uid()).is_some_and(|mut up| up.next().is_some())).cloned().collect()
 }
 
@@ -545,12 +544,11 @@ fn applies_to(schema: &Schema) -> HashMap<String, (EntityUid, Vec<(EntityTypeNam
 /// it or one of its action groups. A policy left out could only have been
 /// unsatisfied by its scope, so decisions and determining policies are the
 /// same as evaluating the whole set.
-fn index_by_action(schema: &Schema, policies: &PolicySet) -> HashMap<String, PolicySet> {
-    let groups = schema.action_entities().ok();
+fn index_by_action(schema: &Schema, groups: Option<&Entities>, policies: &PolicySet) -> HashMap<String, PolicySet> {
     let mut out = HashMap::new();
     for action in schema.actions() {
         let mut lineage: Vec<&EntityUid> = vec![action];
-        if let Some(ancestors) = groups.as_ref().and_then(|g| g.ancestors(action)) {
+        if let Some(ancestors) = groups.and_then(|g| g.ancestors(action)) {
             lineage.extend(ancestors);
         }
         let mut subset = PolicySet::new();

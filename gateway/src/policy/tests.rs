@@ -37,6 +37,16 @@ pub(crate) fn routed(action: &str, resource_type: &str, resource_id: &str) -> Ro
 
 const FACTS: Facts<'static> = Facts { method: "GET", source_ip: "10.0.0.9", time: 1_700_000_000 };
 
+/// One request decided on its own (nothing prepared before it), at [`FACTS`].
+pub(crate) fn decide_alone(
+    engine: &PolicyEngine,
+    caller: &Caller,
+    tenant: Option<Arc<Tenant>>,
+    routed: Routed,
+) -> Result<Permit, Box<Denial>> {
+    decide(engine, &PreparedSets::default(), caller, tenant, routed, &FACTS)
+}
+
 async fn member(m: &mut Memory, user: &str, role: Builtin) -> Caller {
     m.add_member(user, "t1", role);
     m.login(user, user, "t1");
@@ -49,9 +59,7 @@ async fn a_permit_carries_the_facts_and_the_upstream() {
     let viewer = member(&mut m, "v1", Builtin::Viewer).await;
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
     let engine = m.engine_for(tenant.as_deref()).await.unwrap();
-    let permit =
-        decide(&engine, &PreparedSets::default(), &viewer, tenant, routed("crm.read", "CrmApi", "contacts"), &FACTS)
-            .unwrap();
+    let permit = decide_alone(&engine, &viewer, tenant, routed("crm.read", "CrmApi", "contacts")).unwrap();
     assert_eq!((permit.principal(), permit.user()), ("user:v1", Some("user:v1")));
     assert_eq!((permit.tenant().map(|t| t.id.as_str()), permit.roles()), (Some("t1"), &["viewer".to_owned()][..]));
     assert_eq!((permit.target().name.as_str(), permit.source_ip()), ("crm", "10.0.0.9"));
@@ -64,20 +72,11 @@ async fn denials_explain_themselves_to_admins_only() {
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
     let engine = m.engine_for(tenant.as_deref()).await.unwrap();
     let viewer = member(&mut m, "v1", Builtin::Viewer).await;
-    let denial = decide(
-        &engine,
-        &PreparedSets::default(),
-        &viewer,
-        tenant.clone(),
-        routed("crm.write", "CrmApi", "contacts"),
-        &FACTS,
-    )
-    .unwrap_err();
+    let denial = decide_alone(&engine, &viewer, tenant.clone(), routed("crm.write", "CrmApi", "contacts")).unwrap_err();
     assert_eq!((denial.reject.status(), denial.explain), (403, false));
     // An admin denied (the action does not apply to that resource) may see why.
     let admin = member(&mut m, "a1", Builtin::Admin).await;
-    let denial =
-        decide(&engine, &PreparedSets::default(), &admin, tenant, routed("crm.write", "Platform", "tollgate"), &FACTS);
+    let denial = decide_alone(&engine, &admin, tenant, routed("crm.write", "Platform", "tollgate"));
     assert!(denial.is_err(), "crm.write does not apply to the platform");
     let denial = denial.unwrap_err();
     assert!(denial.explain, "admins see the reasons");
@@ -87,36 +86,14 @@ async fn denials_explain_themselves_to_admins_only() {
 async fn tenant_resources_need_a_tenant_and_anonymous_callers_get_no_more() {
     let m = Memory::two_tenants();
     let engine = m.engine_for(None).await.unwrap();
-    let denial = decide(
-        &engine,
-        &PreparedSets::default(),
-        &Caller::Anonymous,
-        None,
-        routed("crm.read", "CrmApi", "contacts"),
-        &FACTS,
-    )
-    .unwrap_err();
+    let denial = decide_alone(&engine, &Caller::Anonymous, None, routed("crm.read", "CrmApi", "contacts")).unwrap_err();
     assert!(matches!(&denial.reject, Reject::Forbidden { detail, .. } if detail.contains("needs a tenant")));
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
-    let denial = decide(
-        &engine,
-        &PreparedSets::default(),
-        &Caller::Anonymous,
-        tenant,
-        routed("crm.read", "CrmApi", "contacts"),
-        &FACTS,
-    )
-    .unwrap_err();
+    let denial =
+        decide_alone(&engine, &Caller::Anonymous, tenant, routed("crm.read", "CrmApi", "contacts")).unwrap_err();
     assert_eq!(denial.reject.status(), 403, "anonymous callers do not read a tenant's CRM");
-    let permit = decide(
-        &engine,
-        &PreparedSets::default(),
-        &Caller::Anonymous,
-        None,
-        routed("platform.api", "Platform", "tollgate"),
-        &FACTS,
-    )
-    .unwrap();
+    let permit =
+        decide_alone(&engine, &Caller::Anonymous, None, routed("platform.api", "Platform", "tollgate")).unwrap();
     assert_eq!((permit.principal(), permit.user(), permit.tenant().is_none()), ("anonymous", None, true));
 }
 

@@ -95,19 +95,8 @@ fn duplicate_ids_are_refused() {
 /// A scenario's request as the gateway decides it: its entities prepared,
 /// its context as typed facts.
 fn evaluate_prepared(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome {
-    let facts: Option<Vec<(&str, Fact<'_>)>> = request
-        .context
-        .iter()
-        .map(|(name, value)| {
-            let fact = match value {
-                Value::String(s) => Fact::Str(s),
-                Value::Bool(b) => Fact::Bool(*b),
-                Value::Number(n) => Fact::Long(n.as_i64()?),
-                _ => return None,
-            };
-            Some((name.as_str(), fact))
-        })
-        .collect();
+    let facts: Option<Vec<(&str, Fact<'_>)>> =
+        request.context.iter().map(|(name, value)| Some((name.as_str(), Fact::from_json(value)?))).collect();
     let Some(facts) = facts else { return Outcome::denied_by("a context richer than facts".into()) };
     match engine.prepare(&request.principal, &request.resource, &request.entities) {
         Ok(prepared) => engine.evaluate_prepared(&prepared, &request.action, &facts),
