@@ -13,6 +13,9 @@ use cedar_policy::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+mod memo;
+use memo::{ContextReads, Memo};
+
 /// The schema compiled into the binary, the source of truth for the platform.
 pub const BUILTIN_SCHEMA: &str = include_str!("../schema.cedarschema");
 /// The platform policy files compiled into the binary, by file name.
@@ -142,6 +145,7 @@ pub struct PreparedEntities {
     principal: EntityUid,
     resource: EntityUid,
     entities: Entities,
+    decisions: Memo,
 }
 
 /// One authorization question.
@@ -208,6 +212,11 @@ pub struct PolicyEngine {
     /// prepared set (an action outside any group needs no entity: `in`
     /// is then equality).
     actions: Vec<Entity>,
+    /// The context attributes the policies read: prepared evaluations
+    /// differing in nothing else share one decision.
+    reads: ContextReads,
+    /// This snapshot's identity among the decisions prepared sets remember.
+    generation: u64,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -266,7 +275,20 @@ impl PolicyEngine {
         let types = TypeNames::of(&schema);
         let applies = applies_to(&schema);
         let actions = action_entities.as_ref().map(grouped_actions).unwrap_or_default();
-        Self { schema, policies, by_action, reasons, authorizer: Authorizer::new(), types, applies, actions }
+        let reads = ContextReads::of(&policies);
+        let generation = memo::next_generation();
+        Self {
+            schema,
+            policies,
+            by_action,
+            reasons,
+            authorizer: Authorizer::new(),
+            types,
+            applies,
+            actions,
+            reads,
+            generation,
+        }
     }
 
     /// This snapshot plus a layer of policies (a tenant's), whose ids are
@@ -330,7 +352,7 @@ impl PolicyEngine {
         let mut entities = plain_entities(types, specs).ok_or("entities that are not plainly written")?;
         entities.extend(self.actions.iter().cloned());
         let entities = Entities::from_entities(entities, None).map_err(|e| format!("invalid entities: {e}"))?;
-        Ok(PreparedEntities { principal, resource, entities })
+        Ok(PreparedEntities { principal, resource, entities, decisions: Memo::default() })
     }
 
     /// Evaluates `action` on prepared entities with a typed context. The
@@ -339,6 +361,9 @@ impl PolicyEngine {
     /// apply to the principal's and the resource's types; the context,
     /// made of typed facts, is the standard one by construction (a missing
     /// or mistyped fact makes the policies reading it fail, which denies).
+    /// The decision is remembered on the prepared set for this snapshot,
+    /// the action and the facts the policies read: a request differing
+    /// only in facts no policy reads gets it without an evaluation.
     /// Never fails: any error is a deny with the error.
     pub fn evaluate_prepared(
         &self,
@@ -366,12 +391,31 @@ impl PolicyEngine {
                 "invalid request: `{action}` does not apply to `{principal_type}` on `{resource_type}`"
             ));
         }
-        let context = Context::from_pairs(context.iter().map(|(name, fact)| ((*name).to_owned(), fact.to_cedar())))
-            .map_err(|e| format!("invalid context: {e}"))?;
-        let request =
-            Request::new(prepared.principal.clone(), action_uid.clone(), prepared.resource.clone(), context, None)
-                .map_err(|e| format!("invalid request: {e}"))?;
-        Ok(self.decide(action, &request, &prepared.entities))
+        if let Some((name, _)) = context
+            .iter()
+            .enumerate()
+            .find_map(|(i, (name, _))| context[..i].iter().find(|(earlier, _)| earlier == name))
+        {
+            return Err(format!("invalid context: `{name}` given twice"));
+        }
+        let memo = &prepared.decisions;
+        if let Some(outcome) = memo.recall(self.generation, action, &self.reads, context) {
+            return Ok(outcome);
+        }
+        let cedar_context =
+            Context::from_pairs(context.iter().map(|(name, fact)| ((*name).to_owned(), fact.to_cedar())))
+                .map_err(|e| format!("invalid context: {e}"))?;
+        let request = Request::new(
+            prepared.principal.clone(),
+            action_uid.clone(),
+            prepared.resource.clone(),
+            cedar_context,
+            None,
+        )
+        .map_err(|e| format!("invalid request: {e}"))?;
+        let outcome = self.decide(action, &request, &prepared.entities);
+        memo.remember(self.generation, action, &self.reads, context, &outcome);
+        Ok(outcome)
     }
 
     fn try_evaluate(&self, request: &PolicyRequest, entities_are: EntityCheck) -> Result<Outcome, String> {

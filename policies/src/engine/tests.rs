@@ -397,3 +397,84 @@ fn entities_are_checked_against_the_schema_on_every_path() {
         assert!(!outcome.errors.is_empty(), "{name}: {outcome:?}");
     }
 }
+
+#[test]
+fn the_context_attributes_policies_read_are_found() {
+    let reads = |text: &str| memo::ContextReads::of(&PolicySet::from_str(text).unwrap());
+    let only = |names: &[&str]| memo::ContextReads::Only(names.iter().map(|n| (*n).to_owned()).collect());
+    assert_eq!(reads("permit (principal, action, resource);"), only(&[]));
+    assert_eq!(
+        reads(
+            "permit (principal, action, resource) when { context.path == \"/x\" && context has mfa }; \
+             forbid (principal, action, resource) when { ip(context.source_ip).isInRange(ip(\"10.0.0.0/8\")) }; \
+             permit (principal == ?principal, action, resource) when { context[\"time\"] > 5 };"
+        ),
+        only(&["mfa", "path", "source_ip", "time"])
+    );
+    assert_eq!(reads("permit (principal, action, resource) when { context == {} };"), memo::ContextReads::All);
+    assert_eq!(
+        reads("permit (principal, action, resource) when { principal.tags.contains(context) };"),
+        memo::ContextReads::All
+    );
+}
+
+const TIMED_SCHEMA: &str = "entity U; entity R; \
+    action \"read\" appliesTo { principal: [U], resource: [R], context: { path: String, time: Long } };";
+
+fn timed_prepared(engine: &PolicyEngine) -> PreparedEntities {
+    let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
+    engine.prepare(&u, &r, &[EntitySpec::new(u.clone()), EntitySpec::new(r.clone())]).unwrap()
+}
+
+#[test]
+fn remembered_decisions_follow_the_facts_policies_read() {
+    let engine = PolicyEngine::from_sources(
+        TIMED_SCHEMA,
+        [("p.cedar", "@id(\"early\") permit (principal, action, resource) when { context.time < 100 };")],
+    )
+    .unwrap();
+    let prepared = timed_prepared(&engine);
+    let at = |path, time| {
+        engine.evaluate_prepared(&prepared, "read", &[("path", Fact::Str(path)), ("time", Fact::Long(time))])
+    };
+    assert!(at("/a", 50).is_allow());
+    assert!(at("/b", 50).is_allow(), "the path is read by no policy");
+    assert!(!at("/a", 150).is_allow(), "the time is read: a decision at another time is not reused");
+    assert!(at("/a", 50).is_allow());
+    let twice = engine.evaluate_prepared(&prepared, "read", &[("time", Fact::Long(50)), ("time", Fact::Long(150))]);
+    assert!(!twice.is_allow());
+    assert!(twice.errors[0].contains("given twice"), "{:?}", twice.errors);
+}
+
+#[test]
+fn remembered_decisions_belong_to_their_policy_snapshot() {
+    let base = PolicyEngine::from_sources(
+        TIMED_SCHEMA,
+        [("p.cedar", "@id(\"late\") forbid (principal, action, resource) when { context.time > 1000 };")],
+    )
+    .unwrap();
+    let layered = base.with_layer("t", "t.cedar", "@id(\"all\") permit (principal, action, resource);").unwrap();
+    let prepared = timed_prepared(&base);
+    let facts = [("path", Fact::Str("/a")), ("time", Fact::Long(5))];
+    assert!(!base.evaluate_prepared(&prepared, "read", &facts).is_allow());
+    assert!(layered.evaluate_prepared(&prepared, "read", &facts).is_allow(), "the layer's permit");
+    assert!(!base.evaluate_prepared(&prepared, "read", &facts).is_allow(), "the base still denies");
+}
+
+#[test]
+fn a_set_remembers_few_decisions_and_no_long_facts() {
+    let memo = memo::Memo::default();
+    let reads = memo::ContextReads::All;
+    let allow = Outcome { decision: Decision::Allow, determining: Vec::new(), errors: Vec::new() };
+    let long = "x".repeat(300);
+    memo.remember(1, "read", &reads, &[("path", Fact::Str(&long))], &allow);
+    assert!(memo.recall(1, "read", &reads, &[("path", Fact::Str(&long))]).is_none());
+    for n in 0..9 {
+        memo.remember(1, "read", &reads, &[("time", Fact::Long(n))], &allow);
+    }
+    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(0))]).is_none(), "the oldest is forgotten");
+    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(8))]).is_some());
+    assert!(memo.recall(2, "read", &reads, &[("time", Fact::Long(8))]).is_none(), "another snapshot");
+    assert!(memo.recall(1, "write", &reads, &[("time", Fact::Long(8))]).is_none(), "another action");
+    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(8)), ("path", Fact::Str("/"))]).is_none());
+}
