@@ -5,6 +5,9 @@
 mod config;
 mod log_writer;
 
+/// Under load, glibc's allocator made the gateway's worker threads wait on
+/// each other's arena locks (bench/RESULTS.md, 2026-11-26); mimalloc's
+/// per-thread heaps do not.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
