@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 mod memo;
-use memo::{ContextReads, Memo};
+use memo::{Asked, ContextReads, Memo};
 
 /// The schema compiled into the binary, the source of truth for the platform.
 pub const BUILTIN_SCHEMA: &str = include_str!("../schema.cedarschema");
@@ -398,8 +398,8 @@ impl PolicyEngine {
         {
             return Err(format!("invalid context: `{name}` given twice"));
         }
-        let memo = &prepared.decisions;
-        if let Some(outcome) = memo.recall(self.generation, action, &self.reads, context) {
+        let asked = Asked { generation: self.generation, action, reads: &self.reads, context };
+        if let Some(outcome) = prepared.decisions.recall(asked) {
             return Ok(outcome);
         }
         let cedar_context =
@@ -414,7 +414,7 @@ impl PolicyEngine {
         )
         .map_err(|e| format!("invalid request: {e}"))?;
         let outcome = self.decide(action, &request, &prepared.entities);
-        memo.remember(self.generation, action, &self.reads, context, &outcome);
+        prepared.decisions.remember(asked, &outcome);
         Ok(outcome)
     }
 

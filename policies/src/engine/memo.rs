@@ -126,6 +126,24 @@ impl Held {
     }
 }
 
+/// What a prepared evaluation asks, as decisions are remembered by it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asked<'a> {
+    /// The snapshot's generation.
+    pub generation: u64,
+    pub action: &'a str,
+    /// What the snapshot's policies read from the context.
+    pub reads: &'a ContextReads,
+    pub context: &'a [(&'a str, Fact<'a>)],
+}
+
+impl<'a> Asked<'a> {
+    /// The facts of the context the policies read, in its order.
+    fn read(self) -> impl Iterator<Item = &'a (&'a str, Fact<'a>)> {
+        self.context.iter().filter(move |(name, _)| self.reads.covers(name))
+    }
+}
+
 #[derive(Debug)]
 struct Remembered {
     generation: u64,
@@ -136,12 +154,12 @@ struct Remembered {
 }
 
 impl Remembered {
-    fn answers(&self, generation: u64, action: &str, reads: &ContextReads, context: &[(&str, Fact<'_>)]) -> bool {
-        if self.generation != generation || *self.action != *action {
+    fn answers(&self, asked: Asked<'_>) -> bool {
+        if self.generation != asked.generation || *self.action != *asked.action {
             return false;
         }
         let mut held = self.facts.iter();
-        context.iter().filter(|(name, _)| reads.covers(name)).all(|(name, fact)| {
+        asked.read().all(|(name, fact)| {
             held.next().is_some_and(|(held_name, held_fact)| **held_name == **name && held_fact.is(*fact))
         }) && held.next().is_none()
     }
@@ -154,30 +172,16 @@ pub(super) struct Memo {
 }
 
 impl Memo {
-    /// The outcome remembered for this snapshot, action and read facts.
-    pub(super) fn recall(
-        &self,
-        generation: u64,
-        action: &str,
-        reads: &ContextReads,
-        context: &[(&str, Fact<'_>)],
-    ) -> Option<Outcome> {
+    /// The outcome remembered for this question.
+    pub(super) fn recall(&self, asked: Asked<'_>) -> Option<Outcome> {
         let decisions = self.decisions.lock().ok()?;
-        decisions.iter().find(|d| d.answers(generation, action, reads, context)).map(|d| d.outcome.clone())
+        decisions.iter().find(|d| d.answers(asked)).map(|d| d.outcome.clone())
     }
 
     /// Remembers `outcome`, forgetting the oldest decision when full.
-    pub(super) fn remember(
-        &self,
-        generation: u64,
-        action: &str,
-        reads: &ContextReads,
-        context: &[(&str, Fact<'_>)],
-        outcome: &Outcome,
-    ) {
-        let read = || context.iter().filter(|(name, _)| reads.covers(name));
+    pub(super) fn remember(&self, asked: Asked<'_>, outcome: &Outcome) {
         let len: usize =
-            read().map(|(name, fact)| name.len() + if let Fact::Str(s) = fact { s.len() } else { 8 }).sum();
+            asked.read().map(|(name, fact)| name.len() + if let Fact::Str(s) = fact { s.len() } else { 8 }).sum();
         if len > MAX_FACTS_LEN {
             return;
         }
@@ -186,9 +190,9 @@ impl Memo {
             decisions.remove(0);
         }
         decisions.push(Remembered {
-            generation,
-            action: action.into(),
-            facts: read().map(|(name, fact)| ((*name).into(), Held::of(*fact))).collect(),
+            generation: asked.generation,
+            action: asked.action.into(),
+            facts: asked.read().map(|(name, fact)| ((*name).into(), Held::of(*fact))).collect(),
             outcome: outcome.clone(),
         });
     }

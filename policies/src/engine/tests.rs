@@ -421,6 +421,10 @@ fn the_context_attributes_policies_read_are_found() {
 const TIMED_SCHEMA: &str = "entity U; entity R; \
     action \"read\" appliesTo { principal: [U], resource: [R], context: { path: String, time: Long } };";
 
+fn timed_engine(policy: &str) -> PolicyEngine {
+    PolicyEngine::from_sources(TIMED_SCHEMA, [("p.cedar", policy)]).unwrap()
+}
+
 fn timed_prepared(engine: &PolicyEngine) -> PreparedEntities {
     let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
     engine.prepare(&u, &r, &[EntitySpec::new(u.clone()), EntitySpec::new(r.clone())]).unwrap()
@@ -428,11 +432,7 @@ fn timed_prepared(engine: &PolicyEngine) -> PreparedEntities {
 
 #[test]
 fn remembered_decisions_follow_the_facts_policies_read() {
-    let engine = PolicyEngine::from_sources(
-        TIMED_SCHEMA,
-        [("p.cedar", "@id(\"early\") permit (principal, action, resource) when { context.time < 100 };")],
-    )
-    .unwrap();
+    let engine = timed_engine("@id(\"early\") permit (principal, action, resource) when { context.time < 100 };");
     let prepared = timed_prepared(&engine);
     let at = |path, time| {
         engine.evaluate_prepared(&prepared, "read", &[("path", Fact::Str(path)), ("time", Fact::Long(time))])
@@ -448,11 +448,7 @@ fn remembered_decisions_follow_the_facts_policies_read() {
 
 #[test]
 fn remembered_decisions_belong_to_their_policy_snapshot() {
-    let base = PolicyEngine::from_sources(
-        TIMED_SCHEMA,
-        [("p.cedar", "@id(\"late\") forbid (principal, action, resource) when { context.time > 1000 };")],
-    )
-    .unwrap();
+    let base = timed_engine("@id(\"late\") forbid (principal, action, resource) when { context.time > 1000 };");
     let layered = base.with_layer("t", "t.cedar", "@id(\"all\") permit (principal, action, resource);").unwrap();
     let prepared = timed_prepared(&base);
     let facts = [("path", Fact::Str("/a")), ("time", Fact::Long(5))];
@@ -464,17 +460,19 @@ fn remembered_decisions_belong_to_their_policy_snapshot() {
 #[test]
 fn a_set_remembers_few_decisions_and_no_long_facts() {
     let memo = memo::Memo::default();
-    let reads = memo::ContextReads::All;
+    fn asked<'a>(generation: u64, action: &'a str, context: &'a [(&'a str, Fact<'a>)]) -> memo::Asked<'a> {
+        memo::Asked { generation, action, reads: &memo::ContextReads::All, context }
+    }
     let allow = Outcome { decision: Decision::Allow, determining: Vec::new(), errors: Vec::new() };
     let long = "x".repeat(300);
-    memo.remember(1, "read", &reads, &[("path", Fact::Str(&long))], &allow);
-    assert!(memo.recall(1, "read", &reads, &[("path", Fact::Str(&long))]).is_none());
+    memo.remember(asked(1, "read", &[("path", Fact::Str(&long))]), &allow);
+    assert!(memo.recall(asked(1, "read", &[("path", Fact::Str(&long))])).is_none());
     for n in 0..9 {
-        memo.remember(1, "read", &reads, &[("time", Fact::Long(n))], &allow);
+        memo.remember(asked(1, "read", &[("time", Fact::Long(n))]), &allow);
     }
-    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(0))]).is_none(), "the oldest is forgotten");
-    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(8))]).is_some());
-    assert!(memo.recall(2, "read", &reads, &[("time", Fact::Long(8))]).is_none(), "another snapshot");
-    assert!(memo.recall(1, "write", &reads, &[("time", Fact::Long(8))]).is_none(), "another action");
-    assert!(memo.recall(1, "read", &reads, &[("time", Fact::Long(8)), ("path", Fact::Str("/"))]).is_none());
+    assert!(memo.recall(asked(1, "read", &[("time", Fact::Long(0))])).is_none(), "the oldest is forgotten");
+    assert!(memo.recall(asked(1, "read", &[("time", Fact::Long(8))])).is_some());
+    assert!(memo.recall(asked(2, "read", &[("time", Fact::Long(8))])).is_none(), "another snapshot");
+    assert!(memo.recall(asked(1, "write", &[("time", Fact::Long(8))])).is_none(), "another action");
+    assert!(memo.recall(asked(1, "read", &[("time", Fact::Long(8)), ("path", Fact::Str("/"))])).is_none());
 }
