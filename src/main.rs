@@ -3,6 +3,7 @@
 //! administrators, and validates and tests policies.
 
 mod config;
+mod log_format;
 mod log_writer;
 
 /// Under load, glibc's allocator made the gateway's worker threads wait on
@@ -293,7 +294,7 @@ fn init_logging(format: LogFormat) -> Result<log_writer::Guard> {
     tollgate_gateway::metrics::count_dropped_log_lines(move || dropped.dropped());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
+        LogFormat::Json => builder.fmt_fields(log_format::JsonFields).event_format(log_format::JsonLines).init(),
         LogFormat::Pretty => builder.init(),
     }
     Ok(guard)

@@ -1,13 +1,16 @@
 //! The authorization hot path, stage by stage: routing, one Cedar decision
-//! on prepared entities, and the whole policy stage (entities built from the
-//! cached caller, evaluated, a Permit made), with and without a tenant layer.
+//! on prepared entities, the whole policy stage (entities built from the
+//! cached caller, evaluated, a Permit made), with and without a tenant layer,
+//! and the forward stage (a client's request turned into the upstream's,
+//! its signed assertion shared with the caller's earlier requests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use pingora::http::RequestHeader;
 use tollgate_bench::{crm_read_request, crm_routes, engine, member, tenant};
-use tollgate_gateway::forward::Target;
+use tollgate_gateway::forward::{Assertions, Target, prepare_upstream_request};
 use tollgate_gateway::policy::{Facts, PreparedSets, Routed, decide};
 
 fn routing(c: &mut Criterion) {
@@ -48,5 +51,46 @@ fn policy_stage(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, routing, cedar, policy_stage);
+fn forward_stage(c: &mut Criterion) {
+    let config = crm_routes().unwrap();
+    let route = config.routes.route("GET", "/crm/contacts").unwrap();
+    let target = std::sync::Arc::new(Target::new(&config.upstreams["crm"]).unwrap());
+    let facts = Facts { method: "GET", source_ip: "127.0.0.1", time: 1_795_000_000 };
+    let engine = engine(0).unwrap();
+    let permit =
+        decide(&engine, &PreparedSets::default(), &member(3), Some(tenant()), Routed { route, target }, &facts)
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-forward-{}", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let assertions = runtime.block_on(async {
+        std::fs::create_dir_all(&dir).unwrap();
+        let store =
+            tollgate_store::Store::connect(&format!("sqlite:{}", dir.join("bench.db").display())).await.unwrap();
+        store.migrate().await.unwrap();
+        let keys = tollgate_identity::tokens::KeyRing::open(store, dir.join("keys"), "https://bench.test".into(), 900);
+        Assertions::new(std::sync::Arc::new(keys.await.unwrap()))
+    });
+    // A browser-like request, as a client sends it.
+    let mut sent = RequestHeader::build("GET", b"/crm/contacts?limit=20", None).unwrap();
+    for (name, value) in [
+        ("host", "crm.acme.test"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0"),
+        ("accept", "application/json"),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("authorization", "Bearer eyJhbGciOiJFZERTQSJ9.e30.c2ln"),
+    ] {
+        sent.append_header(name, value).unwrap();
+    }
+    prepare_upstream_request(&mut sent.clone(), &permit, &assertions, "r-1").unwrap();
+    c.bench_function("forward/prepare-upstream-request", |b| {
+        b.iter_batched(
+            || sent.clone(),
+            |mut request| prepare_upstream_request(&mut request, &permit, &assertions, black_box("r-1")),
+            BatchSize::SmallInput,
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(hot_path, routing, cedar, policy_stage, forward_stage);
 criterion_main!(hot_path);

@@ -24,7 +24,7 @@ use tollgate_store::{SessionRow, Store, StoreError, now};
 
 use crate::authenticate::Verifiers;
 use crate::issuers::{ExternalError, ExternalIdentity, IssuerConfig, Issuers};
-use crate::metrics;
+use crate::metrics::{self, Looked};
 use crate::policy::Engines;
 use crate::reject::Reject;
 use crate::tenant::TenantDirectory;
@@ -164,13 +164,7 @@ impl Caches {
 
     /// A look-up through `cache`, loading from the store on a miss; both
     /// counted under `name`.
-    async fn cached<K, V, F, Fut>(
-        &self,
-        cache: &Cache<K, V>,
-        name: &'static str,
-        key: K,
-        load: F,
-    ) -> Result<V, StoreError>
+    async fn cached<K, V, F, Fut>(&self, cache: &Cache<K, V>, name: Looked, key: K, load: F) -> Result<V, StoreError>
     where
         K: std::hash::Hash + Eq + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
@@ -197,7 +191,7 @@ impl Caches {
         &self,
         cache: &Cache<String, Arc<V>>,
         misses: &Cache<String, ()>,
-        name: &'static str,
+        name: Looked,
         key: String,
         load: F,
     ) -> Result<Option<Arc<V>>, StoreError>
@@ -236,21 +230,26 @@ impl Caches {
 
 impl Lookups for Caches {
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
-        self.cached(&self.sessions, "sessions", id.to_owned(), |l| async move { l.session(id).await }).await
+        self.cached(&self.sessions, Looked::Sessions, id.to_owned(), |l| async move { l.session(id).await }).await
     }
 
     async fn user(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
-        self.cached(&self.users, "users", id.to_owned(), |l| async move { l.user(id).await }).await
+        self.cached(&self.users, Looked::Users, id.to_owned(), |l| async move { l.user(id).await }).await
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        self.cached(&self.tenants, "tenants", id.to_owned(), |l| async move { l.tenant(id).await }).await
+        self.cached(&self.tenants, Looked::Tenants, id.to_owned(), |l| async move { l.tenant(id).await }).await
     }
 
     async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {
         let key = (tenant_id.to_owned(), user_id.to_owned());
-        self.cached(&self.standings, "standings", key, |l| async move { l.member_standing(tenant_id, user_id).await })
-            .await
+        self.cached(
+            &self.standings,
+            Looked::Standings,
+            key,
+            |l| async move { l.member_standing(tenant_id, user_id).await },
+        )
+        .await
     }
 
     async fn service_account_standing(
@@ -259,14 +258,14 @@ impl Lookups for Caches {
         account_id: &str,
     ) -> Result<Option<Standing>, StoreError> {
         let key = (tenant_id.to_owned(), format!("sa:{account_id}"));
-        self.cached(&self.standings, "standings", key, |l| async move {
+        self.cached(&self.standings, Looked::Standings, key, |l| async move {
             l.service_account_standing(tenant_id, account_id).await
         })
         .await
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.cached_present(&self.api_keys, &self.key_misses, "api_keys", prefix.to_owned(), |l| async move {
+        self.cached_present(&self.api_keys, &self.key_misses, Looked::ApiKeys, prefix.to_owned(), |l| async move {
             l.api_key(prefix).await
         })
         .await
@@ -309,7 +308,7 @@ impl Expiring for ExternalIdentity {
 /// expires, never past it.
 async fn verified_once<T: Expiring + Send + Sync + 'static>(
     cache: &Cache<[u8; 32], Arc<T>>,
-    name: &'static str,
+    name: Looked,
     token: &str,
     verify: impl Future<Output = Result<T, Reject>>,
 ) -> Result<Arc<T>, Reject> {
@@ -333,7 +332,8 @@ async fn verified_once<T: Expiring + Send + Sync + 'static>(
 
 impl Verifiers for Caches {
     async fn access_token(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
-        verified_once(&self.tokens, "tokens", token, async { self.keys.verify(token).map_err(|_| BAD_TOKEN) }).await
+        verified_once(&self.tokens, Looked::Tokens, token, async { self.keys.verify(token).map_err(|_| BAD_TOKEN) })
+            .await
     }
 
     fn is_external(&self, token: &str) -> bool {
@@ -341,7 +341,7 @@ impl Verifiers for Caches {
     }
 
     async fn external_token(&self, token: &str) -> Result<Arc<ExternalIdentity>, Reject> {
-        verified_once(&self.external, "external_tokens", token, async {
+        verified_once(&self.external, Looked::ExternalTokens, token, async {
             self.issuers.verify(token).await.map_err(|e| match e {
                 ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Vec::new() },
                 _ => BAD_TOKEN,
@@ -356,7 +356,7 @@ impl TenantDirectory for Caches {
         self.cached_present(
             &self.tenants_named,
             &self.tenant_misses,
-            "tenants",
+            Looked::Tenants,
             id_or_slug.to_owned(),
             |l| async move { l.tenant_named(id_or_slug).await },
         )
@@ -371,9 +371,9 @@ impl Engines for Caches {
             return Ok(self.engines.platform());
         };
         let lookups = self.lookups().await.map_err(internal)?;
-        metrics::cache_lookup("layers");
+        metrics::cache_lookup(Looked::Layers);
         self.engines
-            .for_tenant(lookups.store(), &tenant.id, || metrics::cache_miss("layers"))
+            .for_tenant(lookups.store(), &tenant.id, || metrics::cache_miss(Looked::Layers))
             .await
             .map_err(|_| Reject::Forbidden { detail: LAYER_UNAVAILABLE.into(), policies: Vec::new() })
     }

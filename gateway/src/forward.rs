@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
@@ -59,19 +60,25 @@ pub fn prepare_upstream_request(
     if !permit.route().forward_authorization {
         request.remove_header("authorization");
     }
-    // The upstream gets exactly the path that was routed.
-    let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let uri = format!("{}{query}", permit.route().path).parse().map_err(|_| Reject::Internal)?;
-    request.set_uri(uri);
-    let set = |request: &mut RequestHeader, name: &'static str, value: String| {
+    // The upstream gets exactly the path that was routed (the request's
+    // own when it was routed as sent).
+    let uri = &request.uri;
+    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != permit.route().path {
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let uri = format!("{}{query}", permit.route().path).parse().map_err(|_| Reject::Internal)?;
+        request.set_uri(uri);
+    }
+    let signed = assertions.signed(permit)?;
+    let set = |request: &mut RequestHeader, name: &'static str, value: HeaderValue| {
         request.insert_header(name, value).map_err(|_| Reject::Internal)
     };
-    for (name, value) in identity_headers(assertions, permit)? {
-        set(request, name, value)?;
+    for (name, value) in &signed.headers {
+        set(request, name, value.clone())?;
     }
-    set(request, "x-forwarded-for", permit.source_ip().to_owned())?;
-    set(request, "x-forwarded-proto", "http".to_owned())?;
-    set(request, "x-request-id", request_id.to_owned())
+    let text = |value: &str| HeaderValue::from_str(value).map_err(|_| Reject::Internal);
+    set(request, "x-tollgate-decision", text(permit.decision_id())?)?;
+    set(request, "x-forwarded-proto", HeaderValue::from_static("http"))?;
+    set(request, "x-request-id", text(request_id)?)
 }
 /// How often each upstream address is health checked (TCP connect).
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -111,14 +118,16 @@ pub fn targets(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<BTreeM
     upstreams.values().map(|u| Ok((u.name.clone(), Arc::new(Target::new(u)?)))).collect()
 }
 
-/// What an assertion says: everything but its times and id. Requests that
-/// would assert the same share one signed assertion.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What an assertion says (everything but its times and id), with the
+/// tenant's slug, said beside it: requests that would say the same share one
+/// signed assertion and the identity headers built with it.
+#[derive(Debug)]
 struct Asserted {
     aud: String,
     sub: String,
     user: Option<String>,
     tid: Option<String>,
+    slug: Option<String>,
     roles: Vec<String>,
     groups: Vec<String>,
     groups_truncated: bool,
@@ -126,35 +135,107 @@ struct Asserted {
     act: String,
 }
 
+/// The group ids a permit's assertion and headers name, and whether some
+/// were left out.
+fn shown_groups(permit: &Permit) -> (&[String], bool) {
+    let groups = permit.groups();
+    (&groups[..groups.len().min(MAX_ASSERTED_GROUPS)], groups.len() > MAX_ASSERTED_GROUPS)
+}
+
 impl Asserted {
     fn of(permit: &Permit) -> Self {
+        let (groups, groups_truncated) = shown_groups(permit);
         Self {
             aud: permit.target().name.clone(),
             sub: permit.principal().to_owned(),
             user: permit.user().map(str::to_owned),
             tid: permit.tenant().map(|t| t.id.clone()),
+            slug: permit.tenant().map(|t| t.slug.clone()),
             roles: permit.roles().to_vec(),
-            groups: permit.groups().iter().take(MAX_ASSERTED_GROUPS).cloned().collect(),
-            groups_truncated: permit.groups().len() > MAX_ASSERTED_GROUPS,
+            groups: groups.to_vec(),
+            groups_truncated,
             ip: permit.source_ip().to_owned(),
             act: permit.route().action.clone(),
         }
     }
+
+    /// Where `permit`'s facts are remembered: a hash of exactly what
+    /// [`Asserted::is_of`] compares, read from the permit without copying.
+    fn slot(hasher: &std::hash::RandomState, permit: &Permit) -> u64 {
+        use std::hash::BuildHasher as _;
+        let tenant = permit.tenant();
+        hasher.hash_one((
+            &permit.target().name,
+            permit.principal(),
+            permit.user(),
+            tenant.map(|t| (&t.id, &t.slug)),
+            permit.roles(),
+            shown_groups(permit),
+            permit.source_ip(),
+            &permit.route().action,
+        ))
+    }
+
+    /// Whether `permit` says exactly this.
+    fn is_of(&self, permit: &Permit) -> bool {
+        let tenant = permit.tenant();
+        self.aud == permit.target().name
+            && self.sub == permit.principal()
+            && self.user.as_deref() == permit.user()
+            && self.tid.as_deref() == tenant.map(|t| t.id.as_str())
+            && self.slug.as_deref() == tenant.map(|t| t.slug.as_str())
+            && self.roles == permit.roles()
+            && (self.groups.as_slice(), self.groups_truncated) == shown_groups(permit)
+            && self.ip == permit.source_ip()
+            && self.act == permit.route().action
+    }
 }
 
-/// A signed assertion and until when it is handed out again.
+/// A signed assertion with the identity headers saying the same, and until
+/// when they are handed out again.
 #[derive(Debug)]
-struct Signed {
+pub struct Signed {
     asserted: Asserted,
-    token: String,
+    /// Every identity header but the request's decision id, the assertion
+    /// and `X-Forwarded-For` included.
+    headers: Vec<(&'static str, HeaderValue)>,
     reuse_until: i64,
 }
 
+impl Signed {
+    fn new(asserted: Asserted, token: String, reuse_until: i64) -> Result<Self, Reject> {
+        let text = |value: String| HeaderValue::try_from(value).map_err(|_| Reject::Internal);
+        let a = &asserted;
+        let mut headers = vec![
+            ("x-tollgate-principal", text(a.sub.clone())?),
+            ("x-tollgate-roles", text(a.roles.join(","))?),
+            ("x-tollgate-groups", text(a.groups.join(","))?),
+            (
+                "x-tollgate-groups-truncated",
+                HeaderValue::from_static(if a.groups_truncated { "true" } else { "false" }),
+            ),
+            ("x-tollgate-assertion", text(token)?),
+            ("x-forwarded-for", text(a.ip.clone())?),
+        ];
+        if let (Some(id), Some(slug)) = (&a.tid, &a.slug) {
+            headers.push(("x-tollgate-tenant", text(id.clone())?));
+            headers.push(("x-tollgate-tenant-slug", text(slug.clone())?));
+        }
+        Ok(Self { asserted, headers, reuse_until })
+    }
+
+    /// The value of one of the identity headers.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.to_str().ok())
+    }
+}
+
 /// The signed assertions of recent requests: the same caller, tenant, roles,
-/// groups, client address, action and upstream get the same assertion for
-/// half its lifetime, so a request costs a signature only when what it
-/// asserts changed (or every [`REUSE_SECS`]). The per-request facts (the
-/// decision id, the request id) travel in headers beside it.
+/// groups, client address, action and upstream get the same assertion (and
+/// identity headers) for half its lifetime, so a request costs a signature
+/// only when what it asserts changed (or every [`REUSE_SECS`]). The
+/// per-request facts (the decision id, the request id) travel in headers
+/// beside it.
 pub struct Assertions {
     keys: Arc<KeyRing>,
     cache: moka::sync::Cache<u64, Arc<Signed>>,
@@ -185,31 +266,30 @@ impl Assertions {
         &self.keys
     }
 
-    /// The signed assertion of `permit`: a recent one asserting exactly the
-    /// same, or a new one.
-    fn token(&self, permit: &Permit) -> Result<String, Reject> {
-        use std::hash::BuildHasher as _;
-        let asserted = Asserted::of(permit);
-        let slot = self.hasher.hash_one(&asserted);
+    /// The signed assertion of `permit` and its identity headers: recent
+    /// ones saying exactly the same, or new ones.
+    pub fn signed(&self, permit: &Permit) -> Result<Arc<Signed>, Reject> {
+        let slot = Asserted::slot(&self.hasher, permit);
         let t = now();
         if let Some(signed) = self.cache.get(&slot)
-            && signed.asserted == asserted
             && signed.reuse_until > t
+            && signed.asserted.is_of(permit)
         {
-            return Ok(signed.token.clone());
+            return Ok(signed);
         }
-        let a = asserted.clone();
+        let asserted = Asserted::of(permit);
+        let a = &asserted;
         let assertion = Assertion {
             iss: self.keys.issuer().to_owned(),
-            aud: a.aud,
-            sub: a.sub,
-            user: a.user,
-            tid: a.tid,
-            roles: a.roles,
-            groups: a.groups,
+            aud: a.aud.clone(),
+            sub: a.sub.clone(),
+            user: a.user.clone(),
+            tid: a.tid.clone(),
+            roles: a.roles.clone(),
+            groups: a.groups.clone(),
             groups_truncated: a.groups_truncated,
-            ip: Some(a.ip),
-            act: a.act,
+            ip: Some(a.ip.clone()),
+            act: a.act.clone(),
             decision: None,
             iat: t,
             nbf: t,
@@ -220,30 +300,10 @@ impl Assertions {
             tracing::error!(error = %e, "cannot sign an assertion");
             Reject::Internal
         })?;
-        self.cache.insert(slot, Arc::new(Signed { asserted, token: token.clone(), reuse_until: t + REUSE_SECS }));
-        Ok(token)
+        let signed = Arc::new(Signed::new(asserted, token, t + REUSE_SECS)?);
+        self.cache.insert(slot, Arc::clone(&signed));
+        Ok(signed)
     }
-}
-
-/// The identity headers an upstream receives for a permitted request, with
-/// a short-lived signed assertion of the same facts (shared by requests that
-/// assert the same, see [`Assertions`]) and the request's decision id.
-pub fn identity_headers(assertions: &Assertions, permit: &Permit) -> Result<Vec<(&'static str, String)>, Reject> {
-    let groups = permit.groups();
-    let shown = &groups[..groups.len().min(MAX_ASSERTED_GROUPS)];
-    let mut headers = vec![
-        ("x-tollgate-principal", permit.principal().to_owned()),
-        ("x-tollgate-roles", permit.roles().join(",")),
-        ("x-tollgate-groups", shown.join(",")),
-        ("x-tollgate-groups-truncated", (groups.len() > MAX_ASSERTED_GROUPS).to_string()),
-        ("x-tollgate-decision", permit.decision_id().to_owned()),
-        ("x-tollgate-assertion", assertions.token(permit)?),
-    ];
-    if let Some(t) = permit.tenant() {
-        headers.push(("x-tollgate-tenant", t.id.clone()));
-        headers.push(("x-tollgate-tenant-slug", t.slug.clone()));
-    }
-    Ok(headers)
 }
 
 #[cfg(test)]
@@ -323,18 +383,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A request routed as sent keeps its target; any other form (another
+    /// spelling of the path, or an absolute URI naming a host) is replaced
+    /// by the routed path.
+    #[tokio::test]
+    async fn the_upstream_gets_the_routed_path_in_origin_form() {
+        let dir = tollgate_store::testing::temp_dir("forward-uri");
+        let keys = keys(&dir).await;
+        let permit = permit(0).await;
+        for (sent, forwarded) in [
+            ("/crm/contacts?a=1&b=%20", "/crm/contacts?a=1&b=%20"),
+            ("/crm/contacts", "/crm/contacts"),
+            ("/crm/./contacts?q", "/crm/contacts?q"),
+            ("http://elsewhere.test/crm/contacts?q", "/crm/contacts?q"),
+        ] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.set_uri(sent.parse().unwrap());
+            prepare_upstream_request(&mut req, &permit, &keys, "req-1").unwrap();
+            assert_eq!(req.uri.to_string(), forwarded, "{sent}");
+            assert_eq!((req.uri.scheme(), req.uri.authority()), (None, None), "{sent}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn requests_asserting_the_same_share_one_signature() {
         let dir = tollgate_store::testing::temp_dir("forward-reuse");
         let assertions = keys(&dir).await;
-        let token = |permit: &Permit| {
-            identity_headers(&assertions, permit)
-                .unwrap()
-                .into_iter()
-                .find(|(n, _)| *n == "x-tollgate-assertion")
-                .map(|(_, v)| v)
-                .unwrap()
-        };
+        let token =
+            |permit: &Permit| assertions.signed(permit).unwrap().header("x-tollgate-assertion").unwrap().to_owned();
         let (first, second) = (permit(3).await, permit(3).await);
         assert_ne!(first.decision_id(), second.decision_id());
         assert_eq!(token(&first), token(&second), "one signature for the same facts");
@@ -353,8 +430,8 @@ mod tests {
         let dir = tollgate_store::testing::temp_dir("forward-groups");
         let keys = keys(&dir).await;
         let permit = permit(1000).await;
-        let headers = identity_headers(&keys, &permit).unwrap();
-        let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap();
+        let signed = keys.signed(&permit).unwrap();
+        let get = |name: &str| signed.header(name).unwrap();
         assert_eq!(get("x-tollgate-groups").split(',').count(), MAX_ASSERTED_GROUPS);
         assert_eq!(get("x-tollgate-groups-truncated"), "true");
         let claims = keys.keys().verify_assertion(get("x-tollgate-assertion"), "crm").unwrap();

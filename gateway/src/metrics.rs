@@ -1,11 +1,14 @@
 //! Prometheus metrics of the gateway and the policies, in the default
-//! registry, exposed as text by [`render`] on the admin port.
+//! registry, exposed as text by [`render`] on the admin port. What every
+//! request records (its stages, cache look-ups, route and upstream
+//! latencies) goes to handles resolved once, not looked up by label values
+//! per request.
 
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder, register_histogram_vec,
-    register_int_counter_vec,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder,
+    register_histogram_vec, register_int_counter_vec,
 };
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -39,13 +42,130 @@ static UPSTREAM_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         &["upstream"],
     )
 });
-static STAGE_SECONDS: LazyLock<HistogramVec> =
-    LazyLock::new(|| histogram("tollgate_gateway_stage_seconds", "Latency of each pipeline stage", &["stage"]));
-static CACHE_LOOKUPS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter("tollgate_gateway_cache_lookups_total", "Identity cache look-ups", &["cache"]));
-static CACHE_MISSES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tollgate_gateway_cache_misses_total", "Identity cache misses (loads from the store)", &["cache"])
+static STAGE_SECONDS: LazyLock<[Histogram; Stage::ALL.len()]> = LazyLock::new(|| {
+    let family = histogram("tollgate_gateway_stage_seconds", "Latency of each pipeline stage", &["stage"]);
+    Stage::ALL.map(|stage| family.with_label_values(&[stage.as_str()]))
 });
+static CACHE_LOOKUPS: LazyLock<[IntCounter; Looked::ALL.len()]> = LazyLock::new(|| {
+    let family = counter("tollgate_gateway_cache_lookups_total", "Identity cache look-ups", &["cache"]);
+    Looked::ALL.map(|cache| family.with_label_values(&[cache.as_str()]))
+});
+static CACHE_MISSES: LazyLock<[IntCounter; Looked::ALL.len()]> = LazyLock::new(|| {
+    let family =
+        counter("tollgate_gateway_cache_misses_total", "Identity cache misses (loads from the store)", &["cache"]);
+    Looked::ALL.map(|cache| family.with_label_values(&[cache.as_str()]))
+});
+
+/// The pipeline's stages, as their latencies are labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Route,
+    Authenticate,
+    Tenant,
+    Entitlements,
+    Policy,
+    Quota,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] =
+        [Stage::Route, Stage::Authenticate, Stage::Tenant, Stage::Entitlements, Stage::Policy, Stage::Quota];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Route => "route",
+            Stage::Authenticate => "authenticate",
+            Stage::Tenant => "tenant",
+            Stage::Entitlements => "entitlements",
+            Stage::Policy => "policy",
+            Stage::Quota => "quota",
+        }
+    }
+}
+
+/// The gateway's caches, as their look-ups and misses are labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    Tokens,
+    ExternalTokens,
+    Sessions,
+    Users,
+    Tenants,
+    Standings,
+    ApiKeys,
+    Layers,
+}
+
+impl Looked {
+    pub const ALL: [Looked; 8] = [
+        Looked::Tokens,
+        Looked::ExternalTokens,
+        Looked::Sessions,
+        Looked::Users,
+        Looked::Tenants,
+        Looked::Standings,
+        Looked::ApiKeys,
+        Looked::Layers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Looked::Tokens => "tokens",
+            Looked::ExternalTokens => "external_tokens",
+            Looked::Sessions => "sessions",
+            Looked::Users => "users",
+            Looked::Tenants => "tenants",
+            Looked::Standings => "standings",
+            Looked::ApiKeys => "api_keys",
+            Looked::Layers => "layers",
+        }
+    }
+}
+
+/// The latency handles of one route (and of its upstream), resolved when
+/// the gateway starts.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    name: String,
+    seconds: Histogram,
+    /// `None` for requests that matched no route (they reach no upstream).
+    upstream_seconds: Option<Histogram>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, upstream: &str) -> Self {
+        Self {
+            name: route.to_owned(),
+            seconds: REQUEST_SECONDS.with_label_values(&[route]),
+            upstream_seconds: Some(UPSTREAM_SECONDS.with_label_values(&[upstream])),
+        }
+    }
+
+    /// What requests that matched no route are counted under.
+    pub fn unrouted() -> &'static Self {
+        static NONE: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics {
+            name: "none".into(),
+            seconds: REQUEST_SECONDS.with_label_values(&["none"]),
+            upstream_seconds: None,
+        });
+        &NONE
+    }
+
+    /// One finished request.
+    pub fn request(&self, status: u16, decision: &str, seconds: f64) {
+        let code = http::StatusCode::from_u16(status).ok();
+        let status = code.as_ref().map_or("0", http::StatusCode::as_str);
+        REQUESTS.with_label_values(&[self.name.as_str(), status, decision]).inc();
+        self.seconds.observe(seconds);
+    }
+
+    /// The upstream's latency up to its response headers.
+    pub fn upstream(&self, seconds: f64) {
+        if let Some(histogram) = &self.upstream_seconds {
+            histogram.observe(seconds);
+        }
+    }
+}
 static JWKS_REFRESHES: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_gateway_jwks_refreshes_total", "JWKS fetches of trusted issuers", &["issuer"]));
 static POLICY_RELOADS: LazyLock<IntCounterVec> =
@@ -122,29 +242,19 @@ pub fn plan_limits(catalog: &tollgate_identity::plans::Catalog) {
     }
 }
 
-/// One finished request.
-pub fn request(route: &str, status: u16, decision: &str, seconds: f64) {
-    REQUESTS.with_label_values(&[route, &status.to_string(), decision]).inc();
-    REQUEST_SECONDS.with_label_values(&[route]).observe(seconds);
-}
-
-/// An upstream's latency up to its response headers.
-pub fn upstream(upstream: &str, seconds: f64) {
-    UPSTREAM_SECONDS.with_label_values(&[upstream]).observe(seconds);
-}
-
 /// One pipeline stage's latency.
-pub fn stage(stage: &str, seconds: f64) {
-    STAGE_SECONDS.with_label_values(&[stage]).observe(seconds);
+pub fn stage(stage: Stage, seconds: f64) {
+    STAGE_SECONDS[stage as usize].observe(seconds);
 }
 
-/// A cache look-up; `miss` when it loaded from the store.
-pub fn cache_lookup(cache: &str) {
-    CACHE_LOOKUPS.with_label_values(&[cache]).inc();
+/// A look-up in one of the gateway's caches.
+pub fn cache_lookup(cache: Looked) {
+    CACHE_LOOKUPS[cache as usize].inc();
 }
 
-pub fn cache_miss(cache: &str) {
-    CACHE_MISSES.with_label_values(&[cache]).inc();
+/// A cache look-up that loaded from the store.
+pub fn cache_miss(cache: Looked) {
+    CACHE_MISSES[cache as usize].inc();
 }
 
 /// A fetch of a trusted issuer's JWKS.

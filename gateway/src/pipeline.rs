@@ -13,6 +13,7 @@ use crate::authenticate::{Caller, authenticate};
 use crate::caches::Caches;
 use crate::config::GatewayConfig;
 use crate::forward::{Assertions, Target, targets};
+use crate::metrics::{RouteMetrics, Stage};
 use crate::policy::{Denial, Engines as _, Facts, Permit, PreparedSets, Routed, decide};
 use crate::quota::Quotas;
 use crate::reject::Reject;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub targets: BTreeMap<String, Arc<Target>>,
     /// The upstream of each route, by the route's index in the table.
     by_route: Vec<Arc<Target>>,
+    /// The latency handles of each route, by the route's index.
+    route_metrics: Vec<RouteMetrics>,
     pub caches: Caches,
     pub quotas: Quotas,
     /// Signed assertions for upstreams, shared by requests asserting the same.
@@ -61,27 +64,45 @@ impl Gateway {
                     .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))
             })
             .collect::<std::io::Result<_>>()?;
+        let route_metrics = (0..config.routes.len())
+            .filter_map(|i| config.routes.get(i))
+            .map(|r| RouteMetrics::new(&r.name, &r.upstream))
+            .collect();
         let quotas = Quotas::new(config.rate_limits);
         let assertions = Assertions::new(caches.key_ring());
-        Ok(Self { config, targets, by_route, caches, quotas, assertions, prepared: PreparedSets::default() })
+        Ok(Self {
+            config,
+            targets,
+            by_route,
+            route_metrics,
+            caches,
+            quotas,
+            assertions,
+            prepared: PreparedSets::default(),
+        })
+    }
+
+    /// The latency handles of the route at `index` (of no route: `None`).
+    pub fn route_metrics(&self, index: Option<usize>) -> &RouteMetrics {
+        index.and_then(|i| self.route_metrics.get(i)).unwrap_or_else(|| RouteMetrics::unrouted())
     }
 
     /// Runs the stages in order; only an allow yields a [`Permit`].
     pub async fn admit(&self, req: &Incoming<'_>) -> Result<Permit, Box<Denial>> {
         let mut clock = Instant::now();
-        let mut lap = |stage: &str| {
+        let mut lap = |stage: Stage| {
             metrics::stage(stage, clock.elapsed().as_secs_f64());
             clock = Instant::now();
         };
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
-        lap("route");
+        lap(Stage::Route);
         let route = route?;
         let target = self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
         let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
         // A credential the upstream checks itself is not the gateway's to read.
         let authorization = if route_def.upstream_authenticates { None } else { req.authorization };
         let caller = authenticate(&self.caches, authorization, req.client_ip).await.map_err(Denial::early);
-        lap("authenticate");
+        lap(Stage::Authenticate);
         let caller = caller?;
         // Routes about no tenant's resource take no hint of one (the
         // credential's tenant still applies): a header or host naming a
@@ -102,7 +123,7 @@ impl Gateway {
         )
         .await
         .map_err(Denial::early);
-        lap("tenant");
+        lap(Stage::Tenant);
         let tenant = tenant?;
         // A tenant that requires a second factor serves its products only
         // to people who signed in with one (the platform's routes let them
@@ -120,7 +141,7 @@ impl Gateway {
             .caches
             .with_catalog(|c| entitlements::check(route_def, tenant.as_deref(), c, at))
             .map_err(Denial::early);
-        lap("entitlements");
+        lap(Stage::Entitlements);
         entitled?;
         // A tenant's layer applies to its resources; the platform's own
         // routes are decided per call by the backend, with the layer.
@@ -128,7 +149,7 @@ impl Gateway {
         let engine = self.caches.engine_for(layered).await.map_err(Denial::early)?;
         let facts = Facts { method: req.method, source_ip: req.client_ip, time: at };
         let permit = decide(&engine, &self.prepared, &caller, tenant, Routed { route, target }, &facts);
-        lap("policy");
+        lap(Stage::Policy);
         let mut permit = permit?;
         let refused =
             |reject| Box::new(Denial { reject, decision_id: permit.decision_id().to_owned(), explain: false });
@@ -136,7 +157,7 @@ impl Gateway {
             Ok(store) => self.quotas.check(&permit, store, at).await.map_err(refused),
             Err(reject) => Err(refused(reject)),
         };
-        lap("quota");
+        lap(Stage::Quota);
         permit.within = within?;
         Ok(permit)
     }

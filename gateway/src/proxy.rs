@@ -240,7 +240,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Admission::Permitted { permit, forwarded_at } = &ctx.admission {
             if let Some(at) = forwarded_at {
-                crate::metrics::upstream(&permit.target().name, at.elapsed().as_secs_f64());
+                self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed().as_secs_f64());
             }
             if let Some(standing) = &permit.within.0 {
                 response.insert_header("ratelimit-policy", standing.policy_field())?;
@@ -265,14 +265,13 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let permit = ctx.permit();
-        let route =
-            permit.and_then(|p| self.gateway.config.routes.get(p.route().route)).map_or("none", |r| r.name.as_str());
+        let route = self.gateway.route_metrics(permit.map(|p| p.route().route));
         let decision = match &ctx.admission {
             Admission::Permitted { .. } => "allow",
             Admission::Refused { .. } => "deny",
             Admission::Pending => "none",
         };
-        crate::metrics::request(route, status, decision, ctx.started.elapsed().as_secs_f64());
+        route.request(status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
         tracing::info!(
             request_id = %ctx.request_id,

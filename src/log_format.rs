@@ -1,0 +1,351 @@
+//! The JSON form of log lines, written field by field straight into the
+//! line: `{"timestamp":…,"level":…,<the event's fields>,"target":…}`, with
+//! `"span":{<its fields>,"name":…}` when the event happens inside one.
+//! Lines of libraries logging through the `log` crate (pingora) take their
+//! target from it, without the `log.*` fields that carry it.
+//! (tracing-subscriber's own JSON format first collects every field into a
+//! map of owned strings and values, a dozen allocations for an access line.)
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent as _;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// A line's event; its span's fields come from [`JsonFields`].
+#[derive(Debug, Default)]
+pub struct JsonLines;
+
+/// A span's fields, as the members of a JSON object (without the braces),
+/// kept with the span and copied into each line written inside it.
+#[derive(Debug, Default)]
+pub struct JsonFields;
+
+impl<'writer> FormatFields<'writer> for JsonFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut members = Members { out: &mut writer, first: true, result: Ok(()) };
+        fields.record(&mut members);
+        members.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let first = current.fields.is_empty();
+        let mut writer = current.as_writer();
+        let mut members = Members { out: &mut writer, first, result: Ok(()) };
+        fields.record(&mut members);
+        members.result
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        let mut members = Members { out: &mut writer, first: false, result: Ok(()) };
+        if normalized.is_some() {
+            event.record(&mut FromLog(&mut members));
+        } else {
+            event.record(&mut members);
+        }
+        members.result?;
+        writer.write_str(",\"target\":")?;
+        string(&mut writer, meta.target())?;
+        if let Some(span) = ctx.lookup_current() {
+            writer.write_str(",\"span\":{")?;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>().filter(|f| !f.fields.is_empty()) {
+                writer.write_str(&fields.fields)?;
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            string(&mut writer, span.name())?;
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes fields as `"name":value` members, separated by commas.
+struct Members<'a, W> {
+    out: &'a mut W,
+    /// Whether no member precedes (so no comma goes first).
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> Members<'_, W> {
+    /// Writes the member's name and hands `value` the writer for its value.
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) { "" } else { "," };
+        self.result = self
+            .out
+            .write_str(separator)
+            .and_then(|()| string(self.out, field.name()))
+            .and_then(|()| self.out.write_char(':'))
+            .and_then(|()| value(self.out));
+    }
+}
+
+impl<W: fmt::Write> Visit for Members<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |out| string(out, value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinity.
+        if value.is_finite() {
+            self.member(field, |out| write!(out, "{value}"));
+        } else {
+            self.member(field, |out| out.write_str("null"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.member(field, |out| quoted(out, format_args!("{value}")));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |out| quoted(out, format_args!("{value:?}")));
+    }
+}
+
+/// The fields of an event from the `log` crate, but those saying where it
+/// came from (its target is the line's).
+struct FromLog<'a, V>(&'a mut V);
+
+impl<V: Visit> Visit for FromLog<'_, V> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !field.name().starts_with("log.") {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !field.name().starts_with("log.") {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !field.name().starts_with("log.") {
+            self.0.record_debug(field, value);
+        }
+    }
+}
+
+/// `text` as a JSON string.
+fn string(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(&mut *out).write_str(text)?;
+    out.write_char('"')
+}
+
+/// Formatted text as a JSON string, escaped as it is written.
+fn quoted(out: &mut impl fmt::Write, args: fmt::Arguments<'_>) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(&mut *out).write_fmt(args)?;
+    out.write_char('"')
+}
+
+/// Escapes what is written through it for the inside of a JSON string.
+struct Escaped<'a, W>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, byte) in text.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f | 0x7f => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&text[plain..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Lines written by the subscriber, readable by the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    fn logged(emit: impl FnOnce()) -> Vec<Value> {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(lines.clone())
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.ends_with('\n'), "{text}");
+        text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+    }
+
+    #[test]
+    fn each_event_is_one_json_line_with_its_fields() {
+        let error = std::io::Error::other("disk \"full\"");
+        let lines = logged(|| {
+            tracing::info!(
+                request_id = %"r-1",
+                path = "/a \"quoted\"\\path\n\u{1}é",
+                status = 403u16,
+                offset = -7i64,
+                ratio = 0.25f64,
+                nothing = f64::NAN,
+                allowed = false,
+                policies = ?["p1", "p2"],
+                error = &error as &(dyn std::error::Error + 'static),
+                "gateway request"
+            );
+            tracing::warn!("second {} line", 2);
+        });
+        assert_eq!(lines.len(), 2);
+        let first = &lines[0];
+        assert_eq!(first["level"], "INFO");
+        assert_eq!(first["message"], "gateway request");
+        assert_eq!(first["request_id"], "r-1");
+        assert_eq!(first["path"], "/a \"quoted\"\\path\n\u{1}é");
+        assert_eq!((&first["status"], &first["offset"], &first["ratio"]), (&json!(403), &json!(-7), &json!(0.25)));
+        assert_eq!((&first["nothing"], &first["allowed"]), (&Value::Null, &json!(false)));
+        assert_eq!(first["policies"], "[\"p1\", \"p2\"]");
+        assert_eq!(first["error"], "disk \"full\"");
+        assert_eq!(first["target"], module_path!());
+        assert!(first.get("span").is_none(), "{first}");
+        let stamp = first["timestamp"].as_str().unwrap();
+        assert!(stamp.len() >= 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{stamp}");
+        assert_eq!((&lines[1]["level"], &lines[1]["message"]), (&json!("WARN"), &json!("second 2 line")));
+    }
+
+    #[test]
+    fn lines_inside_a_span_carry_its_fields_and_name() {
+        let lines = logged(|| {
+            let span = tracing::info_span!("request", request_id = %"r-2", gateway_decision = "d\"1", later = tracing::field::Empty);
+            let _inside = span.enter();
+            tracing::info!("handled");
+            span.record("later", 5u64);
+            tracing::info!("recorded");
+            let bare = tracing::info_span!("bare");
+            let _bare = bare.enter();
+            tracing::info!("nested");
+        });
+        assert_eq!(lines[0]["span"], json!({"request_id": "r-2", "gateway_decision": "d\"1", "name": "request"}));
+        assert_eq!(
+            lines[1]["span"],
+            json!({"request_id": "r-2", "gateway_decision": "d\"1", "later": 5, "name": "request"})
+        );
+        assert_eq!(lines[2]["span"], json!({"name": "bare"}));
+    }
+
+    #[test]
+    fn lines_of_the_log_crate_take_its_target() {
+        let lines = logged(|| {
+            let logger = tracing_log::LogTracer::new();
+            log::Log::log(
+                &logger,
+                &log::Record::builder()
+                    .args(format_args!("backend {} becomes unhealthy", 1))
+                    .level(log::Level::Warn)
+                    .target("pingora_load_balancing")
+                    .module_path_static(Some("pingora_load_balancing"))
+                    .file_static(Some("src/lib.rs"))
+                    .line(Some(476))
+                    .build(),
+            );
+        });
+        assert_eq!(
+            lines,
+            vec![json!({
+                "timestamp": lines[0]["timestamp"],
+                "level": "WARN",
+                "message": "backend 1 becomes unhealthy",
+                "target": "pingora_load_balancing",
+            })]
+        );
+    }
+
+    #[test]
+    fn escaping_is_the_same_across_write_boundaries() {
+        let mut out = String::new();
+        let mut escaped = Escaped(&mut out);
+        for piece in ["plain", "\"", "tab\there", "", "\u{7f}end"] {
+            escaped.write_str(piece).unwrap();
+        }
+        assert_eq!(out, "plain\\\"tab\\there\\u007fend");
+    }
+}
