@@ -29,11 +29,18 @@ need
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 
+# build_release: the gateway and the passthrough it is measured against,
+# both with the `production` profile (optimized across crates: the way to
+# build Tollgate for deployment), into $BIN; the harnesses' helpers (mint,
+# seed) as plain release builds into $TOOLS.
 build_release() {
-echo "building release binaries"
-cargo build --release -q --bin tollgate
-cargo build --release -q -p tollgate-bench --bin passthrough --bin mint
-BIN="${CARGO_TARGET_DIR:-target}/release"
+PROFILE=production
+echo "building release binaries (profile $PROFILE; the first build takes about 20 minutes)"
+cargo build --profile "$PROFILE" -q --bin tollgate
+cargo build --profile "$PROFILE" -q -p tollgate-bench --bin passthrough
+cargo build --release -q -p tollgate-bench --bin mint --bin seed
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
+TOOLS="${CARGO_TARGET_DIR:-target}/release"
 }
 
 WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
@@ -172,8 +179,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")
 REPORT="$WORK/report.md"
-printf '\n## %s — %s — %s cores (%s)%s\n\nCommit %s%s. ' "$(date -u +%Y-%m-%d)" "$1" "$(nproc)" "$cpu" "${2:-}" \
-    "$commit" "$dirty" >"$REPORT"
+printf '\n## %s — %s — %s cores (%s)%s\n\nCommit %s%s, binaries built with the %s profile. ' \
+    "$(date -u +%Y-%m-%d)" "$1" "$(nproc)" "$cpu" "${2:-}" "$commit" "$dirty" "${PROFILE:-release}" >"$REPORT"
 }
 
 # record_report: prints $REPORT and appends it to bench/RESULTS.md (unless RECORD=0).

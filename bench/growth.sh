@@ -19,13 +19,12 @@ RECORD="${RECORD:-1}"
 . bench/common.sh
 need
 build_release
-cargo build --release -q -p tollgate-bench --bin seed
 ORIGIN=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
 start_tollgate
 bench_owner
 echo "seeding $TENANTS tenants and $USERS members of one more"
-"$BIN/seed" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$TENANTS" "$USERS" >"$WORK/all.txt"
+"$TOOLS/seed" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$TENANTS" "$USERS" >"$WORK/all.txt"
 head -n "$TENANTS" "$WORK/all.txt" >"$WORK/owners.txt"
 tail -n "$USERS" "$WORK/all.txt" >"$WORK/members.txt"
 rotate "$WORK/owners.txt"

@@ -83,7 +83,7 @@ overrides "$LIMITED_TENANT" '{"limits": {"requests_per_second": {"value": 100000
 read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
 overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
 FRESH_COUNT=$(( 60000 * DURATION / 5 ))
-"$BIN/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
+"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
     "$FRESH_COUNT" >"$WORK/fresh.txt"
 rotate "$WORK/fresh.txt"
 
