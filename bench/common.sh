@@ -46,7 +46,9 @@ TOOLS="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # SIGINT: pingora's fast shutdown (on SIGTERM the passthrough would
+    # linger through its graceful period); Tollgate stops the same on both.
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
     [ -f "$WORK/origin.pid" ] && kill "$(cat "$WORK/origin.pid")" 2>/dev/null || true
     [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
     sleep 0.5
