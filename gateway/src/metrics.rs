@@ -292,3 +292,42 @@ pub fn render() -> String {
     }
     String::from_utf8(out).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resolved handles are indexed by the enums' values: each value must
+    /// sit at its own index in `ALL`, under a name of its own.
+    #[test]
+    fn each_stage_and_cache_has_its_own_handle() {
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*stage as usize, i, "{}", stage.as_str());
+        }
+        for (i, cache) in Looked::ALL.iter().enumerate() {
+            assert_eq!(*cache as usize, i, "{}", cache.as_str());
+        }
+        let mut names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        names.extend(Looked::ALL.iter().map(|c| c.as_str()));
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "names are distinct");
+        // Other tests in this process record too: values none of them reach.
+        stage(Stage::Quota, 1e6);
+        CACHE_MISSES[Looked::Layers as usize].inc_by(1 << 40);
+        let text = render();
+        let value = |prefix: &str, label: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{prefix}{{{label}}} "))).unwrap_or_default();
+            line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        };
+        for s in Stage::ALL {
+            let sum = value("tollgate_gateway_stage_seconds_sum", &format!("stage=\"{}\"", s.as_str()));
+            assert_eq!(sum >= 1e6, s == Stage::Quota, "{}: {sum}", s.as_str());
+        }
+        for c in Looked::ALL {
+            let misses = value("tollgate_gateway_cache_misses_total", &format!("cache=\"{}\"", c.as_str()));
+            assert_eq!(misses >= (1u64 << 40) as f64, c == Looked::Layers, "{}: {misses}", c.as_str());
+        }
+    }
+}
