@@ -36,6 +36,19 @@ pub trait Verifiers: Sync {
     fn is_external(&self, token: &str) -> bool;
     /// A trusted external issuer's token, verified against its JWKS.
     fn external_token(&self, token: &str) -> impl Future<Output = Result<Arc<ExternalIdentity>, Reject>> + Send;
+    /// The principal of one of our access tokens, for a request from
+    /// `client_ip`: the token verified, then its session, user, tenant and
+    /// membership looked up (a cache may keep the result no longer than it
+    /// keeps those).
+    fn token_principal(&self, token: &str, client_ip: &str) -> impl Future<Output = Result<Principal, Reject>> + Send
+    where
+        Self: Lookups + Sized,
+    {
+        async move {
+            let claims = self.access_token(token).await?;
+            Ok(principal_from_claims(self, &claims, client_ip).await?)
+        }
+    }
 }
 
 impl From<CredentialError> for Reject {
@@ -71,8 +84,7 @@ pub async fn authenticate(
         let identity = lookups.external_token(token).await?;
         external_principal(lookups, &identity, client_ip).await?
     } else {
-        let claims = lookups.access_token(token).await?;
-        principal_from_claims(lookups, &claims, client_ip).await?
+        lookups.token_principal(token, client_ip).await?
     };
     Ok(Caller::Known(Box::new(principal)))
 }

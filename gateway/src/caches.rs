@@ -9,14 +9,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
-use tollgate_identity::credentials::{KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups};
+use tollgate_identity::credentials::{
+    KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups, principal_from_claims,
+};
 use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
 use tollgate_identity::plans::{Catalog, LiveCatalog};
-use tollgate_identity::principal::{ApiKey, Tenant, User};
+use tollgate_identity::principal::{ApiKey, Principal, Tenant, User};
 use tollgate_identity::roles::Standing;
 use tollgate_identity::tokens::{AccessClaims, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine};
@@ -51,13 +53,16 @@ pub struct Caches {
     /// Opened on first use, inside the runtime that serves requests.
     store: tokio::sync::OnceCell<StoreLookups>,
     tokens: Cache<[u8; 32], Arc<AccessClaims>>,
-    sessions: Cache<String, Option<Arc<SessionRow>>>,
-    users: Cache<String, Option<Arc<User>>>,
+    sessions: Cache<String, Loaded<Option<Arc<SessionRow>>>>,
+    users: Cache<String, Loaded<Option<Arc<User>>>>,
     /// Tenants by id, and by whatever a header or subdomain named them.
-    tenants: Cache<String, Option<Arc<Tenant>>>,
+    tenants: Cache<String, Loaded<Option<Arc<Tenant>>>>,
     tenants_named: Cache<String, Arc<Tenant>>,
     /// Roles and groups of members and service accounts.
-    standings: Cache<(String, String), Option<Standing>>,
+    standings: Cache<(String, String), Loaded<Option<Standing>>>,
+    /// Principals of recent access tokens (by the token's hash), each
+    /// until the oldest liveness fact it was built from expires.
+    principals: Cache<[u8; 32], Arc<Known>>,
     api_keys: Cache<String, Arc<KeyRecord>>,
     /// Names nothing was found under, by a client's hint or key prefix: kept
     /// apart (and bounded) so that a flood of made-up names never evicts the
@@ -123,6 +128,7 @@ impl Caches {
             tenants: cache(LIVENESS_TTL),
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
+            principals: cache(LIVENESS_TTL),
             api_keys: cache(LIVENESS_TTL),
             tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
             key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
@@ -163,8 +169,14 @@ impl Caches {
     }
 
     /// A look-up through `cache`, loading from the store on a miss; both
-    /// counted under `name`.
-    async fn cached<K, V, F, Fut>(&self, cache: &Cache<K, V>, name: Looked, key: K, load: F) -> Result<V, StoreError>
+    /// counted under `name`. The value comes with when it was loaded.
+    async fn cached<K, V, F, Fut>(
+        &self,
+        cache: &Cache<K, Loaded<V>>,
+        name: Looked,
+        key: K,
+        load: F,
+    ) -> Result<Loaded<V>, StoreError>
     where
         K: std::hash::Hash + Eq + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
@@ -177,10 +189,50 @@ impl Caches {
         cache
             .try_get_with(key, async move {
                 metrics::cache_miss(name);
-                load(lookups).await
+                let value = load(lookups).await?;
+                Ok(Loaded { at: Instant::now(), value })
             })
             .await
             .map_err(StoreError::Shared)
+    }
+
+    async fn loaded_session(&self, id: &str) -> Result<Loaded<Option<Arc<SessionRow>>>, StoreError> {
+        self.cached(&self.sessions, Looked::Sessions, id.to_owned(), |l| async move { l.session(id).await }).await
+    }
+
+    async fn loaded_user(&self, id: &str) -> Result<Loaded<Option<Arc<User>>>, StoreError> {
+        self.cached(&self.users, Looked::Users, id.to_owned(), |l| async move { l.user(id).await }).await
+    }
+
+    async fn loaded_tenant(&self, id: &str) -> Result<Loaded<Option<Arc<Tenant>>>, StoreError> {
+        self.cached(&self.tenants, Looked::Tenants, id.to_owned(), |l| async move { l.tenant(id).await }).await
+    }
+
+    async fn loaded_member_standing(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Loaded<Option<Standing>>, StoreError> {
+        let key = (tenant_id.to_owned(), user_id.to_owned());
+        self.cached(
+            &self.standings,
+            Looked::Standings,
+            key,
+            |l| async move { l.member_standing(tenant_id, user_id).await },
+        )
+        .await
+    }
+
+    async fn loaded_service_account_standing(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+    ) -> Result<Loaded<Option<Standing>>, StoreError> {
+        let key = (tenant_id.to_owned(), format!("sa:{account_id}"));
+        self.cached(&self.standings, Looked::Standings, key, |l| async move {
+            l.service_account_standing(tenant_id, account_id).await
+        })
+        .await
     }
 }
 
@@ -230,26 +282,19 @@ impl Caches {
 
 impl Lookups for Caches {
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
-        self.cached(&self.sessions, Looked::Sessions, id.to_owned(), |l| async move { l.session(id).await }).await
+        self.loaded_session(id).await.map(|l| l.value)
     }
 
     async fn user(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
-        self.cached(&self.users, Looked::Users, id.to_owned(), |l| async move { l.user(id).await }).await
+        self.loaded_user(id).await.map(|l| l.value)
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        self.cached(&self.tenants, Looked::Tenants, id.to_owned(), |l| async move { l.tenant(id).await }).await
+        self.loaded_tenant(id).await.map(|l| l.value)
     }
 
     async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {
-        let key = (tenant_id.to_owned(), user_id.to_owned());
-        self.cached(
-            &self.standings,
-            Looked::Standings,
-            key,
-            |l| async move { l.member_standing(tenant_id, user_id).await },
-        )
-        .await
+        self.loaded_member_standing(tenant_id, user_id).await.map(|l| l.value)
     }
 
     async fn service_account_standing(
@@ -257,11 +302,7 @@ impl Lookups for Caches {
         tenant_id: &str,
         account_id: &str,
     ) -> Result<Option<Standing>, StoreError> {
-        let key = (tenant_id.to_owned(), format!("sa:{account_id}"));
-        self.cached(&self.standings, Looked::Standings, key, |l| async move {
-            l.service_account_standing(tenant_id, account_id).await
-        })
-        .await
+        self.loaded_service_account_standing(tenant_id, account_id).await.map(|l| l.value)
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -285,6 +326,93 @@ impl Lookups for Caches {
         key.last_used_at = None;
         tokio::spawn(async move { lookups.key_used(&key).await });
     }
+}
+
+/// A cached liveness fact and when it was loaded from the store (its cache
+/// drops it [`LIVENESS_TTL`] later).
+#[derive(Debug, Clone)]
+struct Loaded<V> {
+    at: Instant,
+    value: V,
+}
+
+/// The caches' look-ups, remembering the load time of the oldest fact read
+/// (a value without one, such as an API key's record, marks the result as
+/// not to be kept).
+struct Timed<'a> {
+    caches: &'a Caches,
+    /// The oldest load time seen; `None` once something without one was read.
+    oldest: std::sync::Mutex<Option<Instant>>,
+}
+
+impl<'a> Timed<'a> {
+    fn new(caches: &'a Caches) -> Self {
+        Self { caches, oldest: std::sync::Mutex::new(Some(Instant::now())) }
+    }
+
+    fn saw<V>(&self, loaded: Loaded<V>) -> V {
+        if let Ok(mut oldest) = self.oldest.lock() {
+            *oldest = oldest.map(|o| o.min(loaded.at));
+        }
+        loaded.value
+    }
+
+    fn saw_untimed(&self) {
+        if let Ok(mut oldest) = self.oldest.lock() {
+            *oldest = None;
+        }
+    }
+
+    /// Until when what was read is as fresh as the caches promise.
+    fn fresh_until(&self) -> Option<Instant> {
+        self.oldest.lock().ok().and_then(|o| *o).map(|o| o + LIVENESS_TTL)
+    }
+}
+
+impl Lookups for Timed<'_> {
+    async fn session(&self, id: &str) -> Result<Option<Arc<SessionRow>>, StoreError> {
+        self.caches.loaded_session(id).await.map(|l| self.saw(l))
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        self.caches.loaded_user(id).await.map(|l| self.saw(l))
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
+        self.caches.loaded_tenant(id).await.map(|l| self.saw(l))
+    }
+
+    async fn member_standing(&self, tenant_id: &str, user_id: &str) -> Result<Option<Standing>, StoreError> {
+        self.caches.loaded_member_standing(tenant_id, user_id).await.map(|l| self.saw(l))
+    }
+
+    async fn service_account_standing(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+    ) -> Result<Option<Standing>, StoreError> {
+        self.caches.loaded_service_account_standing(tenant_id, account_id).await.map(|l| self.saw(l))
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.saw_untimed();
+        self.caches.api_key(prefix).await
+    }
+
+    async fn key_used(&self, key: &ApiKey) {
+        self.caches.key_used(key).await;
+    }
+}
+
+/// The principal of an access token, as built for requests from one client
+/// address, and until when it may be handed out again: the token's expiry
+/// and the expiry of the oldest liveness fact it was built from, so that
+/// keeping it never stretches the bound on revocation.
+#[derive(Debug)]
+struct Known {
+    principal: Principal,
+    expires_at: i64,
+    fresh_until: Instant,
 }
 
 /// A verified token's content and when it stops being valid.
@@ -336,6 +464,30 @@ impl Verifiers for Caches {
             .await
     }
 
+    /// One look-up for a token's recent requests from the same address;
+    /// otherwise the token verified (or found verified) and its principal
+    /// built from the liveness caches, then kept as long as those facts.
+    async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        metrics::cache_lookup(Looked::Principals);
+        if let Some(known) = self.principals.get(&digest).await
+            && known.fresh_until > Instant::now()
+            && known.expires_at > now()
+            && known.principal.client_ip == client_ip
+        {
+            return Ok(known.principal.clone());
+        }
+        metrics::cache_miss(Looked::Principals);
+        let claims = self.access_token(token).await?;
+        let timed = Timed::new(self);
+        let principal = principal_from_claims(&timed, &claims, client_ip).await?;
+        if let Some(fresh_until) = timed.fresh_until() {
+            let known = Known { principal: principal.clone(), expires_at: claims.exp, fresh_until };
+            self.principals.insert(digest, Arc::new(known)).await;
+        }
+        Ok(principal)
+    }
+
     fn is_external(&self, token: &str) -> bool {
         self.issuers.claims_trusted_issuer(token)
     }
@@ -382,6 +534,58 @@ impl Engines for Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A principal kept for a token's requests lasts no longer than the
+    /// oldest liveness fact it was built from: built again from another
+    /// address three seconds after its session was looked up, it is not kept
+    /// five seconds more, so the session's end still shows within the bound
+    /// of that first look-up.
+    #[tokio::test]
+    async fn a_kept_principal_ends_with_the_oldest_fact_it_was_built_from() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let keys = KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900)
+                .await
+                .unwrap();
+            let mut tx = db.store.tx().await.unwrap();
+            let user = tollgate_store::insert_user(&mut tx, "kept@tollgate.test", "Kept", None, true).await.unwrap();
+            let tenant = tollgate_store::insert_tenant(&mut tx, "Kept", "kept").await.unwrap();
+            tollgate_store::insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
+            let new = tollgate_store::NewSession {
+                user_id: &user.id,
+                tenant_id: &tenant.id,
+                device: "test",
+                ip: "10.0.0.1",
+                user_agent: "test",
+                amr: "pwd",
+                expires_at: now() + 3600,
+                sso_connection: None,
+            };
+            let session = tollgate_store::insert_session(&mut tx, &new, "refresh-hash").await.unwrap();
+            tx.commit().await.unwrap();
+            let (token, _) =
+                keys.issue(&user.id, &tenant.id, &session, vec!["member".into()], vec!["pwd".into()]).unwrap();
+            let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
+            let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
+            let caches = Caches::new(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog);
+
+            let looked_up = Instant::now();
+            let first = caches.token_principal(&token, "10.0.0.1").await.unwrap();
+            assert_eq!((first.tenant.id.as_str(), first.client_ip.as_str()), (tenant.id.as_str(), "10.0.0.1"), "{l}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let elsewhere = caches.token_principal(&token, "10.0.0.2").await.unwrap();
+            assert_eq!(elsewhere.client_ip, "10.0.0.2", "{l}: each address its own principal");
+            let mut tx = db.store.tx().await.unwrap();
+            assert!(tollgate_store::revoke_session(&mut tx, &user.id, &session, "test").await.unwrap(), "{l}");
+            tx.commit().await.unwrap();
+            tokio::time::sleep(
+                (looked_up + LIVENESS_TTL + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
+            )
+            .await;
+            let after = caches.token_principal(&token, "10.0.0.2").await;
+            assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
+        }
+    }
 
     /// Made-up key prefixes and tenant hints are remembered as misses, in a
     /// cache of their own with a bound, and never in the live caches.

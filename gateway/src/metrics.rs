@@ -94,10 +94,11 @@ pub enum Looked {
     Standings,
     ApiKeys,
     Layers,
+    Principals,
 }
 
 impl Looked {
-    pub const ALL: [Looked; 8] = [
+    pub const ALL: [Looked; 9] = [
         Looked::Tokens,
         Looked::ExternalTokens,
         Looked::Sessions,
@@ -106,6 +107,7 @@ impl Looked {
         Looked::Standings,
         Looked::ApiKeys,
         Looked::Layers,
+        Looked::Principals,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +120,7 @@ impl Looked {
             Looked::Standings => "standings",
             Looked::ApiKeys => "api_keys",
             Looked::Layers => "layers",
+            Looked::Principals => "principals",
         }
     }
 }
