@@ -552,6 +552,7 @@ mod tests {
             let mut tx = db.store.tx().await.unwrap();
             let user = tollgate_store::insert_user(&mut tx, "kept@tollgate.test", "Kept", None, true).await.unwrap();
             let tenant = tollgate_store::insert_tenant(&mut tx, "Kept", "kept").await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
             tollgate_store::insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
             let new = tollgate_store::NewSession {
                 user_id: &user.id,
