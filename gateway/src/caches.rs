@@ -537,6 +537,16 @@ impl Engines for Caches {
 mod tests {
     use super::*;
 
+    /// Caches over `db` with the built-in policies and plans, remembering
+    /// at most `misses` made-up names.
+    async fn caches_on(db: &tollgate_store::testing::TestDb, misses: u64) -> Caches {
+        let keys =
+            KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap();
+        let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
+        let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
+        Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, misses)
+    }
+
     /// A principal kept for a token's requests lasts no longer than the
     /// oldest liveness fact it was built from: built again from another
     /// address three seconds after its session was looked up, it is not kept
@@ -546,9 +556,7 @@ mod tests {
     async fn a_kept_principal_ends_with_the_oldest_fact_it_was_built_from() {
         for db in tollgate_store::testing::databases().await {
             let l = db.label;
-            let keys = KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900)
-                .await
-                .unwrap();
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
             let mut tx = db.store.tx().await.unwrap();
             let user = tollgate_store::insert_user(&mut tx, "kept@tollgate.test", "Kept", None, true).await.unwrap();
             let tenant = tollgate_store::insert_tenant(&mut tx, "Kept", "kept").await.unwrap();
@@ -567,10 +575,7 @@ mod tests {
             let session = tollgate_store::insert_session(&mut tx, &new, "refresh-hash").await.unwrap();
             tx.commit().await.unwrap();
             let (token, _) =
-                keys.issue(&user.id, &tenant.id, &session, vec!["member".into()], vec!["pwd".into()]).unwrap();
-            let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
-            let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
-            let caches = Caches::new(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog);
+                caches.keys().issue(&user.id, &tenant.id, &session, vec!["member".into()], vec!["pwd".into()]).unwrap();
 
             let looked_up = Instant::now();
             let first = caches.token_principal(&token, "10.0.0.1").await.unwrap();
@@ -596,12 +601,7 @@ mod tests {
     async fn made_up_key_prefixes_and_tenant_hints_stay_within_the_miss_bound() {
         for db in tollgate_store::testing::databases().await {
             let l = db.label;
-            let keys = KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900)
-                .await
-                .unwrap();
-            let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
-            let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
-            let caches = Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, 100);
+            let caches = caches_on(&db, 100).await;
             for i in 0..400 {
                 assert!(caches.api_key(&format!("{i:012x}")).await.unwrap().is_none(), "{l}");
                 assert!(caches.tenant_named(&format!("made-up-{i}")).await.unwrap().is_none(), "{l}");

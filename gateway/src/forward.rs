@@ -225,7 +225,8 @@ impl Signed {
     }
 
     /// The value of one of the identity headers.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    #[cfg(test)]
+    fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.to_str().ok())
     }
 }

@@ -39,10 +39,8 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Every upstream by name, health checked by the server.
     pub targets: BTreeMap<String, Arc<Target>>,
-    /// The upstream of each route, by the route's index in the table.
-    by_route: Vec<Arc<Target>>,
-    /// The latency handles of each route, by the route's index.
-    route_metrics: Vec<RouteMetrics>,
+    /// What serves each route, by the route's index in the table.
+    by_route: Vec<Served>,
     pub caches: Caches,
     pub quotas: Quotas,
     /// Signed assertions for upstreams, shared by requests asserting the same.
@@ -51,40 +49,35 @@ pub struct Gateway {
     prepared: PreparedSets,
 }
 
+/// A route's upstream and its latency handles.
+#[derive(Debug)]
+struct Served {
+    target: Arc<Target>,
+    metrics: RouteMetrics,
+}
+
 impl Gateway {
     pub fn new(config: GatewayConfig, caches: Caches) -> std::io::Result<Self> {
         let targets = targets(&config.upstreams)?;
         let by_route = (0..config.routes.len())
             .map(|i| {
-                config
-                    .routes
-                    .get(i)
-                    .and_then(|r| targets.get(&r.upstream))
-                    .cloned()
-                    .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))
+                let route = config.routes.get(i)?;
+                let target = Arc::clone(targets.get(&route.upstream)?);
+                Some(Served { target, metrics: RouteMetrics::new(&route.name, &route.upstream) })
             })
-            .collect::<std::io::Result<_>>()?;
-        let route_metrics = (0..config.routes.len())
-            .filter_map(|i| config.routes.get(i))
-            .map(|r| RouteMetrics::new(&r.name, &r.upstream))
-            .collect();
+            .collect::<Option<_>>()
+            .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))?;
         let quotas = Quotas::new(config.rate_limits);
         let assertions = Assertions::new(caches.key_ring());
-        Ok(Self {
-            config,
-            targets,
-            by_route,
-            route_metrics,
-            caches,
-            quotas,
-            assertions,
-            prepared: PreparedSets::default(),
-        })
+        Ok(Self { config, targets, by_route, caches, quotas, assertions, prepared: PreparedSets::default() })
     }
 
     /// The latency handles of the route at `index` (of no route: `None`).
     pub fn route_metrics(&self, index: Option<usize>) -> &RouteMetrics {
-        index.and_then(|i| self.route_metrics.get(i)).unwrap_or_else(|| RouteMetrics::unrouted())
+        match index.and_then(|i| self.by_route.get(i)) {
+            Some(served) => &served.metrics,
+            None => RouteMetrics::unrouted(),
+        }
     }
 
     /// Runs the stages in order; only an allow yields a [`Permit`].
@@ -97,7 +90,11 @@ impl Gateway {
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
         lap(Stage::Route);
         let route = route?;
-        let target = self.by_route.get(route.route).cloned().ok_or_else(|| Denial::early(Reject::Internal))?;
+        let target = self
+            .by_route
+            .get(route.route)
+            .map(|s| Arc::clone(&s.target))
+            .ok_or_else(|| Denial::early(Reject::Internal))?;
         let route_def = self.config.routes.get(route.route).ok_or_else(|| Denial::early(Reject::Internal))?;
         // A credential the upstream checks itself is not the gateway's to read.
         let authorization = if route_def.upstream_authenticates { None } else { req.authorization };
