@@ -434,43 +434,56 @@ impl Expiring for ExternalIdentity {
     }
 }
 
-/// A token verified once and then served from `cache` by its hash until it
-/// expires, never past it.
+/// A token verified once and then served from `cache` by its hash
+/// (`digest`) until it expires, never past it; with whether it was found
+/// there (verified by an earlier request).
 async fn verified_once<T: Expiring + Send + Sync + 'static>(
     cache: &Cache<[u8; 32], Arc<T>>,
     name: Looked,
-    token: &str,
+    digest: [u8; 32],
     verify: impl Future<Output = Result<T, Reject>>,
-) -> Result<Arc<T>, Reject> {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+) -> Result<(Arc<T>, bool), Reject> {
     metrics::cache_lookup(name);
-    let verified = match cache.get(&digest).await {
-        Some(verified) => verified,
+    let (verified, seen) = match cache.get(&digest).await {
+        Some(verified) => (verified, true),
         None => {
             metrics::cache_miss(name);
             let verified = Arc::new(verify.await?);
             cache.insert(digest, Arc::clone(&verified)).await;
-            verified
+            (verified, false)
         }
     };
     if verified.expires_at() <= now() {
         cache.invalidate(&digest).await;
         return Err(BAD_TOKEN);
     }
-    Ok(verified)
+    Ok((verified, seen))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Caches {
+    /// One of our access tokens, verified (or found verified) by its hash.
+    async fn our_token(&self, token: &str, digest: [u8; 32]) -> Result<(Arc<AccessClaims>, bool), Reject> {
+        verified_once(&self.tokens, Looked::Tokens, digest, async { self.keys.verify(token).map_err(|_| BAD_TOKEN) })
+            .await
+    }
 }
 
 impl Verifiers for Caches {
     async fn access_token(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
-        verified_once(&self.tokens, Looked::Tokens, token, async { self.keys.verify(token).map_err(|_| BAD_TOKEN) })
-            .await
+        self.our_token(token, digest(token)).await.map(|(claims, _)| claims)
     }
 
     /// One look-up for a token's recent requests from the same address;
     /// otherwise the token verified (or found verified) and its principal
-    /// built from the liveness caches, then kept as long as those facts.
+    /// built from the liveness caches, then kept as long as those facts
+    /// from the token's second request on (a token used once, as by a
+    /// client that signs in per call, fills no entry).
     async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = digest(token);
         metrics::cache_lookup(Looked::Principals);
         if let Some(known) = self.principals.get(&digest).await
             && known.fresh_until > Instant::now()
@@ -480,10 +493,10 @@ impl Verifiers for Caches {
             return Ok(known.principal.clone());
         }
         metrics::cache_miss(Looked::Principals);
-        let claims = self.access_token(token).await?;
+        let (claims, seen) = self.our_token(token, digest).await?;
         let timed = Timed::new(self);
         let principal = principal_from_claims(&timed, &claims, client_ip).await?;
-        if let Some(fresh_until) = timed.fresh_until() {
+        if seen && let Some(fresh_until) = timed.fresh_until() {
             let known = Known { principal: principal.clone(), expires_at: claims.exp, fresh_until };
             self.principals.insert(digest, Arc::new(known)).await;
         }
@@ -495,13 +508,14 @@ impl Verifiers for Caches {
     }
 
     async fn external_token(&self, token: &str) -> Result<Arc<ExternalIdentity>, Reject> {
-        verified_once(&self.external, Looked::ExternalTokens, token, async {
+        verified_once(&self.external, Looked::ExternalTokens, digest(token), async {
             self.issuers.verify(token).await.map_err(|e| match e {
                 ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Vec::new() },
                 _ => BAD_TOKEN,
             })
         })
         .await
+        .map(|(identity, _)| identity)
     }
 }
 
@@ -580,9 +594,11 @@ mod tests {
             let looked_up = Instant::now();
             let first = caches.token_principal(&token, "10.0.0.1").await.unwrap();
             assert_eq!((first.tenant.id.as_str(), first.client_ip.as_str()), (tenant.id.as_str(), "10.0.0.1"), "{l}");
+            assert!(!caches.principals.contains_key(&digest(&token)), "{l}: a token's first request keeps nothing");
             tokio::time::sleep(Duration::from_secs(3)).await;
             let elsewhere = caches.token_principal(&token, "10.0.0.2").await.unwrap();
             assert_eq!(elsewhere.client_ip, "10.0.0.2", "{l}: each address its own principal");
+            assert!(caches.principals.contains_key(&digest(&token)), "{l}: its second request keeps it");
             let mut tx = db.store.tx().await.unwrap();
             assert!(tollgate_store::revoke_session(&mut tx, &user.id, &session, "test").await.unwrap(), "{l}");
             tx.commit().await.unwrap();

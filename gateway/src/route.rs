@@ -67,14 +67,13 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes percent-escapes of characters a segment may carry plainly,
-/// upper-cases the others,
-/// and refuses escapes that would change the path's structure or meaning
-/// (`%2F`, `%5C`, `%25`, controls) and characters servers treat differently
-/// (`\`, `;`, controls).
-fn decode_segment(segment: &str) -> Result<String, PathError> {
+/// Appends `segment` to `out` with the percent-escapes of characters a
+/// segment may carry plainly decoded and the others upper-cased; refuses
+/// escapes that would change the path's structure or meaning (`%2F`,
+/// `%5C`, `%25`, controls) and characters servers treat differently (`\`,
+/// `;`, controls).
+fn decode_segment(segment: &str, out: &mut String) -> Result<(), PathError> {
     let bytes = segment.as_bytes();
-    let mut out = String::with_capacity(segment.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -88,9 +87,11 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
             if is_plain_in_segment(decoded) {
                 out.push(char::from(decoded));
             } else if matches!(decoded, b'/' | b'\\' | b'%' | b';') || decoded < 0x20 || decoded == 0x7f {
-                return Err(PathError::AmbiguousEncoding(format!("%{:02X}", decoded)));
+                return Err(PathError::AmbiguousEncoding(format!("%{decoded:02X}")));
             } else {
-                out.push_str(&format!("%{:02X}", decoded));
+                out.push('%');
+                out.push(char::from(HEX_UPPER[usize::from(hi)]));
+                out.push(char::from(HEX_UPPER[usize::from(lo)]));
             }
             i += 3;
             continue;
@@ -104,29 +105,39 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
         out.push(char::from(b));
         i += 1;
     }
-    Ok(out)
+    Ok(())
 }
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The one normalization of a request path: percent-decoding of unreserved
 /// characters, removal of `.` and `..` segments, collapsing of repeated
-/// slashes and of a trailing slash. What is ambiguous is refused.
+/// slashes and of a trailing slash. What is ambiguous is refused. Written
+/// in one pass into one string (a `..` takes back the segment before it).
 pub fn normalize(raw: &str) -> Result<String, PathError> {
     if raw.len() > MAX_PATH {
         return Err(PathError::TooLong);
     }
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-    let mut segments: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(raw.len());
     for segment in rest.split('/') {
-        let decoded = decode_segment(segment)?;
-        match decoded.as_str() {
-            "" | "." => {}
+        let start = out.len();
+        out.push('/');
+        decode_segment(segment, &mut out)?;
+        match &out[start + 1..] {
+            "" | "." => out.truncate(start),
             ".." => {
-                segments.pop().ok_or(PathError::AboveRoot)?;
+                out.truncate(start);
+                let previous = out.rfind('/').ok_or(PathError::AboveRoot)?;
+                out.truncate(previous);
             }
-            _ => segments.push(decoded),
+            _ => {}
         }
     }
-    Ok(format!("/{}", segments.join("/")))
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
 }
 
 /// One segment of a path template.
@@ -202,32 +213,28 @@ impl Template {
         &self.source
     }
 
-    /// Matches a normalized path, returning the parameters.
-    fn matches(&self, path: &str) -> Option<BTreeMap<String, String>> {
-        let parts: Vec<&str> = path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
-        let mut params = BTreeMap::new();
-        let mut i = 0;
+    /// Matches a normalized path (no empty segments), returning the
+    /// parameters by name, each a slice of `path`.
+    fn matches<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
+        let mut rest = path.strip_prefix('/').unwrap_or(path);
+        let mut params = Vec::new();
         for segment in &self.segments {
+            if rest.is_empty() {
+                return None;
+            }
+            let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
             match segment {
-                Segment::Literal(lit) => {
-                    if parts.get(i) != Some(&lit.as_str()) {
-                        return None;
-                    }
-                }
-                Segment::Param(name) => {
-                    params.insert(name.clone(), (*parts.get(i)?).to_owned());
-                }
+                Segment::Literal(lit) if part != lit => return None,
+                Segment::Literal(_) => {}
+                Segment::Param(name) => params.push((name.as_str(), part)),
                 Segment::Rest(name) => {
-                    if i >= parts.len() {
-                        return None;
-                    }
-                    params.insert(name.clone(), parts[i..].join("/"));
+                    params.push((name.as_str(), rest));
                     return Some(params);
                 }
             }
-            i += 1;
+            rest = after;
         }
-        (i == parts.len()).then_some(params)
+        rest.is_empty().then_some(params)
     }
 
     /// Specificity for picking among matches: literals first, then
@@ -318,7 +325,6 @@ pub struct RouteMatch {
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
-    pub params: BTreeMap<String, String>,
     /// The route's choice: the upstream receives the caller's credential.
     pub forward_authorization: bool,
     /// The route's own rate limits.
@@ -415,7 +421,9 @@ impl RouteTable {
             // second spelling of a resource escapes a policy naming it.
             let resource_id = match &route.resource_id {
                 ResourceId::Fixed(id) => id.clone(),
-                ResourceId::Param(p) => params.get(p).map(|v| decode_all(v)).unwrap_or_default(),
+                ResourceId::Param(p) => {
+                    params.iter().find(|(name, _)| name == p).map(|(_, v)| decode_all(v)).unwrap_or_default()
+                }
             };
             return Ok(RouteMatch {
                 route: index,
@@ -423,7 +431,6 @@ impl RouteTable {
                 action: action.clone(),
                 resource_type: route.resource_type.clone(),
                 resource_id,
-                params,
                 forward_authorization: route.forward_authorization,
                 rate_limit: route.rate_limit,
             });

@@ -4,9 +4,12 @@
 use tollgate_policies::Outcome;
 
 /// A new random id (a UUID v4) for a decision, a request or a token: from
-/// the thread's CSPRNG, seeded from the OS, so no system call per id.
+/// the thread's CSPRNG, seeded from the OS, so no system call per id;
+/// encoded straight into its one allocation.
 pub fn new_decision_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid.hyphenated().encode_lower(&mut text).to_owned()
 }
 
 /// The request id a client sent when it is well-formed (1 to 128 of
@@ -77,4 +80,30 @@ pub fn log_decision(decided: &Decided<'_>, outcome: &Outcome) {
         errors = ?outcome.errors,
         "decision"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_lower_case_uuid_v4() {
+        let (a, b) = (new_decision_id(), new_decision_id());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(*id, parsed.hyphenated().to_string(), "lower case, hyphenated");
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_id_is_kept_and_anything_else_replaced() {
+        assert_eq!(request_id_or_new(Some("req-1.a:b_c")), "req-1.a:b_c");
+        for bad in [Some(""), Some("a b"), Some("x\n"), None] {
+            let id = request_id_or_new(bad);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{bad:?} -> {id}");
+        }
+        assert!(uuid::Uuid::parse_str(&request_id_or_new(Some(&"a".repeat(129)))).is_ok());
+    }
 }

@@ -2,7 +2,6 @@
 //! in-memory look-ups: permits carry their upstream, denials explain
 //! themselves to admins only, and tenant routes need a tenant.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tollgate_identity::roles::Builtin;
@@ -27,7 +26,6 @@ pub(crate) fn routed(action: &str, resource_type: &str, resource_id: &str) -> Ro
             action: action.into(),
             resource_type: resource_type.into(),
             resource_id: resource_id.into(),
-            params: BTreeMap::new(),
             forward_authorization: false,
             rate_limit: None,
         },

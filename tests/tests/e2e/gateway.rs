@@ -385,10 +385,11 @@ async fn metrics_count_requests_stages_and_caches() {
         "tollgate_gateway_requests_total{decision=\"allow\",route=\"item\",status=\"200\"} 3",
         "tollgate_gateway_requests_total{decision=\"deny\",route=\"none\",status=\"404\"} 1",
         "tollgate_gateway_stage_seconds_count{stage=\"policy\"} 3",
-        // A token's later requests from the same address find its principal.
+        // A token's first request verifies it, its second finds it verified
+        // and keeps its principal, which its third finds.
         "tollgate_gateway_cache_lookups_total{cache=\"principals\"} 3",
-        "tollgate_gateway_cache_misses_total{cache=\"principals\"} 1",
-        "tollgate_gateway_cache_lookups_total{cache=\"tokens\"} 1",
+        "tollgate_gateway_cache_misses_total{cache=\"principals\"} 2",
+        "tollgate_gateway_cache_lookups_total{cache=\"tokens\"} 2",
         "tollgate_gateway_cache_misses_total{cache=\"tokens\"} 1",
         "tollgate_gateway_request_seconds_bucket{route=\"item\"",
         "tollgate_gateway_upstream_seconds_count{upstream=\"echo\"} 3",
