@@ -49,6 +49,15 @@ pub trait Verifiers: Sync {
             Ok(principal_from_claims(self, &claims, client_ip).await?)
         }
     }
+    /// The principal of an API key, for a request from `client_ip`: its
+    /// record checked, its tenant and owner's standing looked up, its use
+    /// recorded (a cache may keep the result no longer than it keeps those).
+    fn key_principal(&self, key: &str, client_ip: &str) -> impl Future<Output = Result<Principal, Reject>> + Send
+    where
+        Self: Lookups + Sized,
+    {
+        async move { Ok(principal_from_api_key(self, key, client_ip).await?) }
+    }
 }
 
 impl From<CredentialError> for Reject {
@@ -79,7 +88,7 @@ pub async fn authenticate(
     };
     let token = bearer(value)?;
     let principal = if is_api_key(token) {
-        principal_from_api_key(lookups, token, client_ip).await?
+        lookups.key_principal(token, client_ip).await?
     } else if lookups.is_external(token) {
         let identity = lookups.external_token(token).await?;
         external_principal(lookups, &identity, client_ip).await?

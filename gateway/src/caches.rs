@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tollgate_identity::credentials::{
-    KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups, principal_from_claims,
+    KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups, principal_from_api_key, principal_from_claims,
 };
 use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
 use tollgate_identity::plans::{Catalog, LiveCatalog};
-use tollgate_identity::principal::{ApiKey, Principal, Tenant, User};
+use tollgate_identity::principal::{Actor, ApiKey, Principal, Tenant, User};
 use tollgate_identity::roles::Standing;
 use tollgate_identity::tokens::{AccessClaims, KeyRing};
 use tollgate_policies::{LivePolicies, PolicyEngine};
@@ -59,13 +59,14 @@ pub struct Caches {
     users: Cache<String, Loaded<Option<Arc<User>>>>,
     /// Tenants by id, and by whatever a header or subdomain named them.
     tenants: Cache<String, Loaded<Option<Arc<Tenant>>>>,
-    tenants_named: Cache<String, Arc<Tenant>>,
+    tenants_named: Cache<String, Loaded<Arc<Tenant>>>,
     /// Roles and groups of members and service accounts.
     standings: Cache<(String, String), Loaded<Option<Standing>>>,
-    /// Principals of recent access tokens (by the token's hash), each
-    /// until the oldest liveness fact it was built from expires.
+    /// Principals of recent access tokens and API keys (by the hash of
+    /// the credential), each until the oldest liveness fact it was built
+    /// from expires.
     principals: Cache<[u8; 32], Arc<Known>>,
-    api_keys: Cache<String, Arc<KeyRecord>>,
+    api_keys: Cache<String, Loaded<Arc<KeyRecord>>>,
     /// Names nothing was found under, by a client's hint or key prefix: kept
     /// apart (and bounded) so that a flood of made-up names never evicts the
     /// live entries above.
@@ -225,6 +226,13 @@ impl Caches {
         .await
     }
 
+    async fn loaded_api_key(&self, prefix: &str) -> Result<Option<Loaded<Arc<KeyRecord>>>, StoreError> {
+        self.cached_present(&self.api_keys, &self.key_misses, Looked::ApiKeys, prefix.to_owned(), |l| async move {
+            l.api_key(prefix).await
+        })
+        .await
+    }
+
     async fn loaded_service_account_standing(
         &self,
         tenant_id: &str,
@@ -239,16 +247,17 @@ impl Caches {
 }
 
 impl Caches {
-    /// A look-up by a name a client chose: found entries in `cache`, names
-    /// with nothing behind them in the separate, bounded `misses`.
+    /// A look-up by a name a client chose: found entries in `cache` (with
+    /// when they were loaded), names with nothing behind them in the
+    /// separate, bounded `misses`.
     async fn cached_present<V, F, Fut>(
         &self,
-        cache: &Cache<String, Arc<V>>,
+        cache: &Cache<String, Loaded<Arc<V>>>,
         misses: &Cache<String, ()>,
         name: Looked,
         key: String,
         load: F,
-    ) -> Result<Option<Arc<V>>, StoreError>
+    ) -> Result<Option<Loaded<Arc<V>>>, StoreError>
     where
         V: Send + Sync + 'static,
         F: FnOnce(StoreLookups) -> Fut,
@@ -263,7 +272,7 @@ impl Caches {
             .try_get_with(key.clone(), async move {
                 metrics::cache_miss(name);
                 match load(lookups).await {
-                    Ok(Some(value)) => Ok(value),
+                    Ok(Some(value)) => Ok(Loaded { at: Instant::now(), value }),
                     Ok(None) => Err(Absent::Missing),
                     Err(e) => Err(Absent::Fault(Arc::new(e))),
                 }
@@ -308,10 +317,7 @@ impl Lookups for Caches {
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.cached_present(&self.api_keys, &self.key_misses, Looked::ApiKeys, prefix.to_owned(), |l| async move {
-            l.api_key(prefix).await
-        })
-        .await
+        self.loaded_api_key(prefix).await.map(|found| found.map(|l| l.value))
     }
 
     /// Records the use off the request path, at most once a minute per key
@@ -338,12 +344,11 @@ struct Loaded<V> {
     value: V,
 }
 
-/// The caches' look-ups, remembering the load time of the oldest fact read
-/// (a value without one, such as an API key's record, marks the result as
-/// not to be kept).
+/// The caches' look-ups, remembering the load time of the oldest fact read.
 struct Timed<'a> {
     caches: &'a Caches,
-    /// The oldest load time seen; `None` once something without one was read.
+    /// The oldest load time seen (`None` if the lock was poisoned: nothing
+    /// is kept then).
     oldest: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -353,16 +358,11 @@ impl<'a> Timed<'a> {
     }
 
     fn saw<V>(&self, loaded: Loaded<V>) -> V {
-        if let Ok(mut oldest) = self.oldest.lock() {
-            *oldest = oldest.map(|o| o.min(loaded.at));
+        match self.oldest.lock() {
+            Ok(mut oldest) => *oldest = oldest.map(|o| o.min(loaded.at)),
+            Err(poisoned) => *poisoned.into_inner() = None,
         }
         loaded.value
-    }
-
-    fn saw_untimed(&self) {
-        if let Ok(mut oldest) = self.oldest.lock() {
-            *oldest = None;
-        }
     }
 
     /// Until when what was read is as fresh as the caches promise.
@@ -397,8 +397,7 @@ impl Lookups for Timed<'_> {
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.saw_untimed();
-        self.caches.api_key(prefix).await
+        self.caches.loaded_api_key(prefix).await.map(|found| found.map(|l| self.saw(l)))
     }
 
     async fn key_used(&self, key: &ApiKey) {
@@ -406,10 +405,10 @@ impl Lookups for Timed<'_> {
     }
 }
 
-/// The principal of an access token, as built for requests from one client
-/// address, and until when it may be handed out again: the token's expiry
-/// and the expiry of the oldest liveness fact it was built from, so that
-/// keeping it never stretches the bound on revocation.
+/// The principal of an access token or API key, as built for requests from
+/// one client address, and until when it may be handed out again: the
+/// credential's expiry and the expiry of the oldest liveness fact it was
+/// built from, so that keeping it never stretches the bound on revocation.
 #[derive(Debug)]
 struct Known {
     principal: Principal,
@@ -472,6 +471,32 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The principal kept for a credential with this hash, for a request
+    /// from `client_ip`, while it is fresh and the credential unexpired.
+    async fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Principal> {
+        metrics::cache_lookup(Looked::Principals);
+        if let Some(known) = self.principals.get(digest).await
+            && known.fresh_until > Instant::now()
+            && known.expires_at > now()
+            && known.principal.client_ip == client_ip
+        {
+            return Some(known.principal.clone());
+        }
+        metrics::cache_miss(Looked::Principals);
+        None
+    }
+
+    /// Keeps `principal` for the credential with this hash, until it
+    /// expires (`expires_at`) or the oldest fact `timed` read does.
+    async fn keep(&self, digest: [u8; 32], principal: &Principal, expires_at: i64, timed: &Timed<'_>) {
+        if let Some(fresh_until) = timed.fresh_until() {
+            let known = Known { principal: principal.clone(), expires_at, fresh_until };
+            self.principals.insert(digest, Arc::new(known)).await;
+        }
+    }
+}
+
 impl Verifiers for Caches {
     async fn access_token(&self, token: &str) -> Result<Arc<AccessClaims>, Reject> {
         self.our_token(token, digest(token)).await.map(|(claims, _)| claims)
@@ -484,21 +509,34 @@ impl Verifiers for Caches {
     /// client that signs in per call, fills no entry).
     async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
         let digest = digest(token);
-        metrics::cache_lookup(Looked::Principals);
-        if let Some(known) = self.principals.get(&digest).await
-            && known.fresh_until > Instant::now()
-            && known.expires_at > now()
-            && known.principal.client_ip == client_ip
-        {
-            return Ok(known.principal.clone());
+        if let Some(principal) = self.kept(&digest, client_ip).await {
+            return Ok(principal);
         }
-        metrics::cache_miss(Looked::Principals);
         let (claims, seen) = self.our_token(token, digest).await?;
         let timed = Timed::new(self);
         let principal = principal_from_claims(&timed, &claims, client_ip).await?;
-        if seen && let Some(fresh_until) = timed.fresh_until() {
-            let known = Known { principal: principal.clone(), expires_at: claims.exp, fresh_until };
-            self.principals.insert(digest, Arc::new(known)).await;
+        if seen {
+            self.keep(digest, &principal, claims.exp, &timed).await;
+        }
+        Ok(principal)
+    }
+
+    /// One look-up for a key's recent requests from the same address (its
+    /// use still recorded); otherwise its record checked and its principal
+    /// built from the liveness caches, then kept as long as those facts
+    /// (the record's included) and the key.
+    async fn key_principal(&self, key: &str, client_ip: &str) -> Result<Principal, Reject> {
+        let digest = digest(key);
+        if let Some(principal) = self.kept(&digest, client_ip).await {
+            if let Actor::ApiKey { key } = &principal.actor {
+                self.key_used(key).await;
+            }
+            return Ok(principal);
+        }
+        let timed = Timed::new(self);
+        let principal = principal_from_api_key(&timed, key, client_ip).await?;
+        if let Actor::ApiKey { key } = &principal.actor {
+            self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed).await;
         }
         Ok(principal)
     }
@@ -529,6 +567,7 @@ impl TenantDirectory for Caches {
             |l| async move { l.tenant_named(id_or_slug).await },
         )
         .await
+        .map(|found| found.map(|l| l.value))
         .map_err(internal)
     }
 }
@@ -613,6 +652,67 @@ mod tests {
 
     /// Made-up key prefixes and tenant hints are remembered as misses, in a
     /// cache of their own with a bound, and never in the live caches.
+    /// A key's principal is kept from its first request (its use still
+    /// recorded on every one), and no longer than the key record it was
+    /// built from: a revoked key stops within `LIVENESS_TTL` of that
+    /// record's load, as without keeping.
+    #[tokio::test]
+    async fn a_kept_key_principal_ends_with_the_record_it_was_built_from() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let mut tx = db.store.tx().await.unwrap();
+            let user = tollgate_store::insert_user(&mut tx, "key@tollgate.test", "Key", None, true).await.unwrap();
+            let tenant = tollgate_store::insert_tenant(&mut tx, "Keyed", "keyed").await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            tollgate_store::insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
+            let (prefix, secret) = tollgate_identity::secrets::new_api_key();
+            let scopes = ["crm.read".to_owned()];
+            let row = tollgate_store::insert_api_key(
+                &mut tx,
+                &tollgate_store::NewApiKey {
+                    tenant_id: &tenant.id,
+                    prefix: &prefix,
+                    secret_hash: &tollgate_identity::secrets::hash(&secret),
+                    name: "kept",
+                    scopes: &scopes,
+                    owner_user_id: Some(&user.id),
+                    owner_service_account_id: None,
+                    created_by: &user.id,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+
+            let looked_up = Instant::now();
+            let first = caches.key_principal(&secret, "10.0.0.1").await.unwrap();
+            assert_eq!(first.tenant.id, tenant.id, "{l}");
+            assert!(caches.principals.contains_key(&digest(&secret)), "{l}: kept from the first request");
+            let wrong = format!("{prefix}_{}", "A".repeat(43));
+            assert!(caches.key_principal(&wrong, "10.0.0.1").await.is_err(), "{l}: another secret, same prefix");
+            caches.key_uses.invalidate(&row.id).await;
+            let again = caches.key_principal(&secret, "10.0.0.1").await.unwrap();
+            assert_eq!(again.actor_id(), first.actor_id(), "{l}");
+            assert!(caches.key_uses.contains_key(&row.id), "{l}: a kept principal's request records the key's use");
+            // Built again for another address from the record loaded at first.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            caches.key_principal(&secret, "10.0.0.2").await.unwrap();
+
+            let mut tx = db.store.tx().await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            assert!(tollgate_store::revoke_api_key(&mut tx, &tenant.id, &row.id).await.unwrap(), "{l}");
+            tx.commit().await.unwrap();
+            tokio::time::sleep(
+                (looked_up + LIVENESS_TTL + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
+            )
+            .await;
+            let after = caches.key_principal(&secret, "10.0.0.2").await;
+            assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
+        }
+    }
+
     #[tokio::test]
     async fn made_up_key_prefixes_and_tenant_hints_stay_within_the_miss_bound() {
         for db in tollgate_store::testing::databases().await {
