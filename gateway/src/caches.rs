@@ -3,9 +3,10 @@
 //! tokens are cached by hash until they expire; liveness (sessions, keys,
 //! memberships with their roles and groups, tenants with their status and
 //! plan) is at most [`LIVENESS_TTL`] old, so a revoked session or key stops
-//! working within that bound; an access token's principal is kept for its
-//! later requests (one look-up instead of five) only as long as the oldest
-//! liveness fact it was built from; tenant policy sets follow the store's
+//! working within that bound; the principal of an access token (from its
+//! second request) or of an API key is kept for its later requests (one
+//! look-up instead of four or five) only as long as the oldest liveness
+//! fact it was built from; tenant policy sets follow the store's
 //! change feed and are at most `LAYER_TTL` stale.
 //! Each cache miss loads once, however many requests wait for it.
 
