@@ -6,9 +6,12 @@
 # itself (DURATION seconds each). Needs Debian's nginx and wrk (installed
 # when missing and running as root; named otherwise).
 #
-# Usage: bench/load.sh            (DURATION=5 by default; RECORD=0 to not append)
+# Usage: bench/load.sh            (DURATION=5 by default; RECORD=0 to not append;
+#                                  PAIRS=3 paired rounds)
 # Prints a table (req/s, p50, p99, CPU per request of the proxy process, peak
-# RSS) at 64 and 8 connections and the ratios, and appends them to
+# RSS) at 64 and 8 connections and the ratios, then paired rounds of the
+# passthrough and the gateway measured back to back with the median of their
+# ratios, and appends them to
 # bench/RESULTS.md with the date, CPU model, commit and command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,8 +143,37 @@ for conns in 64 8; do
     measure "tollgate 403" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
 done
 
-to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
+# Paired rounds: the passthrough, then the gateway with a cached JWT and
+# with an API key, back to back at 64 connections, PAIRS times. Each round's
+# ratios compare measurements taken within seconds of each other, so drift
+# of the machine (a whole run here moves by 10-20%) cancels out; the
+# medians of the rounds are the figures to compare with the targets.
+PAIRS="${PAIRS:-3}"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# sample PID URL [wrk args...] -> "req/s µs-CPU-per-request" at 64 connections
+sample() {
+    local pid="$1" url="$2"; shift 2
+    local before after out
+    before=$(ticks "$pid")
+    out=$(wrk -t1 -c64 -d"${DURATION}s" "$@" "$url")
+    after=$(ticks "$pid")
+    echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
+        '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.0f\n", r, d / clk / n * 1e6}'
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
+PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=()
+echo "paired rounds (${PAIRS} x 3 x ${DURATION}s)"
+for round in $(seq 1 "$PAIRS"); do
+    read -r p_rps p_cpu <<<"$(sample "$PASS_PID" "http://127.0.0.1:$PASS/x")"
+    read -r j_rps j_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    read -r k_rps k_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
+    JWT_RPS+=("$(ratio "$j_rps" "$p_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$p_rps")")
+    JWT_CPU+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$p_cpu")")
+    PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $j_rps / $j_cpu | $k_rps / $k_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} |")
+    echo "  round $round: passthrough $p_rps req/s $p_cpu µs, cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu"
+done
+
+to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
 R1=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[pingora passthrough/64]}")
 R2=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[nginx + auth_request/64]}")
 R3=$(ratio "${RPS[tollgate API key/64]}" "${RPS[pingora passthrough/64]}")
@@ -165,5 +197,14 @@ report_start "load harness" ", $MEM"
     echo "- API key with its tenant's limits enforced / without, 64 connections: **$R5**"
     echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
     echo "- added p50 over passthrough, 8 connections: **${ADDED} µs** (target < 100 µs)"
+    echo
+    echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios to the passthrough of the same round):"
+    echo
+    echo "| round | passthrough | cached JWT | API key | cached JWT ratio req/s / CPU | API key ratio req/s / CPU |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${PAIR_ROWS[@]}"
+    echo
+    echo "- median, cached JWT / passthrough: **$(median "${JWT_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${JWT_CPU[@]}")×** CPU per request (target ≤ 1.3)"
+    echo "- median, API key / passthrough: **$(median "${KEY_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${KEY_CPU[@]}")×** CPU per request (target ≤ 1.3)"
 } >>"$REPORT"
 record_report
