@@ -65,8 +65,9 @@ pub struct Caches {
     standings: Cache<(String, String), Loaded<Option<Standing>>>,
     /// Principals of recent access tokens and API keys (by the hash of
     /// the credential), each until the oldest liveness fact it was built
-    /// from expires.
-    principals: Cache<[u8; 32], Arc<Known>>,
+    /// from expires. (A synchronous cache: a hit is one look-up, without
+    /// the future cache's bookkeeping, on every authenticated request.)
+    principals: moka::sync::Cache<[u8; 32], Arc<Known>>,
     api_keys: Cache<String, Loaded<Arc<KeyRecord>>>,
     /// Names nothing was found under, by a client's hint or key prefix: kept
     /// apart (and bounded) so that a flood of made-up names never evicts the
@@ -132,7 +133,10 @@ impl Caches {
             tenants: cache(LIVENESS_TTL),
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
-            principals: cache(LIVENESS_TTL),
+            principals: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(LIVENESS_TTL)
+                .build(),
             api_keys: cache(LIVENESS_TTL),
             tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
             key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
@@ -475,9 +479,9 @@ impl Caches {
 impl Caches {
     /// The principal kept for a credential with this hash, for a request
     /// from `client_ip`, while it is fresh and the credential unexpired.
-    async fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Principal> {
+    fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Principal> {
         metrics::cache_lookup(Looked::Principals);
-        if let Some(known) = self.principals.get(digest).await
+        if let Some(known) = self.principals.get(digest)
             && known.fresh_until > Instant::now()
             && known.expires_at > now()
             && known.principal.client_ip == client_ip
@@ -490,10 +494,10 @@ impl Caches {
 
     /// Keeps `principal` for the credential with this hash, until it
     /// expires (`expires_at`) or the oldest fact `timed` read does.
-    async fn keep(&self, digest: [u8; 32], principal: &Principal, expires_at: i64, timed: &Timed<'_>) {
+    fn keep(&self, digest: [u8; 32], principal: &Principal, expires_at: i64, timed: &Timed<'_>) {
         if let Some(fresh_until) = timed.fresh_until() {
             let known = Known { principal: principal.clone(), expires_at, fresh_until };
-            self.principals.insert(digest, Arc::new(known)).await;
+            self.principals.insert(digest, Arc::new(known));
         }
     }
 }
@@ -510,14 +514,14 @@ impl Verifiers for Caches {
     /// client that signs in per call, fills no entry).
     async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
         let digest = digest(token);
-        if let Some(principal) = self.kept(&digest, client_ip).await {
+        if let Some(principal) = self.kept(&digest, client_ip) {
             return Ok(principal);
         }
         let (claims, seen) = self.our_token(token, digest).await?;
         let timed = Timed::new(self);
         let principal = principal_from_claims(&timed, &claims, client_ip).await?;
         if seen {
-            self.keep(digest, &principal, claims.exp, &timed).await;
+            self.keep(digest, &principal, claims.exp, &timed);
         }
         Ok(principal)
     }
@@ -528,7 +532,7 @@ impl Verifiers for Caches {
     /// (the record's included) and the key.
     async fn key_principal(&self, key: &str, client_ip: &str) -> Result<Principal, Reject> {
         let digest = digest(key);
-        if let Some(principal) = self.kept(&digest, client_ip).await {
+        if let Some(principal) = self.kept(&digest, client_ip) {
             if let Actor::ApiKey { key } = &principal.actor {
                 self.key_used(key).await;
             }
@@ -537,7 +541,7 @@ impl Verifiers for Caches {
         let timed = Timed::new(self);
         let principal = principal_from_api_key(&timed, key, client_ip).await?;
         if let Actor::ApiKey { key } = &principal.actor {
-            self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed).await;
+            self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed);
         }
         Ok(principal)
     }

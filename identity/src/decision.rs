@@ -59,7 +59,7 @@ pub fn reasons(outcome: &Outcome) -> Vec<String> {
         .determining
         .iter()
         .map(|d| match &d.reason {
-            Some(reason) => format!("{}: {reason}", d.id),
+            Some(reason) => [d.id.as_str(), ": ", reason].concat(),
             None => d.id.clone(),
         })
         .collect()

@@ -162,22 +162,11 @@ impl TenantEngines {
     ) -> Result<Arc<PolicyEngine>, Arc<LayerError>> {
         self.follow(store).await;
         let mut on_miss = Some(on_miss);
-        let version = self
-            .versions
-            .try_get_with(tenant_id.to_owned(), async {
-                if let Some(f) = on_miss.take() {
-                    f();
-                }
-                let mut tx = store.tenant_read_tx(tenant_id).await?;
-                let version = store::active_policy_version(&mut tx, tenant_id).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(version)
-            })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
-                Arc::new(LayerError::Store(StoreError::Shared(e)))
-            })?;
+        // Found (the usual case): no owned key, no loader built.
+        let version = match self.versions.get(tenant_id).await {
+            Some(version) => version,
+            None => self.version(store, tenant_id, &mut on_miss).await?,
+        };
         let Some(version) = version else {
             return Ok(self.live.current());
         };
@@ -200,6 +189,31 @@ impl TenantEngines {
         }
         self.engines.insert(key, built.clone()).await;
         built.engine
+    }
+
+    /// The tenant's active layer version, read once however many requests
+    /// wait for it (`on_miss` runs when it is read).
+    async fn version(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        on_miss: &mut Option<impl FnOnce() + Send>,
+    ) -> Result<Option<i64>, Arc<LayerError>> {
+        self.versions
+            .try_get_with(tenant_id.to_owned(), async {
+                if let Some(f) = on_miss.take() {
+                    f();
+                }
+                let mut tx = store.tenant_read_tx(tenant_id).await?;
+                let version = store::active_policy_version(&mut tx, tenant_id).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(version)
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
+                Arc::new(LayerError::Store(StoreError::Shared(e)))
+            })
     }
 
     /// Reads `version` of the tenant's layer and combines it with `base` on

@@ -307,8 +307,8 @@ impl Principal {
     /// A stable id of the caller for logs, assertions and `created_by` columns.
     pub fn actor_id(&self) -> String {
         match &self.actor {
-            Actor::User { user, .. } => format!("user:{}", user.id),
-            Actor::ApiKey { key } => format!("apikey:{}", key.id),
+            Actor::User { user, .. } => ["user:", &user.id].concat(),
+            Actor::ApiKey { key } => ["apikey:", &key.id].concat(),
         }
     }
 
@@ -316,9 +316,9 @@ impl Principal {
     /// of the caller's API key; `None` for service accounts' keys.
     pub fn acting_user(&self) -> Option<String> {
         match &self.actor {
-            Actor::User { user, .. } => Some(format!("user:{}", user.id)),
+            Actor::User { user, .. } => Some(["user:", &user.id].concat()),
             Actor::ApiKey { key } => match &key.owner {
-                KeyOwner::User(id) => Some(format!("user:{id}")),
+                KeyOwner::User(id) => Some(["user:", id].concat()),
                 KeyOwner::ServiceAccount(_) => None,
             },
         }
