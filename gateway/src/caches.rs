@@ -133,10 +133,7 @@ impl Caches {
             tenants: cache(LIVENESS_TTL),
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
-            principals: moka::sync::Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(LIVENESS_TTL)
-                .build(),
+            principals: moka::sync::Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(LIVENESS_TTL).build(),
             api_keys: cache(LIVENESS_TTL),
             tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
             key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
