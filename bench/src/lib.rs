@@ -46,7 +46,7 @@ pub fn member(groups: usize) -> Caller {
         created_at: 0,
         updated_at: 0,
     };
-    Caller::Known(std::sync::Arc::new(Principal {
+    Caller::Known(Box::new(Principal {
         actor: Actor::User { user, session_id: "s".into(), amr: vec!["pwd".into()] },
         tenant: tenant(),
         role: ResolvedRole::builtin(Builtin::Member),

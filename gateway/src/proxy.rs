@@ -11,8 +11,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderName;
-use http::header::{AUTHORIZATION, HOST};
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -71,20 +69,17 @@ pub struct Proxy {
     gateway: Arc<Gateway>,
 }
 
-/// The request headers the gateway reads, named once (a look-up by `&str`
-/// parses the name again each time).
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
+fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+}
 
 fn request_id(session: &Session) -> String {
-    let sent = session.req_header().headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok());
-    tollgate_identity::decision::request_id_or_new(sent)
+    tollgate_identity::decision::request_id_or_new(header(session, "x-request-id"))
 }
 
 /// The one value of a header that must not be repeated (a repeated one is
 /// read differently by different servers), if it is there.
-fn single_header<'a>(session: &'a Session, name: &HeaderName) -> Result<Option<&'a str>, Reject> {
+fn single_header<'a>(session: &'a Session, name: &str) -> Result<Option<&'a str>, Reject> {
     let mut values = session.req_header().headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -94,7 +89,7 @@ fn single_header<'a>(session: &'a Session, name: &HeaderName) -> Result<Option<&
     }
     match value.to_str() {
         Ok(text) => Ok(Some(text)),
-        Err(_) if name == AUTHORIZATION => Err(Reject::Unauthenticated("malformed authorization header")),
+        Err(_) if name == "authorization" => Err(Reject::Unauthenticated("malformed authorization header")),
         Err(_) => Err(Reject::BadRequest(format!("the `{name}` header is not readable text"))),
     }
 }
@@ -105,13 +100,13 @@ fn read_incoming<'a>(session: &'a Session, client_ip: &'a str) -> Result<Incomin
     let req = session.req_header();
     let host = match req.uri.host() {
         Some(host) => Some(host),
-        None => single_header(session, &HOST)?,
+        None => single_header(session, "host")?,
     };
     Ok(Incoming {
         method: req.method.as_str(),
         path: req.uri.path(),
-        authorization: single_header(session, &AUTHORIZATION)?,
-        tenant_header: single_header(session, &X_TENANT)?,
+        authorization: single_header(session, "authorization")?,
+        tenant_header: single_header(session, "x-tenant")?,
         host,
         client_ip,
     })
@@ -169,7 +164,7 @@ impl ProxyHttp for Proxy {
         let trusted = &self.gateway.config.trusted_proxies;
         let client_ip = match session.client_addr().and_then(|a| a.as_inet()) {
             Some(peer) => {
-                let forwarded = session.req_header().headers.get_all(X_FORWARDED_FOR);
+                let forwarded = session.req_header().headers.get_all("x-forwarded-for");
                 client_address(peer.ip(), forwarded.iter().filter_map(|v| v.to_str().ok()), trusted).to_string()
             }
             None => "unknown".to_owned(),

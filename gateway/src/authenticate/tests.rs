@@ -188,9 +188,9 @@ fn refused(result: Result<Caller, Reject>) -> String {
     }
 }
 
-fn known(result: Result<Caller, Reject>) -> Arc<Principal> {
+fn known(result: Result<Caller, Reject>) -> Principal {
     match result {
-        Ok(Caller::Known(p)) => p,
+        Ok(Caller::Known(p)) => *p,
         other => panic!("expected a principal, got {other:?}"),
     }
 }
