@@ -602,6 +602,27 @@ mod tests {
         Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, misses)
     }
 
+    /// A person who is a member of a new tenant, written in `tx` (bound to
+    /// that tenant from then on, as row-level security needs).
+    async fn new_member(
+        db: &tollgate_store::testing::TestDb,
+        tx: &mut tollgate_store::Tx,
+        name: &str,
+    ) -> (tollgate_store::UserRow, tollgate_store::TenantRow) {
+        let email = format!("{}@tollgate.test", name.to_lowercase());
+        let user = tollgate_store::insert_user(tx, &email, name, None, true).await.unwrap();
+        let tenant = tollgate_store::insert_tenant(tx, name, &name.to_lowercase()).await.unwrap();
+        db.store.bind_tenant(tx, &tenant.id).await.unwrap();
+        tollgate_store::insert_membership(tx, &tenant.id, &user.id, "member").await.unwrap();
+        (user, tenant)
+    }
+
+    /// Waits until just past the liveness bound counted from `looked_up`.
+    async fn sleep_past_the_bound(looked_up: Instant) {
+        let past = looked_up + LIVENESS_TTL + Duration::from_millis(300);
+        tokio::time::sleep(past.saturating_duration_since(Instant::now())).await;
+    }
+
     /// A principal kept for a token's requests lasts no longer than the
     /// oldest liveness fact it was built from: built again from another
     /// address three seconds after its session was looked up, it is not kept
@@ -613,10 +634,7 @@ mod tests {
             let l = db.label;
             let caches = caches_on(&db, MISSES_CAPACITY).await;
             let mut tx = db.store.tx().await.unwrap();
-            let user = tollgate_store::insert_user(&mut tx, "kept@tollgate.test", "Kept", None, true).await.unwrap();
-            let tenant = tollgate_store::insert_tenant(&mut tx, "Kept", "kept").await.unwrap();
-            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
-            tollgate_store::insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
+            let (user, tenant) = new_member(&db, &mut tx, "Kept").await;
             let new = tollgate_store::NewSession {
                 user_id: &user.id,
                 tenant_id: &tenant.id,
@@ -643,17 +661,12 @@ mod tests {
             let mut tx = db.store.tx().await.unwrap();
             assert!(tollgate_store::revoke_session(&mut tx, &user.id, &session, "test").await.unwrap(), "{l}");
             tx.commit().await.unwrap();
-            tokio::time::sleep(
-                (looked_up + LIVENESS_TTL + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
-            )
-            .await;
+            sleep_past_the_bound(looked_up).await;
             let after = caches.token_principal(&token, "10.0.0.2").await;
             assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
         }
     }
 
-    /// Made-up key prefixes and tenant hints are remembered as misses, in a
-    /// cache of their own with a bound, and never in the live caches.
     /// A key's principal is kept from its first request (its use still
     /// recorded on every one), and no longer than the key record it was
     /// built from: a revoked key stops within `LIVENESS_TTL` of that
@@ -664,10 +677,7 @@ mod tests {
             let l = db.label;
             let caches = caches_on(&db, MISSES_CAPACITY).await;
             let mut tx = db.store.tx().await.unwrap();
-            let user = tollgate_store::insert_user(&mut tx, "key@tollgate.test", "Key", None, true).await.unwrap();
-            let tenant = tollgate_store::insert_tenant(&mut tx, "Keyed", "keyed").await.unwrap();
-            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
-            tollgate_store::insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
+            let (user, tenant) = new_member(&db, &mut tx, "Keyed").await;
             let (prefix, secret) = tollgate_identity::secrets::new_api_key();
             let scopes = ["crm.read".to_owned()];
             let row = tollgate_store::insert_api_key(
@@ -706,15 +716,14 @@ mod tests {
             db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
             assert!(tollgate_store::revoke_api_key(&mut tx, &tenant.id, &row.id).await.unwrap(), "{l}");
             tx.commit().await.unwrap();
-            tokio::time::sleep(
-                (looked_up + LIVENESS_TTL + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
-            )
-            .await;
+            sleep_past_the_bound(looked_up).await;
             let after = caches.key_principal(&secret, "10.0.0.2").await;
             assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
         }
     }
 
+    /// Made-up key prefixes and tenant hints are remembered as misses, in a
+    /// cache of their own with a bound, and never in the live caches.
     #[tokio::test]
     async fn made_up_key_prefixes_and_tenant_hints_stay_within_the_miss_bound() {
         for db in tollgate_store::testing::databases().await {
