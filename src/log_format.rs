@@ -13,7 +13,6 @@ use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -55,8 +54,10 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        writer.write_str(timestamp(std::time::SystemTime::now()).as_str())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
         let mut members = Members { out: &mut writer, first: false, result: Ok(()) };
         if normalized.is_some() {
             event.record(&mut FromLog(&mut members));
@@ -193,25 +194,86 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut plain = 0;
         for (i, byte) in text.bytes().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f | 0x7f => "",
-                _ => continue,
-            };
-            self.0.write_str(&text[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
+            if !ESCAPED[usize::from(byte)] {
+                continue;
             }
+            self.0.write_str(&text[plain..i])?;
+            match byte {
+                b'"' => self.0.write_str("\\\""),
+                b'\\' => self.0.write_str("\\\\"),
+                b'\n' => self.0.write_str("\\n"),
+                b'\r' => self.0.write_str("\\r"),
+                b'\t' => self.0.write_str("\\t"),
+                _ => write!(self.0, "\\u{byte:04x}"),
+            }?;
             plain = i + 1;
         }
         self.0.write_str(&text[plain..])
     }
+}
+
+/// The bytes escaped inside a JSON string: quotes, backslashes and control
+/// characters (DEL too). A look-up per byte: most text has none of them.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table
+};
+
+/// `at` in RFC 3339 form, in UTC with microseconds
+/// (`2026-11-26T19:40:05.123456Z`), written without the formatting
+/// machinery; times before 1970 read as 1970.
+fn timestamp(at: std::time::SystemTime) -> Timestamp {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_date(secs / 86_400);
+    let in_day = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for slot in out[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3600);
+    put(14, 2, in_day / 60 % 60);
+    put(17, 2, in_day % 60);
+    put(20, 6, u64::from(since.subsec_micros()));
+    Timestamp(out)
+}
+
+/// A formatted [`timestamp`]: ASCII digits and separators.
+struct Timestamp([u8; 27]);
+
+impl Timestamp {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The year, month and day of a day counted from 1970-01-01, in the
+/// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -337,6 +399,23 @@ mod tests {
                 "target": "pingora_load_balancing",
             })]
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (secs, micros, expected) in [
+            (0, 0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400, 1, "2000-02-29T00:00:00.000001Z"),
+            (1_709_164_800, 42, "2024-02-29T00:00:00.000042Z"),
+            (1_798_761_599, 999_999, "2026-12-31T23:59:59.999999Z"),
+            (1_800_000_000, 123_456, "2027-01-15T08:00:00.123456Z"),
+            (4_107_542_400, 500_000, "2100-03-01T00:00:00.500000Z"),
+        ] {
+            let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+            assert_eq!(timestamp(at).as_str(), expected, "{secs}.{micros}");
+        }
+        assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(1)).as_str(), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

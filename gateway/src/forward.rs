@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
@@ -41,6 +41,30 @@ fn dropped(name: &str) -> bool {
     starts(IDENTITY_HEADER_PREFIX) || starts("x-forwarded-") || CLIENT_HEADERS_DROPPED.iter().any(|h| is(h))
 }
 
+/// Edits a pingora header through its `http` parts, where the header map
+/// can be reserved and takes names built once (pingora's own methods parse
+/// every name again and keep a second map of the names' case). The header
+/// comes back without that case map: it is written with canonical names,
+/// which HTTP reads case-insensitively (RFC 9110, section 5.1).
+pub fn edit_parts<H, P>(header: &mut H, empty: P, edit: impl FnOnce(&mut P))
+where
+    H: From<P>,
+    P: From<H>,
+{
+    let mut parts = P::from(std::mem::replace(header, H::from(empty)));
+    edit(&mut parts);
+    *header = H::from(parts);
+}
+
+/// Empty request parts, to stand in while a request's are edited.
+fn no_request() -> http::request::Parts {
+    http::Request::new(()).into_parts().0
+}
+
+const DECISION: HeaderName = HeaderName::from_static("x-tollgate-decision");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Turns the client's request into the upstream's: only the routed path
 /// (with the query), none of the client's identity, proxy or
 /// method-override headers, the `Authorization` header only where the route
@@ -52,34 +76,46 @@ pub fn prepare_upstream_request(
     assertions: &Assertions,
     request_id: &str,
 ) -> Result<(), Reject> {
-    let unwanted: Vec<String> =
-        request.headers.keys().map(|n| n.as_str()).filter(|n| dropped(n)).map(str::to_owned).collect();
-    for name in unwanted {
-        request.remove_header(&name);
-    }
-    if !permit.route().forward_authorization {
-        request.remove_header("authorization");
-    }
+    // Everything that can fail, before the request is taken apart.
+    let signed = assertions.signed(permit)?;
+    let text = |value: &str| HeaderValue::from_str(value).map_err(|_| Reject::Internal);
+    let (decision, request_id) = (text(permit.decision_id())?, text(request_id)?);
     // The upstream gets exactly the path that was routed (the request's
     // own when it was routed as sent).
     let uri = &request.uri;
-    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != permit.route().path {
+    let routed_uri = if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != permit.route().path {
         let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        let uri = format!("{}{query}", permit.route().path).parse().map_err(|_| Reject::Internal)?;
-        request.set_uri(uri);
-    }
-    let signed = assertions.signed(permit)?;
-    let set = |request: &mut RequestHeader, name: &'static str, value: HeaderValue| {
-        request.insert_header(name, value).map_err(|_| Reject::Internal)
+        Some(format!("{}{query}", permit.route().path).parse::<http::Uri>().map_err(|_| Reject::Internal)?)
+    } else {
+        None
     };
-    for (name, value) in &signed.headers {
-        set(request, name, value.clone())?;
+    let send_end_stream = request.send_end_stream();
+    edit_parts(request, no_request(), |parts| {
+        let headers = &mut parts.headers;
+        let unwanted: Vec<HeaderName> = headers.keys().filter(|n| dropped(n.as_str())).cloned().collect();
+        for name in unwanted {
+            headers.remove(name);
+        }
+        if !permit.route().forward_authorization {
+            headers.remove(http::header::AUTHORIZATION);
+        }
+        headers.reserve(signed.headers.len() + 3);
+        for (name, value) in &signed.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers.insert(DECISION, decision);
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(REQUEST_ID, request_id);
+        if let Some(uri) = routed_uri {
+            parts.uri = uri;
+        }
+    });
+    if let Some(send) = send_end_stream {
+        request.set_send_end_stream(send);
     }
-    let text = |value: &str| HeaderValue::from_str(value).map_err(|_| Reject::Internal);
-    set(request, "x-tollgate-decision", text(permit.decision_id())?)?;
-    set(request, "x-forwarded-proto", HeaderValue::from_static("http"))?;
-    set(request, "x-request-id", text(request_id)?)
+    Ok(())
 }
+
 /// How often each upstream address is health checked (TCP connect).
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -198,28 +234,35 @@ pub struct Signed {
     asserted: Asserted,
     /// Every identity header but the request's decision id, the assertion
     /// and `X-Forwarded-For` included.
-    headers: Vec<(&'static str, HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     reuse_until: i64,
 }
+
+/// The identity headers' names.
+const PRINCIPAL: HeaderName = HeaderName::from_static("x-tollgate-principal");
+const ROLES: HeaderName = HeaderName::from_static("x-tollgate-roles");
+const GROUPS: HeaderName = HeaderName::from_static("x-tollgate-groups");
+const GROUPS_TRUNCATED: HeaderName = HeaderName::from_static("x-tollgate-groups-truncated");
+const ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
+const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug");
 
 impl Signed {
     fn new(asserted: Asserted, token: String, reuse_until: i64) -> Result<Self, Reject> {
         let text = |value: String| HeaderValue::try_from(value).map_err(|_| Reject::Internal);
         let a = &asserted;
         let mut headers = vec![
-            ("x-tollgate-principal", text(a.sub.clone())?),
-            ("x-tollgate-roles", text(a.roles.join(","))?),
-            ("x-tollgate-groups", text(a.groups.join(","))?),
-            (
-                "x-tollgate-groups-truncated",
-                HeaderValue::from_static(if a.groups_truncated { "true" } else { "false" }),
-            ),
-            ("x-tollgate-assertion", text(token)?),
-            ("x-forwarded-for", text(a.ip.clone())?),
+            (PRINCIPAL, text(a.sub.clone())?),
+            (ROLES, text(a.roles.join(","))?),
+            (GROUPS, text(a.groups.join(","))?),
+            (GROUPS_TRUNCATED, HeaderValue::from_static(if a.groups_truncated { "true" } else { "false" })),
+            (ASSERTION, text(token)?),
+            (FORWARDED_FOR, text(a.ip.clone())?),
         ];
         if let (Some(id), Some(slug)) = (&a.tid, &a.slug) {
-            headers.push(("x-tollgate-tenant", text(id.clone())?));
-            headers.push(("x-tollgate-tenant-slug", text(slug.clone())?));
+            headers.push((TENANT, text(id.clone())?));
+            headers.push((TENANT_SLUG, text(slug.clone())?));
         }
         Ok(Self { asserted, headers, reuse_until })
     }
@@ -365,10 +408,18 @@ mod tests {
             ("forwarded", "for=203.0.113.1"),
             ("x-http-method-override", "DELETE"),
             ("authorization", "Bearer tok"),
+            ("X-Trace-Context", "abc"),
+            ("x-request-id", "client-chosen"),
         ] {
             req.append_header(name, value).unwrap();
         }
         prepare_upstream_request(&mut req, &permit, &keys, "req-1").unwrap();
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        for line in ["x-trace-context: abc\r\n", "x-tollgate-tenant: t1\r\n", "x-request-id: req-1\r\n"] {
+            assert_eq!(wire.matches(line).count(), 1, "{line:?} once in {wire}");
+        }
         assert_eq!(req.uri.to_string(), "/crm/contacts?x=1", "the routed path, with the query");
         assert_eq!(header(&req, "x-tollgate-tenant"), Some("t1"));
         assert_eq!(header(&req, "x-tollgate-principal"), Some("user:g1"));

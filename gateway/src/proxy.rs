@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -22,7 +23,7 @@ use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 
 use crate::client::client_address;
-use crate::forward::prepare_upstream_request;
+use crate::forward::{REQUEST_ID, edit_parts, prepare_upstream_request};
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
@@ -62,6 +63,14 @@ impl Ctx {
             Admission::Permitted { permit, .. } => Some(permit.decision_id()),
         }
     }
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A header value from text the gateway wrote.
+fn text_value(text: String) -> Result<HeaderValue> {
+    HeaderValue::try_from(text).map_err(|_| Error::explain(ErrorType::InternalError, "unwritable header value"))
 }
 
 /// The proxy over the gateway's pipeline.
@@ -238,16 +247,25 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Admission::Permitted { permit, forwarded_at } = &ctx.admission {
-            if let Some(at) = forwarded_at {
-                self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed().as_secs_f64());
-            }
-            if let Some(standing) = &permit.within.0 {
-                response.insert_header("ratelimit-policy", standing.policy_field())?;
-                response.insert_header("ratelimit", standing.field())?;
-            }
+        if let Admission::Permitted { permit, forwarded_at: Some(at) } = &ctx.admission {
+            self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed().as_secs_f64());
         }
-        response.insert_header("x-request-id", ctx.request_id.clone())?;
+        let request_id = HeaderValue::from_str(&ctx.request_id)
+            .map_err(|_| Error::explain(ErrorType::InternalError, "unreadable request id"))?;
+        let standing = ctx.permit().and_then(|p| p.within.0.as_ref());
+        let rate_limit = match standing {
+            Some(s) => Some((text_value(s.policy_field())?, text_value(s.field())?)),
+            None => None,
+        };
+        edit_parts(response, http::Response::new(()).into_parts().0, |parts: &mut http::response::Parts| {
+            let headers = &mut parts.headers;
+            headers.reserve(3);
+            if let Some((policy, field)) = rate_limit {
+                headers.insert(RATELIMIT_POLICY, policy);
+                headers.insert(RATELIMIT, field);
+            }
+            headers.insert(REQUEST_ID, request_id);
+        });
         Ok(())
     }
 
@@ -274,9 +292,9 @@ impl ProxyHttp for Proxy {
         route.request(status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
         tracing::info!(
-            request_id = %ctx.request_id,
-            method = %req.method,
-            path = %req.uri.path(),
+            request_id = ctx.request_id.as_str(),
+            method = req.method.as_str(),
+            path = req.uri.path(),
             status,
             decision = ctx.decision_id().unwrap_or(""),
             tenant = permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),

@@ -151,6 +151,11 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     assert_eq!(h["traceparent"], json!(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]), "passed through");
     assert_eq!(h["x-request-id"], json!(["req-e2e-1"]), "a well-formed request id is propagated");
     assert_eq!(h["x-tollgate-assertion"].as_array().unwrap().len(), 1);
+    let answered = gw.http.get(gw.url("/echo/items/42")).bearer_auth(token).header("x-request-id", "req-e2e-2");
+    let answered = answered.send().await.unwrap();
+    let said = |name: &str| answered.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!((answered.status().as_u16(), said("x-request-id")), (200, Some("req-e2e-2".into())), "echoed to the client");
+    assert!(said("content-type").is_some(), "the upstream's own response headers pass");
 
     // The assertion verifies against the published JWKS.
     let assertion = h["x-tollgate-assertion"][0].as_str().unwrap();
