@@ -154,7 +154,11 @@ async fn permitted_requests_carry_verified_identity_and_never_spoofed_headers() 
     let answered = gw.http.get(gw.url("/echo/items/42")).bearer_auth(token).header("x-request-id", "req-e2e-2");
     let answered = answered.send().await.unwrap();
     let said = |name: &str| answered.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    assert_eq!((answered.status().as_u16(), said("x-request-id")), (200, Some("req-e2e-2".into())), "echoed to the client");
+    assert_eq!(
+        (answered.status().as_u16(), said("x-request-id")),
+        (200, Some("req-e2e-2".into())),
+        "echoed to the client"
+    );
     assert!(said("content-type").is_some(), "the upstream's own response headers pass");
 
     // The assertion verifies against the published JWKS.
