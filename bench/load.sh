@@ -24,7 +24,7 @@ RECORD="${RECORD:-1}"
 need
 build_release
 ORIGIN=$(free_port); NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
-PASS=$(free_port); PASS_NS=$(free_port); TG=$(free_port); METRICS=$(free_port)
+PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
 # The nginx proxies (two workers, like the gateway's two threads): plain, and
 # with auth_request to a no-op authorizer in the same nginx.
@@ -65,10 +65,6 @@ wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
 "$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
 PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
-# The same passthrough without work stealing, as the gateway runs.
-"$BIN/passthrough" "127.0.0.1:$PASS_NS" "127.0.0.1:$ORIGIN" 2 no-steal >"$WORK/passthrough-ns.log" 2>&1 &
-PIDS+=($!); PASS_NS_PID=$!
-wait_port "$PASS_NS"
 
 start_tollgate
 bench_owner
@@ -135,7 +131,6 @@ for conns in 64 8; do
     measure "nginx proxy" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_PROXY/x"
     measure "nginx + auth_request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/x"
     measure "pingora passthrough" "$conns" "$PASS_PID" "http://127.0.0.1:$PASS/x"
-    measure "pingora passthrough, no work stealing" "$conns" "$PASS_NS_PID" "http://127.0.0.1:$PASS_NS/x"
     measure "tollgate public route" "$conns" "$TG_PID" "http://127.0.0.1:$TG/public/x"
     measure "tollgate cached JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
     measure "tollgate API key" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
@@ -166,18 +161,16 @@ sample() {
         '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.0f\n", r, d / clk / n * 1e6}'
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
-PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=(); NS_RPS=(); NS_CPU=()
-echo "paired rounds (${PAIRS} x 4 x ${DURATION}s)"
+PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=()
+echo "paired rounds (${PAIRS} x 3 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
     read -r p_rps p_cpu <<<"$(sample "$PASS_PID" "http://127.0.0.1:$PASS/x")"
     read -r j_rps j_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
     read -r k_rps k_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
-    read -r n_rps n_cpu <<<"$(sample "$PASS_NS_PID" "http://127.0.0.1:$PASS_NS/x")"
-    NS_RPS+=("$(ratio "$j_rps" "$n_rps")"); NS_CPU+=("$(ratio "$j_cpu" "$n_cpu")")
     JWT_RPS+=("$(ratio "$j_rps" "$p_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$p_rps")")
     JWT_CPU+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$p_cpu")")
-    PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $j_rps / $j_cpu | $k_rps / $k_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} | $n_rps / $n_cpu | ${NS_RPS[-1]} / ${NS_CPU[-1]} |")
-    echo "  round $round: passthrough $p_rps req/s $p_cpu µs, cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu, passthrough without stealing $n_rps $n_cpu"
+    PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $j_rps / $j_cpu | $k_rps / $k_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} |")
+    echo "  round $round: passthrough $p_rps req/s $p_cpu µs, cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu"
 done
 
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
@@ -207,12 +200,11 @@ report_start "load harness" ", $MEM"
     echo
     echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios to the passthrough of the same round):"
     echo
-    echo "| round | passthrough | cached JWT | API key | cached JWT ratio req/s / CPU | API key ratio req/s / CPU | passthrough, no work stealing | cached JWT ratio to it |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| round | passthrough | cached JWT | API key | cached JWT ratio req/s / CPU | API key ratio req/s / CPU |"
+    echo "|---|---|---|---|---|---|"
     printf '%s\n' "${PAIR_ROWS[@]}"
     echo
     echo "- median, cached JWT / passthrough: **$(median "${JWT_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${JWT_CPU[@]}")×** CPU per request (target ≤ 1.3)"
     echo "- median, API key / passthrough: **$(median "${KEY_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${KEY_CPU[@]}")×** CPU per request (target ≤ 1.3)"
-    echo "- median, cached JWT / passthrough without work stealing (pingora as the gateway runs it): **$(median "${NS_RPS[@]}")** req/s, **$(median "${NS_CPU[@]}")×** CPU per request"
 } >>"$REPORT"
 record_report

@@ -365,12 +365,6 @@ pub fn spawn(
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let conf = ServerConf {
         threads,
-        // Each worker runs its own connections' requests start to end: with
-        // stealing, a request's task hops threads (its memory freed on
-        // another thread, idle workers woken to steal), which cost the
-        // gateway a fifth of its throughput here (bench/RESULTS.md,
-        // 2026-11-26). Connections are spread over the workers as accepted.
-        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -1,9 +1,8 @@
 //! Bare pingora passthrough: the floor the gateway is measured against. It
 //! forwards every request to one upstream with nothing in between.
 //!
-//! Usage: `passthrough LISTEN UPSTREAM THREADS [no-steal]`, e.g.
-//! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`; `no-steal` runs it
-//! without pingora's work stealing, as the gateway runs.
+//! Usage: `passthrough LISTEN UPSTREAM THREADS`, e.g.
+//! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`.
 
 use std::net::SocketAddr;
 
@@ -30,19 +29,19 @@ impl ProxyHttp for Passthrough {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let parsed = match args.as_slice() {
-        [_, listen, upstream, threads, rest @ ..] if rest.is_empty() || rest == ["no-steal"] => {
+        [_, listen, upstream, threads] => {
             match (listen.parse::<SocketAddr>(), upstream.parse::<SocketAddr>(), threads.parse::<usize>()) {
-                (Ok(l), Ok(u), Ok(t)) if t > 0 => Some((l, u, t, rest.is_empty())),
+                (Ok(l), Ok(u), Ok(t)) if t > 0 => Some((l, u, t)),
                 _ => None,
             }
         }
         _ => None,
     };
-    let Some((listen, upstream, threads, work_stealing)) = parsed else {
-        eprintln!("usage: passthrough LISTEN UPSTREAM THREADS [no-steal] (addresses like 127.0.0.1:8080)");
+    let Some((listen, upstream, threads)) = parsed else {
+        eprintln!("usage: passthrough LISTEN UPSTREAM THREADS (addresses like 127.0.0.1:8080)");
         std::process::exit(2);
     };
-    let conf = ServerConf { threads, work_stealing, ..ServerConf::default() };
+    let conf = ServerConf { threads, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { upstream });
