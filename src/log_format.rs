@@ -233,7 +233,9 @@ const ESCAPED: [bool; 256] = {
 fn timestamp(at: std::time::SystemTime) -> Timestamp {
     let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_date(secs / 86_400);
+    // Within u64 seconds the day count fits an i64 and the date is not
+    // negative.
+    let (year, month, day) = tollgate_scim::query::civil_date((secs / 86_400) as i64);
     let in_day = secs % 86_400;
     let mut out = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut value: u64| {
@@ -242,9 +244,9 @@ fn timestamp(at: std::time::SystemTime) -> Timestamp {
             value /= 10;
         }
     };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, month.unsigned_abs());
+    put(8, 2, day.unsigned_abs());
     put(11, 2, in_day / 3600);
     put(14, 2, in_day / 60 % 60);
     put(17, 2, in_day % 60);
@@ -259,21 +261,6 @@ impl Timestamp {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
-}
-
-/// The year, month and day of a day counted from 1970-01-01, in the
-/// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -56,11 +56,6 @@ where
     *header = H::from(parts);
 }
 
-/// Empty request parts, to stand in while a request's are edited.
-fn no_request() -> http::request::Parts {
-    http::Request::new(()).into_parts().0
-}
-
 const DECISION: HeaderName = HeaderName::from_static("x-tollgate-decision");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -90,7 +85,7 @@ pub fn prepare_upstream_request(
         None
     };
     let send_end_stream = request.send_end_stream();
-    edit_parts(request, no_request(), |parts| {
+    edit_parts(request, http::Request::new(()).into_parts().0, |parts| {
         let headers = &mut parts.headers;
         let unwanted: Vec<HeaderName> = headers.keys().filter(|n| dropped(n.as_str())).cloned().collect();
         for name in unwanted {

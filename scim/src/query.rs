@@ -161,12 +161,10 @@ pub fn parse_time_ms(text: &str) -> Option<i64> {
     Some(secs * 1000 + millis)
 }
 
-/// Unix milliseconds as RFC 3339 (UTC, with milliseconds).
-pub fn format_time_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
+/// The year, month and day of a day counted from 1970-01-01 (negative
+/// before it), in the proleptic Gregorian calendar (Howard Hinnant's
+/// `civil_from_days`).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -175,7 +173,15 @@ pub fn format_time_ms(ms: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, with milliseconds).
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let (year, month, day) = civil_date(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
