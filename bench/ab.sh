@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A/B rounds of two gateway builds: the passthrough and two Tollgates (A and
+# B, each with its own data dir and bench tenant) run side by side, and each
+# round measures the passthrough, then A and B with a cached JWT and with an
+# API key, swapping the order of A and B every round. Changes smaller than
+# the drift between whole harness runs (up to 30% on these machines) show
+# only this way. Loopback only; every measurement stops by itself.
+#
+# Usage: bench/ab.sh DIR_A DIR_B   (each holding a `tollgate` binary; the
+#        passthrough is DIR_A's when it has one, else the production build;
+#        ROUNDS=4, DURATION=5, CONNS=64, RECORD=0 to not append,
+#        A_LOG / B_LOG: TOLLGATE_LOG of each side, default info)
+# Prints, per round, req/s / µs CPU per request of the measured process,
+# then the medians, and appends them to bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$#" -eq 2 ] || { echo "usage: bench/ab.sh DIR_A DIR_B" >&2; exit 2; }
+A_DIR="$(cd "$1" && pwd)"; B_DIR="$(cd "$2" && pwd)"
+for dir in "$A_DIR" "$B_DIR"; do
+    [ -x "$dir/tollgate" ] || { echo "error: no tollgate binary in $dir" >&2; exit 2; }
+done
+ROUNDS="${ROUNDS:-4}"; DURATION="${DURATION:-5}"; CONNS="${CONNS:-64}"; RECORD="${RECORD:-1}"
+
+# shellcheck source=bench/common.sh
+. bench/common.sh
+need
+if [ -x "$A_DIR/passthrough" ]; then
+    PASSTHROUGH="$A_DIR/passthrough"
+else
+    cargo build --profile production -q -p tollgate-bench --bin passthrough
+    PASSTHROUGH="${CARGO_TARGET_DIR:-target}/production/passthrough"
+fi
+ROOT="$WORK"
+ORIGIN=$(free_port); PASS=$(free_port)
+start_origin
+"$PASSTHROUGH" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$ROOT/passthrough.log" 2>&1 &
+PIDS+=($!); PASS_PID=$!
+wait_port "$PASS"
+
+declare -A PORT PID CRED_JWT CRED_KEY
+for side in A B; do
+    mkdir -p "$ROOT/$side"
+    WORK="$ROOT/$side"
+    if [ "$side" = A ]; then BIN="$A_DIR"; TOLLGATE_LOG="${A_LOG:-info}"; else BIN="$B_DIR"; TOLLGATE_LOG="${B_LOG:-info}"; fi
+    TG=$(free_port); METRICS=$(free_port)
+    start_tollgate
+    bench_owner
+    PORT[$side]=$TG; PID[$side]=$TG_PID; CRED_JWT[$side]=$TOKEN; CRED_KEY[$side]=$KEY
+done
+WORK="$ROOT"
+
+# sample PID URL [wrk args...] -> "req/s µs-CPU-per-request"
+sample() {
+    local pid="$1" url="$2"; shift 2
+    local before after out
+    before=$(ticks "$pid")
+    out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url")
+    after=$(ticks "$pid")
+    echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
+        '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
+}
+cell() { echo "$1" | awk '{print $1 " / " $2}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
+
+for side in A B; do
+    wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$side]}/tenant/x" -H "Authorization: Bearer ${CRED_JWT[$side]}" >/dev/null
+done
+ROWS=()
+declare -A RPS CPU
+echo "A/B rounds (${ROUNDS} x 5 x ${DURATION}s, ${CONNS} connections)"
+for round in $(seq 1 "$ROUNDS"); do
+    order="A B"; [ $(( round % 2 )) = 0 ] && order="B A"
+    declare -A got=()
+    got["pass"]=$(sample "$PASS_PID" "http://127.0.0.1:$PASS/x")
+    for side in $order; do
+        url="http://127.0.0.1:${PORT[$side]}/tenant/x"
+        got["$side jwt"]=$(sample "${PID[$side]}" "$url" -H "Authorization: Bearer ${CRED_JWT[$side]}")
+        got["$side key"]=$(sample "${PID[$side]}" "$url" -H "Authorization: Bearer ${CRED_KEY[$side]}")
+    done
+    for k in "A jwt" "B jwt" "A key" "B key"; do
+        read -r r c <<<"${got[$k]}"
+        RPS["$k"]+="$r "; CPU["$k"]+="$c "
+    done
+    ROWS+=("| $round | $(cell "${got["pass"]}") | $(cell "${got["A jwt"]}") | $(cell "${got["B jwt"]}") | $(cell "${got["A key"]}") | $(cell "${got["B key"]}") |")
+    echo "  ${ROWS[-1]}"
+done
+med() { # KEY -> "req/s / µs"
+    # shellcheck disable=SC2086
+    printf '%.0f / %.1f' "$(median ${RPS["$1"]})" "$(median ${CPU["$1"]})"
+}
+
+# (The binaries are the caller's, built however A and B say.)
+PROFILE="given"
+report_start "A/B rounds"
+{
+    echo "A: \`$A_DIR\`, B: \`$B_DIR\` (A_LOG=${A_LOG:-info}, B_LOG=${B_LOG:-info}). Command:"
+    echo "\`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS bench/ab.sh A B\` (wrk, 1 thread; A and B swap order every round;"
+    echo "cells: req/s / µs CPU per request of the measured process)."
+    echo
+    echo "| round | passthrough | cached JWT, A | cached JWT, B | API key, A | API key, B |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo "| median | | $(med "A jwt") | $(med "B jwt") | $(med "A key") | $(med "B key") |"
+} >>"$REPORT"
+record_report
