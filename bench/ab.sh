@@ -50,18 +50,7 @@ for side in A B; do
 done
 WORK="$ROOT"
 
-# sample PID URL [wrk args...] -> "req/s µs-CPU-per-request"
-sample() {
-    local pid="$1" url="$2"; shift 2
-    local before after out
-    before=$(ticks "$pid")
-    out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url")
-    after=$(ticks "$pid")
-    echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
-        '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
-}
 cell() { echo "$1" | awk '{print $1 " / " $2}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 
 for side in A B; do
     wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$side]}/tenant/x" -H "Authorization: Bearer ${CRED_JWT[$side]}" >/dev/null
@@ -72,11 +61,11 @@ echo "A/B rounds (${ROUNDS} x 5 x ${DURATION}s, ${CONNS} connections)"
 for round in $(seq 1 "$ROUNDS"); do
     order="A B"; [ $(( round % 2 )) = 0 ] && order="B A"
     declare -A got=()
-    got["pass"]=$(sample "$PASS_PID" "http://127.0.0.1:$PASS/x")
+    got["pass"]=$(sample "$PASS_PID" "$CONNS" "http://127.0.0.1:$PASS/x")
     for side in $order; do
         url="http://127.0.0.1:${PORT[$side]}/tenant/x"
-        got["$side jwt"]=$(sample "${PID[$side]}" "$url" -H "Authorization: Bearer ${CRED_JWT[$side]}")
-        got["$side key"]=$(sample "${PID[$side]}" "$url" -H "Authorization: Bearer ${CRED_KEY[$side]}")
+        got["$side jwt"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_JWT[$side]}")
+        got["$side key"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_KEY[$side]}")
     done
     for k in "A jwt" "B jwt" "A key" "B key"; do
         read -r r c <<<"${got[$k]}"

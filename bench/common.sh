@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# What the loopback harnesses share (sourced by bench/load.sh and
-# bench/soak.sh): the tools they need, release binaries, a work dir cleaned
-# up on exit, free ports, a tiny origin (one nginx worker), Tollgate in front
-# of it with a bench tenant whose limits are lifted, and CPU/RSS readers.
+# What the loopback harnesses share (sourced by bench/load.sh, bench/ab.sh,
+# bench/soak.sh and the others): the tools they need, release binaries, a
+# work dir cleaned up on exit, free ports, a tiny origin (one nginx worker),
+# Tollgate in front of it with a bench tenant whose limits are lifted, CPU
+# and RSS readers, and a wrk sample of one process's req/s and CPU.
 # Everything listens on 127.0.0.1. (Function bodies are not indented: they
 # hold here-documents.)
 
@@ -157,6 +158,19 @@ ticks() { # CPU time (clock ticks) of the processes with these pids, threads inc
 hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") )); done; echo "$total"; }
 nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
 CLK=$(getconf CLK_TCK)
+
+# sample PID CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request" of
+# the process PID over DURATION seconds of wrk at CONNECTIONS.
+sample() {
+local pid="$1" conns="$2" url="$3"; shift 3
+local before after out
+before=$(ticks "$pid")
+out=$(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url")
+after=$(ticks "$pid")
+echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
+    '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 
 # rotate TOKENS_FILE: a wrk script (TOKENS_FILE with .lua for .txt) sending
 # each token of the file in turn to /tenant/x.

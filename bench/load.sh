@@ -150,23 +150,12 @@ done
 # medians of the rounds are the figures to compare with the targets.
 PAIRS="${PAIRS:-3}"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# sample PID URL [wrk args...] -> "req/s µs-CPU-per-request" at 64 connections
-sample() {
-    local pid="$1" url="$2"; shift 2
-    local before after out
-    before=$(ticks "$pid")
-    out=$(wrk -t1 -c64 -d"${DURATION}s" "$@" "$url")
-    after=$(ticks "$pid")
-    echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
-        '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.0f\n", r, d / clk / n * 1e6}'
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=()
 echo "paired rounds (${PAIRS} x 3 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
-    read -r p_rps p_cpu <<<"$(sample "$PASS_PID" "http://127.0.0.1:$PASS/x")"
-    read -r j_rps j_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r k_rps k_cpu <<<"$(sample "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
+    read -r p_rps p_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/x")"
+    read -r j_rps j_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    read -r k_rps k_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
     JWT_RPS+=("$(ratio "$j_rps" "$p_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$p_rps")")
     JWT_CPU+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$p_cpu")")
     PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $j_rps / $j_cpu | $k_rps / $k_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} |")
