@@ -8,6 +8,7 @@
 
 use std::fmt::{self, Write as _};
 
+use tollgate_gateway::access::{self, AccessLine};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent as _;
@@ -80,6 +81,87 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// Access lines written straight into the log writer, in the same JSON
+/// form [`JsonLines`] gives the `tracing` event they replace (access lines
+/// are logged outside any span).
+#[derive(Debug)]
+pub struct JsonAccessLines(pub crate::log_writer::BatchWriter);
+
+impl tollgate_gateway::access::AccessLog for JsonAccessLines {
+    fn write(&self, line: &AccessLine<'_>) {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUFFER.with(|buffer| {
+            let Ok(mut buffer) = buffer.try_borrow_mut() else {
+                return;
+            };
+            buffer.clear();
+            if access_line(&mut *buffer, line, std::time::SystemTime::now()).is_ok() {
+                self.0.append(buffer.as_bytes());
+            }
+        });
+    }
+}
+
+/// `line` as one JSON line, logged `at`.
+fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::SystemTime) -> fmt::Result {
+    out.write_str("{\"timestamp\":\"")?;
+    out.write_str(timestamp(at).as_str())?;
+    out.write_str("\",\"level\":\"INFO\",\"message\":")?;
+    string(out, access::MESSAGE)?;
+    for (member, value) in
+        [(",\"request_id\":", line.request_id), (",\"method\":", line.method), (",\"path\":", line.path)]
+    {
+        out.write_str(member)?;
+        string(out, value)?;
+    }
+    out.write_str(",\"status\":")?;
+    out.write_str(itoa::Buffer::new().format(line.status))?;
+    let text = [
+        (",\"decision\":", line.decision),
+        (",\"tenant\":", line.tenant),
+        (",\"principal\":", line.principal),
+        (",\"route\":", line.route),
+    ];
+    for (member, value) in text {
+        out.write_str(member)?;
+        string(out, value)?;
+    }
+    out.write_str(",\"policies\":")?;
+    debug_list(out, line.policies)?;
+    out.write_str(",\"error\":")?;
+    match line.error {
+        Some(error) => quoted(out, format_args!("{error}"))?,
+        None => out.write_str("\"\"")?,
+    }
+    out.write_str(",\"latency_us\":")?;
+    out.write_str(itoa::Buffer::new().format(line.latency_us))?;
+    out.write_str(",\"target\":")?;
+    string(out, access::TARGET)?;
+    out.write_str("}\n")
+}
+
+/// The `Debug` form of a list of strings (`["a", "b"]`) as a JSON string;
+/// items of printable ASCII other than `"` and `\` are their own `Debug`
+/// form between quotes and are copied as they are.
+fn debug_list(out: &mut impl fmt::Write, items: &[String]) -> fmt::Result {
+    out.write_str("\"[")?;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.write_str(", ")?;
+        }
+        if item.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+            out.write_str("\\\"")?;
+            out.write_str(item)?;
+            out.write_str("\\\"")?;
+        } else {
+            write!(Escaped(&mut *out), "{item:?}")?;
+        }
+    }
+    out.write_str("]\"")
 }
 
 /// Writes fields as `"name":value` members, separated by commas.
@@ -193,10 +275,9 @@ struct Escaped<'a, W>(&'a mut W);
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut plain = 0;
-        for (i, byte) in text.bytes().enumerate() {
-            if !ESCAPED[usize::from(byte)] {
-                continue;
-            }
+        while let Some(found) = first_escaped(&text.as_bytes()[plain..]) {
+            let i = plain + found;
+            let byte = text.as_bytes()[i];
             self.0.write_str(&text[plain..i])?;
             match byte {
                 b'"' => self.0.write_str("\\\""),
@@ -210,6 +291,26 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
         }
         self.0.write_str(&text[plain..])
     }
+}
+
+/// Where the first byte [`ESCAPED`] marks is in `bytes`, if anywhere: eight
+/// bytes at a time while none of them is one (text mostly has none).
+fn first_escaped(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero exactly when a byte of `word` is below `n` (n <= 0x80).
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let equal = |word: u64, b: u8| below(word ^ (ONES * u64::from(b)), 1);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = chunk.try_into().map_or(u64::MAX, u64::from_ne_bytes);
+        if below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') | equal(word, 0x7f) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..].iter().position(|&b| ESCAPED[usize::from(b)]).map(|i| at + i)
 }
 
 /// The bytes escaped inside a JSON string: quotes, backslashes and control
@@ -403,6 +504,68 @@ mod tests {
             assert_eq!(timestamp(at).as_str(), expected, "{secs}.{micros}");
         }
         assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(1)).as_str(), "1970-01-01T00:00:00.000000Z");
+    }
+
+    /// The access line written straight into the log writer is the line
+    /// the `tracing` event gives, field for field, hostile text included.
+    #[test]
+    fn access_lines_written_directly_are_the_events_lines() {
+        let error = std::io::Error::other("upstream \"gone\"\n");
+        let policies = ["tenant.crm-read".to_owned(), "crm.read: members \"read\"".to_owned(), "layer.a\\b".to_owned()];
+        let line = AccessLine {
+            request_id: "r-1",
+            method: "GET",
+            path: "/tenant/\"x\"\\\u{1}é",
+            status: 502,
+            decision: "d-1",
+            tenant: "t-1",
+            principal: "user:u-1",
+            route: "crm.read",
+            policies: &policies,
+            error: Some(&error),
+            latency_us: 1234,
+        };
+        let mut direct = String::new();
+        access_line(&mut direct, &line, std::time::SystemTime::now()).unwrap();
+        assert!(direct.ends_with('\n') && direct.matches('\n').count() == 1, "{direct}");
+        let mut direct: Value = serde_json::from_str(&direct).unwrap();
+        let mut evented = logged(|| access::record(&line)).remove(0);
+        for line in [&mut direct, &mut evented] {
+            let timestamp = line.as_object_mut().unwrap().remove("timestamp").unwrap();
+            assert_eq!(timestamp.as_str().unwrap().len(), 27, "{timestamp}");
+        }
+        assert_eq!(direct, evented);
+        assert_eq!(direct["path"], "/tenant/\"x\"\\\u{1}é");
+        assert_eq!(direct["error"], "upstream \"gone\"\n");
+        let without = AccessLine { error: None, policies: &[], ..line };
+        let mut direct = String::new();
+        access_line(&mut direct, &without, std::time::SystemTime::now()).unwrap();
+        let direct: Value = serde_json::from_str(&direct).unwrap();
+        assert_eq!((direct["error"].clone(), direct["policies"].clone()), (json!(""), json!("[]")));
+    }
+
+    #[test]
+    fn the_bytes_to_escape_are_found_wherever_they_are() {
+        let scalar = |bytes: &[u8]| bytes.iter().position(|&b| ESCAPED[usize::from(b)]);
+        for filler in [b'a', b' ', b'~', 0x21, 0x80, 0xa2, 0xff] {
+            for len in 0..20 {
+                let mut bytes = vec![filler; len];
+                assert_eq!(first_escaped(&bytes), scalar(&bytes));
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        bytes[at] = byte;
+                        assert_eq!(first_escaped(&bytes), scalar(&bytes), "{byte:#x} at {at} of {len}");
+                        // A second one after it does not hide the first.
+                        if at + 1 < len {
+                            bytes[len - 1] = b'"';
+                            assert_eq!(first_escaped(&bytes), scalar(&bytes), "{byte:#x} at {at} of {len}");
+                            bytes[len - 1] = filler;
+                        }
+                    }
+                    bytes[at] = filler;
+                }
+            }
+        }
     }
 
     #[test]

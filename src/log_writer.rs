@@ -80,6 +80,11 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 }
 
 impl BatchWriter {
+    /// Appends one whole line (or drops and counts it when the buffer is full).
+    pub fn append(&self, line: &[u8]) {
+        self.0.append(line);
+    }
+
     /// How many lines were dropped because the buffer was full.
     pub fn dropped(&self) -> usize {
         self.0.dropped.load(Ordering::Relaxed)

@@ -292,9 +292,14 @@ fn init_logging(format: LogFormat) -> Result<log_writer::Guard> {
         log_writer::batch_writer(std::io::stderr(), "tollgate-log").context("cannot start the log writer")?;
     let dropped = writer.clone();
     tollgate_gateway::metrics::count_dropped_log_lines(move || dropped.dropped());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone());
     match format {
-        LogFormat::Json => builder.fmt_fields(log_format::JsonFields).event_format(log_format::JsonLines).init(),
+        LogFormat::Json => {
+            builder.fmt_fields(log_format::JsonFields).event_format(log_format::JsonLines).init();
+            // The gateway's access lines, the same JSON without `tracing`'s
+            // field visitors on every request.
+            tollgate_gateway::access::write_to(log_format::JsonAccessLines(writer));
+        }
         LogFormat::Pretty => builder.init(),
     }
     Ok(guard)

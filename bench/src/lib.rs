@@ -46,7 +46,7 @@ pub fn member(groups: usize) -> Caller {
         created_at: 0,
         updated_at: 0,
     };
-    Caller::Known(Box::new(Principal {
+    Caller::Known(Arc::new(Principal {
         actor: Actor::User { user, session_id: "s".into(), amr: vec!["pwd".into()] },
         tenant: tenant(),
         role: ResolvedRole::builtin(Builtin::Member),

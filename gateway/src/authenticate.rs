@@ -23,7 +23,7 @@ use crate::tenant::TenantDirectory;
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// A user or API key acting in the tenant of its credential.
-    Known(Box<Principal>),
+    Known(Arc<Principal>),
     /// No credential: policies decide what anonymous callers may do.
     Anonymous,
 }
@@ -40,23 +40,27 @@ pub trait Verifiers: Sync {
     /// `client_ip`: the token verified, then its session, user, tenant and
     /// membership looked up (a cache may keep the result no longer than it
     /// keeps those).
-    fn token_principal(&self, token: &str, client_ip: &str) -> impl Future<Output = Result<Principal, Reject>> + Send
+    fn token_principal(
+        &self,
+        token: &str,
+        client_ip: &str,
+    ) -> impl Future<Output = Result<Arc<Principal>, Reject>> + Send
     where
         Self: Lookups + Sized,
     {
         async move {
             let claims = self.access_token(token).await?;
-            Ok(principal_from_claims(self, &claims, client_ip).await?)
+            Ok(Arc::new(principal_from_claims(self, &claims, client_ip).await?))
         }
     }
     /// The principal of an API key, for a request from `client_ip`: its
     /// record checked, its tenant and owner's standing looked up, its use
     /// recorded (a cache may keep the result no longer than it keeps those).
-    fn key_principal(&self, key: &str, client_ip: &str) -> impl Future<Output = Result<Principal, Reject>> + Send
+    fn key_principal(&self, key: &str, client_ip: &str) -> impl Future<Output = Result<Arc<Principal>, Reject>> + Send
     where
         Self: Lookups + Sized,
     {
-        async move { Ok(principal_from_api_key(self, key, client_ip).await?) }
+        async move { Ok(Arc::new(principal_from_api_key(self, key, client_ip).await?)) }
     }
 }
 
@@ -91,11 +95,11 @@ pub async fn authenticate(
         lookups.key_principal(token, client_ip).await?
     } else if lookups.is_external(token) {
         let identity = lookups.external_token(token).await?;
-        external_principal(lookups, &identity, client_ip).await?
+        Arc::new(external_principal(lookups, &identity, client_ip).await?)
     } else {
         lookups.token_principal(token, client_ip).await?
     };
-    Ok(Caller::Known(Box::new(principal)))
+    Ok(Caller::Known(principal))
 }
 
 /// A trusted external issuer vouches for the subject, its tenant (one of

@@ -413,7 +413,7 @@ impl Lookups for Timed<'_> {
 /// built from, so that keeping it never stretches the bound on revocation.
 #[derive(Debug)]
 struct Known {
-    principal: Principal,
+    principal: Arc<Principal>,
     expires_at: i64,
     fresh_until: Instant,
 }
@@ -476,14 +476,14 @@ impl Caches {
 impl Caches {
     /// The principal kept for a credential with this hash, for a request
     /// from `client_ip`, while it is fresh and the credential unexpired.
-    fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Principal> {
+    fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Arc<Principal>> {
         metrics::cache_lookup(Looked::Principals);
         if let Some(known) = self.principals.get(digest)
             && known.fresh_until > Instant::now()
             && known.expires_at > now()
             && known.principal.client_ip == client_ip
         {
-            return Some(known.principal.clone());
+            return Some(Arc::clone(&known.principal));
         }
         metrics::cache_miss(Looked::Principals);
         None
@@ -491,9 +491,9 @@ impl Caches {
 
     /// Keeps `principal` for the credential with this hash, until it
     /// expires (`expires_at`) or the oldest fact `timed` read does.
-    fn keep(&self, digest: [u8; 32], principal: &Principal, expires_at: i64, timed: &Timed<'_>) {
+    fn keep(&self, digest: [u8; 32], principal: &Arc<Principal>, expires_at: i64, timed: &Timed<'_>) {
         if let Some(fresh_until) = timed.fresh_until() {
-            let known = Known { principal: principal.clone(), expires_at, fresh_until };
+            let known = Known { principal: Arc::clone(principal), expires_at, fresh_until };
             self.principals.insert(digest, Arc::new(known));
         }
     }
@@ -509,14 +509,14 @@ impl Verifiers for Caches {
     /// built from the liveness caches, then kept as long as those facts
     /// from the token's second request on (a token used once, as by a
     /// client that signs in per call, fills no entry).
-    async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Principal, Reject> {
+    async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Arc<Principal>, Reject> {
         let digest = digest(token);
         if let Some(principal) = self.kept(&digest, client_ip) {
             return Ok(principal);
         }
         let (claims, seen) = self.our_token(token, digest).await?;
         let timed = Timed::new(self);
-        let principal = principal_from_claims(&timed, &claims, client_ip).await?;
+        let principal = Arc::new(principal_from_claims(&timed, &claims, client_ip).await?);
         if seen {
             self.keep(digest, &principal, claims.exp, &timed);
         }
@@ -527,7 +527,7 @@ impl Verifiers for Caches {
     /// use still recorded); otherwise its record checked and its principal
     /// built from the liveness caches, then kept as long as those facts
     /// (the record's included) and the key.
-    async fn key_principal(&self, key: &str, client_ip: &str) -> Result<Principal, Reject> {
+    async fn key_principal(&self, key: &str, client_ip: &str) -> Result<Arc<Principal>, Reject> {
         let digest = digest(key);
         if let Some(principal) = self.kept(&digest, client_ip) {
             if let Actor::ApiKey { key } = &principal.actor {
@@ -536,7 +536,7 @@ impl Verifiers for Caches {
             return Ok(principal);
         }
         let timed = Timed::new(self);
-        let principal = principal_from_api_key(&timed, key, client_ip).await?;
+        let principal = Arc::new(principal_from_api_key(&timed, key, client_ip).await?);
         if let Actor::ApiKey { key } = &principal.actor {
             self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed);
         }

@@ -192,7 +192,7 @@ impl Asserted {
 
     /// Where `permit`'s facts are remembered: a hash of exactly what
     /// [`Asserted::is_of`] compares, read from the permit without copying.
-    fn slot(hasher: &std::hash::RandomState, permit: &Permit) -> u64 {
+    fn slot(hasher: &foldhash::quality::RandomState, permit: &Permit) -> u64 {
         use std::hash::BuildHasher as _;
         let tenant = permit.tenant();
         hasher.hash_one((
@@ -239,7 +239,7 @@ const ROLES: HeaderName = HeaderName::from_static("x-tollgate-roles");
 const GROUPS: HeaderName = HeaderName::from_static("x-tollgate-groups");
 const GROUPS_TRUNCATED: HeaderName = HeaderName::from_static("x-tollgate-groups-truncated");
 const ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
-const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
 const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug");
 
@@ -278,7 +278,10 @@ impl Signed {
 pub struct Assertions {
     keys: Arc<KeyRing>,
     cache: moka::sync::Cache<u64, Arc<Signed>>,
-    hasher: std::hash::RandomState,
+    /// Seeded per process; a slot only says where to look (what is found
+    /// there is compared with the permit), so a fast hash does (SipHash
+    /// was most of the look-up).
+    hasher: foldhash::quality::RandomState,
 }
 
 impl std::fmt::Debug for Assertions {
@@ -298,7 +301,7 @@ impl Assertions {
             .max_capacity(ASSERTIONS_CAPACITY)
             .time_to_live(Duration::from_secs(REUSE_SECS as u64))
             .build();
-        Self { keys, cache, hasher: std::hash::RandomState::new() }
+        Self { keys, cache, hasher: foldhash::quality::RandomState::default() }
     }
 
     pub fn keys(&self) -> &KeyRing {

@@ -4,6 +4,7 @@
 //! a signed identity assertion. It stands on the identity core, beside the
 //! backend, never on it.
 
+pub mod access;
 pub mod authenticate;
 pub mod caches;
 pub mod client;

@@ -4,7 +4,11 @@
 //! latencies) goes to handles resolved once, not looked up by label values
 //! per request.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::LazyLock;
+
+use arc_swap::ArcSwap;
 
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder,
@@ -125,14 +129,56 @@ impl Looked {
     }
 }
 
+/// Counters of one family by their label values, each resolved once: later
+/// increments read a shared map, without the family's hashing of the
+/// labels, its lock and a reference count per request. Only for label
+/// values from a bounded set.
+struct Resolved<K> {
+    family: &'static LazyLock<IntCounterVec>,
+    handles: ArcSwap<HashMap<K, IntCounter>>,
+}
+
+impl<K: Hash + Eq + Clone> Resolved<K> {
+    fn new(family: &'static LazyLock<IntCounterVec>) -> Self {
+        Self { family, handles: ArcSwap::default() }
+    }
+
+    /// Adds one to the counter of `key`, whose label values are `labels`.
+    fn inc<Q>(&self, key: &Q, labels: &[&str])
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(counter) = self.handles.load().get(key) {
+            counter.inc();
+            return;
+        }
+        let counter = self.family.with_label_values(labels);
+        counter.inc();
+        self.handles.rcu(|handles| {
+            let mut handles = HashMap::clone(handles);
+            handles.insert(key.to_owned(), counter.clone());
+            handles
+        });
+    }
+}
+
+impl<K> std::fmt::Debug for Resolved<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved").finish_non_exhaustive()
+    }
+}
+
 /// The latency handles of one route (and of its upstream), resolved when
-/// the gateway starts.
-#[derive(Debug, Clone)]
+/// the gateway starts, and its request counters, resolved at first use.
+#[derive(Debug)]
 pub struct RouteMetrics {
     name: String,
     seconds: Histogram,
     /// `None` for requests that matched no route (they reach no upstream).
     upstream_seconds: Option<Histogram>,
+    /// By status and decision.
+    requests: Resolved<(u16, &'static str)>,
 }
 
 impl RouteMetrics {
@@ -141,6 +187,7 @@ impl RouteMetrics {
             name: route.to_owned(),
             seconds: REQUEST_SECONDS.with_label_values(&[route]),
             upstream_seconds: Some(UPSTREAM_SECONDS.with_label_values(&[upstream])),
+            requests: Resolved::new(&REQUESTS),
         }
     }
 
@@ -150,15 +197,16 @@ impl RouteMetrics {
             name: "none".into(),
             seconds: REQUEST_SECONDS.with_label_values(&["none"]),
             upstream_seconds: None,
+            requests: Resolved::new(&REQUESTS),
         });
         &NONE
     }
 
     /// One finished request.
-    pub fn request(&self, status: u16, decision: &str, seconds: f64) {
+    pub fn request(&self, status: u16, decision: &'static str, seconds: f64) {
         let code = http::StatusCode::from_u16(status).ok();
-        let status = code.as_ref().map_or("0", http::StatusCode::as_str);
-        REQUESTS.with_label_values(&[self.name.as_str(), status, decision]).inc();
+        let status_text = code.as_ref().map_or("0", http::StatusCode::as_str);
+        self.requests.inc(&(status, decision), &[self.name.as_str(), status_text, decision]);
         self.seconds.observe(seconds);
     }
 
@@ -227,7 +275,8 @@ pub fn plan_refusal(feature: &str) {
 
 /// An API call of a tenant on `plan`, counted against its quota.
 pub fn api_call(plan: &str) {
-    API_CALLS.with_label_values(&[plan]).inc();
+    static BY_PLAN: LazyLock<Resolved<String>> = LazyLock::new(|| Resolved::new(&API_CALLS));
+    BY_PLAN.inc(plan, &[plan]);
 }
 
 /// API calls written to the store.

@@ -1,9 +1,9 @@
 //! The pingora side: a `ProxyHttp` whose `request_filter` runs the pipeline
 //! and answers refusals itself, so `upstream_peer` only ever runs with a
 //! `Permit` and takes its upstream from it; `upstream_request_filter` strips
-//! client-sent identity headers and adds ours; `logging` writes one line per
-//! request. The same pingora server serves `/metrics` on the admin address
-//! and runs the upstreams' health checks.
+//! client-sent identity headers and adds ours; `logging` records one access
+//! line per request (`access`). The same pingora server serves `/metrics` on
+//! the admin address and runs the upstreams' health checks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +22,9 @@ use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 
-use crate::client::client_address;
-use crate::forward::{REQUEST_ID, edit_parts, prepare_upstream_request};
+use crate::access::AccessLine;
+use crate::client::{client_address, ip_text};
+use crate::forward::{FORWARDED_FOR, REQUEST_ID, edit_parts, prepare_upstream_request};
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
@@ -78,17 +79,18 @@ pub struct Proxy {
     gateway: Arc<Gateway>,
 }
 
-fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
-}
+/// The request headers the gateway reads, named once (a name given as text
+/// is parsed again on every look-up).
+const TENANT: HeaderName = HeaderName::from_static("x-tenant");
 
 fn request_id(session: &Session) -> String {
-    tollgate_identity::decision::request_id_or_new(header(session, "x-request-id"))
+    let sent = session.req_header().headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    tollgate_identity::decision::request_id_or_new(sent)
 }
 
 /// The one value of a header that must not be repeated (a repeated one is
 /// read differently by different servers), if it is there.
-fn single_header<'a>(session: &'a Session, name: &str) -> Result<Option<&'a str>, Reject> {
+fn single_header<'a>(session: &'a Session, name: &HeaderName) -> Result<Option<&'a str>, Reject> {
     let mut values = session.req_header().headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -98,7 +100,7 @@ fn single_header<'a>(session: &'a Session, name: &str) -> Result<Option<&'a str>
     }
     match value.to_str() {
         Ok(text) => Ok(Some(text)),
-        Err(_) if name == "authorization" => Err(Reject::Unauthenticated("malformed authorization header")),
+        Err(_) if name == http::header::AUTHORIZATION => Err(Reject::Unauthenticated("malformed authorization header")),
         Err(_) => Err(Reject::BadRequest(format!("the `{name}` header is not readable text"))),
     }
 }
@@ -109,13 +111,13 @@ fn read_incoming<'a>(session: &'a Session, client_ip: &'a str) -> Result<Incomin
     let req = session.req_header();
     let host = match req.uri.host() {
         Some(host) => Some(host),
-        None => single_header(session, "host")?,
+        None => single_header(session, &http::header::HOST)?,
     };
     Ok(Incoming {
         method: req.method.as_str(),
         path: req.uri.path(),
-        authorization: single_header(session, "authorization")?,
-        tenant_header: single_header(session, "x-tenant")?,
+        authorization: single_header(session, &http::header::AUTHORIZATION)?,
+        tenant_header: single_header(session, &TENANT)?,
         host,
         client_ip,
     })
@@ -173,8 +175,8 @@ impl ProxyHttp for Proxy {
         let trusted = &self.gateway.config.trusted_proxies;
         let client_ip = match session.client_addr().and_then(|a| a.as_inet()) {
             Some(peer) => {
-                let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-                client_address(peer.ip(), forwarded.iter().filter_map(|v| v.to_str().ok()), trusted).to_string()
+                let forwarded = session.req_header().headers.get_all(FORWARDED_FOR);
+                ip_text(client_address(peer.ip(), forwarded.iter().filter_map(|v| v.to_str().ok()), trusted))
             }
             None => "unknown".to_owned(),
         };
@@ -291,24 +293,23 @@ impl ProxyHttp for Proxy {
         };
         route.request(status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
-        tracing::info!(
-            request_id = ctx.request_id.as_str(),
-            method = req.method.as_str(),
-            path = req.uri.path(),
+        crate::access::record(&AccessLine {
+            request_id: &ctx.request_id,
+            method: req.method.as_str(),
+            path: req.uri.path(),
             status,
-            decision = ctx.decision_id().unwrap_or(""),
-            tenant = permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
-            principal = permit.map_or("", |p| p.principal()),
-            route = permit.map_or("", |p| p.route().action.as_str()),
-            policies = ?match &ctx.admission {
+            decision: ctx.decision_id().unwrap_or(""),
+            tenant: permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
+            principal: permit.map_or("", |p| p.principal()),
+            route: permit.map_or("", |p| p.route().action.as_str()),
+            policies: match &ctx.admission {
                 Admission::Permitted { permit, .. } => permit.policies(),
                 Admission::Refused { policies, .. } => policies.as_slice(),
                 Admission::Pending => &[],
             },
-            error = error.map(|e| e.to_string()).unwrap_or_default(),
-            latency_us = ctx.started.elapsed().as_micros() as u64,
-            "gateway request"
-        );
+            error: error.map(|e| e as &dyn std::fmt::Display),
+            latency_us: ctx.started.elapsed().as_micros() as u64,
+        });
     }
 }
 

@@ -237,6 +237,15 @@ impl Template {
         rest.is_empty().then_some(params)
     }
 
+    /// The literal a path's first segment must be, when the template starts
+    /// with one: routes are skipped on it without walking the path.
+    fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(literal)) => Some(literal),
+            _ => None,
+        }
+    }
+
     /// Specificity for picking among matches: literals first, then
     /// single parameters; rest parameters last.
     fn rank(&self) -> (usize, usize, usize) {
@@ -408,8 +417,12 @@ impl RouteTable {
     /// route for it and `method`.
     pub fn route(&self, method: &str, raw_path: &str) -> Result<RouteMatch, NoRoute> {
         let path = normalize(raw_path)?;
+        let first = path.strip_prefix('/').unwrap_or(&path).split('/').next().unwrap_or_default();
         let mut path_matched = false;
         for (index, route) in self.routes.iter().enumerate() {
+            if route.template.first_literal().is_some_and(|literal| literal != first) {
+                continue;
+            }
             let Some(params) = route.template.matches(&path) else {
                 continue;
             };

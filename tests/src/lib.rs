@@ -109,6 +109,13 @@ impl Tollgate {
         Self::spawn(&["up"], "api", data_dir, env)
     }
 
+    /// Starts `tollgate up` on port 0 in `data_dir` with extra environment,
+    /// its log (stderr) written to the file `log`.
+    pub fn start_logging_to(data_dir: PathBuf, env: &[(&str, &str)], log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        Self::spawn_with(&["up"], "api", data_dir, env, Stdio::from(file))
+    }
+
     /// Starts `tollgate gateway --routes ROUTES` on port 0 over `data_dir`.
     pub fn start_gateway(data_dir: PathBuf, routes: &Path, env: &[(&str, &str)]) -> Self {
         let routes = routes.to_string_lossy().into_owned();
@@ -118,11 +125,16 @@ impl Tollgate {
     /// Runs `tollgate ARGS --listen 127.0.0.1:0 --data-dir DIR` and waits for
     /// the line `LABEL URL` announcing where it serves.
     fn spawn(args: &[&str], label: &'static str, data_dir: PathBuf, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(args, label, data_dir, env, Stdio::inherit())
+    }
+
+    /// [`Tollgate::spawn`] with its stderr going to `stderr`.
+    fn spawn_with(args: &[&str], label: &'static str, data_dir: PathBuf, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = command(args, env)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start tollgate: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_identity::entities::{anonymous_entity, principal_entities, tenant_entity, tenant_ref};
-use tollgate_identity::principal::{Actor, KeyOwner, Scopes, Tenant};
+use tollgate_identity::principal::{self, KeyOwner, Principal, Scopes, Tenant};
 use tollgate_identity::roles::ResolvedRole;
 use tollgate_policies::{EntityRef, EntitySpec, PolicyEngine, PreparedEntities};
 
@@ -49,20 +49,51 @@ impl<T> Hash for Same<T> {
     }
 }
 
-/// The caller's part of the entities: what `principal_entities` reads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The caller's part of the entities: a principal, compared and hashed by
+/// what `principal_entities` reads of it (held, not copied: a request's key
+/// costs reference counts, not strings).
+#[derive(Debug, Clone)]
 enum Who {
     Anonymous,
-    User { id: String, email: String, platform_admin: bool, standing: Standing },
-    Key { id: String, scopes: Scopes, owner: KeyOwner, standing: Standing },
+    Known(Arc<Principal>),
 }
 
-/// A known caller's role, groups and tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Standing {
-    role: ResolvedRole,
-    groups: Arc<[String]>,
-    tenant: Same<Tenant>,
+/// What the entities are built from, borrowed from a principal.
+#[derive(PartialEq, Eq, Hash)]
+enum Actor<'a> {
+    User { id: &'a str, email: &'a str, platform_admin: bool },
+    Key { id: &'a str, scopes: &'a Scopes, owner: &'a KeyOwner },
+}
+
+impl Who {
+    fn facts(&self) -> Option<(Actor<'_>, &ResolvedRole, &[String], *const Tenant)> {
+        let Who::Known(p) = self else {
+            return None;
+        };
+        let actor = match &p.actor {
+            principal::Actor::User { user, .. } => {
+                Actor::User { id: &user.id, email: &user.email, platform_admin: user.platform_admin }
+            }
+            principal::Actor::ApiKey { key } => Actor::Key { id: &key.id, scopes: &key.scopes, owner: &key.owner },
+        };
+        Some((actor, &p.role, &p.groups, Arc::as_ptr(&p.tenant)))
+    }
+}
+
+// The tenant is compared by address, as `Same` does: the key's principal
+// holds that `Arc`, so the address is not reused while the entry lives.
+impl PartialEq for Who {
+    fn eq(&self, other: &Self) -> bool {
+        self.facts() == other.facts()
+    }
+}
+
+impl Eq for Who {}
+
+impl Hash for Who {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.facts().hash(state);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,24 +109,7 @@ impl Key {
     fn of(caller: &Caller, tenant: Option<&Arc<Tenant>>, route: &RouteMatch) -> Self {
         let who = match caller {
             Caller::Anonymous => Who::Anonymous,
-            Caller::Known(p) => {
-                let standing = Standing {
-                    role: p.role.clone(),
-                    groups: Arc::clone(&p.groups),
-                    tenant: Same(Arc::clone(&p.tenant)),
-                };
-                match &p.actor {
-                    Actor::User { user, .. } => Who::User {
-                        id: user.id.clone(),
-                        email: user.email.clone(),
-                        platform_admin: user.platform_admin,
-                        standing,
-                    },
-                    Actor::ApiKey { key } => {
-                        Who::Key { id: key.id.clone(), scopes: key.scopes.clone(), owner: key.owner.clone(), standing }
-                    }
-                }
-            }
+            Caller::Known(p) => Who::Known(Arc::clone(p)),
         };
         Self {
             who,
@@ -116,7 +130,10 @@ pub struct Prepared {
 
 /// The prepared entity sets of recent requests.
 pub struct PreparedSets {
-    cache: moka::sync::Cache<Key, Arc<Prepared>>,
+    /// Keyed by a seeded fast hash (foldhash's, in its quality mode for keys
+    /// that carry request data); with SipHash, hashing was most of the
+    /// look-up.
+    cache: moka::sync::Cache<Key, Arc<Prepared>, foldhash::quality::RandomState>,
 }
 
 impl std::fmt::Debug for PreparedSets {
@@ -127,7 +144,8 @@ impl std::fmt::Debug for PreparedSets {
 
 impl Default for PreparedSets {
     fn default() -> Self {
-        Self { cache: moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build() }
+        let cache = moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(TTL);
+        Self { cache: cache.build_with_hasher(foldhash::quality::RandomState::default()) }
     }
 }
 

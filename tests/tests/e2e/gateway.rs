@@ -674,3 +674,46 @@ async fn ambiguous_and_proxy_headers_are_not_taken_from_clients() {
         assert_eq!(status, 200, "{tenant}: {body}");
     }
 }
+
+/// Every request through the gateway leaves one JSON access line (written
+/// straight into the log writer), with its outcome, decision and caller;
+/// refusals too.
+#[tokio::test]
+async fn each_gateway_request_leaves_one_json_access_line() {
+    let log = temp_dir("access-log").join("stderr.log");
+    let env = [("TOLLGATE_LOG", "info"), ("TOLLGATE_LOG_FORMAT", "json")];
+    let tg = Tollgate::start_logging_to(temp_dir("access"), &env, &log);
+    let owner = tg.signup_and_login("owner@access.test", "Access Co").await;
+    let token = owner["access_token"].as_str().unwrap();
+    let tenant = owner["tenant"]["id"].as_str().unwrap();
+    assert_eq!(tg.send("GET", "/crm/contacts", Some(token), None).await.0, 200);
+    assert_eq!(tg.send("GET", "/crm/contacts", Some("not-a-token"), None).await.0, 401);
+    let access = |path: &str, status: u64| {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == "gateway request" && line["path"] == path && line["status"] == status)
+            .collect();
+        lines
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (access("/crm/contacts", 200).is_empty() || access("/crm/contacts", 401).is_empty())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let allowed = access("/crm/contacts", 200);
+    assert_eq!(allowed.len(), 1, "{allowed:?}");
+    let line = &allowed[0];
+    assert_eq!((line["method"].as_str(), line["tenant"].as_str()), (Some("GET"), Some(tenant)), "{line}");
+    assert_eq!(line["principal"], format!("user:{}", owner_user(token)), "{line}");
+    assert_eq!((line["route"].as_str(), line["target"].as_str()), (Some("crm.read"), Some("tollgate_gateway::proxy")));
+    assert!(line["decision"].as_str().is_some_and(|d| d.len() == 36), "{line}");
+    assert!(line["policies"].as_str().is_some_and(|p| p.starts_with("[\"") && p.ends_with("\"]")), "{line}");
+    assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')) && line["latency_us"].is_u64(), "{line}");
+    assert_eq!((line["level"].as_str(), line["error"].as_str()), (Some("INFO"), Some("")), "{line}");
+    let refused = access("/crm/contacts", 401);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!((refused[0]["principal"].as_str(), refused[0]["tenant"].as_str()), (Some(""), Some("")));
+}
