@@ -2,7 +2,8 @@
 # Instructions per request: the passthrough and Tollgate's gateway each run
 # under valgrind's callgrind, which counts the instructions a process
 # executes (user space, all threads) instead of timing it, so the count for
-# the same binary and requests is the same on a quiet or a busy machine. It
+# the same binary and requests is the same, within a fraction of a percent,
+# on a quiet or a busy machine. It
 # tells changes of a few percent apart that wall-clock runs here cannot (the
 # same binary drifts by up to 30% between load runs). Loopback only; each
 # scenario sends N requests over 8 connections and stops.
