@@ -114,7 +114,6 @@ count jwt "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $T
 count key "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
 count refused "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # Inclusive instructions per request of the functions matching a pattern
 # (summed), from the cached-JWT dump.
 # shellcheck disable=SC2154

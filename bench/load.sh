@@ -149,7 +149,6 @@ done
 # of the machine (a whole run here moves by 10-20%) cancels out; the
 # medians of the rounds are the figures to compare with the targets.
 PAIRS="${PAIRS:-3}"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=()
 echo "paired rounds (${PAIRS} x 3 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do

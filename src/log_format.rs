@@ -94,13 +94,21 @@ impl tollgate_gateway::access::AccessLog for JsonAccessLines {
         thread_local! {
             static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        BUFFER.with(|buffer| {
-            let Ok(mut buffer) = buffer.try_borrow_mut() else {
-                return;
-            };
-            buffer.clear();
-            if access_line(&mut *buffer, line, std::time::SystemTime::now()).is_ok() {
-                self.0.append(buffer.as_bytes());
+        let at = std::time::SystemTime::now();
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                if access_line(&mut *buffer, line, at).is_ok() {
+                    self.0.append(buffer.as_bytes());
+                }
+            }
+            // Written from within a line being written (nothing does that
+            // today): a buffer of its own rather than a lost line.
+            Err(_) => {
+                let mut own = String::new();
+                if access_line(&mut own, line, at).is_ok() {
+                    self.0.append(own.as_bytes());
+                }
             }
         });
     }
@@ -145,15 +153,16 @@ fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::
 }
 
 /// The `Debug` form of a list of strings (`["a", "b"]`) as a JSON string;
-/// items of printable ASCII other than `"` and `\` are their own `Debug`
-/// form between quotes and are copied as they are.
+/// items of ASCII without a byte JSON escapes (printable ASCII but `"` and
+/// `\`, which `Debug` does not escape either) are their own `Debug` form
+/// between quotes and are copied as they are.
 fn debug_list(out: &mut impl fmt::Write, items: &[String]) -> fmt::Result {
     out.write_str("\"[")?;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.write_str(", ")?;
         }
-        if item.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        if item.is_ascii() && first_escaped(item.as_bytes()).is_none() {
             out.write_str("\\\"")?;
             out.write_str(item)?;
             out.write_str("\\\"")?;
@@ -511,7 +520,12 @@ mod tests {
     #[test]
     fn access_lines_written_directly_are_the_events_lines() {
         let error = std::io::Error::other("upstream \"gone\"\n");
-        let policies = ["tenant.crm-read".to_owned(), "crm.read: members \"read\"".to_owned(), "layer.a\\b".to_owned()];
+        let policies = [
+            "tenant.crm-read".to_owned(),
+            "crm.read: members \"read\"".to_owned(),
+            "layer.a\\b".to_owned(),
+            "équipe: ok\u{7f}".to_owned(),
+        ];
         let line = AccessLine {
             request_id: "r-1",
             method: "GET",

@@ -76,6 +76,6 @@ pub fn record(line: &AccessLine<'_>) {
         policies = ?line.policies,
         error = line.error.map(ToString::to_string).unwrap_or_default(),
         latency_us = line.latency_us,
-        "gateway request"
+        "{MESSAGE}"
     );
 }
