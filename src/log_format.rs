@@ -9,6 +9,8 @@
 use std::fmt::{self, Write as _};
 
 use tollgate_gateway::access::{self, AccessLine};
+use tollgate_identity::decision::reason_line;
+use tollgate_policies::DeterminingPolicy;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent as _;
@@ -128,16 +130,19 @@ fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::
     }
     out.write_str(",\"status\":")?;
     out.write_str(itoa::Buffer::new().format(line.status))?;
-    let text = [
-        (",\"decision\":", line.decision),
-        (",\"tenant\":", line.tenant),
-        (",\"principal\":", line.principal),
-        (",\"route\":", line.route),
-    ];
-    for (member, value) in text {
+    for (member, value) in [(",\"decision\":", line.decision), (",\"tenant\":", line.tenant)] {
         out.write_str(member)?;
         string(out, value)?;
     }
+    out.write_str(",\"principal\":\"")?;
+    if let Some(name) = line.principal {
+        // The kind's prefix is plain ASCII: only the id is escaped.
+        let (kind, id) = name.parts();
+        out.write_str(kind)?;
+        Escaped(&mut *out).write_str(id)?;
+    }
+    out.write_str("\",\"route\":")?;
+    string(out, line.route)?;
     out.write_str(",\"policies\":")?;
     debug_list(out, line.policies)?;
     out.write_str(",\"error\":")?;
@@ -152,22 +157,28 @@ fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::
     out.write_str("}\n")
 }
 
-/// The `Debug` form of a list of strings (`["a", "b"]`) as a JSON string;
-/// items of ASCII without a byte JSON escapes (printable ASCII but `"` and
-/// `\`, which `Debug` does not escape either) are their own `Debug` form
-/// between quotes and are copied as they are.
-fn debug_list(out: &mut impl fmt::Write, items: &[String]) -> fmt::Result {
+/// The `Debug` form of the list of `id: reason` lines of `policies`
+/// (`["a: r", "b"]`) as a JSON string. Text of ASCII without a byte JSON
+/// escapes (printable ASCII but `"` and `\`, which `Debug` does not escape
+/// either) is its own `Debug` form, so such a line is copied as it is,
+/// without being put together first.
+fn debug_list(out: &mut impl fmt::Write, policies: &[DeterminingPolicy]) -> fmt::Result {
+    let plain = |text: &str| text.is_ascii() && first_escaped(text.as_bytes()).is_none();
     out.write_str("\"[")?;
-    for (i, item) in items.iter().enumerate() {
+    for (i, policy) in policies.iter().enumerate() {
         if i > 0 {
             out.write_str(", ")?;
         }
-        if item.is_ascii() && first_escaped(item.as_bytes()).is_none() {
+        if plain(&policy.id) && policy.reason.as_deref().is_none_or(plain) {
             out.write_str("\\\"")?;
-            out.write_str(item)?;
+            out.write_str(&policy.id)?;
+            if let Some(reason) = &policy.reason {
+                out.write_str(": ")?;
+                out.write_str(reason)?;
+            }
             out.write_str("\\\"")?;
         } else {
-            write!(Escaped(&mut *out), "{item:?}")?;
+            write!(Escaped(&mut *out), "{:?}", reason_line(policy))?;
         }
     }
     out.write_str("]\"")
@@ -380,6 +391,8 @@ mod tests {
     use serde_json::{Value, json};
     use tracing_subscriber::fmt::MakeWriter;
 
+    use tollgate_identity::principal::Name;
+
     use super::*;
 
     /// Lines written by the subscriber, readable by the test.
@@ -520,11 +533,15 @@ mod tests {
     #[test]
     fn access_lines_written_directly_are_the_events_lines() {
         let error = std::io::Error::other("upstream \"gone\"\n");
+        let policy =
+            |id: &str, reason: Option<&str>| DeterminingPolicy { id: id.into(), reason: reason.map(Into::into) };
         let policies = [
-            "tenant.crm-read".to_owned(),
-            "crm.read: members \"read\"".to_owned(),
-            "layer.a\\b".to_owned(),
-            "équipe: ok\u{7f}".to_owned(),
+            policy("tenant.crm-read", None),
+            policy("crm.read", Some("members \"read\"")),
+            policy("crm.list", Some("members only")),
+            policy("layer.a\\b", None),
+            policy("équipe", Some("ok\u{7f}")),
+            policy("layer.b", Some("ok\u{7f}")),
         ];
         let line = AccessLine {
             request_id: "r-1",
@@ -533,7 +550,7 @@ mod tests {
             status: 502,
             decision: "d-1",
             tenant: "t-1",
-            principal: "user:u-1",
+            principal: Some(Name::User("u-\"1\"")),
             route: "crm.read",
             policies: &policies,
             error: Some(&error),
@@ -551,11 +568,20 @@ mod tests {
         assert_eq!(direct, evented);
         assert_eq!(direct["path"], "/tenant/\"x\"\\\u{1}é");
         assert_eq!(direct["error"], "upstream \"gone\"\n");
-        let without = AccessLine { error: None, policies: &[], ..line };
+        let listed = direct["policies"].as_str().unwrap();
+        let start = r#"["tenant.crm-read", "crm.read: members \"read\"", "crm.list: members only", "#;
+        assert!(listed.starts_with(start), "{listed}");
+        assert_eq!(direct["principal"], "user:u-\"1\"");
+        let without = AccessLine { error: None, policies: &[], principal: None, ..line };
         let mut direct = String::new();
         access_line(&mut direct, &without, std::time::SystemTime::now()).unwrap();
         let direct: Value = serde_json::from_str(&direct).unwrap();
+        let evented = logged(|| access::record(&without)).remove(0);
+        for field in ["error", "policies", "principal"] {
+            assert_eq!(direct[field], evented[field], "{field}");
+        }
         assert_eq!((direct["error"].clone(), direct["policies"].clone()), (json!(""), json!("[]")));
+        assert_eq!(direct["principal"], "");
     }
 
     #[test]

@@ -85,11 +85,12 @@ fn forward_stage(c: &mut Criterion) {
     ] {
         sent.append_header(name, value).unwrap();
     }
-    prepare_upstream_request(&mut sent.clone(), &permit, &assertions, "r-1").unwrap();
+    let request_id = http::HeaderValue::from_static("r-1");
+    prepare_upstream_request(&mut sent.clone(), &permit, &assertions, &request_id).unwrap();
     c.bench_function("forward/prepare-upstream-request", |b| {
         b.iter_batched(
             || sent.clone(),
-            |mut request| prepare_upstream_request(&mut request, &permit, &assertions, black_box("r-1")),
+            |mut request| prepare_upstream_request(&mut request, &permit, &assertions, black_box(&request_id)),
             BatchSize::SmallInput,
         )
     });

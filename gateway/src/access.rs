@@ -9,6 +9,10 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use tollgate_identity::decision::reason_line;
+use tollgate_identity::principal::Name;
+use tollgate_policies::DeterminingPolicy;
+
 /// The target access lines are logged under.
 pub const TARGET: &str = "tollgate_gateway::proxy";
 /// The message of every access line.
@@ -25,11 +29,12 @@ pub struct AccessLine<'a> {
     /// The decision id (empty before any decision).
     pub decision: &'a str,
     pub tenant: &'a str,
-    pub principal: &'a str,
+    /// Written empty when there is none.
+    pub principal: Option<Name<'a>>,
     /// The route's action.
     pub route: &'a str,
-    /// The determining policies.
-    pub policies: &'a [String],
+    /// The determining policies, written `id: reason`.
+    pub policies: &'a [DeterminingPolicy],
     /// Why forwarding failed, if it did.
     pub error: Option<&'a dyn fmt::Display>,
     pub latency_us: u64,
@@ -38,6 +43,28 @@ pub struct AccessLine<'a> {
 impl fmt::Debug for AccessLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessLine").field("request_id", &self.request_id).finish_non_exhaustive()
+    }
+}
+
+/// The determining policies as an access line lists them: each `id:
+/// reason` (its id alone when it gives none), in `Debug` form.
+struct Reasons<'a>(&'a [DeterminingPolicy]);
+
+impl fmt::Debug for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(reason_line)).finish()
+    }
+}
+
+/// A value that may be missing, shown as nothing then.
+struct Shown<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Shown<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => Ok(()),
+        }
     }
 }
 
@@ -71,9 +98,9 @@ pub fn record(line: &AccessLine<'_>) {
         status = line.status,
         decision = line.decision,
         tenant = line.tenant,
-        principal = line.principal,
+        principal = %Shown(line.principal),
         route = line.route,
-        policies = ?line.policies,
+        policies = ?Reasons(line.policies),
         error = line.error.map(ToString::to_string).unwrap_or_default(),
         latency_us = line.latency_us,
         "{MESSAGE}"

@@ -55,31 +55,31 @@ pub struct Caches {
     database_url: String,
     /// Opened on first use, inside the runtime that serves requests.
     store: tokio::sync::OnceCell<StoreLookups>,
-    tokens: Cache<[u8; 32], Arc<AccessClaims>>,
-    sessions: Cache<String, Loaded<Option<Arc<SessionRow>>>>,
-    users: Cache<String, Loaded<Option<Arc<User>>>>,
+    tokens: FoundCache<[u8; 32], Arc<AccessClaims>>,
+    sessions: FoundCache<String, Loaded<Option<Arc<SessionRow>>>>,
+    users: FoundCache<String, Loaded<Option<Arc<User>>>>,
     /// Tenants by id, and by whatever a header or subdomain named them.
-    tenants: Cache<String, Loaded<Option<Arc<Tenant>>>>,
-    tenants_named: Cache<String, Loaded<Arc<Tenant>>>,
+    tenants: FoundCache<String, Loaded<Option<Arc<Tenant>>>>,
+    tenants_named: FoundCache<String, Loaded<Arc<Tenant>>>,
     /// Roles and groups of members and service accounts.
-    standings: Cache<(String, String), Loaded<Option<Standing>>>,
+    standings: FoundCache<(String, String), Loaded<Option<Standing>>>,
     /// Principals of recent access tokens and API keys (by the hash of
     /// the credential), each until the oldest liveness fact it was built
     /// from expires. (A synchronous cache: a hit is one look-up, without
     /// the future cache's bookkeeping, on every authenticated request.)
-    principals: moka::sync::Cache<[u8; 32], Arc<Known>>,
-    api_keys: Cache<String, Loaded<Arc<KeyRecord>>>,
+    principals: moka::sync::Cache<[u8; 32], Arc<Known>, Found>,
+    api_keys: FoundCache<String, Loaded<Arc<KeyRecord>>>,
     /// Names nothing was found under, by a client's hint or key prefix: kept
     /// apart (and bounded) so that a flood of made-up names never evicts the
     /// live entries above.
     tenant_misses: Cache<String, ()>,
     key_misses: Cache<String, ()>,
     /// Keys whose use was recorded within the last minute.
-    key_uses: Cache<String, ()>,
+    key_uses: FoundCache<String, ()>,
     engines: TenantEngines,
     catalog: Arc<LiveCatalog>,
     issuers: Issuers,
-    external: Cache<[u8; 32], Arc<ExternalIdentity>>,
+    external: FoundCache<[u8; 32], Arc<ExternalIdentity>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -88,12 +88,21 @@ impl std::fmt::Debug for Caches {
     }
 }
 
-fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+/// The hasher of the caches that hold only what the store or a verified
+/// credential gave (seeded per process; a fraction of SipHash's cost on
+/// every look-up). Names a client makes up are inserted only into the miss
+/// caches, which keep SipHash.
+type Found = foldhash::quality::RandomState;
+
+/// A cache of what was found.
+type FoundCache<K, V> = Cache<K, V, Found>;
+
+fn cache<K, V>(ttl: Duration) -> FoundCache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build()
+    Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build_with_hasher(Found::default())
 }
 
 fn internal(e: impl std::fmt::Display) -> Reject {
@@ -133,7 +142,10 @@ impl Caches {
             tenants: cache(LIVENESS_TTL),
             tenants_named: cache(LIVENESS_TTL),
             standings: cache(LIVENESS_TTL),
-            principals: moka::sync::Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(LIVENESS_TTL).build(),
+            principals: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(LIVENESS_TTL)
+                .build_with_hasher(Found::default()),
             api_keys: cache(LIVENESS_TTL),
             tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
             key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
@@ -177,7 +189,7 @@ impl Caches {
     /// counted under `name`. The value comes with when it was loaded.
     async fn cached<K, V, F, Fut>(
         &self,
-        cache: &Cache<K, Loaded<V>>,
+        cache: &FoundCache<K, Loaded<V>>,
         name: Looked,
         key: K,
         load: F,
@@ -254,7 +266,7 @@ impl Caches {
     /// separate, bounded `misses`.
     async fn cached_present<V, F, Fut>(
         &self,
-        cache: &Cache<String, Loaded<Arc<V>>>,
+        cache: &FoundCache<String, Loaded<Arc<V>>>,
         misses: &Cache<String, ()>,
         name: Looked,
         key: String,
@@ -439,7 +451,7 @@ impl Expiring for ExternalIdentity {
 /// (`digest`) until it expires, never past it; with whether it was found
 /// there (verified by an earlier request).
 async fn verified_once<T: Expiring + Send + Sync + 'static>(
-    cache: &Cache<[u8; 32], Arc<T>>,
+    cache: &FoundCache<[u8; 32], Arc<T>>,
     name: Looked,
     digest: [u8; 32],
     verify: impl Future<Output = Result<T, Reject>>,
@@ -550,7 +562,7 @@ impl Verifiers for Caches {
     async fn external_token(&self, token: &str) -> Result<Arc<ExternalIdentity>, Reject> {
         verified_once(&self.external, Looked::ExternalTokens, digest(token), async {
             self.issuers.verify(token).await.map_err(|e| match e {
-                ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Vec::new() },
+                ExternalError::ForeignTenant => Reject::Forbidden { detail: e.to_string(), policies: Arc::default() },
                 _ => BAD_TOKEN,
             })
         })
@@ -584,7 +596,7 @@ impl Engines for Caches {
         self.engines
             .for_tenant(lookups.store(), &tenant.id, || metrics::cache_miss(Looked::Layers))
             .await
-            .map_err(|_| Reject::Forbidden { detail: LAYER_UNAVAILABLE.into(), policies: Vec::new() })
+            .map_err(|_| Reject::Forbidden { detail: LAYER_UNAVAILABLE.into(), policies: Arc::default() })
     }
 }
 

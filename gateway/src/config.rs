@@ -291,9 +291,9 @@ impl GatewayConfig {
                 feature: r.feature,
                 template: Template::parse(&r.name, &r.path)?,
                 name: r.name,
-                actions: r.methods,
+                actions: r.methods.into_iter().map(|(method, action)| (method, action.into())).collect(),
                 upstream: r.upstream,
-                resource_type: r.resource.type_name,
+                resource_type: r.resource.type_name.into(),
                 resource_id,
                 forward_authorization: r.forward_authorization,
                 upstream_authenticates: r.upstream_authenticates,
@@ -359,7 +359,7 @@ mod tests {
         let c = GatewayConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.tenant_from, [TenantSource::Credential, TenantSource::Header]);
         assert_eq!(c.upstreams["crm"].addresses.len(), 2);
-        assert_eq!(c.routes.route("PATCH", "/crm/contacts/7").unwrap().action, "contact.update");
+        assert_eq!(&*c.routes.route("PATCH", "/crm/contacts/7").unwrap().action, "contact.update");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! tenant and policy stages, so a plan refusal (402, naming the feature and
 //! the plans that include it) comes before any policy is evaluated.
 
+use std::sync::Arc;
+
 use tollgate_identity::plans::Catalog;
 use tollgate_identity::principal::Tenant;
 
@@ -25,7 +27,7 @@ pub fn check(route: &Route, tenant: Option<&Tenant>, catalog: &Catalog, at: i64)
         return Ok(Entitled::Unconditionally);
     };
     let Some(tenant) = tenant else {
-        return Err(Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Vec::new() });
+        return Err(Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Arc::default() });
     };
     if tenant.entitlements.has_feature(feature, at) {
         Ok(Entitled::ByPlan)

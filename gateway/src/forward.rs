@@ -5,7 +5,9 @@
 //! headers and a signed assertion of the same facts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -15,9 +17,11 @@ use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use tollgate_identity::assertion::{ASSERTION_TTL, Assertion, MAX_ASSERTED_GROUPS};
 use tollgate_identity::decision::new_decision_id;
+use tollgate_identity::principal::{Name, Principal, Tenant};
 use tollgate_identity::tokens::KeyRing;
 use tollgate_store::now;
 
+use crate::authenticate::Caller;
 use crate::config::Upstream;
 use crate::policy::Permit;
 use crate::reject::Reject;
@@ -69,12 +73,11 @@ pub fn prepare_upstream_request(
     request: &mut RequestHeader,
     permit: &Permit,
     assertions: &Assertions,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Result<(), Reject> {
     // Everything that can fail, before the request is taken apart.
     let signed = assertions.signed(permit)?;
-    let text = |value: &str| HeaderValue::from_str(value).map_err(|_| Reject::Internal);
-    let (decision, request_id) = (text(permit.decision_id())?, text(request_id)?);
+    let decision = HeaderValue::from_str(permit.decision_id()).map_err(|_| Reject::Internal)?;
     // The upstream gets exactly the path that was routed (the request's
     // own when it was routed as sent).
     let uri = &request.uri;
@@ -100,7 +103,7 @@ pub fn prepare_upstream_request(
         }
         headers.insert(DECISION, decision);
         headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
-        headers.insert(REQUEST_ID, request_id);
+        headers.insert(REQUEST_ID, request_id.clone());
         if let Some(uri) = routed_uri {
             parts.uri = uri;
         }
@@ -119,9 +122,11 @@ pub struct Target {
     pub name: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
-    /// Round robin over the addresses passing their health check; the
-    /// server runs the checks as a background service.
+    /// The addresses and their health; the server runs the checks as a
+    /// background service.
     pub balancer: Arc<LoadBalancer<RoundRobin>>,
+    /// The round robin's next turn.
+    turn: AtomicUsize,
 }
 
 impl std::fmt::Debug for Target {
@@ -140,7 +145,28 @@ impl Target {
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             balancer: Arc::new(balancer),
+            turn: AtomicUsize::new(0),
         })
+    }
+
+    /// The address whose turn it is, among those passing their health
+    /// check (or not checked yet), if any does. While the address in turn
+    /// is ready this costs one readiness look-up (the balancer's own
+    /// selection remembers the addresses it tried in a fresh set and hashes
+    /// each twice); otherwise the turn goes to one of the ready addresses,
+    /// so they share an unready one's turns evenly.
+    pub fn next_address(&self) -> Option<SocketAddr> {
+        let backends = self.balancer.backends();
+        let all = backends.get_backend();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let in_turn = all.iter().nth(turn % all.len().max(1))?;
+        let chosen = if backends.ready(in_turn) {
+            in_turn
+        } else {
+            let ready: Vec<_> = all.iter().filter(|backend| backends.ready(backend)).collect();
+            *ready.get(turn % ready.len().max(1))?
+        };
+        chosen.addr.as_inet().copied()
     }
 }
 
@@ -150,10 +176,15 @@ pub fn targets(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<BTreeM
 }
 
 /// What an assertion says (everything but its times and id), with the
-/// tenant's slug, said beside it: requests that would say the same share one
-/// signed assertion and the identity headers built with it.
+/// tenant's slug, said beside it, and the shared values it was read from:
+/// requests that would say the same share one signed assertion and the
+/// identity headers built with it.
 #[derive(Debug)]
 struct Asserted {
+    /// Held, so that no other caller or tenant takes their addresses while
+    /// this is kept.
+    caller: Caller,
+    tenant: Option<Arc<Tenant>>,
     aud: String,
     sub: String,
     user: Option<String>,
@@ -164,6 +195,14 @@ struct Asserted {
     groups_truncated: bool,
     ip: String,
     act: String,
+}
+
+/// Where a caller's principal is (null for anonymous callers).
+fn caller_address(caller: &Caller) -> *const Principal {
+    match caller {
+        Caller::Known(p) => Arc::as_ptr(p),
+        Caller::Anonymous => std::ptr::null(),
+    }
 }
 
 /// The group ids a permit's assertion and headers name, and whether some
@@ -177,48 +216,66 @@ impl Asserted {
     fn of(permit: &Permit) -> Self {
         let (groups, groups_truncated) = shown_groups(permit);
         Self {
+            caller: permit.caller().clone(),
+            tenant: permit.shared_tenant().cloned(),
             aud: permit.target().name.clone(),
-            sub: permit.principal().to_owned(),
-            user: permit.user().map(str::to_owned),
+            sub: permit.principal().text(),
+            user: permit.user().map(Name::text),
             tid: permit.tenant().map(|t| t.id.clone()),
             slug: permit.tenant().map(|t| t.slug.clone()),
             roles: permit.roles().to_vec(),
             groups: groups.to_vec(),
             groups_truncated,
             ip: permit.source_ip().to_owned(),
-            act: permit.route().action.clone(),
+            act: permit.route().action.to_string(),
         }
     }
 
-    /// Where `permit`'s facts are remembered: a hash of exactly what
-    /// [`Asserted::is_of`] compares, read from the permit without copying.
+    /// Where `permit`'s facts are remembered: a hash of the ones that tell
+    /// the assertions of one moment apart (who, in which tenant, from
+    /// where, doing what, at which upstream); requests saying the same hash
+    /// the same, whichever copy of the caller they come from. The roles
+    /// and groups, which go with the caller, are compared, not hashed.
     fn slot(hasher: &foldhash::quality::RandomState, permit: &Permit) -> u64 {
         use std::hash::BuildHasher as _;
-        let tenant = permit.tenant();
         hasher.hash_one((
-            &permit.target().name,
             permit.principal(),
-            permit.user(),
-            tenant.map(|t| (&t.id, &t.slug)),
-            permit.roles(),
-            shown_groups(permit),
+            permit.tenant().map(|t| &t.id),
+            &permit.target().name,
             permit.source_ip(),
-            &permit.route().action,
+            &*permit.route().action,
         ))
     }
 
-    /// Whether `permit` says exactly this.
+    /// Whether `permit` says exactly this: read from the same caller and
+    /// tenant (so the same principal, roles, groups and tenant), for the
+    /// same upstream, client address and action, or else saying the same
+    /// fact by fact.
     fn is_of(&self, permit: &Permit) -> bool {
+        let same_source = caller_address(&self.caller) == caller_address(permit.caller())
+            && self.tenant.as_ref().map(Arc::as_ptr) == permit.shared_tenant().map(Arc::as_ptr)
+            && self.aud == permit.target().name
+            && self.ip == permit.source_ip()
+            && *self.act == *permit.route().action;
+        same_source || self.says(permit)
+    }
+
+    /// Whether `permit`'s facts are these, one by one.
+    fn says(&self, permit: &Permit) -> bool {
         let tenant = permit.tenant();
         self.aud == permit.target().name
-            && self.sub == permit.principal()
-            && self.user.as_deref() == permit.user()
+            && permit.principal().is(&self.sub)
+            && match (&self.user, permit.user()) {
+                (Some(text), Some(name)) => name.is(text),
+                (None, None) => true,
+                _ => false,
+            }
             && self.tid.as_deref() == tenant.map(|t| t.id.as_str())
             && self.slug.as_deref() == tenant.map(|t| t.slug.as_str())
             && self.roles == permit.roles()
             && (self.groups.as_slice(), self.groups_truncated) == shown_groups(permit)
             && self.ip == permit.source_ip()
-            && self.act == permit.route().action
+            && *self.act == *permit.route().action
     }
 }
 
@@ -357,8 +414,8 @@ mod tests {
     use tollgate_store::Store;
 
     use super::*;
-    use crate::authenticate::authenticate;
     use crate::authenticate::tests::Memory;
+    use crate::authenticate::{Caller, authenticate};
     use crate::policy::tests::routed;
     use crate::policy::{Engines as _, Facts, PreparedSets, decide};
 
@@ -375,6 +432,12 @@ mod tests {
     }
 
     async fn permit_from(groups: usize, ip: &str) -> Permit {
+        let (m, caller) = caller_in_groups(groups, ip).await;
+        permit_of(&m, &caller, ip).await
+    }
+
+    /// A member of t1 in `groups` groups, signed in from `ip`.
+    async fn caller_in_groups(groups: usize, ip: &str) -> (Memory, Caller) {
         let mut m = Memory::two_tenants();
         m.add_member("g1", "t1", Builtin::Member);
         let key = ("t1".to_owned(), "g1".to_owned());
@@ -382,10 +445,15 @@ mod tests {
         m.standings.get_mut(&key).unwrap().groups = ids.into();
         m.login("tok", "g1", "t1");
         let caller = authenticate(&m, Some("Bearer tok"), ip).await.unwrap();
+        (m, caller)
+    }
+
+    /// A request of `caller` from `ip`, permitted.
+    async fn permit_of(m: &Memory, caller: &Caller, ip: &str) -> Permit {
         let tenant = Some(Arc::clone(&m.tenants["t1"]));
         let engine = m.engine_for(tenant.as_deref()).await.unwrap();
         let facts = Facts { method: "GET", source_ip: ip, time: 0 };
-        decide(&engine, &PreparedSets::default(), &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts)
+        decide(&engine, &PreparedSets::default(), caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts)
             .unwrap()
     }
 
@@ -411,7 +479,7 @@ mod tests {
         ] {
             req.append_header(name, value).unwrap();
         }
-        prepare_upstream_request(&mut req, &permit, &keys, "req-1").unwrap();
+        prepare_upstream_request(&mut req, &permit, &keys, &HeaderValue::from_static("req-1")).unwrap();
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).unwrap();
@@ -449,7 +517,7 @@ mod tests {
         ] {
             let mut req = RequestHeader::build("GET", b"/", None).unwrap();
             req.set_uri(sent.parse().unwrap());
-            prepare_upstream_request(&mut req, &permit, &keys, "req-1").unwrap();
+            prepare_upstream_request(&mut req, &permit, &keys, &HeaderValue::from_static("req-1")).unwrap();
             assert_eq!(req.uri.to_string(), forwarded, "{sent}");
             assert_eq!((req.uri.scheme(), req.uri.authority()), (None, None), "{sent}");
         }
@@ -462,9 +530,14 @@ mod tests {
         let assertions = keys(&dir).await;
         let token =
             |permit: &Permit| assertions.signed(permit).unwrap().header("x-tollgate-assertion").unwrap().to_owned();
-        let (first, second) = (permit(3).await, permit(3).await);
+        // Requests of one caller (as the caches hand it out) share one.
+        let (m, caller) = caller_in_groups(3, "10.1.2.3").await;
+        let (first, second) = (permit_of(&m, &caller, "10.1.2.3").await, permit_of(&m, &caller, "10.1.2.3").await);
         assert_ne!(first.decision_id(), second.decision_id());
         assert_eq!(token(&first), token(&second), "one signature for the same facts");
+        // So do the same facts read again by the caches (another copy of
+        // the principal, as a new token of the same person gives).
+        assert_eq!(token(&permit(3).await), token(&first), "one signature for another copy of the same facts");
         let elsewhere = permit_from(3, "10.9.9.9").await;
         let other = token(&elsewhere);
         assert_ne!(other, token(&first), "another client address is another assertion");
@@ -473,6 +546,38 @@ mod tests {
         assert!(claims.exp - tollgate_store::now() > ASSERTION_TTL - REUSE_SECS - 1, "never handed out half-spent");
         assert_ne!(token(&permit(4).await), token(&first), "other groups, another assertion");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn round_robin_takes_turns_over_the_ready_addresses_only() {
+        let addresses: Vec<SocketAddr> =
+            ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"].iter().map(|a| a.parse().unwrap()).collect();
+        let upstream = Upstream {
+            name: "crm".into(),
+            addresses: addresses.clone(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        };
+        let target = Target::new(&upstream).unwrap();
+        let picks = |n: usize| (0..n).map(|_| target.next_address().unwrap()).collect::<Vec<_>>();
+        let first = picks(6);
+        for address in &addresses {
+            assert_eq!(first.iter().filter(|a| *a == address).count(), 2, "{address} in {first:?}");
+        }
+        assert!(first.windows(2).all(|w| w[0] != w[1]), "turns: {first:?}");
+        // An address out of the rotation (as a failed health check takes it) is passed over.
+        let backends = target.balancer.backends();
+        let out = backends.get_backend().iter().find(|b| b.addr.as_inet() == Some(&addresses[1])).cloned().unwrap();
+        backends.set_enable(&out, false);
+        let rest = picks(6);
+        assert!(!rest.contains(&addresses[1]), "{rest:?}");
+        for address in [addresses[0], addresses[2]] {
+            assert_eq!(rest.iter().filter(|a| **a == address).count(), 3, "{address} in {rest:?}");
+        }
+        for backend in backends.get_backend().iter() {
+            backends.set_enable(backend, false);
+        }
+        assert_eq!(target.next_address(), None, "no address ready, none picked");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! latencies) goes to handles resolved once, not looked up by label values
 //! per request.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::sync::LazyLock;
 
@@ -132,7 +132,7 @@ impl Looked {
 /// Counters of one family by their label values, each resolved once: later
 /// increments read a shared map, without the family's hashing of the
 /// labels, its lock and a reference count per request. Only for label
-/// values from a bounded set.
+/// values from a bounded set (so a fast hash will do).
 struct Resolved<K> {
     family: &'static LazyLock<IntCounterVec>,
     handles: ArcSwap<HashMap<K, IntCounter>>,

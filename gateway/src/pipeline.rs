@@ -83,9 +83,11 @@ impl Gateway {
     /// Runs the stages in order; only an allow yields a [`Permit`].
     pub async fn admit(&self, req: &Incoming<'_>) -> Result<Permit, Box<Denial>> {
         let mut clock = Instant::now();
+        // One reading of the clock per stage: it ends one and starts the next.
         let mut lap = |stage: Stage| {
-            metrics::stage(stage, clock.elapsed().as_secs_f64());
-            clock = Instant::now();
+            let now = Instant::now();
+            metrics::stage(stage, now.duration_since(clock).as_secs_f64());
+            clock = now;
         };
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
         lap(Stage::Route);
@@ -130,7 +132,7 @@ impl Gateway {
         {
             return Err(Denial::early(Reject::Forbidden {
                 detail: SECOND_FACTOR_REQUIRED.into(),
-                policies: Vec::new(),
+                policies: Arc::default(),
             }));
         }
         let at = now();

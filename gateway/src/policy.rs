@@ -7,11 +7,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tollgate_identity::decision::{new_decision_id, reasons};
+use tollgate_identity::decision::new_decision_id;
 use tollgate_identity::entities::{RequestFacts, standard_facts};
-use tollgate_identity::principal::{Authn, Tenant};
+use tollgate_identity::principal::{Authn, Name, Tenant};
 use tollgate_identity::roles::Builtin;
-use tollgate_policies::{Outcome, PolicyEngine};
+use tollgate_policies::{DeterminingPolicy, Outcome, PolicyEngine};
 
 use crate::authenticate::Caller;
 use crate::forward::Target;
@@ -39,11 +39,11 @@ pub struct Routed {
 pub struct Permit {
     decision_id: String,
     tenant: Option<Arc<Tenant>>,
-    principal: String,
-    user: Option<String>,
-    roles: Vec<String>,
-    groups: Arc<[String]>,
-    policies: Vec<String>,
+    /// Who called (its name, role and groups, read from it rather than
+    /// copied for every request).
+    caller: Caller,
+    /// Shared with the remembered decision.
+    policies: Arc<[DeterminingPolicy]>,
     routed: Routed,
     source_ip: String,
     /// The tightest rate limit the request stands under, set by the quota stage.
@@ -57,23 +57,42 @@ impl Permit {
     pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_deref()
     }
-    pub fn principal(&self) -> &str {
-        &self.principal
+    /// The tenant as the caches handed it out.
+    pub fn shared_tenant(&self) -> Option<&Arc<Tenant>> {
+        self.tenant.as_ref()
+    }
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+    pub fn principal(&self) -> Name<'_> {
+        match &self.caller {
+            Caller::Known(p) => p.actor_name(),
+            Caller::Anonymous => Name::Anonymous,
+        }
     }
     /// `user:<id>` of the person the request acts for: the caller, or the
     /// owner of the caller's API key; `None` for service accounts and
     /// anonymous callers.
-    pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+    pub fn user(&self) -> Option<Name<'_>> {
+        match &self.caller {
+            Caller::Known(p) => p.acting_user_name(),
+            Caller::Anonymous => None,
+        }
     }
     pub fn roles(&self) -> &[String] {
-        &self.roles
+        match &self.caller {
+            Caller::Known(p) => std::slice::from_ref(&p.role.name),
+            Caller::Anonymous => &[],
+        }
     }
     /// The ids of the tenant's groups the principal belongs to.
     pub fn groups(&self) -> &[String] {
-        &self.groups
+        match &self.caller {
+            Caller::Known(p) => &p.groups,
+            Caller::Anonymous => &[],
+        }
     }
-    pub fn policies(&self) -> &[String] {
+    pub fn policies(&self) -> &[DeterminingPolicy] {
         &self.policies
     }
     pub fn route(&self) -> &RouteMatch {
@@ -134,18 +153,17 @@ pub fn decide(
         // Tenant-owned resource types carry their tenant; without one the
         // request cannot be about a tenant's resource.
         return Err(Box::new(Denial {
-            reject: Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Vec::new() },
+            reject: Reject::Forbidden { detail: "this route needs a tenant".into(), policies: Arc::default() },
             decision_id,
             explain: false,
         }));
     }
-    let (authn, mfa, explain, roles, groups) = match caller {
+    let (authn, mfa, explain) = match caller {
         Caller::Known(p) => {
             let (authn, mfa) = p.authn_facts();
-            let explain = p.role.base.is_some_and(|b| b >= Builtin::Admin);
-            (authn, mfa, explain, vec![p.role.name.clone()], Arc::clone(&p.groups))
+            (authn, mfa, p.role.base.is_some_and(|b| b >= Builtin::Admin))
         }
-        Caller::Anonymous => (Authn::Anonymous, false, false, Vec::new(), Arc::from([])),
+        Caller::Anonymous => (Authn::Anonymous, false, false),
     };
     let request =
         RequestFacts { method: facts.method, path: &route.path, source_ip: facts.source_ip, time: facts.time };
@@ -153,10 +171,6 @@ pub fn decide(
     let outcome = match prepared.entities(engine, caller, tenant.as_ref(), route, facts.time) {
         Ok(entities) => engine.evaluate_prepared(&entities.entities, &route.action, &context),
         Err(error) => Outcome::denied_by(error),
-    };
-    let principal_name = match caller {
-        Caller::Known(p) => p.actor_id(),
-        Caller::Anonymous => "anonymous".to_owned(),
     };
     // No log line here: the request's one access line carries the decision,
     // its determining policies and any evaluation errors.
@@ -167,14 +181,8 @@ pub fn decide(
         Ok(Permit {
             decision_id,
             tenant,
-            principal: principal_name,
-            user: match caller {
-                Caller::Known(p) => p.acting_user(),
-                Caller::Anonymous => None,
-            },
-            roles,
-            groups,
-            policies: reasons(&outcome),
+            caller: caller.clone(),
+            policies: Arc::clone(&outcome.determining),
             routed,
             source_ip: facts.source_ip.to_owned(),
             within: Within(None),
@@ -183,7 +191,7 @@ pub fn decide(
         Err(Box::new(Denial {
             reject: Reject::Forbidden {
                 detail: format!("not allowed to `{}`", route.action),
-                policies: reasons(&outcome),
+                policies: outcome.determining,
             },
             decision_id,
             explain,

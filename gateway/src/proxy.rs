@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::ResponseHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -28,6 +29,8 @@ use crate::forward::{FORWARDED_FOR, REQUEST_ID, edit_parts, prepare_upstream_req
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
+use tollgate_identity::decision::{is_request_id, new_decision_id};
+use tollgate_policies::DeterminingPolicy;
 
 /// Where a request stands.
 #[derive(Debug)]
@@ -36,7 +39,7 @@ enum Admission {
     Pending,
     /// Refused with this decision id and these determining policies; the
     /// response is written.
-    Refused { decision_id: String, policies: Vec<String> },
+    Refused { decision_id: String, policies: Arc<[DeterminingPolicy]> },
     /// Allowed; forwarded once an upstream address is chosen.
     Permitted { permit: Box<Permit>, forwarded_at: Option<Instant> },
 }
@@ -45,7 +48,8 @@ enum Admission {
 #[derive(Debug)]
 pub struct Ctx {
     started: Instant,
-    request_id: String,
+    /// Checked or made by the gateway: always readable text.
+    request_id: HeaderValue,
     admission: Admission,
 }
 
@@ -55,6 +59,10 @@ impl Ctx {
             Admission::Permitted { permit, .. } => Some(permit),
             _ => None,
         }
+    }
+
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
     }
 
     fn decision_id(&self) -> Option<&str> {
@@ -83,41 +91,98 @@ pub struct Proxy {
 /// is parsed again on every look-up).
 const TENANT: HeaderName = HeaderName::from_static("x-tenant");
 
-fn request_id(session: &Session) -> String {
-    let sent = session.req_header().headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
-    tollgate_identity::decision::request_id_or_new(sent)
+/// A header the gateway reads, as the request has it: its first value and
+/// whether another followed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen<'a> {
+    first: Option<&'a HeaderValue>,
+    repeated: bool,
 }
 
-/// The one value of a header that must not be repeated (a repeated one is
-/// read differently by different servers), if it is there.
-fn single_header<'a>(session: &'a Session, name: &HeaderName) -> Result<Option<&'a str>, Reject> {
-    let mut values = session.req_header().headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Reject::BadRequest(format!("the `{name}` header is repeated")));
+impl<'a> Seen<'a> {
+    fn see(&mut self, value: &'a HeaderValue) {
+        match self.first {
+            Some(_) => self.repeated = true,
+            None => self.first = Some(value),
+        }
     }
-    match value.to_str() {
-        Ok(text) => Ok(Some(text)),
-        Err(_) if name == http::header::AUTHORIZATION => Err(Reject::Unauthenticated("malformed authorization header")),
-        Err(_) => Err(Reject::BadRequest(format!("the `{name}` header is not readable text"))),
+
+    /// The one value of a header that must not be repeated (a repeated one
+    /// is read differently by different servers), if it is there.
+    fn single(self, name: &HeaderName) -> Result<Option<&'a str>, Reject> {
+        let Some(value) = self.first else {
+            return Ok(None);
+        };
+        if self.repeated {
+            return Err(Reject::BadRequest(format!("the `{name}` header is repeated")));
+        }
+        match value.to_str() {
+            Ok(text) => Ok(Some(text)),
+            Err(_) if name == http::header::AUTHORIZATION => {
+                Err(Reject::Unauthenticated("malformed authorization header"))
+            }
+            Err(_) => Err(Reject::BadRequest(format!("the `{name}` header is not readable text"))),
+        }
     }
+}
+
+/// The headers the gateway reads, found in one pass over the request's
+/// headers (a look-up by name hashes the name and probes the map, each
+/// time).
+#[derive(Debug, Default)]
+struct Sent<'a> {
+    authorization: Seen<'a>,
+    tenant: Seen<'a>,
+    host: Seen<'a>,
+    request_id: Seen<'a>,
+    forwarded_for: Seen<'a>,
+}
+
+impl<'a> Sent<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        let mut sent = Self::default();
+        for (name, value) in headers {
+            let seen = if *name == http::header::AUTHORIZATION {
+                &mut sent.authorization
+            } else if *name == http::header::HOST {
+                &mut sent.host
+            } else if *name == TENANT {
+                &mut sent.tenant
+            } else if *name == REQUEST_ID {
+                &mut sent.request_id
+            } else if *name == FORWARDED_FOR {
+                &mut sent.forwarded_for
+            } else {
+                continue;
+            };
+            seen.see(value);
+        }
+        sent
+    }
+}
+
+/// The request's id: the client's (its first `X-Request-Id`) when
+/// well-formed, else a new one.
+fn request_id(sent: Seen<'_>) -> HeaderValue {
+    if let Some(value) = sent.first.filter(|v| v.to_str().is_ok_and(is_request_id)) {
+        return value.clone();
+    }
+    // A new id is a UUID, always a valid value.
+    HeaderValue::try_from(new_decision_id()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// What the pipeline reads of a request; a credential, tenant or host that
 /// is repeated or unreadable is refused rather than guessed at.
-fn read_incoming<'a>(session: &'a Session, client_ip: &'a str) -> Result<Incoming<'a>, Reject> {
-    let req = session.req_header();
+fn read_incoming<'a>(req: &'a RequestHeader, sent: &Sent<'a>, client_ip: &'a str) -> Result<Incoming<'a>, Reject> {
     let host = match req.uri.host() {
         Some(host) => Some(host),
-        None => single_header(session, &http::header::HOST)?,
+        None => sent.host.single(&http::header::HOST)?,
     };
     Ok(Incoming {
         method: req.method.as_str(),
         path: req.uri.path(),
-        authorization: single_header(session, &http::header::AUTHORIZATION)?,
-        tenant_header: single_header(session, &TENANT)?,
+        authorization: sent.authorization.single(&http::header::AUTHORIZATION)?,
+        tenant_header: sent.tenant.single(&TENANT)?,
         host,
         client_ip,
     })
@@ -137,7 +202,7 @@ async fn write_problem(
     reject: &Reject,
     decision_id: &str,
     explain: bool,
-    request_id: &str,
+    request_id: &HeaderValue,
     connection: Connection,
 ) {
     let body = reject.body(decision_id, explain);
@@ -145,7 +210,7 @@ async fn write_problem(
         let mut response = ResponseHeader::build(reject.status(), None)?;
         response.insert_header("content-type", "application/problem+json")?;
         response.insert_header("content-length", body.len().to_string())?;
-        response.insert_header("x-request-id", request_id)?;
+        response.insert_header("x-request-id", request_id.clone())?;
         if connection == Connection::Close {
             // Pingora then writes `Connection: close` itself.
             session.set_keepalive(None);
@@ -166,21 +231,29 @@ async fn write_problem(
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
+    /// None: the gateway never compresses responses (pingora's default is
+    /// its compression module, disabled, yet set up for every request).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
-        Ctx { started: Instant::now(), request_id: String::new(), admission: Admission::Pending }
+        Ctx { started: Instant::now(), request_id: HeaderValue::from_static(""), admission: Admission::Pending }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = request_id(session);
+        let req = session.req_header();
+        let sent = Sent::of(&req.headers);
+        ctx.request_id = request_id(sent.request_id);
         let trusted = &self.gateway.config.trusted_proxies;
         let client_ip = match session.client_addr().and_then(|a| a.as_inet()) {
             Some(peer) => {
-                let forwarded = session.req_header().headers.get_all(FORWARDED_FOR);
-                ip_text(client_address(peer.ip(), forwarded.iter().filter_map(|v| v.to_str().ok()), trusted))
+                // All the values, in order, when there are any.
+                let forwarded = sent.forwarded_for.first.map(|_| req.headers.get_all(FORWARDED_FOR));
+                let hops = forwarded.iter().flat_map(|all| all.iter()).filter_map(|v| v.to_str().ok());
+                ip_text(client_address(peer.ip(), hops, trusted))
             }
             None => "unknown".to_owned(),
         };
-        let admitted = match read_incoming(session, &client_ip) {
+        let admitted = match read_incoming(req, &sent, &client_ip) {
             Ok(incoming) => self.gateway.admit(&incoming).await,
             Err(reject) => Err(Denial::early(reject)),
         };
@@ -191,8 +264,8 @@ impl ProxyHttp for Proxy {
             }
             Err(denial) => {
                 let policies = match &denial.reject {
-                    Reject::Forbidden { policies, .. } => policies.clone(),
-                    _ => Vec::new(),
+                    Reject::Forbidden { policies, .. } => Arc::clone(policies),
+                    _ => Arc::default(),
                 };
                 ctx.admission = Admission::Refused { decision_id: denial.decision_id.clone(), policies };
                 write_problem(
@@ -215,16 +288,8 @@ impl ProxyHttp for Proxy {
             return Err(Error::explain(ErrorType::InternalError, "no permit"));
         };
         let target = permit.target();
-        // Round robin over the addresses that pass their health check.
-        let backend = target
-            .balancer
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
-        let address = backend
-            .addr
-            .as_inet()
-            .copied()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "not an inet address"))?;
+        let address =
+            target.next_address().ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
         *forwarded_at = Some(Instant::now());
         let mut peer = HttpPeer::new(address, false, String::new());
         peer.options.connection_timeout = Some(target.connect_timeout);
@@ -252,8 +317,7 @@ impl ProxyHttp for Proxy {
         if let Admission::Permitted { permit, forwarded_at: Some(at) } = &ctx.admission {
             self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed().as_secs_f64());
         }
-        let request_id = HeaderValue::from_str(&ctx.request_id)
-            .map_err(|_| Error::explain(ErrorType::InternalError, "unreadable request id"))?;
+        let request_id = ctx.request_id.clone();
         let standing = ctx.permit().and_then(|p| p.within.0.as_ref());
         let rate_limit = match standing {
             Some(s) => Some((text_value(s.policy_field())?, text_value(s.field())?)),
@@ -261,7 +325,6 @@ impl ProxyHttp for Proxy {
         };
         edit_parts(response, http::Response::new(()).into_parts().0, |parts: &mut http::response::Parts| {
             let headers = &mut parts.headers;
-            headers.reserve(3);
             if let Some((policy, field)) = rate_limit {
                 headers.insert(RATELIMIT_POLICY, policy);
                 headers.insert(RATELIMIT, field);
@@ -294,17 +357,17 @@ impl ProxyHttp for Proxy {
         route.request(status, decision, ctx.started.elapsed().as_secs_f64());
         let req = session.req_header();
         crate::access::record(&AccessLine {
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id(),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
             decision: ctx.decision_id().unwrap_or(""),
             tenant: permit.and_then(|p| p.tenant()).map_or("", |t| t.id.as_str()),
-            principal: permit.map_or("", |p| p.principal()),
-            route: permit.map_or("", |p| p.route().action.as_str()),
+            principal: permit.map(Permit::principal),
+            route: permit.map_or("", |p| &p.route().action),
             policies: match &ctx.admission {
                 Admission::Permitted { permit, .. } => permit.policies(),
-                Admission::Refused { policies, .. } => policies.as_slice(),
+                Admission::Refused { policies, .. } => policies,
                 Admission::Pending => &[],
             },
             error: error.map(|e| e as &dyn std::fmt::Display),

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate_identity::plans::{LimitName, month_of};
-use tollgate_identity::principal::Tenant;
+use tollgate_identity::principal::{Name, Tenant};
 use tollgate_store::{Store, StoreError};
 
 use crate::policy::Permit;
@@ -274,8 +274,9 @@ struct TenantMeter {
 /// and re-reading the store).
 #[derive(Debug, Default)]
 pub struct Meter {
-    /// By metric (`Metric as usize`), then tenant.
-    tenants: [Mutex<HashMap<String, Arc<TenantMeter>>>; 2],
+    /// By metric (`Metric as usize`), then tenant (ids of tenants that
+    /// exist, so a fast hash will do).
+    tenants: [Mutex<foldhash::HashMap<String, Arc<TenantMeter>>>; 2],
     /// The month of the last call: its first second, the next month's, its name.
     month: Mutex<(i64, i64, Arc<str>)>,
 }
@@ -485,15 +486,16 @@ impl Quotas {
     /// The rate limits of the caller: per API key (its plan's), per person
     /// (the configuration's), or per client address for anonymous callers.
     fn caller_limit(&self, permit: &Permit, at: i64) -> Option<(BucketKey, &'static str, u64)> {
-        let principal = permit.principal();
-        if let Some(key) = principal.strip_prefix("apikey:") {
-            let tenant = permit.tenant()?;
-            let quota = tenant.entitlements.limit(LimitName::RequestsPerSecondPerKey, at)?;
-            return Some((BucketKey::Key(key.to_owned()), "key", quota));
-        }
-        if let (Some(user), Some(tenant)) = (principal.strip_prefix("user:"), permit.tenant()) {
-            let quota = self.limits.per_user?;
-            return Some((BucketKey::User { tenant: tenant.id.clone(), user: user.to_owned() }, "user", quota));
+        match (permit.principal(), permit.tenant()) {
+            (Name::ApiKey(key), tenant) => {
+                let quota = tenant?.entitlements.limit(LimitName::RequestsPerSecondPerKey, at)?;
+                return Some((BucketKey::Key(key.to_owned()), "key", quota));
+            }
+            (Name::User(user), Some(tenant)) => {
+                let quota = self.limits.per_user?;
+                return Some((BucketKey::User { tenant: tenant.id.clone(), user: user.to_owned() }, "user", quota));
+            }
+            _ => {}
         }
         let quota = self.limits.per_ip?;
         let key = permit.source_ip().parse().map_or(BucketKey::OtherAddress, BucketKey::Ip);

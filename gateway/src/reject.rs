@@ -1,7 +1,11 @@
 //! Rejections: the expected ways a request is refused before any upstream is
 //! chosen, each written as an RFC 9457 problem with a decision id.
 
+use std::sync::Arc;
+
 use serde_json::json;
+use tollgate_identity::decision::reason_line;
+use tollgate_policies::DeterminingPolicy;
 
 use crate::quota::Standing;
 use crate::route::NoRoute;
@@ -21,7 +25,7 @@ pub enum Reject {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{detail}")]
-    Forbidden { detail: String, policies: Vec<String> },
+    Forbidden { detail: String, policies: Arc<[DeterminingPolicy]> },
     /// The tenant's plan does not include the route's feature.
     #[error("this needs the `{feature}` feature, which the tenant's plan does not include")]
     PaymentRequired { feature: String, plans: Vec<String> },
@@ -93,7 +97,9 @@ impl Reject {
             "decision_id": decision_id,
         });
         match self {
-            Reject::Forbidden { policies, .. } if explain => problem["policies"] = json!(policies),
+            Reject::Forbidden { policies, .. } if explain => {
+                problem["policies"] = json!(policies.iter().map(reason_line).collect::<Vec<_>>());
+            }
             Reject::PaymentRequired { feature, plans } => {
                 problem["feature"] = json!(feature);
                 problem["plans"] = json!(plans);
@@ -130,12 +136,16 @@ mod tests {
 
     #[test]
     fn problems_carry_status_decision_and_only_explained_policies() {
-        let r = Reject::Forbidden { detail: "not allowed to `contact.read`".into(), policies: vec!["p1".into()] };
+        let policies = [
+            DeterminingPolicy { id: "p1".into(), reason: None },
+            DeterminingPolicy { id: "p2".into(), reason: Some("members only".into()) },
+        ];
+        let r = Reject::Forbidden { detail: "not allowed to `contact.read`".into(), policies: policies.into() };
         let hidden: serde_json::Value = serde_json::from_slice(&r.body("d-1", false)).unwrap();
         assert_eq!((hidden["status"].as_u64(), hidden["decision_id"].as_str()), (Some(403), Some("d-1")));
         assert!(hidden.get("policies").is_none());
         let shown: serde_json::Value = serde_json::from_slice(&r.body("d-1", true)).unwrap();
-        assert_eq!(shown["policies"], json!(["p1"]));
+        assert_eq!(shown["policies"], json!(["p1", "p2: members only"]));
         assert_eq!(Reject::Unauthenticated("x").headers()[0].0, "www-authenticate");
         assert_eq!(Reject::from(NoRoute::MethodNotAllowed).status(), 405);
     }

@@ -4,6 +4,7 @@
 //! upstream can never disagree about which route a request is.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Longest path accepted, in bytes.
 pub const MAX_PATH: usize = 2048;
@@ -118,6 +119,42 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if raw.len() > MAX_PATH {
         return Err(PathError::TooLong);
     }
+    if is_normal(raw) {
+        return Ok(raw.to_owned());
+    }
+    rebuilt(raw)
+}
+
+/// Whether `raw` is its own normal form, checked in one pass without
+/// writing anything (most requests' paths): absolute, no empty, `.` or `..`
+/// segment, no trailing slash (but the root), and only bytes a segment
+/// keeps as they are (no `%`, backslash, `;`, control or non-ASCII byte).
+fn is_normal(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes == b"/" {
+        return true;
+    }
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment = 1;
+    for i in 1..=bytes.len() {
+        match bytes.get(i) {
+            None | Some(b'/') => {
+                if matches!(&bytes[segment..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                segment = i + 1;
+            }
+            Some(&b) if !(0x20..0x7f).contains(&b) || matches!(b, b'%' | b'\\' | b';') => return false,
+            Some(_) => {}
+        }
+    }
+    true
+}
+
+/// [`normalize`] of a path that is not its own normal form.
+fn rebuilt(raw: &str) -> Result<String, PathError> {
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     let mut out = String::with_capacity(raw.len());
     for segment in rest.split('/') {
@@ -299,10 +336,10 @@ pub enum ResourceId {
 pub struct Route {
     pub name: String,
     pub template: Template,
-    /// Upper-case HTTP method -> Cedar action id.
-    pub actions: BTreeMap<String, String>,
+    /// Upper-case HTTP method -> Cedar action id (shared with the matches).
+    pub actions: BTreeMap<String, Arc<str>>,
     pub upstream: String,
-    pub resource_type: String,
+    pub resource_type: Arc<str>,
     pub resource_id: ResourceId,
     /// Whether the upstream receives the caller's `Authorization` header (a
     /// platform credential it could replay); otherwise only the assertion.
@@ -331,8 +368,9 @@ pub struct RouteLimit {
 pub struct RouteMatch {
     pub route: usize,
     pub path: String,
-    pub action: String,
-    pub resource_type: String,
+    /// The route's, shared: a match costs no copy of them.
+    pub action: Arc<str>,
+    pub resource_type: Arc<str>,
     pub resource_id: String,
     /// The route's choice: the upstream receives the caller's credential.
     pub forward_authorization: bool,
@@ -348,7 +386,7 @@ impl RouteMatch {
     /// routes are not: they pass through to the backend, which decides each
     /// call (with the caller's tenant layer) itself.
     pub fn needs_tenant(&self) -> bool {
-        self.resource_type != PLATFORM_RESOURCE
+        *self.resource_type != *PLATFORM_RESOURCE
     }
 }
 
@@ -441,8 +479,8 @@ impl RouteTable {
             return Ok(RouteMatch {
                 route: index,
                 path,
-                action: action.clone(),
-                resource_type: route.resource_type.clone(),
+                action: Arc::clone(action),
+                resource_type: Arc::clone(&route.resource_type),
                 resource_id,
                 forward_authorization: route.forward_authorization,
                 rate_limit: route.rate_limit,

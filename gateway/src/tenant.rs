@@ -84,7 +84,7 @@ pub async fn resolve(
             (Some(c), Some(t)) if c.id != t.id => {
                 return Err(Reject::Forbidden {
                     detail: "the request names a tenant other than its credential's".into(),
-                    policies: Vec::new(),
+                    policies: Arc::default(),
                 });
             }
             _ => {}
@@ -94,7 +94,7 @@ pub async fn resolve(
         // A credential's tenant always applies, whatever the configured order.
         return Err(Reject::Forbidden {
             detail: "the request names a tenant other than its credential's".into(),
-            policies: Vec::new(),
+            policies: Arc::default(),
         });
     }
     if let Some(tenant) = &chosen {
@@ -106,7 +106,7 @@ pub async fn resolve(
 fn check_state(tenant: &Tenant, method: &str) -> Result<(), Reject> {
     match tenant.refusal(is_read_only(method)) {
         None => Ok(()),
-        Some(detail) => Err(Reject::Forbidden { detail, policies: Vec::new() }),
+        Some(detail) => Err(Reject::Forbidden { detail, policies: Arc::default() }),
     }
 }
 

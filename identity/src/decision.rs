@@ -1,13 +1,14 @@
 //! Decisions: their ids and the one decision log line, written the same way
 //! by the gateway, the backend's API and the decision point.
 
-use tollgate_policies::Outcome;
+use tollgate_policies::{DeterminingPolicy, Outcome};
 
 /// A new random id (a UUID v4) for a decision, a request or a token: from
 /// the thread's CSPRNG, seeded from the OS, so no system call per id;
 /// encoded straight into its one allocation.
 pub fn new_decision_id() -> String {
-    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    // One draw of 128 bits (`random::<[u8; 16]>` draws each byte apart).
+    let uuid = uuid::Builder::from_random_bytes(rand::random::<u128>().to_ne_bytes()).into_uuid();
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid.hyphenated().encode_lower(&mut text).to_owned()
 }
@@ -16,10 +17,12 @@ pub fn new_decision_id() -> String {
 /// letters, digits and `-_.:`), else a new one. The gateway and the backend
 /// both apply this one rule.
 pub fn request_id_or_new(sent: Option<&str>) -> String {
-    sent.filter(|v| {
-        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    })
-    .map_or_else(new_decision_id, str::to_owned)
+    sent.filter(|v| is_request_id(v)).map_or_else(new_decision_id, str::to_owned)
+}
+
+/// Whether a client's request id is well-formed (see [`request_id_or_new`]).
+pub fn is_request_id(sent: &str) -> bool {
+    !sent.is_empty() && sent.len() <= 128 && sent.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Who decided. (The gateway logs its decisions in the request's one
@@ -55,14 +58,16 @@ pub struct Decided<'a> {
 
 /// The determining policies with their reasons: `id: reason`.
 pub fn reasons(outcome: &Outcome) -> Vec<String> {
-    outcome
-        .determining
-        .iter()
-        .map(|d| match &d.reason {
-            Some(reason) => [d.id.as_str(), ": ", reason].concat(),
-            None => d.id.clone(),
-        })
-        .collect()
+    outcome.determining.iter().map(reason_line).collect()
+}
+
+/// A determining policy with its reason, `id: reason` (its id alone when it
+/// gives none).
+pub fn reason_line(policy: &DeterminingPolicy) -> String {
+    match &policy.reason {
+        Some(reason) => [policy.id.as_str(), ": ", reason].concat(),
+        None => policy.id.clone(),
+    }
 }
 
 /// Writes the decision log line: who decided what about whom, with the

@@ -77,8 +77,10 @@ struct Feed {
 /// of tenants.
 pub struct TenantEngines {
     live: Arc<LivePolicies>,
-    versions: Cache<String, Option<i64>>,
-    engines: Cache<(String, i64), Built>,
+    /// Keyed by the ids of tenants that exist (callers resolve the tenant
+    /// first), so a seeded fast hash will do.
+    versions: Cache<String, Option<i64>, foldhash::quality::RandomState>,
+    engines: Cache<(String, i64), Built, foldhash::quality::RandomState>,
     feed: tokio::sync::Mutex<Feed>,
 }
 
@@ -92,8 +94,14 @@ impl TenantEngines {
     pub fn new(live: Arc<LivePolicies>) -> Self {
         Self {
             live,
-            versions: Cache::builder().max_capacity(VERSIONS_CAPACITY).time_to_live(VERSION_TTL).build(),
-            engines: Cache::builder().max_capacity(CAPACITY).support_invalidation_closures().build(),
+            versions: Cache::builder()
+                .max_capacity(VERSIONS_CAPACITY)
+                .time_to_live(VERSION_TTL)
+                .build_with_hasher(Default::default()),
+            engines: Cache::builder()
+                .max_capacity(CAPACITY)
+                .support_invalidation_closures()
+                .build_with_hasher(Default::default()),
             feed: tokio::sync::Mutex::new(Feed::default()),
         }
     }

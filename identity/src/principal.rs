@@ -250,6 +250,46 @@ impl Authn {
     }
 }
 
+/// Who acts, as logs, assertions and identity headers name them:
+/// `user:<id>`, `apikey:<id>` or `anonymous`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Name<'a> {
+    User(&'a str),
+    ApiKey(&'a str),
+    Anonymous,
+}
+
+impl<'a> Name<'a> {
+    /// The name's two parts: its kind's prefix and the id.
+    pub fn parts(self) -> (&'static str, &'a str) {
+        match self {
+            Name::User(id) => ("user:", id),
+            Name::ApiKey(id) => ("apikey:", id),
+            Name::Anonymous => ("anonymous", ""),
+        }
+    }
+
+    /// The name as one string.
+    pub fn text(self) -> String {
+        let (kind, id) = self.parts();
+        [kind, id].concat()
+    }
+
+    /// Whether `text` is this name.
+    pub fn is(self, text: &str) -> bool {
+        let (kind, id) = self.parts();
+        text.strip_prefix(kind) == Some(id)
+    }
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, id) = self.parts();
+        f.write_str(kind)?;
+        f.write_str(id)
+    }
+}
+
 /// An authenticated caller acting in one tenant with one role.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -306,19 +346,31 @@ impl Principal {
 
     /// A stable id of the caller for logs, assertions and `created_by` columns.
     pub fn actor_id(&self) -> String {
+        self.actor_name().text()
+    }
+
+    /// [`Principal::actor_id`], read from the principal without being put
+    /// together.
+    pub fn actor_name(&self) -> Name<'_> {
         match &self.actor {
-            Actor::User { user, .. } => ["user:", &user.id].concat(),
-            Actor::ApiKey { key } => ["apikey:", &key.id].concat(),
+            Actor::User { user, .. } => Name::User(&user.id),
+            Actor::ApiKey { key } => Name::ApiKey(&key.id),
         }
     }
 
     /// `user:<id>` of the person the call acts for: the caller, or the owner
     /// of the caller's API key; `None` for service accounts' keys.
     pub fn acting_user(&self) -> Option<String> {
+        self.acting_user_name().map(Name::text)
+    }
+
+    /// [`Principal::acting_user`], read from the principal without being put
+    /// together.
+    pub fn acting_user_name(&self) -> Option<Name<'_>> {
         match &self.actor {
-            Actor::User { user, .. } => Some(["user:", &user.id].concat()),
+            Actor::User { user, .. } => Some(Name::User(&user.id)),
             Actor::ApiKey { key } => match &key.owner {
-                KeyOwner::User(id) => Some(["user:", id].concat()),
+                KeyOwner::User(id) => Some(Name::User(id)),
                 KeyOwner::ServiceAccount(_) => None,
             },
         }
@@ -368,6 +420,22 @@ pub(crate) mod tests {
             groups: Arc::from([]),
             client_ip: "127.0.0.1".into(),
         }
+    }
+
+    #[test]
+    fn names_read_as_the_ids_they_stand_for() {
+        for (name, text) in
+            [(Name::User("u1"), "user:u1"), (Name::ApiKey("k1"), "apikey:k1"), (Name::Anonymous, "anonymous")]
+        {
+            assert_eq!((name.text(), name.to_string()), (text.to_owned(), text.to_owned()));
+            assert!(name.is(text), "{text}");
+        }
+        for other in ["user:u12", "user:", "apikey:u1", "u1", "user:u1 ", "anonymous:"] {
+            assert!(!Name::User("u1").is(other), "{other}");
+        }
+        assert!(!Name::Anonymous.is("anonymous:"));
+        let person = person("u1", "t1", Builtin::Member, &["pwd"]);
+        assert_eq!((person.actor_id(), person.acting_user()), ("user:u1".to_owned(), Some("user:u1".to_owned())));
     }
 
     #[test]

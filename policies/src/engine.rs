@@ -1,7 +1,6 @@
 //! The engine: an immutable, schema-validated snapshot of the policy set and
 //! the evaluation of one request against it.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -10,6 +9,9 @@ use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+// The maps here are keyed by names from the schema and the policies (never
+// a request's) and looked up per request: a fast hash will do.
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -177,14 +179,21 @@ pub struct DeterminingPolicy {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub decision: Decision,
-    pub determining: Vec<DeterminingPolicy>,
+    /// Shared: a remembered outcome is handed out without copying its
+    /// policies' ids and reasons.
+    #[serde(serialize_with = "policies_list")]
+    pub determining: Arc<[DeterminingPolicy]>,
     pub errors: Vec<String>,
+}
+
+fn policies_list<S: serde::Serializer>(policies: &Arc<[DeterminingPolicy]>, to: S) -> Result<S::Ok, S::Error> {
+    policies.as_ref().serialize(to)
 }
 
 impl Outcome {
     /// A deny for an error met before any policy was evaluated.
     pub fn denied_by(message: String) -> Self {
-        Self { decision: Decision::Deny, determining: Vec::new(), errors: vec![message] }
+        Self { decision: Decision::Deny, determining: Arc::default(), errors: vec![message] }
     }
 
     pub fn is_allow(&self) -> bool {
@@ -261,7 +270,7 @@ impl PolicyEngine {
     ) -> Result<Self, LoadError> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema).map_err(|e| LoadError::Schema(e.to_string()))?;
         let mut policies = PolicySet::new();
-        let mut reasons = HashMap::new();
+        let mut reasons = HashMap::default();
         for (file, text) in files {
             add_file(&mut policies, &mut reasons, file, text, "")?;
         }
@@ -391,11 +400,7 @@ impl PolicyEngine {
                 "invalid request: `{action}` does not apply to `{principal_type}` on `{resource_type}`"
             ));
         }
-        if let Some((name, _)) = context
-            .iter()
-            .enumerate()
-            .find_map(|(i, (name, _))| context[..i].iter().find(|(earlier, _)| earlier == name))
-        {
+        if let Some(name) = repeated_name(context) {
             return Err(format!("invalid context: `{name}` given twice"));
         }
         let asked = Asked { generation: self.generation, action, reads: &self.reads, context };
@@ -462,13 +467,31 @@ impl PolicyEngine {
                 id: id.to_string(),
                 reason: self.reasons.get(AsRef::<str>::as_ref(id)).filter(|r| !r.is_empty()).cloned(),
             })
-            .collect();
+            .collect::<Arc<[_]>>();
         let decision = match response.decision() {
             cedar_policy::Decision::Allow if errors.is_empty() => Decision::Allow,
             _ => Decision::Deny,
         };
         Outcome { decision, determining, errors }
     }
+}
+
+/// The first name of `context` that a name before it already gave, if any.
+/// Each name marks a bit chosen by its length and last byte, and only a name
+/// finding its bit marked is compared with the names before it: distinct
+/// names rarely share a bit, so a request's context costs a pass, not a
+/// comparison of every pair.
+fn repeated_name<'a>(context: &[(&'a str, Fact<'_>)]) -> Option<&'a str> {
+    let mut marked = 0u64;
+    for (i, (name, _)) in context.iter().enumerate() {
+        let last = name.as_bytes().last().copied().map_or(0, usize::from);
+        let bit = 1u64 << ((name.len() * 7 + last) % 64);
+        if marked & bit != 0 && context[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Some(name);
+        }
+        marked |= bit;
+    }
+    None
 }
 
 /// Whether a request's entities are checked against the schema.
@@ -546,7 +569,7 @@ fn plain_entities(types: &TypeNames, specs: &[EntitySpec]) -> Option<Vec<Entity>
                 .attrs
                 .iter()
                 .map(|(name, value)| Some((name.clone(), plain_value(types, value)?)))
-                .collect::<Option<HashMap<_, _>>>()?;
+                .collect::<Option<std::collections::HashMap<_, _>>>()?;
             let parents =
                 spec.parents.iter().map(|p| types.uid(p)).collect::<Option<std::collections::HashSet<_>>>()?;
             Entity::new(types.uid(&spec.uid)?, attrs, parents).ok()
@@ -571,7 +594,7 @@ fn grouped_actions(actions: &Entities) -> Vec<Entity> {
 /// For each action of the schema, its uid and the (principal, resource)
 /// type pairs its `appliesTo` names.
 fn applies_to(schema: &Schema) -> HashMap<String, (EntityUid, Vec<(EntityTypeName, EntityTypeName)>)> {
-    let mut out: HashMap<String, (EntityUid, Vec<_>)> = HashMap::new();
+    let mut out: HashMap<String, (EntityUid, Vec<_>)> = HashMap::default();
     for action in schema.actions() {
         out.insert(action.id().unescaped().to_owned(), (action.clone(), Vec::new()));
     }
@@ -589,7 +612,7 @@ fn applies_to(schema: &Schema) -> HashMap<String, (EntityUid, Vec<(EntityTypeNam
 /// unsatisfied by its scope, so decisions and determining policies are the
 /// same as evaluating the whole set.
 fn index_by_action(schema: &Schema, groups: Option<&Entities>, policies: &PolicySet) -> HashMap<String, PolicySet> {
-    let mut out = HashMap::new();
+    let mut out = HashMap::default();
     for action in schema.actions() {
         let mut lineage: Vec<&EntityUid> = vec![action];
         if let Some(ancestors) = groups.and_then(|g| g.ancestors(action)) {
@@ -604,7 +627,7 @@ fn index_by_action(schema: &Schema, groups: Option<&Entities>, policies: &Policy
             };
             // Ids are unique in `policies`, so adding to the subset cannot fail.
             if applies && subset.add(policy.clone()).is_err() {
-                return HashMap::new();
+                return HashMap::default();
             }
         }
         out.insert(action.id().unescaped().to_owned(), subset);

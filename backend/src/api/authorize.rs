@@ -213,7 +213,7 @@ async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) ->
     Ok(json!({
         "decision": outcome.decision,
         "decision_id": decision_id,
-        "policies": outcome.determining,
+        "policies": &*outcome.determining,
         "errors": outcome.errors,
     }))
 }

@@ -49,9 +49,12 @@ impl<T> Hash for Same<T> {
     }
 }
 
-/// The caller's part of the entities: a principal, compared and hashed by
-/// what `principal_entities` reads of it (held, not copied: a request's key
-/// costs reference counts, not strings).
+/// The caller's part of the entities: a principal, compared by what
+/// `principal_entities` reads of it (held, not copied: a request's key
+/// costs reference counts, not strings). The same `Arc` is the same
+/// principal without reading further; the hash takes only the actor's id
+/// and tenant (equal facts have equal ids), which is all that tells the
+/// callers of one moment apart.
 #[derive(Debug, Clone)]
 enum Who {
     Anonymous,
@@ -84,7 +87,10 @@ impl Who {
 // holds that `Arc`, so the address is not reused while the entry lives.
 impl PartialEq for Who {
     fn eq(&self, other: &Self) -> bool {
-        self.facts() == other.facts()
+        match (self, other) {
+            (Who::Known(a), Who::Known(b)) if Arc::ptr_eq(a, b) => true,
+            _ => self.facts() == other.facts(),
+        }
     }
 }
 
@@ -92,7 +98,13 @@ impl Eq for Who {}
 
 impl Hash for Who {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.facts().hash(state);
+        match self {
+            Who::Anonymous => state.write_u8(0),
+            Who::Known(p) => {
+                p.actor_name().hash(state);
+                std::ptr::hash(Arc::as_ptr(&p.tenant), state);
+            }
+        }
     }
 }
 
@@ -101,7 +113,7 @@ struct Key {
     who: Who,
     /// The tenant the request acts in, on routes about a tenant's resource.
     tenant: Option<Same<Tenant>>,
-    resource_type: String,
+    resource_type: Arc<str>,
     resource_id: String,
 }
 
@@ -114,7 +126,7 @@ impl Key {
         Self {
             who,
             tenant: tenant.filter(|_| route.needs_tenant()).map(|t| Same(Arc::clone(t))),
-            resource_type: route.resource_type.clone(),
+            resource_type: Arc::clone(&route.resource_type),
             resource_id: route.resource_id.clone(),
         }
     }

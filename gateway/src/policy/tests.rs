@@ -58,10 +58,12 @@ async fn a_permit_carries_the_facts_and_the_upstream() {
     let tenant = Some(Arc::clone(&m.tenants["t1"]));
     let engine = m.engine_for(tenant.as_deref()).await.unwrap();
     let permit = decide_alone(&engine, &viewer, tenant, routed("crm.read", "CrmApi", "contacts")).unwrap();
-    assert_eq!((permit.principal(), permit.user()), ("user:v1", Some("user:v1")));
+    assert_eq!((permit.principal().text(), permit.user().map(Name::text)), ("user:v1".into(), Some("user:v1".into())));
     assert_eq!((permit.tenant().map(|t| t.id.as_str()), permit.roles()), (Some("t1"), &["viewer".to_owned()][..]));
     assert_eq!((permit.target().name.as_str(), permit.source_ip()), ("crm", "10.0.0.9"));
-    assert!(permit.policies()[0].starts_with("crm.viewers-read: "), "{:?}", permit.policies());
+    let first = &permit.policies()[0];
+    assert_eq!(first.id, "crm.viewers-read", "{:?}", permit.policies());
+    assert!(first.reason.as_ref().is_some_and(|r| !r.is_empty()), "{first:?}");
 }
 
 #[tokio::test]
@@ -92,7 +94,7 @@ async fn tenant_resources_need_a_tenant_and_anonymous_callers_get_no_more() {
     assert_eq!(denial.reject.status(), 403, "anonymous callers do not read a tenant's CRM");
     let permit =
         decide_alone(&engine, &Caller::Anonymous, None, routed("platform.api", "Platform", "tollgate")).unwrap();
-    assert_eq!((permit.principal(), permit.user(), permit.tenant().is_none()), ("anonymous", None, true));
+    assert_eq!((permit.principal(), permit.user(), permit.tenant().is_none()), (Name::Anonymous, None, true));
 }
 
 /// A tenant `t1` as `m` has it, on the free plan with `api_write` granted

@@ -463,7 +463,7 @@ fn a_set_remembers_few_decisions_and_no_long_facts() {
     fn asked<'a>(generation: u64, action: &'a str, context: &'a [(&'a str, Fact<'a>)]) -> memo::Asked<'a> {
         memo::Asked { generation, action, reads: &memo::ContextReads::All, context }
     }
-    let allow = Outcome { decision: Decision::Allow, determining: Vec::new(), errors: Vec::new() };
+    let allow = Outcome { decision: Decision::Allow, determining: Arc::default(), errors: Vec::new() };
     let long = "x".repeat(300);
     memo.remember(asked(1, "read", &[("path", Fact::Str(&long))]), &allow);
     assert!(memo.recall(asked(1, "read", &[("path", Fact::Str(&long))])).is_none());
@@ -475,4 +475,30 @@ fn a_set_remembers_few_decisions_and_no_long_facts() {
     assert!(memo.recall(asked(2, "read", &[("time", Fact::Long(8))])).is_none(), "another snapshot");
     assert!(memo.recall(asked(1, "write", &[("time", Fact::Long(8))])).is_none(), "another action");
     assert!(memo.recall(asked(1, "read", &[("time", Fact::Long(8)), ("path", Fact::Str("/"))])).is_none());
+}
+
+#[test]
+fn a_name_given_twice_is_found_wherever_it_is() {
+    // Names sharing a length and a last byte share a mark; others may too.
+    let names = ["ab", "cb", "b", "time", "path", "mfa", "source_ip", "x", "xb", "authn"];
+    let quadratic = |context: &[(&'static str, Fact<'static>)]| {
+        context
+            .iter()
+            .enumerate()
+            .find_map(|(i, (name, _))| context[..i].iter().find(|(e, _)| e == name).map(|_| *name))
+    };
+    // Every sequence of up to four names from the list, repeats included.
+    let mut sequences: Vec<Vec<&str>> = vec![Vec::new()];
+    for _ in 0..4 {
+        let longer: Vec<Vec<&str>> =
+            sequences.iter().flat_map(|s| names.iter().map(move |n| [s.as_slice(), &[*n]].concat())).collect();
+        sequences.extend(longer.into_iter().filter(|s| s.len() <= 4));
+        sequences.sort();
+        sequences.dedup();
+    }
+    assert!(sequences.len() > 10_000, "{}", sequences.len());
+    for sequence in &sequences {
+        let context: Vec<(&str, Fact<'_>)> = sequence.iter().map(|n| (*n, Fact::Bool(true))).collect();
+        assert_eq!(repeated_name(&context), quadratic(&context), "{sequence:?}");
+    }
 }
