@@ -389,9 +389,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use serde_json::{Value, json};
-    use tracing_subscriber::fmt::MakeWriter;
-
     use tollgate_identity::principal::Name;
+    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
 

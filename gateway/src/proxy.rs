@@ -22,6 +22,8 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
+use tollgate_identity::decision::{is_request_id, new_decision_id};
+use tollgate_policies::DeterminingPolicy;
 
 use crate::access::AccessLine;
 use crate::client::{client_address, ip_text};
@@ -29,8 +31,6 @@ use crate::forward::{FORWARDED_FOR, REQUEST_ID, edit_parts, prepare_upstream_req
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
-use tollgate_identity::decision::{is_request_id, new_decision_id};
-use tollgate_policies::DeterminingPolicy;
 
 /// Where a request stands.
 #[derive(Debug)]
