@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tollgate_identity::credentials::{
     CredentialError, Lookups, bearer, is_api_key, principal_from_api_key, principal_from_claims,
 };
-use tollgate_identity::principal::{Actor, Principal, User};
+use tollgate_identity::principal::{Actor, Name, Principal, User};
 use tollgate_identity::roles::{Builtin, ResolvedRole};
 use tollgate_identity::tokens::AccessClaims;
 use tollgate_store::now;
@@ -26,6 +26,49 @@ pub enum Caller {
     Known(Arc<Principal>),
     /// No credential: policies decide what anonymous callers may do.
     Anonymous,
+}
+
+impl Caller {
+    /// The caller's name: `user:<id>`, `apikey:<id>` or `anonymous`.
+    pub fn name(&self) -> Name<'_> {
+        match self {
+            Caller::Known(p) => p.actor_name(),
+            Caller::Anonymous => Name::Anonymous,
+        }
+    }
+
+    /// `user:<id>` of the person the caller acts for: itself, or the owner
+    /// of its API key; `None` for service accounts and anonymous callers.
+    pub fn acting_user(&self) -> Option<Name<'_>> {
+        match self {
+            Caller::Known(p) => p.acting_user_name(),
+            Caller::Anonymous => None,
+        }
+    }
+
+    pub fn roles(&self) -> &[String] {
+        match self {
+            Caller::Known(p) => std::slice::from_ref(&p.role.name),
+            Caller::Anonymous => &[],
+        }
+    }
+
+    /// The ids of the tenant's groups the caller belongs to.
+    pub fn groups(&self) -> &[String] {
+        match self {
+            Caller::Known(p) => &p.groups,
+            Caller::Anonymous => &[],
+        }
+    }
+
+    /// Where the caller's principal is (null for anonymous callers): the
+    /// same address, while its `Arc` is held, is the same principal.
+    pub fn address(&self) -> *const Principal {
+        match self {
+            Caller::Known(p) => Arc::as_ptr(p),
+            Caller::Anonymous => std::ptr::null(),
+        }
+    }
 }
 
 /// Token verification, cached by the gateway.

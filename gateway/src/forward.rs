@@ -17,7 +17,7 @@ use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use tollgate_identity::assertion::{ASSERTION_TTL, Assertion, MAX_ASSERTED_GROUPS};
 use tollgate_identity::decision::new_decision_id;
-use tollgate_identity::principal::{Name, Principal, Tenant};
+use tollgate_identity::principal::{Name, Tenant};
 use tollgate_identity::tokens::KeyRing;
 use tollgate_store::now;
 
@@ -176,59 +176,39 @@ pub fn targets(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<BTreeM
 }
 
 /// What an assertion says (everything but its times and id), with the
-/// tenant's slug, said beside it, and the shared values it was read from:
-/// requests that would say the same share one signed assertion and the
-/// identity headers built with it.
+/// tenant's slug said beside it: read from the caller and tenant it holds
+/// (so no other caller or tenant takes their addresses while it is kept),
+/// plus the upstream, client address and action. Requests that would say
+/// the same share one signed assertion and the identity headers built with
+/// it.
 #[derive(Debug)]
 struct Asserted {
-    /// Held, so that no other caller or tenant takes their addresses while
-    /// this is kept.
     caller: Caller,
     tenant: Option<Arc<Tenant>>,
     aud: String,
-    sub: String,
-    user: Option<String>,
-    tid: Option<String>,
-    slug: Option<String>,
-    roles: Vec<String>,
-    groups: Vec<String>,
-    groups_truncated: bool,
     ip: String,
-    act: String,
+    act: Arc<str>,
 }
 
-/// Where a caller's principal is (null for anonymous callers).
-fn caller_address(caller: &Caller) -> *const Principal {
-    match caller {
-        Caller::Known(p) => Arc::as_ptr(p),
-        Caller::Anonymous => std::ptr::null(),
-    }
-}
-
-/// The group ids a permit's assertion and headers name, and whether some
-/// were left out.
-fn shown_groups(permit: &Permit) -> (&[String], bool) {
-    let groups = permit.groups();
+/// The group ids an assertion and its headers name, and whether some were
+/// left out.
+fn shown_groups(groups: &[String]) -> (&[String], bool) {
     (&groups[..groups.len().min(MAX_ASSERTED_GROUPS)], groups.len() > MAX_ASSERTED_GROUPS)
 }
 
 impl Asserted {
     fn of(permit: &Permit) -> Self {
-        let (groups, groups_truncated) = shown_groups(permit);
         Self {
             caller: permit.caller().clone(),
             tenant: permit.shared_tenant().cloned(),
             aud: permit.target().name.clone(),
-            sub: permit.principal().text(),
-            user: permit.user().map(Name::text),
-            tid: permit.tenant().map(|t| t.id.clone()),
-            slug: permit.tenant().map(|t| t.slug.clone()),
-            roles: permit.roles().to_vec(),
-            groups: groups.to_vec(),
-            groups_truncated,
             ip: permit.source_ip().to_owned(),
-            act: permit.route().action.to_string(),
+            act: Arc::clone(&permit.route().action),
         }
+    }
+
+    fn groups(&self) -> (&[String], bool) {
+        shown_groups(self.caller.groups())
     }
 
     /// Where `permit`'s facts are remembered: a hash of the ones that tell
@@ -247,35 +227,23 @@ impl Asserted {
         ))
     }
 
-    /// Whether `permit` says exactly this: read from the same caller and
-    /// tenant (so the same principal, roles, groups and tenant), for the
-    /// same upstream, client address and action, or else saying the same
-    /// fact by fact.
+    /// Whether `permit` says exactly this: for the same upstream, client
+    /// address and action, read from the same caller and tenant (so the
+    /// same principal, roles, groups and tenant), or else from a caller
+    /// and tenant saying the same fact by fact.
     fn is_of(&self, permit: &Permit) -> bool {
-        let same_source = caller_address(&self.caller) == caller_address(permit.caller())
-            && self.tenant.as_ref().map(Arc::as_ptr) == permit.shared_tenant().map(Arc::as_ptr)
-            && self.aud == permit.target().name
-            && self.ip == permit.source_ip()
-            && *self.act == *permit.route().action;
-        same_source || self.says(permit)
-    }
-
-    /// Whether `permit`'s facts are these, one by one.
-    fn says(&self, permit: &Permit) -> bool {
-        let tenant = permit.tenant();
-        self.aud == permit.target().name
-            && permit.principal().is(&self.sub)
-            && match (&self.user, permit.user()) {
-                (Some(text), Some(name)) => name.is(text),
-                (None, None) => true,
-                _ => false,
-            }
-            && self.tid.as_deref() == tenant.map(|t| t.id.as_str())
-            && self.slug.as_deref() == tenant.map(|t| t.slug.as_str())
-            && self.roles == permit.roles()
-            && (self.groups.as_slice(), self.groups_truncated) == shown_groups(permit)
-            && self.ip == permit.source_ip()
-            && *self.act == *permit.route().action
+        let (caller, tenant) = (permit.caller(), permit.tenant());
+        let same_request =
+            self.aud == permit.target().name && self.ip == permit.source_ip() && *self.act == *permit.route().action;
+        let same_source = self.caller.address() == caller.address()
+            && self.tenant.as_ref().map(Arc::as_ptr) == permit.shared_tenant().map(Arc::as_ptr);
+        same_request
+            && (same_source
+                || (self.caller.name() == caller.name()
+                    && self.caller.acting_user() == caller.acting_user()
+                    && self.tenant.as_ref().map(|t| (&t.id, &t.slug)) == tenant.map(|t| (&t.id, &t.slug))
+                    && self.caller.roles() == caller.roles()
+                    && self.groups() == shown_groups(caller.groups())))
     }
 }
 
@@ -304,17 +272,18 @@ impl Signed {
     fn new(asserted: Asserted, token: String, reuse_until: i64) -> Result<Self, Reject> {
         let text = |value: String| HeaderValue::try_from(value).map_err(|_| Reject::Internal);
         let a = &asserted;
+        let (groups, truncated) = a.groups();
         let mut headers = vec![
-            (PRINCIPAL, text(a.sub.clone())?),
-            (ROLES, text(a.roles.join(","))?),
-            (GROUPS, text(a.groups.join(","))?),
-            (GROUPS_TRUNCATED, HeaderValue::from_static(if a.groups_truncated { "true" } else { "false" })),
+            (PRINCIPAL, text(a.caller.name().text())?),
+            (ROLES, text(a.caller.roles().join(","))?),
+            (GROUPS, text(groups.join(","))?),
+            (GROUPS_TRUNCATED, HeaderValue::from_static(if truncated { "true" } else { "false" })),
             (ASSERTION, text(token)?),
             (FORWARDED_FOR, text(a.ip.clone())?),
         ];
-        if let (Some(id), Some(slug)) = (&a.tid, &a.slug) {
-            headers.push((TENANT, text(id.clone())?));
-            headers.push((TENANT_SLUG, text(slug.clone())?));
+        if let Some(tenant) = &a.tenant {
+            headers.push((TENANT, text(tenant.id.clone())?));
+            headers.push((TENANT_SLUG, text(tenant.slug.clone())?));
         }
         Ok(Self { asserted, headers, reuse_until })
     }
@@ -378,17 +347,18 @@ impl Assertions {
         }
         let asserted = Asserted::of(permit);
         let a = &asserted;
+        let (groups, groups_truncated) = a.groups();
         let assertion = Assertion {
             iss: self.keys.issuer().to_owned(),
             aud: a.aud.clone(),
-            sub: a.sub.clone(),
-            user: a.user.clone(),
-            tid: a.tid.clone(),
-            roles: a.roles.clone(),
-            groups: a.groups.clone(),
-            groups_truncated: a.groups_truncated,
+            sub: a.caller.name().text(),
+            user: a.caller.acting_user().map(Name::text),
+            tid: a.tenant.as_ref().map(|t| t.id.clone()),
+            roles: a.caller.roles().to_vec(),
+            groups: groups.to_vec(),
+            groups_truncated,
             ip: Some(a.ip.clone()),
-            act: a.act.clone(),
+            act: a.act.to_string(),
             decision: None,
             iat: t,
             nbf: t,

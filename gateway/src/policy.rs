@@ -65,32 +65,19 @@ impl Permit {
         &self.caller
     }
     pub fn principal(&self) -> Name<'_> {
-        match &self.caller {
-            Caller::Known(p) => p.actor_name(),
-            Caller::Anonymous => Name::Anonymous,
-        }
+        self.caller.name()
     }
-    /// `user:<id>` of the person the request acts for: the caller, or the
-    /// owner of the caller's API key; `None` for service accounts and
-    /// anonymous callers.
+    /// `user:<id>` of the person the request acts for (see
+    /// [`Caller::acting_user`]).
     pub fn user(&self) -> Option<Name<'_>> {
-        match &self.caller {
-            Caller::Known(p) => p.acting_user_name(),
-            Caller::Anonymous => None,
-        }
+        self.caller.acting_user()
     }
     pub fn roles(&self) -> &[String] {
-        match &self.caller {
-            Caller::Known(p) => std::slice::from_ref(&p.role.name),
-            Caller::Anonymous => &[],
-        }
+        self.caller.roles()
     }
     /// The ids of the tenant's groups the principal belongs to.
     pub fn groups(&self) -> &[String] {
-        match &self.caller {
-            Caller::Known(p) => &p.groups,
-            Caller::Anonymous => &[],
-        }
+        self.caller.groups()
     }
     pub fn policies(&self) -> &[DeterminingPolicy] {
         &self.policies

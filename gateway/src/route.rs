@@ -97,16 +97,20 @@ fn decode_segment(segment: &str, out: &mut String) -> Result<(), PathError> {
             i += 3;
             continue;
         }
-        if b < 0x20 || b == 0x7f || b >= 0x80 {
-            return Err(PathError::ForbiddenChar(char::from(b)));
-        }
-        if matches!(b, b'\\' | b';') {
+        if !kept_as_is(b) {
             return Err(PathError::ForbiddenChar(char::from(b)));
         }
         out.push(char::from(b));
         i += 1;
     }
     Ok(())
+}
+
+/// Whether a segment keeps byte `b` as it is: printable ASCII but `%` (an
+/// escape, decoded) and the bytes servers read differently (backslash and
+/// `;`, refused). Controls, DEL and non-ASCII bytes are refused too.
+fn kept_as_is(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && !matches!(b, b'%' | b'\\' | b';')
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -146,7 +150,7 @@ fn is_normal(raw: &str) -> bool {
                 }
                 segment = i + 1;
             }
-            Some(&b) if !(0x20..0x7f).contains(&b) || matches!(b, b'%' | b'\\' | b';') => return false,
+            Some(&b) if !kept_as_is(b) => return false,
             Some(_) => {}
         }
     }
