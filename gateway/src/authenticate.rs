@@ -137,8 +137,13 @@ pub async fn authenticate(
     let principal = if is_api_key(token) {
         lookups.key_principal(token, client_ip).await?
     } else if lookups.is_external(token) {
-        let identity = lookups.external_token(token).await?;
-        Arc::new(external_principal(lookups, &identity, client_ip).await?)
+        // Boxed, like the look-ups behind a miss: not part of the future of
+        // every request.
+        Box::pin(async {
+            let identity = lookups.external_token(token).await?;
+            Ok::<_, Reject>(Arc::new(external_principal(lookups, &identity, client_ip).await?))
+        })
+        .await?
     } else {
         lookups.token_principal(token, client_ip).await?
     };

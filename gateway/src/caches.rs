@@ -9,6 +9,11 @@
 //! fact it was built from; tenant policy sets follow the store's
 //! change feed and are at most `LAYER_TTL` stale.
 //! Each cache miss loads once, however many requests wait for it.
+//!
+//! A hit is answered before any loader exists: what a miss runs (the store's
+//! queries, the cache's loading machinery) is awaited in a box of its own.
+//! Unboxed, those futures (kilobytes each) would be part of every request's
+//! future, which pingora allocates and copies for each request, hit or miss.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -167,12 +172,14 @@ impl Caches {
     }
 
     async fn lookups(&self) -> Result<&StoreLookups, StoreError> {
-        self.store
-            .get_or_try_init(|| async {
-                let store = Store::connect(&self.database_url).await?;
-                Ok(StoreLookups::new(store, Arc::clone(&self.catalog)))
-            })
-            .await
+        if let Some(lookups) = self.store.get() {
+            return Ok(lookups);
+        }
+        Box::pin(self.store.get_or_try_init(|| async {
+            let store = Store::connect(&self.database_url).await?;
+            Ok(StoreLookups::new(store, Arc::clone(&self.catalog)))
+        }))
+        .await
     }
 
     /// `f` of the plans tenants can be on, as in force now.
@@ -200,17 +207,23 @@ impl Caches {
         F: FnOnce(StoreLookups) -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
-        // A pool handle: cheap to clone, owned by the loader.
-        let lookups = self.lookups().await?.clone();
         metrics::cache_lookup(name);
-        cache
-            .try_get_with(key, async move {
-                metrics::cache_miss(name);
-                let value = load(lookups).await?;
-                Ok(Loaded { at: Instant::now(), value })
-            })
-            .await
-            .map_err(StoreError::Shared)
+        if let Some(found) = cache.get(&key).await {
+            return Ok(found);
+        }
+        Box::pin(async move {
+            // A pool handle: cheap to clone, owned by the loader.
+            let lookups = self.lookups().await?.clone();
+            cache
+                .try_get_with(key, async move {
+                    metrics::cache_miss(name);
+                    let value = load(lookups).await?;
+                    Ok(Loaded { at: Instant::now(), value })
+                })
+                .await
+                .map_err(StoreError::Shared)
+        })
+        .await
     }
 
     async fn loaded_session(&self, id: &str) -> Result<Loaded<Option<Arc<SessionRow>>>, StoreError> {
@@ -277,31 +290,37 @@ impl Caches {
         F: FnOnce(StoreLookups) -> Fut,
         Fut: Future<Output = Result<Option<Arc<V>>, StoreError>>,
     {
-        let lookups = self.lookups().await?.clone();
         metrics::cache_lookup(name);
         if misses.contains_key(&key) {
             return Ok(None);
         }
-        let found = cache
-            .try_get_with(key.clone(), async move {
-                metrics::cache_miss(name);
-                match load(lookups).await {
-                    Ok(Some(value)) => Ok(Loaded { at: Instant::now(), value }),
-                    Ok(None) => Err(Absent::Missing),
-                    Err(e) => Err(Absent::Fault(Arc::new(e))),
-                }
-            })
-            .await;
-        match found {
-            Ok(value) => Ok(Some(value)),
-            Err(absent) => match &*absent {
-                Absent::Missing => {
-                    misses.insert(key, ()).await;
-                    Ok(None)
-                }
-                Absent::Fault(e) => Err(StoreError::Shared(Arc::clone(e))),
-            },
+        if let Some(found) = cache.get(&key).await {
+            return Ok(Some(found));
         }
+        Box::pin(async move {
+            let lookups = self.lookups().await?.clone();
+            let found = cache
+                .try_get_with(key.clone(), async move {
+                    metrics::cache_miss(name);
+                    match load(lookups).await {
+                        Ok(Some(value)) => Ok(Loaded { at: Instant::now(), value }),
+                        Ok(None) => Err(Absent::Missing),
+                        Err(e) => Err(Absent::Fault(Arc::new(e))),
+                    }
+                })
+                .await;
+            match found {
+                Ok(value) => Ok(Some(value)),
+                Err(absent) => match &*absent {
+                    Absent::Missing => {
+                        misses.insert(key, ()).await;
+                        Ok(None)
+                    }
+                    Absent::Fault(e) => Err(StoreError::Shared(Arc::clone(e))),
+                },
+            }
+        })
+        .await
     }
 }
 
@@ -340,13 +359,16 @@ impl Lookups for Caches {
         if self.key_uses.contains_key(&key.id) {
             return;
         }
-        self.key_uses.insert(key.id.clone(), ()).await;
-        let Ok(lookups) = self.lookups().await.cloned() else {
-            return;
-        };
-        let mut key = key.clone();
-        key.last_used_at = None;
-        tokio::spawn(async move { lookups.key_used(&key).await });
+        Box::pin(async {
+            self.key_uses.insert(key.id.clone(), ()).await;
+            let Ok(lookups) = self.lookups().await.cloned() else {
+                return;
+            };
+            let mut key = key.clone();
+            key.last_used_at = None;
+            tokio::spawn(async move { lookups.key_used(&key).await });
+        })
+        .await;
     }
 }
 
@@ -526,13 +548,16 @@ impl Verifiers for Caches {
         if let Some(principal) = self.kept(&digest, client_ip) {
             return Ok(principal);
         }
-        let (claims, seen) = self.our_token(token, digest).await?;
-        let timed = Timed::new(self);
-        let principal = Arc::new(principal_from_claims(&timed, &claims, client_ip).await?);
-        if seen {
-            self.keep(digest, &principal, claims.exp, &timed);
-        }
-        Ok(principal)
+        Box::pin(async {
+            let (claims, seen) = self.our_token(token, digest).await?;
+            let timed = Timed::new(self);
+            let principal = Arc::new(principal_from_claims(&timed, &claims, client_ip).await?);
+            if seen {
+                self.keep(digest, &principal, claims.exp, &timed);
+            }
+            Ok(principal)
+        })
+        .await
     }
 
     /// One look-up for a key's recent requests from the same address (its
@@ -547,12 +572,15 @@ impl Verifiers for Caches {
             }
             return Ok(principal);
         }
-        let timed = Timed::new(self);
-        let principal = Arc::new(principal_from_api_key(&timed, key, client_ip).await?);
-        if let Actor::ApiKey { key } = &principal.actor {
-            self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed);
-        }
-        Ok(principal)
+        Box::pin(async {
+            let timed = Timed::new(self);
+            let principal = Arc::new(principal_from_api_key(&timed, key, client_ip).await?);
+            if let Actor::ApiKey { key } = &principal.actor {
+                self.keep(digest, &principal, key.expires_at.unwrap_or(i64::MAX), &timed);
+            }
+            Ok(principal)
+        })
+        .await
     }
 
     fn is_external(&self, token: &str) -> bool {
@@ -753,5 +781,33 @@ mod tests {
             caches.tenants_named.run_pending_tasks().await;
             assert_eq!((caches.api_keys.entry_count(), caches.tenants_named.entry_count()), (0, 0), "{l}");
         }
+    }
+
+    /// What a request's admission holds while it waits, which pingora
+    /// allocates and copies for every request: the loaders behind each
+    /// cache miss are boxed apart, so it stays small. (Unboxed, they made
+    /// it over 6 KiB.)
+    #[tokio::test]
+    async fn the_admission_of_a_request_holds_no_loader() {
+        let db = tollgate_store::testing::databases().await.swap_remove(0);
+        let caches = caches_on(&db, MISSES_CAPACITY).await;
+        let config = crate::config::GatewayConfig::from_toml(
+            "[upstreams.origin]\naddresses = [\"127.0.0.1:9\"]\n\
+             [[routes]]\nname = \"tenant\"\npath = \"/tenant/{rest*}\"\nupstream = \"origin\"\n\
+             methods = { GET = \"crm.read\" }\nresource = { type = \"CrmApi\", id = \"x\" }\n",
+        )
+        .unwrap();
+        let gateway = crate::pipeline::Gateway::new(config, caches).unwrap();
+        let incoming = crate::pipeline::Incoming {
+            method: "GET",
+            path: "/tenant/x",
+            authorization: Some("Bearer tg_key"),
+            tenant_header: Some("acme"),
+            host: None,
+            client_ip: "127.0.0.1",
+        };
+        let admission = gateway.admit(&incoming);
+        let size = std::mem::size_of_val(&admission);
+        assert!(size <= 2048, "the admission future takes {size} bytes");
     }
 }

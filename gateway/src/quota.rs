@@ -332,9 +332,9 @@ impl Meter {
     ) -> Result<Result<Standing, Standing>, StoreError> {
         let (period, next_period) = self.month(now);
         let meter = self.tenant(metric, tenant_id, &period, now);
-        meter
-            .loaded
-            .get_or_try_init(|| async {
+        if !meter.loaded.initialized() {
+            // Boxed: the read is not part of the future of every request.
+            Box::pin(meter.loaded.get_or_try_init(|| async {
                 let mut tx = store.tenant_read_tx(tenant_id).await?;
                 let total = tollgate_store::usage_of(&mut tx, tenant_id, metric.as_str(), &period).await?;
                 tx.commit().await?;
@@ -343,8 +343,9 @@ impl Meter {
                     state.base = state.base.max(u64::try_from(total).unwrap_or(0));
                 }
                 Ok::<(), StoreError>(())
-            })
+            }))
             .await?;
+        }
         let mut state = lock(&meter.state);
         if *state.period != *period {
             // A new month: nothing counted yet (the next flush reads what

@@ -137,26 +137,31 @@ impl TenantEngines {
             return;
         }
         feed.last_read = Some(std::time::Instant::now());
-        let started = store::now();
-        let read: Result<Vec<String>, StoreError> = async {
-            let mut tx = store.read_tx().await?;
-            let changed = store::policy_changes_since(&mut tx, feed.since - FEED_OVERLAP_SECS).await?;
-            tx.commit().await?;
-            Ok(changed)
-        }
-        .await;
-        match read {
-            Ok(changed) => {
-                for tenant in changed {
-                    self.versions.invalidate(&tenant).await;
+        // Boxed: the read is not part of the future of the requests that
+        // find the feed read recently (see `for_tenant`).
+        Box::pin(async move {
+            let started = store::now();
+            let read: Result<Vec<String>, StoreError> = async {
+                let mut tx = store.read_tx().await?;
+                let changed = store::policy_changes_since(&mut tx, feed.since - FEED_OVERLAP_SECS).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+            .await;
+            match read {
+                Ok(changed) => {
+                    for tenant in changed {
+                        self.versions.invalidate(&tenant).await;
+                    }
+                    feed.since = started;
                 }
-                feed.since = started;
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the policy change feed; reading every tenant's layer again");
+                    self.versions.invalidate_all();
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the policy change feed; reading every tenant's layer again");
-                self.versions.invalidate_all();
-            }
-        }
+        })
+        .await;
     }
 
     /// The engine for `tenant_id`'s requests; `on_miss` runs when something
@@ -170,10 +175,12 @@ impl TenantEngines {
     ) -> Result<Arc<PolicyEngine>, Arc<LayerError>> {
         self.follow(store).await;
         let mut on_miss = Some(on_miss);
-        // Found (the usual case): no owned key, no loader built.
+        // Found (the usual case): no owned key, no loader built. What a miss
+        // runs is boxed, so that it is not part of the future of every
+        // request (kilobytes, allocated and copied for each request).
         let version = match self.versions.get(tenant_id).await {
             Some(version) => version,
-            None => self.version(store, tenant_id, &mut on_miss).await?,
+            None => Box::pin(self.version(store, tenant_id, &mut on_miss)).await?,
         };
         let Some(version) = version else {
             return Ok(self.live.current());
@@ -188,7 +195,7 @@ impl TenantEngines {
         if let Some(f) = on_miss.take() {
             f();
         }
-        let built = self.build(store, tenant_id, version, base).await.map_err(|e| {
+        let built = Box::pin(self.build(store, tenant_id, version, base)).await.map_err(|e| {
             tracing::error!(error = %e, tenant = %tenant_id, "tenant policies cannot be loaded");
             Arc::new(e)
         })?;
