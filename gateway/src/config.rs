@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -256,7 +257,7 @@ impl GatewayConfig {
             }
             let resource_id = match (r.resource.param, r.resource.id) {
                 (Some(p), None) => ResourceId::Param(p),
-                (None, Some(id)) => ResourceId::Fixed(id),
+                (None, Some(id)) => ResourceId::Fixed(Arc::from(id)),
                 _ => return Err(invalid("resource needs exactly one of `param` or `id`".into()).into()),
             };
             if let Some(feature) = &r.feature {

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use tollgate_identity::assertion::{ASSERTION_TTL, Assertion, MAX_ASSERTED_GROUPS};
-use tollgate_identity::decision::new_decision_id;
+use tollgate_identity::decision::{DecisionId, new_decision_id};
 use tollgate_identity::principal::{Name, Tenant};
 use tollgate_identity::tokens::KeyRing;
 use tollgate_store::now;
@@ -60,6 +61,13 @@ where
     *header = H::from(parts);
 }
 
+/// An id as a header value, in one allocation that its clones share (a
+/// value made from a `String` allocates again when first cloned).
+pub fn id_value(id: DecisionId) -> HeaderValue {
+    // A hyphenated UUID: always a valid value.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
 const DECISION: HeaderName = HeaderName::from_static("x-tollgate-decision");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,7 +85,7 @@ pub fn prepare_upstream_request(
 ) -> Result<(), Reject> {
     // Everything that can fail, before the request is taken apart.
     let signed = assertions.signed(permit)?;
-    let decision = HeaderValue::from_str(permit.decision_id()).map_err(|_| Reject::Internal)?;
+    let decision = id_value(permit.decision());
     // The upstream gets exactly the path that was routed (the request's
     // own when it was routed as sent).
     let uri = &request.uri;
@@ -516,6 +524,15 @@ mod tests {
         assert!(claims.exp - tollgate_store::now() > ASSERTION_TTL - REUSE_SECS - 1, "never handed out half-spent");
         assert_ne!(token(&permit(4).await), token(&first), "other groups, another assertion");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_id_value_reads_as_its_id_and_so_do_its_clones() {
+        let id = DecisionId::new();
+        let value = id_value(id);
+        let copy = value.clone();
+        assert_eq!((value.to_str().unwrap(), copy.to_str().unwrap()), (id.as_str(), id.as_str()));
+        assert_ne!(id_value(DecisionId::new()), value);
     }
 
     #[test]

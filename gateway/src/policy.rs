@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tollgate_identity::decision::new_decision_id;
+use tollgate_identity::decision::DecisionId;
 use tollgate_identity::entities::{RequestFacts, standard_facts};
 use tollgate_identity::principal::{Authn, Name, Tenant};
 use tollgate_identity::roles::Builtin;
@@ -37,7 +37,7 @@ pub struct Routed {
 /// and where it goes. Its fields are private; it is built only by [`decide`].
 #[derive(Debug, Clone)]
 pub struct Permit {
-    decision_id: String,
+    decision_id: DecisionId,
     tenant: Option<Arc<Tenant>>,
     /// Who called (its name, role and groups, read from it rather than
     /// copied for every request).
@@ -52,7 +52,10 @@ pub struct Permit {
 
 impl Permit {
     pub fn decision_id(&self) -> &str {
-        &self.decision_id
+        self.decision_id.as_str()
+    }
+    pub fn decision(&self) -> DecisionId {
+        self.decision_id
     }
     pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_deref()
@@ -103,7 +106,7 @@ impl Permit {
 #[derive(Debug, Clone)]
 pub struct Denial {
     pub reject: Reject,
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// Whether the caller may see the determining policies (tenant admins).
     pub explain: bool,
 }
@@ -111,7 +114,7 @@ pub struct Denial {
 impl Denial {
     /// A refusal before any policy was evaluated.
     pub fn early(reject: Reject) -> Box<Self> {
-        Box::new(Self { reject, decision_id: new_decision_id(), explain: false })
+        Box::new(Self { reject, decision_id: DecisionId::new(), explain: false })
     }
 }
 
@@ -135,7 +138,7 @@ pub fn decide(
     facts: &Facts<'_>,
 ) -> Result<Permit, Box<Denial>> {
     let route = &routed.route;
-    let decision_id = new_decision_id();
+    let decision_id = DecisionId::new();
     if route.needs_tenant() && tenant.is_none() {
         // Tenant-owned resource types carry their tenant; without one the
         // request cannot be about a tenant's resource.

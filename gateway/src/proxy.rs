@@ -22,12 +22,12 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
-use tollgate_identity::decision::{is_request_id, new_decision_id};
+use tollgate_identity::decision::{DecisionId, is_request_id};
 use tollgate_policies::DeterminingPolicy;
 
 use crate::access::AccessLine;
 use crate::client::{client_address, ip_text};
-use crate::forward::{FORWARDED_FOR, REQUEST_ID, edit_parts, prepare_upstream_request};
+use crate::forward::{FORWARDED_FOR, REQUEST_ID, edit_parts, id_value, prepare_upstream_request};
 use crate::pipeline::{Gateway, Incoming};
 use crate::policy::{Denial, Permit};
 use crate::reject::Reject;
@@ -39,7 +39,7 @@ enum Admission {
     Pending,
     /// Refused with this decision id and these determining policies; the
     /// response is written.
-    Refused { decision_id: String, policies: Arc<[DeterminingPolicy]> },
+    Refused { decision_id: DecisionId, policies: Arc<[DeterminingPolicy]> },
     /// Allowed; forwarded once an upstream address is chosen.
     Permitted { permit: Box<Permit>, forwarded_at: Option<Instant> },
 }
@@ -68,7 +68,7 @@ impl Ctx {
     fn decision_id(&self) -> Option<&str> {
         match &self.admission {
             Admission::Pending => None,
-            Admission::Refused { decision_id, .. } => Some(decision_id),
+            Admission::Refused { decision_id, .. } => Some(decision_id.as_str()),
             Admission::Permitted { permit, .. } => Some(permit.decision_id()),
         }
     }
@@ -167,8 +167,7 @@ fn request_id(sent: Seen<'_>) -> HeaderValue {
     if let Some(value) = sent.first.filter(|v| v.to_str().is_ok_and(is_request_id)) {
         return value.clone();
     }
-    // A new id is a UUID, always a valid value.
-    HeaderValue::try_from(new_decision_id()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    id_value(DecisionId::new())
 }
 
 /// What the pipeline reads of a request; a credential, tenant or host that
@@ -267,11 +266,11 @@ impl ProxyHttp for Proxy {
                     Reject::Forbidden { policies, .. } => Arc::clone(policies),
                     _ => Arc::default(),
                 };
-                ctx.admission = Admission::Refused { decision_id: denial.decision_id.clone(), policies };
+                ctx.admission = Admission::Refused { decision_id: denial.decision_id, policies };
                 write_problem(
                     session,
                     &denial.reject,
-                    &denial.decision_id,
+                    denial.decision_id.as_str(),
                     denial.explain,
                     &ctx.request_id,
                     Connection::KeepAlive,

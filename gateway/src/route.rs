@@ -40,7 +40,10 @@ fn is_plain_in_segment(b: u8) -> bool {
 /// Decodes every escape left in a normalized path (which holds valid
 /// escapes of printable ASCII only): the text an upstream's router hands
 /// its handler, and so the id policies must see.
-fn decode_all(normalized: &str) -> String {
+fn decode_all(normalized: &str) -> Arc<str> {
+    if !normalized.contains('%') {
+        return Arc::from(normalized);
+    }
     let bytes = normalized.as_bytes();
     let mut out = String::with_capacity(normalized.len());
     let mut i = 0;
@@ -56,7 +59,7 @@ fn decode_all(normalized: &str) -> String {
             i += 1;
         }
     }
-    out
+    Arc::from(out)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -331,7 +334,8 @@ impl Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResourceId {
     Param(String),
-    Fixed(String),
+    /// Shared with every match of the route.
+    Fixed(Arc<str>),
 }
 
 /// A route: which paths and methods, to which upstream, as which action on
@@ -375,7 +379,7 @@ pub struct RouteMatch {
     /// The route's, shared: a match costs no copy of them.
     pub action: Arc<str>,
     pub resource_type: Arc<str>,
-    pub resource_id: String,
+    pub resource_id: Arc<str>,
     /// The route's choice: the upstream receives the caller's credential.
     pub forward_authorization: bool,
     /// The route's own rate limits.
@@ -475,9 +479,9 @@ impl RouteTable {
             // The id as the upstream will read it: escapes decoded, so no
             // second spelling of a resource escapes a policy naming it.
             let resource_id = match &route.resource_id {
-                ResourceId::Fixed(id) => id.clone(),
+                ResourceId::Fixed(id) => Arc::clone(id),
                 ResourceId::Param(p) => {
-                    params.iter().find(|(name, _)| name == p).map(|(_, v)| decode_all(v)).unwrap_or_default()
+                    params.iter().find(|(name, _)| name == p).map_or_else(|| Arc::from(""), |(_, v)| decode_all(v))
                 }
             };
             return Ok(RouteMatch {

@@ -7,10 +7,52 @@ use tollgate_policies::{DeterminingPolicy, Outcome};
 /// the thread's CSPRNG, seeded from the OS, so no system call per id;
 /// encoded straight into its one allocation.
 pub fn new_decision_id() -> String {
-    // One draw of 128 bits (`random::<[u8; 16]>` draws each byte apart).
-    let uuid = uuid::Builder::from_random_bytes(rand::random::<u128>().to_ne_bytes()).into_uuid();
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid.hyphenated().encode_lower(&mut text).to_owned()
+    DecisionId::new().as_str().to_owned()
+}
+
+/// A random id (a UUID v4, as text) held inline: made, copied and written
+/// without an allocation of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DecisionId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl DecisionId {
+    /// A new id, from the thread's CSPRNG (seeded from the OS).
+    pub fn new() -> Self {
+        // One draw of 128 bits (`random::<[u8; 16]>` draws each byte apart).
+        let uuid = uuid::Builder::from_random_bytes(rand::random::<u128>().to_ne_bytes()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid.hyphenated().encode_lower(&mut text);
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: a hyphenated UUID.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for DecisionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AsRef<[u8]> for DecisionId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for DecisionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// The request id a client sent when it is well-formed (1 to 128 of

@@ -90,6 +90,17 @@ impl std::fmt::Debug for TenantEngines {
     }
 }
 
+/// A key of [`TenantEngines::engines`] borrowed from the request: it hashes
+/// as the owned `(String, i64)` does, so a look-up copies no tenant id.
+#[derive(Hash)]
+struct EngineKey<'a>(&'a str, i64);
+
+impl moka::Equivalent<(String, i64)> for EngineKey<'_> {
+    fn equivalent(&self, key: &(String, i64)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 impl TenantEngines {
     pub fn new(live: Arc<LivePolicies>) -> Self {
         Self {
@@ -186,12 +197,12 @@ impl TenantEngines {
             return Ok(self.live.current());
         };
         let base = self.live.current();
-        let key = (tenant_id.to_owned(), version);
-        if let Some(built) = self.engines.get(&key).await
+        if let Some(built) = self.engines.get(&EngineKey(tenant_id, version)).await
             && Arc::ptr_eq(&built.base, &base)
         {
             return built.engine;
         }
+        let key = (tenant_id.to_owned(), version);
         if let Some(f) = on_miss.take() {
             f();
         }

@@ -114,7 +114,7 @@ struct Key {
     /// The tenant the request acts in, on routes about a tenant's resource.
     tenant: Option<Same<Tenant>>,
     resource_type: Arc<str>,
-    resource_id: String,
+    resource_id: Arc<str>,
 }
 
 impl Key {
@@ -127,7 +127,7 @@ impl Key {
             who,
             tenant: tenant.filter(|_| route.needs_tenant()).map(|t| Same(Arc::clone(t))),
             resource_type: Arc::clone(&route.resource_type),
-            resource_id: route.resource_id.clone(),
+            resource_id: Arc::clone(&route.resource_id),
         }
     }
 }
@@ -203,7 +203,7 @@ fn build(
         }
         Caller::Anonymous => anonymous_entity(&mut specs),
     };
-    let resource = EntityRef::new(&route.resource_type, route.resource_id.clone());
+    let resource = EntityRef::new(&route.resource_type, &*route.resource_id);
     let mut resource_entity = EntitySpec::new(resource.clone());
     if let Some(t) = tenant {
         if matches!(caller, Caller::Anonymous) {
