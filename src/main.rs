@@ -8,9 +8,9 @@ mod log_writer;
 
 /// Under load, glibc's allocator made the gateway's worker threads wait on
 /// each other's arena locks (bench/RESULTS.md, 2026-11-26); mimalloc's
-/// per-thread heaps do not.
+/// per-thread heaps do not. (Through a shim of our own: see its crate.)
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tollgate_allocator::MiMalloc = tollgate_allocator::MiMalloc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
