@@ -13,6 +13,12 @@
 # passthrough and the gateway measured back to back with the median of their
 # ratios, and appends them to
 # bench/RESULTS.md with the date, CPU model, commit and command.
+#
+# The passthrough and nginx + auth_request are measured twice: with a bare
+# request (as in every run before), and with the very request the gateway
+# gets in the scenario compared (its `Authorization` header, which they
+# forward as it is): proxies compared on the same traffic. Both ratios are
+# printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,6 +137,10 @@ for conns in 64 8; do
     measure "nginx proxy" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_PROXY/x"
     measure "nginx + auth_request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/x"
     measure "pingora passthrough" "$conns" "$PASS_PID" "http://127.0.0.1:$PASS/x"
+    measure "pingora passthrough, the cached JWT's request" "$conns" "$PASS_PID" "http://127.0.0.1:$PASS/tenant/x" \
+        -H "Authorization: Bearer $TOKEN"
+    measure "nginx + auth_request, the cached JWT's request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/tenant/x" \
+        -H "Authorization: Bearer $TOKEN"
     measure "tollgate public route" "$conns" "$TG_PID" "http://127.0.0.1:$TG/public/x"
     measure "tollgate cached JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
     measure "tollgate API key" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
@@ -149,16 +159,23 @@ done
 # of the machine (a whole run here moves by 10-20%) cancels out; the
 # medians of the rounds are the figures to compare with the targets.
 PAIRS="${PAIRS:-3}"
-PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=()
-echo "paired rounds (${PAIRS} x 3 x ${DURATION}s)"
+PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); JWT_CPU=(); KEY_CPU=(); JWT_RPS_BARE=(); KEY_RPS_BARE=(); JWT_CPU_BARE=(); KEY_CPU_BARE=()
+echo "paired rounds (${PAIRS} x 5 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
     read -r p_rps p_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/x")"
+    read -r pj_rps pj_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN")"
     read -r j_rps j_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    read -r pk_rps pk_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $KEY")"
     read -r k_rps k_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
-    JWT_RPS+=("$(ratio "$j_rps" "$p_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$p_rps")")
-    JWT_CPU+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$p_cpu")")
-    PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $j_rps / $j_cpu | $k_rps / $k_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} |")
-    echo "  round $round: passthrough $p_rps req/s $p_cpu µs, cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu"
+    JWT_RPS+=("$(ratio "$j_rps" "$pj_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$pk_rps")")
+    JWT_CPU+=("$(ratio "$j_cpu" "$pj_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$pk_cpu")")
+    JWT_RPS_BARE+=("$(ratio "$j_rps" "$p_rps")"); KEY_RPS_BARE+=("$(ratio "$k_rps" "$p_rps")")
+    JWT_CPU_BARE+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU_BARE+=("$(ratio "$k_cpu" "$p_cpu")")
+    PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $pj_rps / $pj_cpu | $j_rps / $j_cpu | $pk_rps / $pk_cpu | $k_rps / $k_cpu \
+| ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} \
+| ${JWT_RPS_BARE[-1]} / ${JWT_CPU_BARE[-1]} | ${KEY_RPS_BARE[-1]} / ${KEY_CPU_BARE[-1]} |")
+    echo "  round $round: passthrough $p_rps req/s $p_cpu µs (JWT's request $pj_rps $pj_cpu, key's $pk_rps $pk_cpu)," \
+        "cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu"
 done
 
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
@@ -167,6 +184,12 @@ R2=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[nginx + auth_request/64]}")
 R3=$(ratio "${RPS[tollgate API key/64]}" "${RPS[pingora passthrough/64]}")
 R5=$(ratio "${RPS[tollgate API key, limits enforced/64]}" "${RPS[tollgate API key/64]}")
 R4=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[pingora passthrough/64]}")
+SAME="pingora passthrough, the cached JWT's request"
+R1S=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$SAME/64]}")
+SAME_AUTH="nginx + auth_request, the cached JWT's request"
+R2S=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$SAME_AUTH/64]}")
+R4S=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[$SAME/64]}")
+ADDED_SAME=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[$SAME/8]}")" 'BEGIN { printf "%.0f", a - b }')
 ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
 
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -185,14 +208,23 @@ report_start "load harness" ", $MEM"
     echo "- API key with its tenant's limits enforced / without, 64 connections: **$R5**"
     echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
     echo "- added p50 over passthrough, 8 connections: **${ADDED} µs** (target < 100 µs)"
+    echo "- the same with the passthrough and nginx + auth_request given the cached JWT's request:" \
+        "**$R1S** of the passthrough's req/s, **$R2S** of nginx + auth_request's, **$R4S×** the passthrough's CPU," \
+        "added p50 **${ADDED_SAME} µs**"
     echo
-    echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios to the passthrough of the same round):"
+    echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios req/s / CPU to the passthrough"
+    echo "of the same round, given the same request as the gateway, and given a bare request):"
     echo
-    echo "| round | passthrough | cached JWT | API key | cached JWT ratio req/s / CPU | API key ratio req/s / CPU |"
-    echo "|---|---|---|---|---|---|"
+    echo "| round | passthrough, bare | passthrough, JWT's request | cached JWT | passthrough, key's request | API key \
+| cached JWT ratio | API key ratio | cached JWT ratio, bare | API key ratio, bare |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${PAIR_ROWS[@]}"
     echo
-    echo "- median, cached JWT / passthrough: **$(median "${JWT_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${JWT_CPU[@]}")×** CPU per request (target ≤ 1.3)"
-    echo "- median, API key / passthrough: **$(median "${KEY_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${KEY_CPU[@]}")×** CPU per request (target ≤ 1.3)"
+    echo "- median, cached JWT / passthrough given the same request: **$(median "${JWT_RPS[@]}")** req/s (target ≥ 0.80)," \
+        "**$(median "${JWT_CPU[@]}")×** CPU per request (target ≤ 1.3); given a bare request:" \
+        "**$(median "${JWT_RPS_BARE[@]}")** / **$(median "${JWT_CPU_BARE[@]}")×**"
+    echo "- median, API key / passthrough given the same request: **$(median "${KEY_RPS[@]}")** req/s (target ≥ 0.80)," \
+        "**$(median "${KEY_CPU[@]}")×** CPU per request (target ≤ 1.3); given a bare request:" \
+        "**$(median "${KEY_RPS_BARE[@]}")** / **$(median "${KEY_CPU_BARE[@]}")×**"
 } >>"$REPORT"
 record_report
