@@ -1,19 +1,22 @@
 //! Prometheus metrics of the gateway and the policies, in the default
 //! registry, exposed as text by [`render`] on the admin port. What every
 //! request records (its stages, cache look-ups, route and upstream
-//! latencies) goes to handles resolved once, not looked up by label values
-//! per request.
+//! latencies, requests by outcome) goes to handles resolved once, not looked
+//! up by label values per request, and striped over threads
+//! ([`striped`]), so the workers never write each other's cache lines.
+
+mod striped;
 
 use foldhash::HashMap;
 use std::hash::Hash;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder,
-    register_histogram_vec, register_int_counter_vec,
-};
+use prometheus::{Encoder as _, IntCounterVec, Opts, TextEncoder, register_int_counter_vec};
+
+use striped::{Counter, Family, Histogram};
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register_int_counter_vec!(Opts::new(name, help), labels).unwrap_or_else(|_| {
@@ -23,40 +26,37 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     })
 }
 
-fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let buckets = vec![0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-    let opts = HistogramOpts::new(name, help).buckets(buckets);
-    register_histogram_vec!(opts.clone(), labels)
-        .unwrap_or_else(|_| HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("static metric: {e}")))
-}
-
-static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
+static REQUESTS: LazyLock<&Family<Counter>> = LazyLock::new(|| {
+    Family::registered(
         "tollgate_gateway_requests_total",
         "Requests by route, status and decision",
         &["route", "status", "decision"],
     )
 });
-static REQUEST_SECONDS: LazyLock<HistogramVec> =
-    LazyLock::new(|| histogram("tollgate_gateway_request_seconds", "Whole request latency by route", &["route"]));
-static UPSTREAM_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    histogram(
+static REQUEST_SECONDS: LazyLock<&Family<Histogram>> = LazyLock::new(|| {
+    Family::registered("tollgate_gateway_request_seconds", "Whole request latency by route", &["route"])
+});
+static UPSTREAM_SECONDS: LazyLock<&Family<Histogram>> = LazyLock::new(|| {
+    Family::registered(
         "tollgate_gateway_upstream_seconds",
         "Time from choosing an upstream to its response headers",
         &["upstream"],
     )
 });
-static STAGE_SECONDS: LazyLock<[Histogram; Stage::ALL.len()]> = LazyLock::new(|| {
-    let family = histogram("tollgate_gateway_stage_seconds", "Latency of each pipeline stage", &["stage"]);
+static STAGE_SECONDS: LazyLock<[Arc<Histogram>; Stage::ALL.len()]> = LazyLock::new(|| {
+    let family = Family::registered("tollgate_gateway_stage_seconds", "Latency of each pipeline stage", &["stage"]);
     Stage::ALL.map(|stage| family.with_label_values(&[stage.as_str()]))
 });
-static CACHE_LOOKUPS: LazyLock<[IntCounter; Looked::ALL.len()]> = LazyLock::new(|| {
-    let family = counter("tollgate_gateway_cache_lookups_total", "Identity cache look-ups", &["cache"]);
+static CACHE_LOOKUPS: LazyLock<[Arc<Counter>; Looked::ALL.len()]> = LazyLock::new(|| {
+    let family = Family::registered("tollgate_gateway_cache_lookups_total", "Identity cache look-ups", &["cache"]);
     Looked::ALL.map(|cache| family.with_label_values(&[cache.as_str()]))
 });
-static CACHE_MISSES: LazyLock<[IntCounter; Looked::ALL.len()]> = LazyLock::new(|| {
-    let family =
-        counter("tollgate_gateway_cache_misses_total", "Identity cache misses (loads from the store)", &["cache"]);
+static CACHE_MISSES: LazyLock<[Arc<Counter>; Looked::ALL.len()]> = LazyLock::new(|| {
+    let family = Family::registered(
+        "tollgate_gateway_cache_misses_total",
+        "Identity cache misses (loads from the store)",
+        &["cache"],
+    );
     Looked::ALL.map(|cache| family.with_label_values(&[cache.as_str()]))
 });
 
@@ -130,16 +130,16 @@ impl Looked {
 }
 
 /// Counters of one family by their label values, each resolved once: later
-/// increments read a shared map, without the family's hashing of the
-/// labels, its lock and a reference count per request. Only for label
-/// values from a bounded set (so a fast hash will do).
+/// increments read a shared map, without the family's lock and copies of
+/// the labels per request. Only for label values from a bounded set (so a
+/// fast hash will do).
 struct Resolved<K> {
-    family: &'static LazyLock<IntCounterVec>,
-    handles: ArcSwap<HashMap<K, IntCounter>>,
+    family: &'static LazyLock<&'static Family<Counter>>,
+    handles: ArcSwap<HashMap<K, Arc<Counter>>>,
 }
 
 impl<K: Hash + Eq + Clone> Resolved<K> {
-    fn new(family: &'static LazyLock<IntCounterVec>) -> Self {
+    fn new(family: &'static LazyLock<&'static Family<Counter>>) -> Self {
         Self { family, handles: ArcSwap::default() }
     }
 
@@ -157,7 +157,7 @@ impl<K: Hash + Eq + Clone> Resolved<K> {
         counter.inc();
         self.handles.rcu(|handles| {
             let mut handles = HashMap::clone(handles);
-            handles.insert(key.to_owned(), counter.clone());
+            handles.insert(key.to_owned(), Arc::clone(&counter));
             handles
         });
     }
@@ -174,9 +174,9 @@ impl<K> std::fmt::Debug for Resolved<K> {
 #[derive(Debug)]
 pub struct RouteMetrics {
     name: String,
-    seconds: Histogram,
+    seconds: Arc<Histogram>,
     /// `None` for requests that matched no route (they reach no upstream).
-    upstream_seconds: Option<Histogram>,
+    upstream_seconds: Option<Arc<Histogram>>,
     /// By status and decision.
     requests: Resolved<(u16, &'static str)>,
 }
@@ -203,17 +203,17 @@ impl RouteMetrics {
     }
 
     /// One finished request.
-    pub fn request(&self, status: u16, decision: &'static str, seconds: f64) {
+    pub fn request(&self, status: u16, decision: &'static str, took: Duration) {
         let code = http::StatusCode::from_u16(status).ok();
         let status_text = code.as_ref().map_or("0", http::StatusCode::as_str);
         self.requests.inc(&(status, decision), &[self.name.as_str(), status_text, decision]);
-        self.seconds.observe(seconds);
+        self.seconds.observe(took);
     }
 
     /// The upstream's latency up to its response headers.
-    pub fn upstream(&self, seconds: f64) {
+    pub fn upstream(&self, took: Duration) {
         if let Some(histogram) = &self.upstream_seconds {
-            histogram.observe(seconds);
+            histogram.observe(took);
         }
     }
 }
@@ -236,8 +236,12 @@ static PLAN_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["feature"],
     )
 });
-static API_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tollgate_usage_api_calls_total", "API calls counted against tenants' monthly quotas, by plan", &["plan"])
+static API_CALLS: LazyLock<&Family<Counter>> = LazyLock::new(|| {
+    Family::registered(
+        "tollgate_usage_api_calls_total",
+        "API calls counted against tenants' monthly quotas, by plan",
+        &["plan"],
+    )
 });
 static USAGE_FLUSHED: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_usage_flushed_total", "API calls written to the store by this gateway", &[]));
@@ -295,8 +299,8 @@ pub fn plan_limits(catalog: &tollgate_identity::plans::Catalog) {
 }
 
 /// One pipeline stage's latency.
-pub fn stage(stage: Stage, seconds: f64) {
-    STAGE_SECONDS[stage as usize].observe(seconds);
+pub fn stage(stage: Stage, took: Duration) {
+    STAGE_SECONDS[stage as usize].observe(took);
 }
 
 /// A look-up in one of the gateway's caches.
@@ -366,7 +370,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), count, "names are distinct");
         // Other tests in this process record too: values none of them reach.
-        stage(Stage::Quota, 1e6);
+        stage(Stage::Quota, Duration::from_secs(1_000_000));
         CACHE_MISSES[Looked::Layers as usize].inc_by(1 << 40);
         let text = render();
         let value = |prefix: &str, label: &str| -> f64 {

@@ -86,7 +86,7 @@ impl Gateway {
         // One reading of the clock per stage: it ends one and starts the next.
         let mut lap = |stage: Stage| {
             let now = Instant::now();
-            metrics::stage(stage, now.duration_since(clock).as_secs_f64());
+            metrics::stage(stage, now.duration_since(clock));
             clock = now;
         };
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));

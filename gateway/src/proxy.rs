@@ -314,7 +314,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Admission::Permitted { permit, forwarded_at: Some(at) } = &ctx.admission {
-            self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed().as_secs_f64());
+            self.gateway.route_metrics(Some(permit.route().route)).upstream(at.elapsed());
         }
         let request_id = ctx.request_id.clone();
         let standing = ctx.permit().and_then(|p| p.within.0.as_ref());
@@ -355,7 +355,7 @@ impl ProxyHttp for Proxy {
         };
         // One reading of the clock for the histogram and the line.
         let took = ctx.started.elapsed();
-        route.request(status, decision, took.as_secs_f64());
+        route.request(status, decision, took);
         let req = session.req_header();
         crate::access::record(&AccessLine {
             request_id: ctx.request_id(),
