@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B rounds of two gateway builds: the passthrough and two Tollgates (A and
 # B, each with its own data dir and bench tenant) run side by side, and each
-# round measures the passthrough, then A and B with a cached JWT and with an
-# API key, swapping the order of A and B every round. Changes smaller than
+# round measures the passthrough, then A and B with a cached JWT, with an
+# API key, and with an API key of a tenant whose limits are enforced (but
+# never reached), swapping the order of A and B every round. Changes smaller than
 # the drift between whole harness runs (up to 30% on these machines) show
 # only this way. Loopback only; every measurement stops by itself.
 #
@@ -11,7 +12,8 @@
 #        ROUNDS=4, DURATION=5, CONNS=64, RECORD=0 to not append,
 #        A_LOG / B_LOG: TOLLGATE_LOG of each side, default info)
 # Prints, per round, req/s / µs CPU per request of the measured process,
-# then the medians, and appends them to bench/RESULTS.md.
+# then the medians and the medians of the per-round ratios B / A, and
+# appends them to bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +40,7 @@ start_origin
 PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
 
-declare -A PORT PID CRED_JWT CRED_KEY
+declare -A PORT PID CRED_JWT CRED_KEY CRED_LIMITED
 for side in A B; do
     mkdir -p "$ROOT/$side"
     WORK="$ROOT/$side"
@@ -46,9 +48,13 @@ for side in A B; do
     TG=$(free_port); METRICS=$(free_port)
     start_tollgate
     bench_owner
-    PORT[$side]=$TG; PID[$side]=$TG_PID; CRED_JWT[$side]=$TOKEN; CRED_KEY[$side]=$KEY
+    read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
+    enforce_limits "$LIMITED_TENANT"
+    PORT[$side]=$TG; PID[$side]=$TG_PID; CRED_JWT[$side]=$TOKEN; CRED_KEY[$side]=$KEY; CRED_LIMITED[$side]=$LIMITED_KEY
 done
 WORK="$ROOT"
+# The gateways' tenant caches take the overrides within 5 seconds.
+sleep 6
 
 cell() { echo "$1" | awk '{print $1 " / " $2}'; }
 
@@ -56,8 +62,11 @@ for side in A B; do
     wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$side]}/tenant/x" -H "Authorization: Bearer ${CRED_JWT[$side]}" >/dev/null
 done
 ROWS=()
-declare -A RPS CPU
-echo "A/B rounds (${ROUNDS} x 5 x ${DURATION}s, ${CONNS} connections)"
+declare -A RPS CPU RPS_RATIO CPU_RATIO
+ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# The least of the values: the round least disturbed by the rest of the machine.
+least() { printf '%s\n' "$@" | sort -g | head -1; }
+echo "A/B rounds (${ROUNDS} x 7 x ${DURATION}s, ${CONNS} connections)"
 for round in $(seq 1 "$ROUNDS"); do
     order="A B"; [ $(( round % 2 )) = 0 ] && order="B A"
     declare -A got=()
@@ -66,12 +75,17 @@ for round in $(seq 1 "$ROUNDS"); do
         url="http://127.0.0.1:${PORT[$side]}/tenant/x"
         got["$side jwt"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_JWT[$side]}")
         got["$side key"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_KEY[$side]}")
+        got["$side limited"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_LIMITED[$side]}")
     done
-    for k in "A jwt" "B jwt" "A key" "B key"; do
+    for k in "A jwt" "B jwt" "A key" "B key" "A limited" "B limited"; do
         read -r r c <<<"${got[$k]}"
         RPS["$k"]+="$r "; CPU["$k"]+="$c "
     done
-    ROWS+=("| $round | $(cell "${got["pass"]}") | $(cell "${got["A jwt"]}") | $(cell "${got["B jwt"]}") | $(cell "${got["A key"]}") | $(cell "${got["B key"]}") |")
+    for k in jwt key limited; do
+        read -r ra ca <<<"${got["A $k"]}"; read -r rb cb <<<"${got["B $k"]}"
+        RPS_RATIO["$k"]+="$(ratio3 "$rb" "$ra") "; CPU_RATIO["$k"]+="$(ratio3 "$cb" "$ca") "
+    done
+    ROWS+=("| $round | $(cell "${got["pass"]}") | $(cell "${got["A jwt"]}") | $(cell "${got["B jwt"]}") | $(cell "${got["A key"]}") | $(cell "${got["B key"]}") | $(cell "${got["A limited"]}") | $(cell "${got["B limited"]}") |")
     echo "  ${ROWS[-1]}"
 done
 med() { # KEY -> "req/s / µs"
@@ -87,9 +101,16 @@ report_start "A/B rounds"
     echo "\`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS bench/ab.sh A B\` (wrk, 1 thread; A and B swap order every round;"
     echo "cells: req/s / µs CPU per request of the measured process)."
     echo
-    echo "| round | passthrough | cached JWT, A | cached JWT, B | API key, A | API key, B |"
-    echo "|---|---|---|---|---|---|"
+    echo "| round | passthrough | cached JWT, A | cached JWT, B | API key, A | API key, B | API key, limits enforced, A | API key, limits enforced, B |"
+    echo "|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
-    echo "| median | | $(med "A jwt") | $(med "B jwt") | $(med "A key") | $(med "B key") |"
+    echo "| median | | $(med "A jwt") | $(med "B jwt") | $(med "A key") | $(med "B key") | $(med "A limited") | $(med "B limited") |"
+    echo
+    # shellcheck disable=SC2086
+    for k in jwt key limited; do
+        case $k in jwt) name="cached JWT" ;; key) name="API key" ;; *) name="API key, limits enforced" ;; esac
+        echo "- $name, medians of the per-round ratios B / A: CPU per request **$(median ${CPU_RATIO[$k]})**, req/s **$(median ${RPS_RATIO[$k]})**;" \
+            "least CPU per request of any round: A $(least ${CPU["A $k"]}), B $(least ${CPU["B $k"]}) µs"
+    done
 } >>"$REPORT"
 record_report

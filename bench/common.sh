@@ -148,6 +148,28 @@ overrides "$TENANT" "{\"limits\": {\"requests_per_second\": $unlimited, \"reques
 sleep 6
 }
 
+# tenant_key EMAIL NAME -> "TENANT KEY": signs up a second person with a
+# tenant of their own and makes them an API key.
+tenant_key() {
+    curl -sf "$B/auth/signup" -H 'content-type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\",\"name\":\"$2\",\"tenant_name\":\"$2\"}" >/dev/null
+    local login token tenant key
+    login=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\"}")
+    token=$(echo "$login" | json '["access_token"]')
+    tenant=$(echo "$login" | json '["tenant"]["id"]')
+    key=$(curl -sf "$B/tenants/$tenant/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+        -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
+    echo "$tenant $key"
+}
+
+# enforce_limits TENANT: limits on every rate and the monthly quota, set so
+# high that no run reaches them (the quota stage's full cost, no 429s).
+enforce_limits() {
+overrides "$1" '{"limits": {"requests_per_second": {"value": 1000000000},
+    "requests_per_second_per_key": {"value": 1000000000}, "api_calls_per_month": {"value": 1000000000000}}}'
+}
+
 ticks() { # CPU time (clock ticks) of the processes with these pids, threads included
     local total=0 pid
     for pid in "$@"; do

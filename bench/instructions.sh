@@ -48,6 +48,8 @@ start_origin
 # hashing under valgrind takes minutes), then Tollgate restarts counted.
 start_tollgate
 bench_owner
+read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
+enforce_limits "$LIMITED_TENANT"
 kill -INT "$TG_PID"
 wait "$TG_PID" || true
 
@@ -112,6 +114,7 @@ count passthrough "$PASS_PID" "http://127.0.0.1:$PASS/x"
 count public "$TG_PID" "http://127.0.0.1:$TG/public/x"
 count jwt "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
 count key "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
+count limited "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY"
 count refused "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
 
 # Inclusive instructions per request of the functions matching a pattern
@@ -129,12 +132,13 @@ report_start "instructions per request (callgrind)"
     echo
     echo "| scenario | k instructions / request | / passthrough |"
     echo "|---|---|---|"
-    for name in passthrough public jwt key refused; do
+    for name in passthrough public jwt key limited refused; do
         label=$name
         case $name in
             public) label="tollgate public route" ;;
             jwt) label="tollgate cached JWT" ;;
             key) label="tollgate API key" ;;
+            limited) label="tollgate API key, limits enforced" ;;
             refused) label="tollgate 403 (anonymous on the tenant route)" ;;
         esac
         echo "| $label | ${TOTAL[$name]} | $(ratio "${TOTAL[$name]}" "${TOTAL[passthrough]}") |"

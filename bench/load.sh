@@ -74,21 +74,8 @@ wait_port "$PASS"
 
 start_tollgate
 bench_owner
-tenant_key() { # EMAIL NAME -> "TENANT KEY"
-    curl -sf "$B/auth/signup" -H 'content-type: application/json' \
-        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\",\"name\":\"$2\",\"tenant_name\":\"$2\"}" >/dev/null
-    local login token tenant key
-    login=$(curl -sf "$B/auth/login" -H 'content-type: application/json' \
-        -d "{\"email\":\"$1\",\"password\":\"correct horse battery staple\"}")
-    token=$(echo "$login" | json '["access_token"]')
-    tenant=$(echo "$login" | json '["tenant"]["id"]')
-    key=$(curl -sf "$B/tenants/$tenant/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
-        -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
-    echo "$tenant $key"
-}
 read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
-overrides "$LIMITED_TENANT" '{"limits": {"requests_per_second": {"value": 1000000000},
-    "requests_per_second_per_key": {"value": 1000000000}, "api_calls_per_month": {"value": 1000000000000}}}'
+enforce_limits "$LIMITED_TENANT"
 read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
 overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
 FRESH_COUNT=$(( 60000 * DURATION / 5 ))
