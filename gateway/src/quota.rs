@@ -3,8 +3,8 @@
 //! calls, checked after the policy stage allowed a request and before it is
 //! forwarded, so refused requests spend nothing.
 //!
-//! Rate limits are GCRA token buckets in this process's memory (one atomic
-//! word each), `q` requests per window with a burst of `q`; full buckets are
+//! Rate limits are GCRA token buckets in this process's memory (one word
+//! each, in shards behind short locks), `q` requests per window with a burst of `q`; full buckets are
 //! swept away (forgetting a full bucket changes nothing) and the number of
 //! buckets is bounded (past it, new callers share one overflow bucket per
 //! policy), so made-up keys or
@@ -13,10 +13,11 @@
 //! batches every [`FLUSH_INTERVAL`], and re-read from it then, so that every
 //! gateway on one database sees the others' counts within one interval.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use tollgate_identity::plans::{LimitName, month_of};
@@ -54,7 +55,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// The most rate-limit buckets held at once.
 pub const MAX_BUCKETS: u64 = 100_000;
 const SHARDS: usize = 32;
-/// One shard is swept for full buckets every this many look-ups.
+/// A shard is swept for full buckets every this many of its look-ups.
 const SWEEP_EVERY: u64 = 1024;
 const SECOND_NS: u64 = 1_000_000_000;
 
@@ -74,30 +75,94 @@ impl Default for RateLimits {
     }
 }
 
-/// Whose bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum BucketKey {
-    /// Everyone who arrived while the table was full, per policy.
-    Overflow(&'static str),
+/// A client address as buckets know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Address {
     Ip(IpAddr),
     /// An address that does not parse (no peer address): one shared bucket.
-    OtherAddress,
+    Other,
+}
+
+impl Address {
+    fn of(source_ip: &str) -> Self {
+        source_ip.parse().map_or(Address::Other, Address::Ip)
+    }
+}
+
+/// Whose bucket, as a request names it (borrowing its names: a look-up
+/// allocates nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Whose<'a> {
+    /// Everyone who arrived while the table was full, per policy.
+    Overflow(&'static str),
+    Address(Address),
     User {
-        tenant: String,
-        user: String,
+        tenant: &'a str,
+        user: &'a str,
     },
-    Key(String),
-    Tenant(String),
+    Key(&'a str),
+    Tenant(&'a str),
     /// A route's own limit per client address, and for everyone.
-    RouteAddress(usize, Box<BucketKey>),
+    RouteAddress(usize, Address),
     Route(usize),
+}
+
+/// Whose bucket, as the table keeps it. It hashes and compares as the
+/// [`Whose`] it was made from, so the table is searched with a `Whose`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BucketKey {
+    Overflow(&'static str),
+    Address(Address),
+    User { tenant: Box<str>, user: Box<str> },
+    Key(Box<str>),
+    Tenant(Box<str>),
+    RouteAddress(usize, Address),
+    Route(usize),
+}
+
+impl BucketKey {
+    fn of(whose: Whose<'_>) -> Self {
+        match whose {
+            Whose::Overflow(policy) => BucketKey::Overflow(policy),
+            Whose::Address(address) => BucketKey::Address(address),
+            Whose::User { tenant, user } => BucketKey::User { tenant: tenant.into(), user: user.into() },
+            Whose::Key(key) => BucketKey::Key(key.into()),
+            Whose::Tenant(tenant) => BucketKey::Tenant(tenant.into()),
+            Whose::RouteAddress(route, address) => BucketKey::RouteAddress(route, address),
+            Whose::Route(route) => BucketKey::Route(route),
+        }
+    }
+
+    fn whose(&self) -> Whose<'_> {
+        match self {
+            BucketKey::Overflow(policy) => Whose::Overflow(policy),
+            BucketKey::Address(address) => Whose::Address(*address),
+            BucketKey::User { tenant, user } => Whose::User { tenant, user },
+            BucketKey::Key(key) => Whose::Key(key),
+            BucketKey::Tenant(tenant) => Whose::Tenant(tenant),
+            BucketKey::RouteAddress(route, address) => Whose::RouteAddress(*route, *address),
+            BucketKey::Route(route) => Whose::Route(*route),
+        }
+    }
+}
+
+impl std::hash::Hash for BucketKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.whose().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<BucketKey> for Whose<'_> {
+    fn equivalent(&self, key: &BucketKey) -> bool {
+        *self == key.whose()
+    }
 }
 
 /// A GCRA bucket: the theoretical arrival time of the next request, in
 /// nanoseconds since the limiter's epoch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Gcra {
-    tat: AtomicU64,
+    tat: u64,
 }
 
 /// How a request stands against one policy.
@@ -120,12 +185,30 @@ pub struct Standing {
 impl Standing {
     /// The `RateLimit-Policy` field value.
     pub fn policy_field(&self) -> String {
-        format!("\"{}\";q={};w={}", self.policy, self.quota, self.window)
+        self.item([("q", self.quota), ("w", self.window)])
     }
 
     /// The `RateLimit` field value.
     pub fn field(&self) -> String {
-        format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset)
+        self.item([("r", self.remaining), ("t", self.reset)])
+    }
+
+    /// The policy's name as a structured-field string with `parameters`,
+    /// written without the formatting machinery (it is in every limited
+    /// response).
+    fn item(&self, parameters: [(&str, u64); 2]) -> String {
+        let mut out = String::with_capacity(self.policy.len() + 48);
+        out.push('"');
+        out.push_str(self.policy);
+        out.push('"');
+        let mut digits = itoa::Buffer::new();
+        for (name, value) in parameters {
+            out.push(';');
+            out.push_str(name);
+            out.push('=');
+            out.push_str(digits.format(value));
+        }
+        out
     }
 
     /// Which of two standings is tighter: the smaller share left.
@@ -147,92 +230,108 @@ fn ceil_secs(ns: u64) -> u64 {
 impl Gcra {
     /// Takes one request from a bucket of `quota` per `window` seconds at
     /// `now` (ns).
-    fn take(&self, policy: &'static str, quota: u64, window: u64, now: u64) -> Result<Standing, Standing> {
+    fn take(&mut self, policy: &'static str, quota: u64, window: u64, now: u64) -> Result<Standing, Standing> {
         let span = window.max(1).saturating_mul(SECOND_NS);
         let interval = (span / quota.max(1)).max(1);
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            let next = tat.max(now) + interval;
-            if next > now + span {
-                let wait = next - (now + span);
-                return Err(Standing { policy, quota, window, remaining: 0, reset: ceil_secs(wait).max(1) });
-            }
-            match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => {
-                    let remaining = (now + span - next) / interval;
-                    return Ok(Standing { policy, quota, window, remaining, reset: ceil_secs(next - now) });
-                }
-                Err(current) => tat = current,
-            }
+        let next = self.tat.max(now) + interval;
+        if next > now + span {
+            let wait = next - (now + span);
+            return Err(Standing { policy, quota, window, remaining: 0, reset: ceil_secs(wait).max(1) });
         }
+        self.tat = next;
+        let remaining = (now + span - next) / interval;
+        Ok(Standing { policy, quota, window, remaining, reset: ceil_secs(next - now) })
+    }
+
+    /// A bucket whose theoretical arrival time has passed is full:
+    /// forgetting it loses nothing.
+    fn is_full(self, now: u64) -> bool {
+        self.tat <= now
     }
 }
 
-/// The buckets, in shards behind short locks. A bucket whose theoretical
-/// arrival time has passed is full: sweeping it away loses nothing.
+type Hasher = foldhash::quality::RandomState;
+
+/// One shard of the buckets and its count of look-ups (every
+/// [`SWEEP_EVERY`]th sweeps it).
+#[derive(Default)]
+struct Shard {
+    buckets: hashbrown::HashMap<BucketKey, Gcra, Hasher>,
+    lookups: u64,
+}
+
+/// The buckets, in shards behind short locks: a request takes from its
+/// bucket under its shard's lock, which is the only memory it writes there.
+/// Keys are hashed with a seeded hash.
 struct Buckets {
-    shards: Vec<Mutex<HashMap<BucketKey, Arc<Gcra>>>>,
-    hasher: std::hash::RandomState,
+    shards: Vec<Mutex<Shard>>,
+    hasher: Hasher,
     held: AtomicU64,
-    lookups: AtomicU64,
     max: u64,
 }
 
 impl Buckets {
     fn new(max: u64) -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::hash::RandomState::new(),
-            held: AtomicU64::new(0),
-            lookups: AtomicU64::new(0),
-            max,
-        }
+        let hasher = Hasher::default();
+        let shard = || Shard { buckets: hashbrown::HashMap::with_hasher(hasher.clone()), lookups: 0 };
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(shard())).collect(), hasher, held: AtomicU64::new(0), max }
     }
 
-    fn shard(&self, key: &BucketKey) -> &Mutex<HashMap<BucketKey, Arc<Gcra>>> {
+    fn shard(&self, whose: Whose<'_>) -> &Mutex<Shard> {
         use std::hash::BuildHasher as _;
-        let i = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        let i = usize::try_from(self.hasher.hash_one(whose) % SHARDS as u64).unwrap_or(0);
         &self.shards[i]
     }
 
-    /// The bucket of `key`, made when missing; with the table full, the
-    /// policy's overflow bucket, shared by every newcomer.
-    fn get(&self, key: BucketKey, policy: &'static str, now: u64) -> Arc<Gcra> {
-        let n = self.lookups.fetch_add(1, Ordering::Relaxed);
-        if n.is_multiple_of(SWEEP_EVERY) {
-            self.sweep_shard(usize::try_from(n / SWEEP_EVERY).unwrap_or(0) % SHARDS, now);
+    /// Takes one request from the bucket of `whose` (made when missing; with
+    /// the table full, from the policy's overflow bucket, shared by every
+    /// newcomer).
+    fn take(
+        &self,
+        whose: Whose<'_>,
+        policy: &'static str,
+        quota: u64,
+        window: u64,
+        now: u64,
+    ) -> Result<Standing, Standing> {
+        let mut shard = lock(self.shard(whose));
+        shard.lookups += 1;
+        if shard.lookups.is_multiple_of(SWEEP_EVERY) {
+            self.sweep(&mut shard, now);
         }
-        let mut shard = lock(self.shard(&key));
-        if let Some(bucket) = shard.get(&key) {
-            return Arc::clone(bucket);
+        if let Some(bucket) = shard.buckets.get_mut(&whose) {
+            return bucket.take(policy, quota, window, now);
         }
         if self.held.load(Ordering::Relaxed) >= self.max {
             drop(shard);
             self.sweep_all(now);
             if self.held.load(Ordering::Relaxed) >= self.max {
-                let overflow = BucketKey::Overflow(policy);
-                let mut shard = lock(self.shard(&overflow));
-                return Arc::clone(shard.entry(overflow).or_insert_with(|| {
+                let overflow = Whose::Overflow(policy);
+                let mut shard = lock(self.shard(overflow));
+                let bucket = shard.buckets.entry(BucketKey::of(overflow)).or_insert_with(|| {
                     self.held.fetch_add(1, Ordering::Relaxed);
-                    Arc::default()
-                }));
+                    Gcra::default()
+                });
+                return bucket.take(policy, quota, window, now);
             }
-            shard = lock(self.shard(&key));
+            shard = lock(self.shard(whose));
         }
-        self.held.fetch_add(1, Ordering::Relaxed);
-        Arc::clone(shard.entry(key).or_default())
+        let bucket = shard.buckets.entry(BucketKey::of(whose)).or_insert_with(|| {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            Gcra::default()
+        });
+        bucket.take(policy, quota, window, now)
     }
 
-    fn sweep_shard(&self, i: usize, now: u64) {
-        let mut shard = lock(&self.shards[i]);
-        let before = shard.len();
-        shard.retain(|_, bucket| bucket.tat.load(Ordering::Relaxed) > now);
-        self.held.fetch_sub(u64::try_from(before - shard.len()).unwrap_or(0), Ordering::Relaxed);
+    fn sweep(&self, shard: &mut Shard, now: u64) {
+        let before = shard.buckets.len();
+        shard.buckets.retain(|_, bucket| !bucket.is_full(now));
+        self.held.fetch_sub(u64::try_from(before - shard.buckets.len()).unwrap_or(0), Ordering::Relaxed);
     }
 
     fn sweep_all(&self, now: u64) {
-        for i in 0..SHARDS {
-            self.sweep_shard(i, now);
+        for shard in &self.shards {
+            self.sweep(&mut lock(shard), now);
         }
     }
 
@@ -263,22 +362,61 @@ impl MeterState {
 
 #[derive(Debug)]
 struct TenantMeter {
-    metric: Metric,
     /// Whether the store's total was read once (a new meter waits for it).
-    loaded: tokio::sync::OnceCell<()>,
-    state: Mutex<MeterState>,
+    loaded: Arc<tokio::sync::OnceCell<()>>,
+    state: MeterState,
+}
+
+/// One metric's meters by tenant (ids of tenants that exist, so a fast hash
+/// will do), in shards behind short locks: a request counts under its
+/// tenant's shard's lock, which is the only memory it writes here.
+#[derive(Debug)]
+struct Meters {
+    metric: Metric,
+    shards: [Mutex<foldhash::HashMap<String, TenantMeter>>; METER_SHARDS],
+    hasher: foldhash::fast::FixedState,
+}
+
+const METER_SHARDS: usize = 16;
+
+impl Meters {
+    fn new(metric: Metric) -> Self {
+        Self { metric, shards: Default::default(), hasher: foldhash::fast::FixedState::default() }
+    }
+
+    fn shard(&self, tenant_id: &str) -> &Mutex<foldhash::HashMap<String, TenantMeter>> {
+        use std::hash::BuildHasher as _;
+        let i = usize::try_from(self.hasher.hash_one(tenant_id) % METER_SHARDS as u64).unwrap_or(0);
+        &self.shards[i]
+    }
+}
+
+/// The month in which calls are counted: from `start` (the first call seen
+/// in it) to `next` (the next month's first second).
+#[derive(Debug)]
+struct Month {
+    start: i64,
+    next: i64,
+    name: String,
 }
 
 /// Every tenant's API calls this month: the monthly quota and usage
 /// metering. Shared by the quota stage (counting) and the flusher (writing
 /// and re-reading the store).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
-    /// By metric (`Metric as usize`), then tenant (ids of tenants that
-    /// exist, so a fast hash will do).
-    tenants: [Mutex<foldhash::HashMap<String, Arc<TenantMeter>>>; 2],
-    /// The month of the last call: its first second, the next month's, its name.
-    month: Mutex<(i64, i64, Arc<str>)>,
+    /// By metric (`Metric as usize`).
+    meters: [Meters; 2],
+    month: ArcSwap<Month>,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            meters: Metric::ALL.map(Meters::new),
+            month: ArcSwap::from_pointee(Month { start: 0, next: 0, name: String::new() }),
+        }
+    }
 }
 
 /// How long a tenant with nothing to flush keeps its meter.
@@ -289,35 +427,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Meter {
-    fn tenant(&self, metric: Metric, tenant_id: &str, period: &str, now: i64) -> Arc<TenantMeter> {
-        let mut tenants = lock(&self.tenants[metric as usize]);
-        if let Some(meter) = tenants.get(tenant_id) {
-            return Arc::clone(meter);
+    /// The month of `now`, computed once a month.
+    fn month(&self, now: i64) -> arc_swap::Guard<Arc<Month>> {
+        let month = self.month.load();
+        if (month.start..month.next).contains(&now) {
+            return month;
         }
-        Arc::clone(tenants.entry(tenant_id.to_owned()).or_insert_with(|| {
-            Arc::new(TenantMeter {
-                metric,
-                loaded: tokio::sync::OnceCell::new(),
-                state: Mutex::new(MeterState {
-                    period: period.to_owned(),
-                    base: 0,
-                    flushing: 0,
-                    pending: 0,
-                    last_seen: now,
-                }),
-            })
-        }))
-    }
-
-    /// The month of `now` and the second the next one starts, computed once a month.
-    fn month(&self, now: i64) -> (Arc<str>, i64) {
-        let mut month = lock(&self.month);
-        if !(month.0..month.1).contains(&now) {
-            let (name, next) = month_of(now);
-            let start = if now < month.0 { i64::MIN } else { now };
-            *month = (start, next, Arc::from(name));
-        }
-        (Arc::clone(&month.2), month.1)
+        let (name, next) = month_of(now);
+        let start = if now < month.start { i64::MIN } else { now };
+        self.month.store(Arc::new(Month { start, next, name }));
+        self.month.load()
     }
 
     /// Counts one API call of `tenant_id` at `now` against `limit` (`None`
@@ -330,79 +449,73 @@ impl Meter {
         limit: Option<u64>,
         now: i64,
     ) -> Result<Result<Standing, Standing>, StoreError> {
-        let (period, next_period) = self.month(now);
-        let meter = self.tenant(metric, tenant_id, &period, now);
-        if !meter.loaded.initialized() {
+        let meters = &self.meters[metric as usize];
+        loop {
+            let (loading, period) = {
+                let month = self.month(now);
+                let mut shard = lock(meters.shard(tenant_id));
+                let loading = match shard.get_mut(tenant_id) {
+                    Some(meter) if meter.loaded.initialized() => {
+                        return Ok(count(&mut meter.state, &month, limit, now));
+                    }
+                    Some(meter) => Arc::clone(&meter.loaded),
+                    None => {
+                        let loaded = Arc::new(tokio::sync::OnceCell::new());
+                        let state =
+                            MeterState { period: month.name.clone(), base: 0, flushing: 0, pending: 0, last_seen: now };
+                        shard.insert(tenant_id.to_owned(), TenantMeter { loaded: Arc::clone(&loaded), state });
+                        loaded
+                    }
+                };
+                (loading, month.name.clone())
+            };
             // Boxed: the read is not part of the future of every request.
-            Box::pin(meter.loaded.get_or_try_init(|| async {
+            Box::pin(loading.get_or_try_init(|| async {
                 let mut tx = store.tenant_read_tx(tenant_id).await?;
                 let total = tollgate_store::usage_of(&mut tx, tenant_id, metric.as_str(), &period).await?;
                 tx.commit().await?;
-                let mut state = lock(&meter.state);
-                if *state.period == *period {
-                    state.base = state.base.max(u64::try_from(total).unwrap_or(0));
+                let mut shard = lock(meters.shard(tenant_id));
+                if let Some(meter) = shard.get_mut(tenant_id)
+                    && meter.state.period == period
+                {
+                    meter.state.base = meter.state.base.max(u64::try_from(total).unwrap_or(0));
                 }
                 Ok::<(), StoreError>(())
             }))
             .await?;
         }
-        let mut state = lock(&meter.state);
-        if *state.period != *period {
-            // A new month: nothing counted yet (the next flush reads what
-            // other gateways counted meanwhile).
-            *state = MeterState { period: String::from(&*period), base: 0, flushing: 0, pending: 0, last_seen: now };
-        }
-        state.last_seen = now;
-        let until_next = u64::try_from(next_period - now).unwrap_or(1).max(1);
-        let used = state.used();
-        let Some(quota) = limit else {
-            state.pending += 1;
-            return Ok(Ok(Standing { policy: "monthly", quota: u64::MAX, window: 0, remaining: u64::MAX, reset: 0 }));
-        };
-        if used >= quota {
-            return Ok(Err(Standing { policy: "monthly", quota, window: until_next, remaining: 0, reset: until_next }));
-        }
-        state.pending += 1;
-        Ok(Ok(Standing {
-            policy: "monthly",
-            quota,
-            window: until_next,
-            remaining: quota - used - 1,
-            reset: until_next,
-        }))
     }
 
     /// Writes the counts taken since the last flush to the store and reads
     /// back each active tenant's total (with other gateways' counts). On a
     /// store failure the counts stay here for the next flush.
     pub async fn flush(&self, store: &Store, now: i64) -> Result<(), StoreError> {
-        let batch: Vec<(String, Arc<TenantMeter>, String, u64)> = {
-            let mut batch = Vec::new();
-            for tenants in &self.tenants {
-                let mut tenants = lock(tenants);
-                tenants.retain(|_, m| {
-                    let s = lock(&m.state);
+        let mut batch: Vec<(&Meters, String, String, u64)> = Vec::new();
+        for meters in &self.meters {
+            for shard in &meters.shards {
+                let mut shard = lock(shard);
+                shard.retain(|_, m| {
+                    let s = &m.state;
                     s.pending > 0 || s.flushing > 0 || now - s.last_seen < METER_IDLE_SECS
                 });
-                batch.extend(tenants.iter().filter(|(_, m)| m.loaded.initialized()).map(|(id, m)| {
-                    let mut s = lock(&m.state);
+                batch.extend(shard.iter_mut().filter(|(_, m)| m.loaded.initialized()).map(|(id, m)| {
+                    let s = &mut m.state;
                     let n = s.pending;
                     s.flushing += n;
                     s.pending = 0;
-                    (id.clone(), Arc::clone(m), s.period.clone(), n)
+                    (meters, id.clone(), s.period.clone(), n)
                 }));
             }
-            batch
-        };
+        }
         if batch.is_empty() {
             return Ok(());
         }
         let written: Result<Vec<i64>, StoreError> = async {
             let mut tx = store.tx().await?;
             let mut totals = Vec::with_capacity(batch.len());
-            for (tenant_id, meter, period, n) in &batch {
+            for (meters, tenant_id, period, n) in &batch {
                 store.bind_tenant(&mut tx, tenant_id).await?;
-                let metric = meter.metric.as_str();
+                let metric = meters.metric.as_str();
                 let total = if *n > 0 {
                     let n = i64::try_from(*n).unwrap_or(i64::MAX);
                     tollgate_store::add_usage(&mut tx, tenant_id, metric, period, n).await?
@@ -415,25 +528,36 @@ impl Meter {
             Ok(totals)
         }
         .await;
+        // Meters with counts being flushed are kept (above), so each is
+        // still there.
+        let flushed = |meters: &Meters, tenant_id: &str, update: &mut dyn FnMut(&mut MeterState)| {
+            if let Some(meter) = lock(meters.shard(tenant_id)).get_mut(tenant_id) {
+                update(&mut meter.state);
+            }
+        };
         match written {
             Ok(totals) => {
-                for ((_, meter, period, n), total) in batch.iter().zip(totals) {
-                    let mut s = lock(&meter.state);
-                    if s.period == *period {
-                        s.flushing -= n;
-                        s.base = u64::try_from(total).unwrap_or(0);
-                    }
+                for ((meters, tenant_id, period, n), total) in batch.iter().zip(totals) {
+                    flushed(meters, tenant_id, &mut |s| {
+                        if s.period == *period {
+                            s.flushing -= n;
+                            s.base = u64::try_from(total).unwrap_or(0);
+                        }
+                    });
                 }
                 crate::metrics::usage_flushed(batch.iter().map(|b| b.3).sum());
                 Ok(())
             }
             Err(e) => {
-                for (_, meter, period, n) in &batch {
-                    let mut s = lock(&meter.state);
-                    s.flushing -= n;
-                    if s.period == *period {
-                        s.pending += n;
-                    }
+                for (meters, tenant_id, period, n) in &batch {
+                    // Counts of a month that has ended meanwhile are not
+                    // carried into the new one.
+                    flushed(meters, tenant_id, &mut |s| {
+                        if s.period == *period {
+                            s.flushing -= n;
+                            s.pending += n;
+                        }
+                    });
                 }
                 Err(e)
             }
@@ -442,8 +566,31 @@ impl Meter {
 
     /// Counts not yet in the store.
     pub fn unflushed(&self) -> u64 {
-        self.tenants.iter().map(|t| lock(t).values().map(|m| lock(&m.state).pending).sum::<u64>()).sum()
+        let shards = self.meters.iter().flat_map(|m| &m.shards);
+        shards.map(|shard| lock(shard).values().map(|m| m.state.pending).sum::<u64>()).sum()
     }
+}
+
+/// Counts one call in `state` against `limit` in `month` (whose first call
+/// starts the tenant's count afresh).
+fn count(state: &mut MeterState, month: &Month, limit: Option<u64>, now: i64) -> Result<Standing, Standing> {
+    if state.period != month.name {
+        // A new month: nothing counted yet (the next flush reads what
+        // other gateways counted meanwhile).
+        *state = MeterState { period: month.name.clone(), base: 0, flushing: 0, pending: 0, last_seen: now };
+    }
+    state.last_seen = now;
+    let until_next = u64::try_from(month.next - now).unwrap_or(1).max(1);
+    let used = state.used();
+    let Some(quota) = limit else {
+        state.pending += 1;
+        return Ok(Standing { policy: "monthly", quota: u64::MAX, window: 0, remaining: u64::MAX, reset: 0 });
+    };
+    if used >= quota {
+        return Err(Standing { policy: "monthly", quota, window: until_next, remaining: 0, reset: until_next });
+    }
+    state.pending += 1;
+    Ok(Standing { policy: "monthly", quota, window: until_next, remaining: quota - used - 1, reset: until_next })
 }
 
 /// The rate-limit buckets and the monthly meter.
@@ -479,28 +626,27 @@ impl Quotas {
         self.buckets.len()
     }
 
-    fn take(&self, key: BucketKey, policy: &'static str, quota: u64, window: u64) -> Result<Standing, Standing> {
+    fn take(&self, whose: Whose<'_>, policy: &'static str, quota: u64, window: u64) -> Result<Standing, Standing> {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.buckets.get(key, policy, now).take(policy, quota, window, now)
+        self.buckets.take(whose, policy, quota, window, now)
     }
 
     /// The rate limits of the caller: per API key (its plan's), per person
     /// (the configuration's), or per client address for anonymous callers.
-    fn caller_limit(&self, permit: &Permit, at: i64) -> Option<(BucketKey, &'static str, u64)> {
+    fn caller_limit<'p>(&self, permit: &'p Permit, at: i64) -> Option<(Whose<'p>, &'static str, u64)> {
         match (permit.principal(), permit.tenant()) {
             (Name::ApiKey(key), tenant) => {
                 let quota = tenant?.entitlements.limit(LimitName::RequestsPerSecondPerKey, at)?;
-                return Some((BucketKey::Key(key.to_owned()), "key", quota));
+                return Some((Whose::Key(key), "key", quota));
             }
             (Name::User(user), Some(tenant)) => {
                 let quota = self.limits.per_user?;
-                return Some((BucketKey::User { tenant: tenant.id.clone(), user: user.to_owned() }, "user", quota));
+                return Some((Whose::User { tenant: &tenant.id, user }, "user", quota));
             }
             _ => {}
         }
         let quota = self.limits.per_ip?;
-        let key = permit.source_ip().parse().map_or(BucketKey::OtherAddress, BucketKey::Ip);
-        Some((key, "ip", quota))
+        Some((Whose::Address(Address::of(permit.source_ip())), "ip", quota))
     }
 
     /// Counts a permitted request against every limit that applies: the
@@ -510,18 +656,18 @@ impl Quotas {
     pub async fn check(&self, permit: &Permit, store: &Store, at: i64) -> Result<Within, Reject> {
         let mut tightest: Option<Standing> = None;
         let mut note = |s: Standing| tightest = Some(tightest.take().map_or(s.clone(), |t| t.tighter(s)));
-        if let Some((key, policy, quota)) = self.caller_limit(permit, at) {
-            note(self.take(key, policy, quota, 1).map_err(too_many)?);
+        if let Some((whose, policy, quota)) = self.caller_limit(permit, at) {
+            note(self.take(whose, policy, quota, 1).map_err(too_many)?);
         }
         if let Some(limit) = &permit.route_limit() {
             let window = limit.window_secs;
+            let route = permit.route().route;
             if let Some(quota) = limit.per_ip {
-                let address = permit.source_ip().parse().map_or(BucketKey::OtherAddress, BucketKey::Ip);
-                let key = BucketKey::RouteAddress(permit.route().route, Box::new(address));
-                note(self.take(key, "route-ip", quota, window).map_err(too_many)?);
+                let whose = Whose::RouteAddress(route, Address::of(permit.source_ip()));
+                note(self.take(whose, "route-ip", quota, window).map_err(too_many)?);
             }
             if let Some(quota) = limit.global {
-                note(self.take(BucketKey::Route(permit.route().route), "route", quota, window).map_err(too_many)?);
+                note(self.take(Whose::Route(route), "route", quota, window).map_err(too_many)?);
             }
         }
         if let Some(tenant) = permit.tenant().filter(|_| !permit.route().needs_tenant()) {
@@ -533,7 +679,7 @@ impl Quotas {
         let tenant = permit.tenant().filter(|_| permit.route().needs_tenant());
         if let Some(tenant) = tenant {
             if let Some(quota) = tenant.entitlements.limit(LimitName::RequestsPerSecond, at) {
-                note(self.take(BucketKey::Tenant(tenant.id.clone()), "tenant", quota, 1).map_err(too_many)?);
+                note(self.take(Whose::Tenant(&tenant.id), "tenant", quota, 1).map_err(too_many)?);
             }
             let monthly = self.monthly(store, tenant, at).await?;
             if monthly.window > 0 {

@@ -4,7 +4,7 @@ const MS: u64 = 1_000_000;
 
 #[test]
 fn a_bucket_passes_its_burst_then_one_request_per_interval() {
-    let bucket = Gcra::default();
+    let mut bucket = Gcra::default();
     let t0 = 10 * SECOND_NS;
     let first = bucket.take("key", 5, 1, t0).unwrap();
     assert_eq!((first.remaining, first.reset), (4, 1));
@@ -24,7 +24,7 @@ fn a_bucket_passes_its_burst_then_one_request_per_interval() {
 
 #[test]
 fn a_bucket_over_a_longer_window_refills_over_it() {
-    let bucket = Gcra::default();
+    let mut bucket = Gcra::default();
     let t0 = 10 * SECOND_NS;
     for _ in 0..10 {
         assert!(bucket.take("route-ip", 10, 60, t0).is_ok());
@@ -32,6 +32,17 @@ fn a_bucket_over_a_longer_window_refills_over_it() {
     let refused = bucket.take("route-ip", 10, 60, t0).unwrap_err();
     assert_eq!((refused.policy_field(), refused.reset), ("\"route-ip\";q=10;w=60".to_owned(), 6));
     assert!(bucket.take("route-ip", 10, 60, t0 + 6 * SECOND_NS).is_ok(), "one back every 6 s");
+}
+
+#[test]
+fn the_fields_name_the_policy_and_its_numbers() {
+    let monthly =
+        Standing { policy: "monthly", quota: 1_000_000_000_000, window: 2_678_400, remaining: 0, reset: 86_399 };
+    assert_eq!(monthly.policy_field(), "\"monthly\";q=1000000000000;w=2678400");
+    assert_eq!(monthly.field(), "\"monthly\";r=0;t=86399");
+    let most = Standing { policy: "route-ip", quota: u64::MAX, window: 10, remaining: u64::MAX - 1, reset: 1 };
+    assert_eq!(most.policy_field(), format!("\"route-ip\";q={};w=10", u64::MAX));
+    assert_eq!(most.field(), format!("\"route-ip\";r={};t=1", u64::MAX - 1));
 }
 
 #[test]
@@ -47,7 +58,7 @@ fn made_up_addresses_cannot_grow_the_buckets_past_the_bound() {
     let quotas = Quotas::new(RateLimits::default());
     for i in 0..(MAX_BUCKETS + 50_000) {
         let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 16 | 0xfe80));
-        let _ = quotas.take(BucketKey::Ip(ip), "ip", 10, 1);
+        let _ = quotas.take(Whose::Address(Address::Ip(ip)), "ip", 10, 1);
     }
     assert!(quotas.buckets() <= MAX_BUCKETS + 1, "{} buckets", quotas.buckets());
 }
@@ -56,21 +67,60 @@ fn made_up_addresses_cannot_grow_the_buckets_past_the_bound() {
 fn full_buckets_are_swept_and_newcomers_share_the_overflow() {
     let buckets = Buckets::new(3);
     let t0 = 5 * SECOND_NS;
-    let ip = |n: u8| BucketKey::Ip(IpAddr::from([10, 0, 0, n]));
+    let ip = |n: u8| Whose::Address(Address::Ip(IpAddr::from([10, 0, 0, n])));
     for n in 0..3 {
-        buckets.get(ip(n), "ip", t0).take("ip", 1, 1, t0).unwrap();
+        buckets.take(ip(n), "ip", 1, 1, t0).unwrap();
     }
     assert_eq!(buckets.len(), 3);
     // Full table, all three busy: a newcomer shares the overflow bucket...
-    let overflow = buckets.get(ip(9), "ip", t0);
-    assert!(overflow.take("ip", 1, 1, t0).is_ok());
-    assert!(buckets.get(ip(10), "ip", t0).take("ip", 1, 1, t0).is_err(), "...with every other newcomer");
+    assert!(buckets.take(ip(9), "ip", 1, 1, t0).is_ok());
+    assert!(buckets.take(ip(10), "ip", 1, 1, t0).is_err(), "...with every other newcomer");
     // ...and once the three are full again they are swept to make room.
     let later = t0 + 2 * SECOND_NS;
-    assert!(buckets.get(ip(11), "ip", later).take("ip", 1, 1, later).is_ok());
+    assert!(buckets.take(ip(11), "ip", 1, 1, later).is_ok());
     assert_eq!(buckets.len(), 1, "the full buckets went, the newcomer has its own");
     // A busy bucket is never swept: its state would be lost.
-    assert!(buckets.get(ip(11), "ip", later).take("ip", 1, 1, later).is_err());
+    assert!(buckets.take(ip(11), "ip", 1, 1, later).is_err());
+}
+
+/// The table is searched with the borrowed names of a request: each kept
+/// key must hash and compare as the names it was made from, and as no
+/// other's (a key whose user and tenant swap places, or a key named like a
+/// tenant, is someone else).
+#[test]
+fn buckets_are_found_by_whose_they_are_and_no_one_else_s() {
+    use std::hash::BuildHasher as _;
+    let all = [
+        Whose::Overflow("key"),
+        Whose::Address(Address::Ip(IpAddr::from([10, 0, 0, 1]))),
+        Whose::Address(Address::Other),
+        Whose::User { tenant: "t1", user: "u1" },
+        Whose::User { tenant: "u1", user: "t1" },
+        Whose::User { tenant: "t1u", user: "1" },
+        Whose::Key("t1"),
+        Whose::Tenant("t1"),
+        Whose::RouteAddress(0, Address::Other),
+        Whose::RouteAddress(1, Address::Other),
+        Whose::Route(0),
+    ];
+    let hasher = Hasher::default();
+    for whose in all {
+        let kept = BucketKey::of(whose);
+        assert_eq!(hasher.hash_one(&kept), hasher.hash_one(whose), "{whose:?}");
+        for other in all {
+            assert_eq!(hashbrown::Equivalent::equivalent(&other, &kept), other == whose, "{other:?} / {whose:?}");
+        }
+    }
+    // Through the table: each has a bucket of its own.
+    let buckets = Buckets::new(100);
+    let t0 = SECOND_NS;
+    for whose in all {
+        assert!(buckets.take(whose, "p", 1, 1, t0).is_ok(), "{whose:?}: its own bucket, full");
+    }
+    for whose in all {
+        assert!(buckets.take(whose, "p", 1, 1, t0).is_err(), "{whose:?}: its one request is taken");
+    }
+    assert_eq!(buckets.len(), all.len() as u64);
 }
 
 async fn tenants(store: &Store, n: usize) -> Vec<String> {
