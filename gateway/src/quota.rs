@@ -4,10 +4,10 @@
 //! forwarded, so refused requests spend nothing.
 //!
 //! Rate limits are GCRA token buckets in this process's memory (one word
-//! each, in shards behind short locks), `q` requests per window with a burst of `q`; full buckets are
-//! swept away (forgetting a full bucket changes nothing) and the number of
-//! buckets is bounded (past it, new callers share one overflow bucket per
-//! policy), so made-up keys or
+//! each, in shards behind short locks), `q` requests per window with a
+//! burst of `q`; full buckets are swept away (forgetting a full bucket
+//! changes nothing) and the number of buckets is bounded (past it, new
+//! callers share one overflow bucket per policy), so made-up keys or
 //! addresses cannot grow memory. The monthly quota and usage metering share
 //! one counter per tenant ([`Meter`]): counted here, added to the store in
 //! batches every [`FLUSH_INTERVAL`], and re-read from it then, so that every
@@ -16,9 +16,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, Instant};
 
 use tollgate_identity::plans::{LimitName, month_of};
 use tollgate_identity::principal::{Name, Tenant};
@@ -254,7 +254,6 @@ type Hasher = foldhash::quality::RandomState;
 
 /// One shard of the buckets and its count of look-ups (every
 /// [`SWEEP_EVERY`]th sweeps it).
-#[derive(Default)]
 struct Shard {
     buckets: hashbrown::HashMap<BucketKey, Gcra, Hasher>,
     lookups: u64,
