@@ -153,3 +153,31 @@ async fn shared_entities_follow_the_callers_role_tenant_and_expiring_overrides()
     assert!(allowed(&key, &m, at + 99));
     assert!(!allowed(&key, &m, at + 100), "the grant expired: the entities are rebuilt");
 }
+
+/// A prepared set is found again by the next request of the same caller,
+/// tenant and resource (or every request would prepare its entities
+/// again), and only by such a request.
+#[tokio::test]
+async fn a_callers_second_request_finds_the_set_its_first_prepared() {
+    let prepared = PreparedSets::default();
+    let mut m = Memory::two_tenants();
+    let at = tollgate_store::now();
+    let engine = m.engine_for(None).await.unwrap();
+    let ann = member(&mut m, "u1", Builtin::Member).await;
+    let bob = member(&mut m, "u2", Builtin::Member).await;
+    let t1 = Arc::clone(&m.tenants["t1"]);
+    let set = |caller: &Caller, tenant: &Arc<Tenant>, id: &str| {
+        let route = routed("crm.read", "CrmApi", id).route;
+        prepared.entities(&engine, caller, Some(tenant), &route, at).unwrap()
+    };
+    let first = set(&ann, &t1, "contacts");
+    assert!(Arc::ptr_eq(&first, &set(&ann, &t1, "contacts")), "found again");
+    // The same person signed in again (another principal, equal facts).
+    let ann_again = authenticate(&m, Some("Bearer u1"), "10.0.0.9").await.unwrap();
+    assert!(Arc::ptr_eq(&first, &set(&ann_again, &t1, "contacts")), "equal facts, the same set");
+    assert!(!Arc::ptr_eq(&first, &set(&bob, &t1, "contacts")), "another caller");
+    assert!(!Arc::ptr_eq(&first, &set(&ann, &t1, "deals")), "another resource");
+    let reloaded = Arc::new((*t1).clone());
+    assert!(!Arc::ptr_eq(&first, &set(&ann, &reloaded, "contacts")), "a reloaded tenant");
+    assert!(!Arc::ptr_eq(&first, &set(&Caller::Anonymous, &t1, "contacts")), "no caller");
+}
