@@ -386,4 +386,33 @@ mod tests {
             assert_eq!(misses >= (1u64 << 40) as f64, c == Looked::Layers, "{}: {misses}", c.as_str());
         }
     }
+
+    /// Counters resolved at first use (by label values no other test uses)
+    /// count from there on, each under its own labels.
+    #[test]
+    fn counters_resolved_at_first_use_are_exposed() {
+        for _ in 0..3 {
+            api_call("test-plan-a");
+        }
+        api_call("test-plan-b");
+        let route = RouteMetrics::new("test-route", "test-upstream");
+        route.request(200, "allow", Duration::from_micros(30));
+        route.request(200, "allow", Duration::from_micros(70));
+        route.request(403, "deny", Duration::from_micros(5));
+        route.upstream(Duration::from_millis(2));
+        let text = render();
+        for line in [
+            "tollgate_usage_api_calls_total{plan=\"test-plan-a\"} 3",
+            "tollgate_usage_api_calls_total{plan=\"test-plan-b\"} 1",
+            "tollgate_gateway_requests_total{decision=\"allow\",route=\"test-route\",status=\"200\"} 2",
+            "tollgate_gateway_requests_total{decision=\"deny\",route=\"test-route\",status=\"403\"} 1",
+            "tollgate_gateway_request_seconds_bucket{route=\"test-route\",le=\"0.00001\"} 1",
+            "tollgate_gateway_request_seconds_bucket{route=\"test-route\",le=\"0.00005\"} 2",
+            "tollgate_gateway_request_seconds_count{route=\"test-route\"} 3",
+            "tollgate_gateway_upstream_seconds_bucket{upstream=\"test-upstream\",le=\"0.001\"} 0",
+            "tollgate_gateway_upstream_seconds_bucket{upstream=\"test-upstream\",le=\"0.0025\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 }
