@@ -85,7 +85,7 @@ pub fn prepare_upstream_request(
 ) -> Result<(), Reject> {
     // Everything that can fail, before the request is taken apart.
     let signed = assertions.signed(permit)?;
-    let decision = id_value(permit.decision());
+    let decision = id_value(*permit.decision());
     // The upstream gets exactly the path that was routed (the request's
     // own when it was routed as sent).
     let uri = &request.uri;
@@ -474,7 +474,7 @@ mod tests {
         }
         let claims = keys.keys().verify_assertion(header(&req, "x-tollgate-assertion").unwrap(), "crm").unwrap();
         assert_eq!((claims.tid.as_deref(), claims.groups.len(), claims.groups_truncated), (Some("t1"), 3, false));
-        assert_eq!(header(&req, "x-tollgate-decision"), Some(permit.decision_id()));
+        assert_eq!(header(&req, "x-tollgate-decision"), Some(permit.decision().as_str()));
         assert_eq!(claims.decision, None, "the decision id is the request's, in its header");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -511,7 +511,7 @@ mod tests {
         // Requests of one caller (as the caches hand it out) share one.
         let (m, caller) = caller_in_groups(3, "10.1.2.3").await;
         let (first, second) = (permit_of(&m, &caller, "10.1.2.3").await, permit_of(&m, &caller, "10.1.2.3").await);
-        assert_ne!(first.decision_id(), second.decision_id());
+        assert_ne!(first.decision(), second.decision());
         assert_eq!(token(&first), token(&second), "one signature for the same facts");
         // So do the same facts read again by the caches (another copy of
         // the principal, as a new token of the same person gives).

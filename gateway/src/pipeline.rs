@@ -150,7 +150,7 @@ impl Gateway {
         let permit = decide(&engine, &self.prepared, &caller, tenant, Routed { route, target }, &facts);
         lap(Stage::Policy);
         let mut permit = permit?;
-        let refused = |reject| Box::new(Denial { reject, decision_id: permit.decision(), explain: false });
+        let refused = |reject| Box::new(Denial { reject, decision_id: *permit.decision(), explain: false });
         let within = match self.caches.store().await {
             Ok(store) => self.quotas.check(&permit, store, at).await.map_err(refused),
             Err(reject) => Err(refused(reject)),

@@ -51,11 +51,8 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub fn decision_id(&self) -> &str {
-        self.decision_id.as_str()
-    }
-    pub fn decision(&self) -> DecisionId {
-        self.decision_id
+    pub fn decision(&self) -> &DecisionId {
+        &self.decision_id
     }
     pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_deref()

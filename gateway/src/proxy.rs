@@ -69,7 +69,7 @@ impl Ctx {
         match &self.admission {
             Admission::Pending => None,
             Admission::Refused { decision_id, .. } => Some(decision_id.as_str()),
-            Admission::Permitted { permit, .. } => Some(permit.decision_id()),
+            Admission::Permitted { permit, .. } => Some(permit.decision().as_str()),
         }
     }
 }

@@ -115,13 +115,17 @@ fn reload_with_api_write(m: &mut Memory, until: i64) {
     m.tenants.insert("t1".into(), Arc::new(tenant));
 }
 
+/// One set of prepared entities across requests (as in the gateway), two
+/// tenants, the time now and the platform's engine.
+async fn preparing() -> (PreparedSets, Memory, i64, Arc<PolicyEngine>) {
+    let m = Memory::two_tenants();
+    let engine = m.engine_for(None).await.unwrap();
+    (PreparedSets::default(), m, tollgate_store::now(), engine)
+}
+
 #[tokio::test]
 async fn shared_entities_follow_the_callers_role_tenant_and_expiring_overrides() {
-    // One set of prepared entities across requests, as in the gateway.
-    let prepared = PreparedSets::default();
-    let mut m = Memory::two_tenants();
-    let at = tollgate_store::now();
-    let engine = m.engine_for(None).await.unwrap();
+    let (prepared, mut m, at, engine) = preparing().await;
     let allowed = |caller: &Caller, m: &Memory, time: i64| {
         let tenant = Some(Arc::clone(&m.tenants["t1"]));
         let facts = Facts { time, ..FACTS };
@@ -159,10 +163,7 @@ async fn shared_entities_follow_the_callers_role_tenant_and_expiring_overrides()
 /// again), and only by such a request.
 #[tokio::test]
 async fn a_callers_second_request_finds_the_set_its_first_prepared() {
-    let prepared = PreparedSets::default();
-    let mut m = Memory::two_tenants();
-    let at = tollgate_store::now();
-    let engine = m.engine_for(None).await.unwrap();
+    let (prepared, mut m, at, engine) = preparing().await;
     let ann = member(&mut m, "u1", Builtin::Member).await;
     let bob = member(&mut m, "u2", Builtin::Member).await;
     let t1 = Arc::clone(&m.tenants["t1"]);
