@@ -33,15 +33,22 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 # build_release: the gateway and the passthrough it is measured against,
 # both with the `production` profile (optimized across crates: the way to
 # build Tollgate for deployment), into $BIN; the harnesses' helpers (mint,
-# seed) as plain release builds into $TOOLS.
+# seed) as plain release builds into $TOOLS. With PGO=1 both are
+# profile-guided builds (bench/pgo.sh), trained on the harness's scenarios.
 build_release() {
 PROFILE=production
+cargo build --release -q -p tollgate-bench --bin mint --bin seed
+TOOLS="${CARGO_TARGET_DIR:-target}/release"
+if [ "${PGO:-0}" = "1" ]; then
+    PROFILE="production (profile-guided: bench/pgo.sh)"
+    bench/pgo.sh
+    BIN="${CARGO_TARGET_DIR:-target}/pgo/production"
+    return
+fi
 echo "building release binaries (profile $PROFILE; the first build takes about 20 minutes)"
 cargo build --profile "$PROFILE" -q --bin tollgate
 cargo build --profile "$PROFILE" -q -p tollgate-bench --bin passthrough
-cargo build --release -q -p tollgate-bench --bin mint --bin seed
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
-TOOLS="${CARGO_TARGET_DIR:-target}/release"
 }
 
 WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"

@@ -7,7 +7,9 @@
 # when missing and running as root; named otherwise).
 #
 # Usage: bench/load.sh            (DURATION=5 by default; RECORD=0 to not append;
-#                                  PAIRS=3 paired rounds)
+#                                  PAIRS=3 paired rounds; PGO=1: both the
+#                                  gateway and the passthrough built
+#                                  profile-guided, bench/pgo.sh)
 # Prints a table (req/s, p50, p99, CPU per request of the proxy process, peak
 # RSS) at 64 and 8 connections and the ratios, then paired rounds of the
 # passthrough and the gateway measured back to back with the median of their
@@ -182,7 +184,7 @@ ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 report_start "load harness" ", $MEM"
 {
-    echo "Command: \`DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
+    echo "Command: \`$([ "${PGO:-0}" = 1 ] && echo "PGO=1 ")DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
     echo "nginx with 2 workers, the passthrough and the gateway with 2 threads; origin: one nginx worker)."
     echo
     echo "| scenario | connections | req/s | p50 | p99 | proxy CPU µs/request | peak RSS MiB | non-2xx |"

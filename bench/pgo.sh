@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Profile-guided builds of the gateway and of the passthrough it is measured
+# against: both built instrumented, trained on the load harness's own
+# scenarios (each binary on its own traffic), then built again with the
+# merged profiles. The result is a faster binary of each, built the same way,
+# so ratios between them stay fair. Loopback only; every training run stops
+# by itself.
+#
+# Usage: bench/pgo.sh   (TRAIN=3 seconds per scenario and connection count)
+# Needs llvm-profdata of the same LLVM major version as rustc (Debian:
+# apt-get install llvm-NN, installed when missing and running as root).
+# Output: ${CARGO_TARGET_DIR:-target}/pgo/production/{tollgate,passthrough}.
+# Each build has a target directory of its own (flags differ from the plain
+# production build's) and rebuilds every dependency: about 20 minutes each
+# on a 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRAIN="${TRAIN:-3}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+TARGET="$(mkdir -p "$TARGET" && cd "$TARGET" && pwd)"
+PROFILES="$TARGET/pgo-profiles"
+
+llvm_major="$(rustc -vV | awk '/^LLVM version:/ {split($3, v, "."); print v[1]}')"
+PROFDATA="$(command -v "llvm-profdata-$llvm_major" || true)"
+if [ -z "$PROFDATA" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" >/dev/null
+    PROFDATA="$(command -v "llvm-profdata-$llvm_major" || true)"
+fi
+[ -n "$PROFDATA" ] || { echo "error: bench/pgo.sh needs llvm-profdata-$llvm_major (Debian: llvm-$llvm_major)" >&2; exit 1; }
+
+# shellcheck source=bench/common.sh
+. bench/common.sh
+
+# build FLAGS DIR: the gateway and the passthrough, production profile.
+build() {
+    RUSTFLAGS="$1" CARGO_TARGET_DIR="$2" cargo build --profile production -q --bin tollgate
+    RUSTFLAGS="$1" CARGO_TARGET_DIR="$2" cargo build --profile production -q -p tollgate-bench --bin passthrough
+}
+
+echo "pgo: building instrumented binaries"
+rm -rf "$PROFILES"
+mkdir -p "$PROFILES/tollgate" "$PROFILES/passthrough"
+# Each process writes its own raw profile (%p), merged below.
+build "-Cprofile-generate=$PROFILES/raw" "$TARGET/pgo-generate"
+cargo build --release -q -p tollgate-bench --bin mint --bin seed
+BIN="$TARGET/pgo-generate/production"
+TOOLS="$TARGET/release"
+
+echo "pgo: training (${TRAIN}s per scenario)"
+DURATION="$TRAIN"
+ORIGIN=$(free_port); PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
+start_origin
+LLVM_PROFILE_FILE="$PROFILES/passthrough/%p.profraw" \
+    "$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
+PASS_PID=$!; PIDS+=("$PASS_PID")
+wait_port "$PASS"
+export LLVM_PROFILE_FILE="$PROFILES/tollgate/%p.profraw"
+start_tollgate
+unset LLVM_PROFILE_FILE
+bench_owner
+read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
+enforce_limits "$LIMITED_TENANT"
+read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
+overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
+"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
+    $(( 20000 * TRAIN )) >"$WORK/fresh.txt"
+rotate "$WORK/fresh.txt"
+train() { wrk -t1 -c"$1" -d"${TRAIN}s" "${@:2}" >/dev/null; }
+for conns in 64 8; do
+    train "$conns" "http://127.0.0.1:$PASS/x"
+    train "$conns" "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN"
+    train "$conns" "http://127.0.0.1:$TG/public/x"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $THROTTLED_KEY"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh.lua"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x"
+done
+# A process writes its profile as it exits: stop both and wait for them.
+for pid in "$PASS_PID" "$TG_PID"; do
+    kill -INT "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+done
+for which in tollgate passthrough; do
+    compgen -G "$PROFILES/$which/*.profraw" >/dev/null || { echo "error: $which wrote no profile" >&2; exit 1; }
+done
+# One profile for both: the code they share (pingora, tokio) is weighted by
+# both trainings, and both binaries are built from one set of dependencies.
+"$PROFDATA" merge -o "$PROFILES/merged.profdata" "$PROFILES"/tollgate/*.profraw "$PROFILES"/passthrough/*.profraw
+
+echo "pgo: building optimized binaries"
+build "-Cprofile-use=$PROFILES/merged.profdata" "$TARGET/pgo-use"
+mkdir -p "$TARGET/pgo/production"
+cp "$TARGET/pgo-use/production/tollgate" "$TARGET/pgo-use/production/passthrough" "$TARGET/pgo/production/"
+echo "pgo: built $TARGET/pgo/production/tollgate and passthrough"
