@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B rounds of two gateway builds: the passthrough and two Tollgates (A and
 # B, each with its own data dir and bench tenant) run side by side, and each
-# round measures the passthrough, then A and B with a cached JWT, with an
+# round measures the passthrough and nginx + auth_request (given the cached
+# JWT's request), then A and B with a cached JWT, with an
 # API key, and with an API key of a tenant whose limits are enforced (but
 # never reached), swapping the order of A and B every round. Changes smaller than
 # the drift between whole harness runs (up to 30% on these machines) show
@@ -12,7 +13,8 @@
 #        ROUNDS=4, DURATION=5, CONNS=64, RECORD=0 to not append,
 #        A_LOG / B_LOG: TOLLGATE_LOG of each side, default info)
 # Prints, per round, req/s / µs CPU per request of the measured process,
-# then the medians and the medians of the per-round ratios B / A, and
+# then the medians, the medians of the per-round ratios B / A and those of
+# A and B's cached JWT to nginx + auth_request, and
 # appends them to bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ fi
 ROOT="$WORK"
 ORIGIN=$(free_port); PASS=$(free_port)
 start_origin
+start_nginx_proxies
 "$PASSTHROUGH" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$ROOT/passthrough.log" 2>&1 &
 PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
@@ -62,22 +65,25 @@ for side in A B; do
     wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$side]}/tenant/x" -H "Authorization: Bearer ${CRED_JWT[$side]}" >/dev/null
 done
 ROWS=()
-declare -A RPS CPU RPS_RATIO CPU_RATIO
+declare -A RPS CPU RPS_RATIO CPU_RATIO NGINX_RATIO
 ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # The least of the values: the round least disturbed by the rest of the machine.
 least() { printf '%s\n' "$@" | sort -g | head -1; }
-echo "A/B rounds (${ROUNDS} x 7 x ${DURATION}s, ${CONNS} connections)"
+echo "A/B rounds (${ROUNDS} x 8 x ${DURATION}s, ${CONNS} connections)"
 for round in $(seq 1 "$ROUNDS"); do
     order="A B"; [ $(( round % 2 )) = 0 ] && order="B A"
     declare -A got=()
     got["pass"]=$(sample "$PASS_PID" "$CONNS" "http://127.0.0.1:$PASS/x")
+    # nginx + auth_request given the cached JWT's request (it forwards the
+    # header as it is).
+    got["nginx"]=$(sample "$NGX_PIDS" "$CONNS" "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer ${CRED_JWT[A]}")
     for side in $order; do
         url="http://127.0.0.1:${PORT[$side]}/tenant/x"
         got["$side jwt"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_JWT[$side]}")
         got["$side key"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_KEY[$side]}")
         got["$side limited"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_LIMITED[$side]}")
     done
-    for k in "A jwt" "B jwt" "A key" "B key" "A limited" "B limited"; do
+    for k in nginx "A jwt" "B jwt" "A key" "B key" "A limited" "B limited"; do
         read -r r c <<<"${got[$k]}"
         RPS["$k"]+="$r "; CPU["$k"]+="$c "
     done
@@ -85,7 +91,12 @@ for round in $(seq 1 "$ROUNDS"); do
         read -r ra ca <<<"${got["A $k"]}"; read -r rb cb <<<"${got["B $k"]}"
         RPS_RATIO["$k"]+="$(ratio3 "$rb" "$ra") "; CPU_RATIO["$k"]+="$(ratio3 "$cb" "$ca") "
     done
-    ROWS+=("| $round | $(cell "${got["pass"]}") | $(cell "${got["A jwt"]}") | $(cell "${got["B jwt"]}") | $(cell "${got["A key"]}") | $(cell "${got["B key"]}") | $(cell "${got["A limited"]}") | $(cell "${got["B limited"]}") |")
+    read -r rn _ <<<"${got[nginx]}"
+    for side in A B; do
+        read -r r _ <<<"${got["$side jwt"]}"
+        NGINX_RATIO[$side]+="$(ratio3 "$r" "$rn") "
+    done
+    ROWS+=("| $round | $(cell "${got["pass"]}") | $(cell "${got[nginx]}") | $(cell "${got["A jwt"]}") | $(cell "${got["B jwt"]}") | $(cell "${got["A key"]}") | $(cell "${got["B key"]}") | $(cell "${got["A limited"]}") | $(cell "${got["B limited"]}") |")
     echo "  ${ROWS[-1]}"
 done
 med() { # KEY -> "req/s / µs"
@@ -101,10 +112,10 @@ report_start "A/B rounds"
     echo "\`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS bench/ab.sh A B\` (wrk, 1 thread; A and B swap order every round;"
     echo "cells: req/s / µs CPU per request of the measured process)."
     echo
-    echo "| round | passthrough | cached JWT, A | cached JWT, B | API key, A | API key, B | API key, limits enforced, A | API key, limits enforced, B |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| round | passthrough | nginx + auth_request, the JWT's request | cached JWT, A | cached JWT, B | API key, A | API key, B | API key, limits enforced, A | API key, limits enforced, B |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
-    echo "| median | | $(med "A jwt") | $(med "B jwt") | $(med "A key") | $(med "B key") | $(med "A limited") | $(med "B limited") |"
+    echo "| median | | $(med nginx) | $(med "A jwt") | $(med "B jwt") | $(med "A key") | $(med "B key") | $(med "A limited") | $(med "B limited") |"
     echo
     # shellcheck disable=SC2086
     for k in jwt key limited; do
@@ -112,5 +123,7 @@ report_start "A/B rounds"
         echo "- $name, medians of the per-round ratios B / A: CPU per request **$(median ${CPU_RATIO[$k]})**, req/s **$(median ${RPS_RATIO[$k]})**;" \
             "least CPU per request of any round: A $(least ${CPU["A $k"]}), B $(least ${CPU["B $k"]}) µs"
     done
+    echo "- cached JWT / nginx + auth_request given the same request, medians of the per-round req/s ratios:" \
+        "A **$(median ${NGINX_RATIO[A]})**, B **$(median ${NGINX_RATIO[B]})**"
 } >>"$REPORT"
 record_report

@@ -131,6 +131,53 @@ wait_port "$TG"
 B="http://127.0.0.1:$TG/api/v1"
 }
 
+# start_nginx_proxies: nginx in front of $ORIGIN (two workers, like the
+# gateway's two threads), plain on $NGX_PROXY and with auth_request to a
+# no-op authorizer (on $AUTHZ, in the same nginx) on $NGX_AUTH; sets
+# NGX_PIDS to its workers.
+start_nginx_proxies() {
+NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
+cat > "$WORK/proxy.conf" <<EOF
+worker_processes 2;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/proxy; proxy_temp_path $WORK/proxy;
+    fastcgi_temp_path $WORK/proxy; uwsgi_temp_path $WORK/proxy; scgi_temp_path $WORK/proxy;
+    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 128; }
+    upstream authz { server 127.0.0.1:$AUTHZ; keepalive 128; }
+    server {
+        listen 127.0.0.1:$NGX_PROXY;
+        location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 127.0.0.1:$NGX_AUTH;
+        location / {
+            auth_request /_authz;
+            proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+        }
+        location = /_authz {
+            internal;
+            proxy_pass http://authz; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_pass_request_body off; proxy_set_header Content-Length "";
+        }
+    }
+    server { listen 127.0.0.1:$AUTHZ; location / { return 204; } }
+}
+EOF
+"$NGINX" -q -p "$WORK" -c "$WORK/proxy.conf"
+wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
+# The master listens before its workers are forked.
+for _ in $(seq 1 50); do
+    NGX_PIDS=$(nginx_pids "$WORK/proxy.pid")
+    [ "$(echo "$NGX_PIDS" | wc -w)" -ge 2 ] && break
+    sleep 0.1
+done
+}
+
 # bench_owner: signs up bench@example.com with its tenant, makes it a
 # platform administrator and lifts its tenant's limits (the quota stage
 # still meters its calls); sets B, TOKEN, TENANT, SESSION, USER_ID and KEY.
@@ -188,14 +235,17 @@ hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmH
 nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
 CLK=$(getconf CLK_TCK)
 
-# sample PID CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request" of
-# the process PID over DURATION seconds of wrk at CONNECTIONS.
+# sample PIDS CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request" of
+# the processes PIDS (one, or several separated by spaces) over DURATION
+# seconds of wrk at CONNECTIONS.
 sample() {
 local pid="$1" conns="$2" url="$3"; shift 3
 local before after out
-before=$(ticks "$pid")
+# shellcheck disable=SC2086
+before=$(ticks $pid)
 out=$(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url")
-after=$(ticks "$pid")
+# shellcheck disable=SC2086
+after=$(ticks $pid)
 echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
     '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
 }

@@ -31,44 +31,10 @@ RECORD="${RECORD:-1}"
 . bench/common.sh
 need
 build_release
-ORIGIN=$(free_port); NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
+ORIGIN=$(free_port)
 PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
-# The nginx proxies (two workers, like the gateway's two threads): plain, and
-# with auth_request to a no-op authorizer in the same nginx.
-cat > "$WORK/proxy.conf" <<EOF
-worker_processes 2;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/proxy; proxy_temp_path $WORK/proxy;
-    fastcgi_temp_path $WORK/proxy; uwsgi_temp_path $WORK/proxy; scgi_temp_path $WORK/proxy;
-    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 128; }
-    upstream authz { server 127.0.0.1:$AUTHZ; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGX_PROXY;
-        location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-    server {
-        listen 127.0.0.1:$NGX_AUTH;
-        location / {
-            auth_request /_authz;
-            proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
-        }
-        location = /_authz {
-            internal;
-            proxy_pass http://authz; proxy_http_version 1.1; proxy_set_header Connection "";
-            proxy_pass_request_body off; proxy_set_header Content-Length "";
-        }
-    }
-    server { listen 127.0.0.1:$AUTHZ; location / { return 204; } }
-}
-EOF
-"$NGINX" -q -p "$WORK" -c "$WORK/proxy.conf"
-wait_port "$NGX_PROXY"; wait_port "$NGX_AUTH"
+start_nginx_proxies
 
 "$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
 PIDS+=($!); PASS_PID=$!
@@ -119,7 +85,6 @@ measure() {
     echo "  $name, $conns connections: $rps req/s, p50 $p50, p99 $p99, ${cpu} µs CPU/request"
 }
 
-NGX_PIDS=$(nginx_pids "$WORK/proxy.pid")
 echo "measuring (${DURATION}s each)"
 for conns in 64 8; do
     measure "origin direct" "$conns" "" "http://127.0.0.1:$ORIGIN/x"
