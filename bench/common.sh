@@ -76,19 +76,27 @@ wait_port() {
 }
 
 
-# start_origin: one nginx worker answering "ok" to everything on $ORIGIN.
-start_origin() {
-mkdir -p "$WORK/origin" "$WORK/proxy"
-cat > "$WORK/origin.conf" <<EOF
-worker_processes 1;
-pid $WORK/origin.pid;
-error_log $WORK/origin/error.log warn;
+# nginx_head NAME WORKERS: the start of an nginx config whose pid, logs and
+# temp files live under $WORK/NAME, up to the inside of its http block.
+nginx_head() {
+cat <<EOF
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    client_body_temp_path $WORK/origin; proxy_temp_path $WORK/origin;
-    fastcgi_temp_path $WORK/origin; uwsgi_temp_path $WORK/origin; scgi_temp_path $WORK/origin;
+    client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1;
+    fastcgi_temp_path $WORK/$1; uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
+EOF
+}
+
+# start_origin: one nginx worker answering "ok" to everything on $ORIGIN.
+start_origin() {
+mkdir -p "$WORK/origin" "$WORK/proxy"
+cat > "$WORK/origin.conf" <<EOF
+$(nginx_head origin 1)
     server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok\n"; } }
 }
 EOF
@@ -138,15 +146,7 @@ B="http://127.0.0.1:$TG/api/v1"
 start_nginx_proxies() {
 NGX_PROXY=$(free_port); NGX_AUTH=$(free_port); AUTHZ=$(free_port)
 cat > "$WORK/proxy.conf" <<EOF
-worker_processes 2;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/proxy; proxy_temp_path $WORK/proxy;
-    fastcgi_temp_path $WORK/proxy; uwsgi_temp_path $WORK/proxy; scgi_temp_path $WORK/proxy;
+$(nginx_head proxy 2)
     upstream origin { server 127.0.0.1:$ORIGIN; keepalive 128; }
     upstream authz { server 127.0.0.1:$AUTHZ; keepalive 128; }
     server {
