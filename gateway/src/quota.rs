@@ -277,9 +277,7 @@ impl Buckets {
     }
 
     fn shard(&self, whose: Whose<'_>) -> &Mutex<Shard> {
-        use std::hash::BuildHasher as _;
-        let i = usize::try_from(self.hasher.hash_one(whose) % SHARDS as u64).unwrap_or(0);
-        &self.shards[i]
+        shard_of(&self.shards, &self.hasher, whose)
     }
 
     /// Takes one request from the bucket of `whose` (made when missing; with
@@ -384,9 +382,7 @@ impl Meters {
     }
 
     fn shard(&self, tenant_id: &str) -> &Mutex<foldhash::HashMap<String, TenantMeter>> {
-        use std::hash::BuildHasher as _;
-        let i = usize::try_from(self.hasher.hash_one(tenant_id) % METER_SHARDS as u64).unwrap_or(0);
-        &self.shards[i]
+        shard_of(&self.shards, &self.hasher, tenant_id)
     }
 }
 
@@ -420,6 +416,12 @@ impl Default for Meter {
 
 /// How long a tenant with nothing to flush keeps its meter.
 const METER_IDLE_SECS: i64 = 120;
+
+/// The one of `shards` (never empty) that `key` falls in.
+fn shard_of<'s, T>(shards: &'s [T], hasher: &impl std::hash::BuildHasher, key: impl std::hash::Hash) -> &'s T {
+    let i = usize::try_from(hasher.hash_one(key) % shards.len() as u64).unwrap_or(0);
+    &shards[i]
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
