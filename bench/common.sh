@@ -30,6 +30,13 @@ need
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 
+# build_tools: the harnesses' helpers (mint, seed), plain release builds,
+# into $TOOLS.
+build_tools() {
+cargo build --release -q -p tollgate-bench --bin mint --bin seed
+TOOLS="${CARGO_TARGET_DIR:-target}/release"
+}
+
 # build_release: the gateway and the passthrough it is measured against,
 # both with the `production` profile (optimized across crates: the way to
 # build Tollgate for deployment), into $BIN; the harnesses' helpers (mint,
@@ -37,8 +44,7 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 # profile-guided builds (bench/pgo.sh), trained on the harness's scenarios.
 build_release() {
 PROFILE=production
-cargo build --release -q -p tollgate-bench --bin mint --bin seed
-TOOLS="${CARGO_TARGET_DIR:-target}/release"
+build_tools
 if [ "${PGO:-0}" = "1" ]; then
     PROFILE="production (profile-guided: bench/pgo.sh)"
     bench/pgo.sh
@@ -215,6 +221,21 @@ tenant_key() {
     key=$(curl -sf "$B/tenants/$tenant/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
         -d '{"name":"bench","scopes":["crm.read"]}' | json '["secret"]')
     echo "$tenant $key"
+}
+
+# scenario_callers FRESH: besides the bench owner (bench_owner first), the
+# callers of the harness's quota and fresh-token scenarios: LIMITED_KEY (a
+# tenant whose limits are enforced, never reached), THROTTLED_KEY (one
+# request per second per key: 429s), and $WORK/fresh.lua sending FRESH
+# newly minted access tokens in turn (needs $TOOLS/mint).
+scenario_callers() {
+read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
+enforce_limits "$LIMITED_TENANT"
+read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
+overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
+"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
+    "$1" >"$WORK/fresh.txt"
+rotate "$WORK/fresh.txt"
 }
 
 # enforce_limits TENANT: limits on every rate and the monthly quota, set so

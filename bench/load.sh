@@ -42,14 +42,7 @@ wait_port "$PASS"
 
 start_tollgate
 bench_owner
-read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
-enforce_limits "$LIMITED_TENANT"
-read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
-overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
-FRESH_COUNT=$(( 60000 * DURATION / 5 ))
-"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
-    "$FRESH_COUNT" >"$WORK/fresh.txt"
-rotate "$WORK/fresh.txt"
+scenario_callers $(( 60000 * DURATION / 5 ))
 
 for check in "/public/x" "/tenant/x"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG$check" -H "authorization: Bearer $TOKEN")

@@ -44,9 +44,8 @@ rm -rf "$PROFILES"
 mkdir -p "$PROFILES/tollgate" "$PROFILES/passthrough"
 # Each process writes its own raw profile (%p), merged below.
 build "-Cprofile-generate=$PROFILES/raw" "$TARGET/pgo-generate"
-cargo build --release -q -p tollgate-bench --bin mint --bin seed
 BIN="$TARGET/pgo-generate/production"
-TOOLS="$TARGET/release"
+build_tools
 
 echo "pgo: training (${TRAIN}s per scenario)"
 DURATION="$TRAIN"
@@ -60,13 +59,7 @@ export LLVM_PROFILE_FILE="$PROFILES/tollgate/%p.profraw"
 start_tollgate
 unset LLVM_PROFILE_FILE
 bench_owner
-read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
-enforce_limits "$LIMITED_TENANT"
-read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
-overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
-"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
-    $(( 20000 * TRAIN )) >"$WORK/fresh.txt"
-rotate "$WORK/fresh.txt"
+scenario_callers $(( 20000 * TRAIN ))
 train() { wrk -t1 -c"$1" -d"${TRAIN}s" "${@:2}" >/dev/null; }
 for conns in 64 8; do
     train "$conns" "http://127.0.0.1:$PASS/x"
