@@ -12,8 +12,10 @@
 # Output: ${CARGO_TARGET_DIR:-target}/pgo/production/{tollgate,passthrough}.
 # Each build has a target directory of its own (flags differ from the plain
 # production build's) and rebuilds every dependency: about 20 minutes each
-# on a 2-core machine. A new profile rebuilds the optimized binaries, so a
-# run with nothing else changed still takes about 15 minutes.
+# on a 2-core machine. A new profile rebuilds the optimized binaries, so
+# the binaries are kept, and neither trained nor built again, while the
+# sources they were built from (every file git sees but the Markdown ones),
+# rustc and TRAIN stay the same; PGO_REBUILD=1 rebuilds anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,23 @@ if [ -z "$PROFDATA" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; th
     PROFDATA="$(command -v "llvm-profdata-$llvm_major" || true)"
 fi
 [ -n "$PROFDATA" ] || { echo "error: bench/pgo.sh needs llvm-profdata-$llvm_major (Debian: llvm-$llvm_major)" >&2; exit 1; }
+
+OUT="$TARGET/pgo/production"
+# inputs: what the binaries and their profile are built from.
+inputs() {
+    rustc -vV
+    echo "TRAIN=$TRAIN"
+    git ls-files -s -- . ':!*.md'
+    git diff HEAD -- . ':!*.md'
+    git ls-files -z --others --exclude-standard -- . ':!*.md' | xargs -0r sha256sum
+}
+STAMP="$(inputs | sha256sum | cut -d' ' -f1)"
+if [ "${PGO_REBUILD:-0}" != 1 ] && [ -x "$OUT/tollgate" ] && [ -x "$OUT/passthrough" ] \
+    && [ "$(cat "$OUT/inputs.sha256" 2>/dev/null)" = "$STAMP" ]; then
+    echo "pgo: $OUT is up to date with the sources (PGO_REBUILD=1 rebuilds it)"
+    exit 0
+fi
+rm -f "$OUT/inputs.sha256"
 
 # shellcheck source=bench/common.sh
 . bench/common.sh
@@ -87,6 +106,7 @@ done
 
 echo "pgo: building optimized binaries"
 build "-Cprofile-use=$PROFILES/merged.profdata" "$TARGET/pgo-use"
-mkdir -p "$TARGET/pgo/production"
-cp "$TARGET/pgo-use/production/tollgate" "$TARGET/pgo-use/production/passthrough" "$TARGET/pgo/production/"
-echo "pgo: built $TARGET/pgo/production/tollgate and passthrough"
+mkdir -p "$OUT"
+cp "$TARGET/pgo-use/production/tollgate" "$TARGET/pgo-use/production/passthrough" "$OUT/"
+echo "$STAMP" >"$OUT/inputs.sha256"
+echo "pgo: built $OUT/tollgate and passthrough"
