@@ -226,16 +226,21 @@ tenant_key() {
 # scenario_callers FRESH: besides the bench owner (bench_owner first), the
 # callers of the harness's quota and fresh-token scenarios: LIMITED_KEY (a
 # tenant whose limits are enforced, never reached), THROTTLED_KEY (one
-# request per second per key: 429s), and $WORK/fresh.lua sending FRESH
-# newly minted access tokens in turn (needs $TOOLS/mint).
+# request per second per key: 429s), and $WORK/fresh-64.lua and
+# $WORK/fresh-8.lua (one for each connection count measured) each sending
+# FRESH newly minted access tokens of its own in turn (needs $TOOLS/mint):
+# a token one measurement sent is in the gateway's cache for the next.
 scenario_callers() {
 read -r LIMITED_TENANT LIMITED_KEY <<<"$(tenant_key limited@example.com Limited)"
 enforce_limits "$LIMITED_TENANT"
 read -r THROTTLED_TENANT THROTTLED_KEY <<<"$(tenant_key throttled@example.com Throttled)"
 overrides "$THROTTLED_TENANT" '{"limits": {"requests_per_second_per_key": {"value": 1}}}'
-"$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" "$SESSION" \
-    "$1" >"$WORK/fresh.txt"
-rotate "$WORK/fresh.txt"
+local conns
+for conns in 64 8; do
+    "$TOOLS/mint" "sqlite:$WORK/data/tollgate.db" "$WORK/data/keys" "http://127.0.0.1:$TG" "$USER_ID" "$TENANT" \
+        "$SESSION" "$1" >"$WORK/fresh-$conns.txt"
+    rotate "$WORK/fresh-$conns.txt"
+done
 }
 
 # enforce_limits TENANT: limits on every rate and the monthly quota, set so

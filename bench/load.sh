@@ -7,7 +7,7 @@
 # when missing and running as root; named otherwise).
 #
 # Usage: bench/load.sh            (DURATION=5 by default; RECORD=0 to not append;
-#                                  PAIRS=3 paired rounds; PGO=1: both the
+#                                  PAIRS=5 paired rounds; PGO=1: both the
 #                                  gateway and the passthrough built
 #                                  profile-guided, bench/pgo.sh)
 # Prints a table (req/s, p50, p99, CPU per request of the proxy process, peak
@@ -42,7 +42,7 @@ wait_port "$PASS"
 
 start_tollgate
 bench_owner
-scenario_callers $(( 60000 * DURATION / 5 ))
+scenario_callers $(( 150000 * DURATION / 5 ))
 
 for check in "/public/x" "/tenant/x"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG$check" -H "authorization: Bearer $TOKEN")
@@ -95,7 +95,7 @@ for conns in 64 8; do
         -H "Authorization: Bearer $LIMITED_KEY"
     measure "tollgate 429 (key limit)" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" \
         -H "Authorization: Bearer $THROTTLED_KEY"
-    measure "tollgate fresh JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh.lua"
+    measure "tollgate fresh JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh-$conns.lua"
     measure "tollgate 401" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
     measure "tollgate 403" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
 done
@@ -107,7 +107,7 @@ done
 # machine (a whole run here moves by 10-20%) cancels out; the medians of the
 # rounds are the figures to compare with the targets. Both keys are of one
 # length, so the passthrough given the key's request stands for both.
-PAIRS="${PAIRS:-3}"
+PAIRS="${PAIRS:-5}"
 PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); LIM_RPS=(); JWT_CPU=(); KEY_CPU=(); LIM_CPU=()
 JWT_RPS_BARE=(); KEY_RPS_BARE=(); JWT_CPU_BARE=(); KEY_CPU_BARE=()
 echo "paired rounds (${PAIRS} x 6 x ${DURATION}s)"

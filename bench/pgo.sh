@@ -88,7 +88,7 @@ for conns in 64 8; do
     train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
     train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY"
     train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $THROTTLED_KEY"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh.lua"
+    train "$conns" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh-$conns.lua"
     train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
     train "$conns" "http://127.0.0.1:$TG/tenant/x"
 done
