@@ -67,8 +67,6 @@ done
 ROWS=()
 declare -A RPS CPU RPS_RATIO CPU_RATIO NGINX_RATIO
 ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-# The least of the values: the round least disturbed by the rest of the machine.
-least() { printf '%s\n' "$@" | sort -g | head -1; }
 echo "A/B rounds (${ROUNDS} x 8 x ${DURATION}s, ${CONNS} connections)"
 for round in $(seq 1 "$ROUNDS"); do
     order="A B"; [ $(( round % 2 )) = 0 ] && order="B A"

@@ -276,6 +276,9 @@ echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
     '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# least VALUES...: the smallest, from the round least disturbed by the rest
+# of the machine (neighbours only ever add CPU time per request).
+least() { printf '%s\n' "$@" | sort -g | head -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 
 # rotate TOKENS_FILE: a wrk script (TOKENS_FILE with .lua for .txt) sending

@@ -14,7 +14,7 @@
 # production build's) and rebuilds every dependency: about 20 minutes each
 # on a 2-core machine. A new profile rebuilds the optimized binaries, so
 # the binaries are kept, and neither trained nor built again, while the
-# sources they were built from (every file git sees but the Markdown ones),
+# sources they were built from, this script and common.sh (the training),
 # rustc and TRAIN stay the same; PGO_REBUILD=1 rebuilds anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,13 +33,17 @@ fi
 [ -n "$PROFDATA" ] || { echo "error: bench/pgo.sh needs llvm-profdata-$llvm_major (Debian: llvm-$llvm_major)" >&2; exit 1; }
 
 OUT="$TARGET/pgo/production"
-# inputs: what the binaries and their profile are built from.
+# inputs: what the binaries and their profile are built from: the sources
+# and the training (this script and common.sh), not the other harnesses,
+# the tests, CI or the docs.
 inputs() {
+    local only=(. ':!*.md' ':!bench/*.sh' ':!tests' ':!.ci' ':!scripts')
     rustc -vV
     echo "TRAIN=$TRAIN"
-    git ls-files -s -- . ':!*.md'
-    git diff HEAD -- . ':!*.md'
-    git ls-files -z --others --exclude-standard -- . ':!*.md' | xargs -0r sha256sum
+    git ls-files -s -- "${only[@]}"
+    git diff HEAD -- "${only[@]}"
+    git ls-files -z --others --exclude-standard -- "${only[@]}" | xargs -0r sha256sum
+    sha256sum bench/pgo.sh bench/common.sh
 }
 STAMP="$(inputs | sha256sum | cut -d' ' -f1)"
 if [ "${PGO_REBUILD:-0}" != 1 ] && [ -x "$OUT/tollgate" ] && [ -x "$OUT/passthrough" ] \
