@@ -243,6 +243,22 @@ for conns in 64 8; do
 done
 }
 
+# gateway_scenarios FN CONNECTIONS: calls FN NAME CONNECTIONS URL [wrk
+# args...] for each of the harness's scenarios of the gateway (after
+# bench_owner and scenario_callers): load.sh measures them, pgo.sh trains
+# on them.
+gateway_scenarios() {
+local fn="$1" conns="$2" url="http://127.0.0.1:$TG/tenant/x"
+"$fn" "tollgate public route" "$conns" "http://127.0.0.1:$TG/public/x"
+"$fn" "tollgate cached JWT" "$conns" "$url" -H "Authorization: Bearer $TOKEN"
+"$fn" "tollgate API key" "$conns" "$url" -H "Authorization: Bearer $KEY"
+"$fn" "tollgate API key, limits enforced" "$conns" "$url" -H "Authorization: Bearer $LIMITED_KEY"
+"$fn" "tollgate 429 (key limit)" "$conns" "$url" -H "Authorization: Bearer $THROTTLED_KEY"
+"$fn" "tollgate fresh JWT" "$conns" "$url" -s "$WORK/fresh-$conns.lua"
+"$fn" "tollgate 401" "$conns" "$url" -H "Authorization: Bearer not-a-token"
+"$fn" "tollgate 403" "$conns" "$url"
+}
+
 # enforce_limits TENANT: limits on every rate and the monthly quota, set so
 # high that no run reaches them (the quota stage's full cost, no 429s).
 enforce_limits() {

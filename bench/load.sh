@@ -78,6 +78,9 @@ measure() {
     echo "  $name, $conns connections: $rps req/s, p50 $p50, p99 $p99, ${cpu} µs CPU/request"
 }
 
+# measure_gateway NAME CONNECTIONS URL [wrk args...]: measure, of the gateway.
+measure_gateway() { measure "$1" "$2" "$TG_PID" "${@:3}"; }
+
 echo "measuring (${DURATION}s each)"
 for conns in 64 8; do
     measure "origin direct" "$conns" "" "http://127.0.0.1:$ORIGIN/x"
@@ -88,16 +91,7 @@ for conns in 64 8; do
         -H "Authorization: Bearer $TOKEN"
     measure "nginx + auth_request, the cached JWT's request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/tenant/x" \
         -H "Authorization: Bearer $TOKEN"
-    measure "tollgate public route" "$conns" "$TG_PID" "http://127.0.0.1:$TG/public/x"
-    measure "tollgate cached JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
-    measure "tollgate API key" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
-    measure "tollgate API key, limits enforced" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" \
-        -H "Authorization: Bearer $LIMITED_KEY"
-    measure "tollgate 429 (key limit)" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" \
-        -H "Authorization: Bearer $THROTTLED_KEY"
-    measure "tollgate fresh JWT" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh-$conns.lua"
-    measure "tollgate 401" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
-    measure "tollgate 403" "$conns" "$TG_PID" "http://127.0.0.1:$TG/tenant/x"
+    gateway_scenarios measure_gateway "$conns"
 done
 
 # Paired rounds: the passthrough, then the gateway with a cached JWT, with an

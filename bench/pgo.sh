@@ -83,18 +83,13 @@ start_tollgate
 unset LLVM_PROFILE_FILE
 bench_owner
 scenario_callers $(( 20000 * TRAIN ))
-train() { wrk -t1 -c"$1" -d"${TRAIN}s" "${@:2}" >/dev/null; }
+# train NAME CONNECTIONS URL [wrk args...]
+train() { wrk -t1 -c"$2" -d"${TRAIN}s" "${@:3}" >/dev/null; }
 for conns in 64 8; do
-    train "$conns" "http://127.0.0.1:$PASS/x"
-    train "$conns" "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN"
-    train "$conns" "http://127.0.0.1:$TG/public/x"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $THROTTLED_KEY"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -s "$WORK/fresh-$conns.lua"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer not-a-token"
-    train "$conns" "http://127.0.0.1:$TG/tenant/x"
+    train "pingora passthrough" "$conns" "http://127.0.0.1:$PASS/x"
+    train "pingora passthrough, the cached JWT's request" "$conns" "http://127.0.0.1:$PASS/tenant/x" \
+        -H "Authorization: Bearer $TOKEN"
+    gateway_scenarios train "$conns"
 done
 # A process writes its profile as it exits: stop both and wait for them.
 for pid in "$PASS_PID" "$TG_PID"; do
