@@ -176,11 +176,11 @@ report_start "load harness" ", $MEM"
         "**$(median "${KEY_RPS_BARE[@]}")** / **$(median "${KEY_CPU_BARE[@]}")×**"
     echo "- median, API key with its tenant's limits enforced / passthrough given the key's request:" \
         "**$(median "${LIM_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${LIM_CPU[@]}")×** CPU per request (target ≤ 1.3)"
+    pj=$(least "${PJ_CPUS[@]}"); j=$(least "${J_CPUS[@]}")
+    pk=$(least "${PK_CPUS[@]}"); k=$(least "${K_CPUS[@]}"); l=$(least "${L_CPUS[@]}")
     echo "- least CPU per request of any round (µs; the round least disturbed by the rest of the machine):" \
-        "passthrough given the JWT's request $(least "${PJ_CPUS[@]}"), cached JWT $(least "${J_CPUS[@]}")" \
-        "(**$(ratio "$(least "${J_CPUS[@]}")" "$(least "${PJ_CPUS[@]}")")×**);" \
-        "passthrough given the key's request $(least "${PK_CPUS[@]}"), API key $(least "${K_CPUS[@]}")" \
-        "(**$(ratio "$(least "${K_CPUS[@]}")" "$(least "${PK_CPUS[@]}")")×**), limits enforced $(least "${L_CPUS[@]}")" \
-        "(**$(ratio "$(least "${L_CPUS[@]}")" "$(least "${PK_CPUS[@]}")")×**)"
+        "passthrough given the JWT's request $pj, cached JWT $j (**$(ratio "$j" "$pj")×**);" \
+        "passthrough given the key's request $pk, API key $k (**$(ratio "$k" "$pk")×**)," \
+        "limits enforced $l (**$(ratio "$l" "$pk")×**)"
 } >>"$REPORT"
 record_report

@@ -14,7 +14,8 @@
 # production build's) and rebuilds every dependency: about 20 minutes each
 # on a 2-core machine. A new profile rebuilds the optimized binaries, so
 # the binaries are kept, and neither trained nor built again, while the
-# sources they were built from, this script and common.sh (the training),
+# sources they were built from, this script, common.sh and scripts/api.sh
+# (the training and its set-up),
 # rustc and TRAIN stay the same; PGO_REBUILD=1 rebuilds anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,8 @@ fi
 
 OUT="$TARGET/pgo/production"
 # inputs: what the binaries and their profile are built from: the sources
-# and the training (this script and common.sh), not the other harnesses,
-# the tests, CI or the docs.
+# and the training (this script, common.sh and the scripts/api.sh it
+# sources), not the other harnesses, the tests, CI or the docs.
 inputs() {
     local only=(. ':!*.md' ':!bench/*.sh' ':!tests' ':!.ci' ':!scripts')
     rustc -vV
@@ -43,7 +44,7 @@ inputs() {
     git ls-files -s -- "${only[@]}"
     git diff HEAD -- "${only[@]}"
     git ls-files -z --others --exclude-standard -- "${only[@]}" | xargs -0r sha256sum
-    sha256sum bench/pgo.sh bench/common.sh
+    sha256sum bench/pgo.sh bench/common.sh scripts/api.sh
 }
 STAMP="$(inputs | sha256sum | cut -d' ' -f1)"
 if [ "${PGO_REBUILD:-0}" != 1 ] && [ -x "$OUT/tollgate" ] && [ -x "$OUT/passthrough" ] \
