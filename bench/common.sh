@@ -276,6 +276,9 @@ ticks() { # CPU time (clock ticks) of the processes with these pids, threads inc
 hwm_kib() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") )); done; echo "$total"; }
 nginx_pids() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
 CLK=$(getconf CLK_TCK)
+# per_request_us TICKS REQUESTS DECIMALS: CPU time per request in µs, of
+# TICKS clock ticks spent over REQUESTS requests.
+per_request_us() { awk -v d="$1" -v clk="$CLK" -v n="$2" -v p="$3" 'BEGIN { printf "%.*f", p, d / clk / n * 1e6 }'; }
 
 # sample PIDS CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request" of
 # the processes PIDS (one, or several separated by spaces) over DURATION
@@ -288,8 +291,8 @@ before=$(ticks $pid)
 out=$(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url")
 # shellcheck disable=SC2086
 after=$(ticks $pid)
-echo "$out" | awk -v d=$(( after - before )) -v clk="$CLK" \
-    '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %.1f\n", r, d / clk / n * 1e6}'
+echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
+    "$(per_request_us $(( after - before )) "$(echo "$out" | awk '/requests in/ {print $1}')" 1)"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # least VALUES...: the smallest, from the round least disturbed by the rest

@@ -67,7 +67,7 @@ measure() {
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
     if [ -n "$pids" ]; then
-        cpu=$(awk -v d=$(( after - before )) -v clk="$CLK" -v n="$requests" 'BEGIN { printf "%.0f", d / clk / n * 1e6 }')
+        cpu=$(per_request_us $(( after - before )) "$requests" 0)
         # shellcheck disable=SC2086
         rss=$(awk -v k="$(hwm_kib $pids)" 'BEGIN { printf "%.0f", k / 1024 }')
     else
