@@ -144,13 +144,11 @@ report_start "instructions per request (callgrind)"
     echo "$N requests counted per scenario after a warm-up of as many; thousands of instructions per request"
     echo "of the proxy process, all its threads)."
     echo
+    head="| scenario | k instructions / request | / passthrough |"; rule="|---|---|---|"
     if [ "$CACHE_SIM" = 1 ]; then
-        echo "| scenario | k instructions / request | / passthrough | k L1 instruction misses | k L1 data read misses | k L1 data write misses |"
-        echo "|---|---|---|---|---|---|"
-    else
-        echo "| scenario | k instructions / request | / passthrough |"
-        echo "|---|---|---|"
+        head+=" k L1 instruction misses | k L1 data read misses | k L1 data write misses |"; rule+="---|---|---|"
     fi
+    echo "$head"; echo "$rule"
     for name in passthrough public jwt key limited refused; do
         label=$name
         case $name in
