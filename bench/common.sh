@@ -285,14 +285,14 @@ per_request_us() { awk -v d="$1" -v clk="$CLK" -v n="$2" -v p="$3" 'BEGIN { prin
 # seconds of wrk at CONNECTIONS.
 sample() {
 local pid="$1" conns="$2" url="$3"; shift 3
-local before after out
+local before after rps requests
 # shellcheck disable=SC2086
 before=$(ticks $pid)
-out=$(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url")
+read -r rps requests < <(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url" |
+    awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %s\n", r, n}')
 # shellcheck disable=SC2086
 after=$(ticks $pid)
-echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
-    "$(per_request_us $(( after - before )) "$(echo "$out" | awk '/requests in/ {print $1}')" 1)"
+echo "$rps $(per_request_us $(( after - before )) "$requests" 1)"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # least VALUES...: the smallest, from the round least disturbed by the rest
