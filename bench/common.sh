@@ -290,6 +290,8 @@ local before after rps requests
 before=$(ticks $pid)
 read -r rps requests < <(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url" |
     awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %s\n", r, n}')
+# (wrk's status is lost in the pipe: a run without a report is the failure.)
+[ -n "${requests:-}" ] && [ "$requests" != 0 ] || { echo "error: no requests completed against $url" >&2; return 1; }
 # shellcheck disable=SC2086
 after=$(ticks $pid)
 echo "$rps $(per_request_us $(( after - before )) "$requests" 1)"
