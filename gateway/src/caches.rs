@@ -2,12 +2,14 @@
 //! the hot path does not wait on the database when caches are warm. Verified
 //! tokens are cached by hash until they expire; liveness (sessions, keys,
 //! memberships with their roles and groups, tenants with their status and
-//! plan) is at most [`LIVENESS_TTL`] old, so a revoked session or key stops
-//! working within that bound; the principal of an access token (from its
-//! second request) or of an API key is kept for its later requests (one
-//! look-up instead of four or five) only as long as the oldest liveness
-//! fact it was built from; tenant policy sets follow the store's
-//! change feed and are at most `LAYER_TTL` stale.
+//! plan) is kept until the store's liveness feed names it (read once per
+//! `FEED_EVERY`, see [`feed`]), so a revoked session or key stops working
+//! within about a second, and at most [`LIVENESS_TTL`] in any case; the
+//! principal of an access token (from its second request) or of an API key
+//! is kept for its later requests (one look-up instead of four or five)
+//! until the feed names any change, and never longer than the oldest
+//! liveness fact it was built from; tenant policy sets follow the store's
+//! policy feed and are at most `LAYER_TTL` stale.
 //! Each cache miss loads once, however many requests wait for it.
 //!
 //! A hit is answered before any loader exists: what a miss runs (the store's
@@ -39,8 +41,14 @@ use crate::policy::Engines;
 use crate::reject::Reject;
 use crate::tenant::TenantDirectory;
 
-/// How stale cached liveness may be: the bound on revocation.
-pub const LIVENESS_TTL: Duration = Duration::from_secs(5);
+mod feed;
+
+/// How long a cached liveness fact is kept when the liveness feed names no
+/// change to it: a safety net behind the feed (which bounds revocation).
+pub const LIVENESS_TTL: Duration = Duration::from_secs(60);
+/// How long a name with nothing behind it (a key prefix, a tenant hint) is
+/// remembered: a key or tenant created under it is found after this.
+const MISS_TTL: Duration = Duration::from_secs(5);
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const CACHE_CAPACITY: u64 = 100_000;
 const MISSES_CAPACITY: u64 = 20_000;
@@ -85,6 +93,8 @@ pub struct Caches {
     catalog: Arc<LiveCatalog>,
     issuers: Issuers,
     external: FoundCache<[u8; 32], Arc<ExternalIdentity>>,
+    feed: feed::Feed,
+    liveness_ttl: Duration,
 }
 
 impl std::fmt::Debug for Caches {
@@ -126,39 +136,49 @@ impl Caches {
         issuers: Vec<IssuerConfig>,
         catalog: Arc<LiveCatalog>,
     ) -> Self {
-        Self::with_miss_capacity(keys, database_url, policies, issuers, catalog, MISSES_CAPACITY)
+        Self::with_bounds(keys, database_url, policies, issuers, catalog, MISSES_CAPACITY, LIVENESS_TTL)
     }
 
-    fn with_miss_capacity(
+    /// Remembering at most `misses` made-up names, and keeping liveness
+    /// facts the feed names no change to for `liveness_ttl`.
+    fn with_bounds(
         keys: Arc<KeyRing>,
         database_url: String,
         policies: Arc<LivePolicies>,
         issuers: Vec<IssuerConfig>,
         catalog: Arc<LiveCatalog>,
         misses: u64,
+        liveness_ttl: Duration,
     ) -> Self {
         Self {
             keys,
             database_url,
             store: tokio::sync::OnceCell::new(),
             tokens: cache(TOKEN_TTL),
-            sessions: cache(LIVENESS_TTL),
-            users: cache(LIVENESS_TTL),
-            tenants: cache(LIVENESS_TTL),
-            tenants_named: cache(LIVENESS_TTL),
-            standings: cache(LIVENESS_TTL),
+            sessions: cache(liveness_ttl),
+            users: cache(liveness_ttl),
+            tenants: cache(liveness_ttl),
+            tenants_named: cache(liveness_ttl),
+            // Dropped per tenant when the feed names its standings.
+            standings: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(liveness_ttl)
+                .support_invalidation_closures()
+                .build_with_hasher(Found::default()),
             principals: moka::sync::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
-                .time_to_live(LIVENESS_TTL)
+                .time_to_live(liveness_ttl)
                 .build_with_hasher(Found::default()),
-            api_keys: cache(LIVENESS_TTL),
-            tenant_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
-            key_misses: Cache::builder().max_capacity(misses).time_to_live(LIVENESS_TTL).build(),
+            api_keys: cache(liveness_ttl),
+            tenant_misses: Cache::builder().max_capacity(misses).time_to_live(MISS_TTL).build(),
+            key_misses: Cache::builder().max_capacity(misses).time_to_live(MISS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
             engines: TenantEngines::new(policies),
             catalog,
             issuers: Issuers::new(issuers),
             external: cache(TOKEN_TTL),
+            feed: feed::Feed::default(),
+            liveness_ttl,
         }
     }
 
@@ -207,6 +227,7 @@ impl Caches {
         F: FnOnce(StoreLookups) -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
+        self.follow().await;
         metrics::cache_lookup(name);
         if let Some(found) = cache.get(&key).await {
             return Ok(found);
@@ -290,6 +311,7 @@ impl Caches {
         F: FnOnce(StoreLookups) -> Fut,
         Fut: Future<Output = Result<Option<Arc<V>>, StoreError>>,
     {
+        self.follow().await;
         metrics::cache_lookup(name);
         if misses.contains_key(&key) {
             return Ok(None);
@@ -373,16 +395,18 @@ impl Lookups for Caches {
 }
 
 /// A cached liveness fact and when it was loaded from the store (its cache
-/// drops it [`LIVENESS_TTL`] later).
+/// drops it when the liveness feed names it, or [`LIVENESS_TTL`] later).
 #[derive(Debug, Clone)]
 struct Loaded<V> {
     at: Instant,
     value: V,
 }
 
-/// The caches' look-ups, remembering the load time of the oldest fact read.
+/// The caches' look-ups, remembering the load time of the oldest fact read
+/// and the feed's generation before the first.
 struct Timed<'a> {
     caches: &'a Caches,
+    generation: u64,
     /// The oldest load time seen (`None` if the lock was poisoned: nothing
     /// is kept then).
     oldest: std::sync::Mutex<Option<Instant>>,
@@ -390,7 +414,7 @@ struct Timed<'a> {
 
 impl<'a> Timed<'a> {
     fn new(caches: &'a Caches) -> Self {
-        Self { caches, oldest: std::sync::Mutex::new(Some(Instant::now())) }
+        Self { caches, generation: caches.feed.generation(), oldest: std::sync::Mutex::new(Some(Instant::now())) }
     }
 
     fn saw<V>(&self, loaded: Loaded<V>) -> V {
@@ -403,7 +427,7 @@ impl<'a> Timed<'a> {
 
     /// Until when what was read is as fresh as the caches promise.
     fn fresh_until(&self) -> Option<Instant> {
-        self.oldest.lock().ok().and_then(|o| *o).map(|o| o + LIVENESS_TTL)
+        self.oldest.lock().ok().and_then(|o| *o).map(|o| o + self.caches.liveness_ttl)
     }
 }
 
@@ -443,13 +467,15 @@ impl Lookups for Timed<'_> {
 
 /// The principal of an access token or API key, as built for requests from
 /// one client address, and until when it may be handed out again: the
-/// credential's expiry and the expiry of the oldest liveness fact it was
-/// built from, so that keeping it never stretches the bound on revocation.
+/// credential's expiry, the expiry of the oldest liveness fact it was built
+/// from, and the feed's next change (its generation moving on), so that
+/// keeping it never stretches the bound on revocation.
 #[derive(Debug)]
 struct Known {
     principal: Arc<Principal>,
     expires_at: i64,
     fresh_until: Instant,
+    generation: u64,
 }
 
 /// A verified token's content and when it stops being valid.
@@ -513,6 +539,7 @@ impl Caches {
     fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Arc<Principal>> {
         metrics::cache_lookup(Looked::Principals);
         if let Some(known) = self.principals.get(digest)
+            && known.generation == self.feed.generation()
             && known.fresh_until > Instant::now()
             && known.expires_at > now()
             && known.principal.client_ip == client_ip
@@ -527,7 +554,7 @@ impl Caches {
     /// expires (`expires_at`) or the oldest fact `timed` read does.
     fn keep(&self, digest: [u8; 32], principal: &Arc<Principal>, expires_at: i64, timed: &Timed<'_>) {
         if let Some(fresh_until) = timed.fresh_until() {
-            let known = Known { principal: Arc::clone(principal), expires_at, fresh_until };
+            let known = Known { principal: Arc::clone(principal), expires_at, fresh_until, generation: timed.generation };
             self.principals.insert(digest, Arc::new(known));
         }
     }
@@ -544,6 +571,7 @@ impl Verifiers for Caches {
     /// from the token's second request on (a token used once, as by a
     /// client that signs in per call, fills no entry).
     async fn token_principal(&self, token: &str, client_ip: &str) -> Result<Arc<Principal>, Reject> {
+        self.follow().await;
         let digest = digest(token);
         if let Some(principal) = self.kept(&digest, client_ip) {
             return Ok(principal);
@@ -565,6 +593,7 @@ impl Verifiers for Caches {
     /// built from the liveness caches, then kept as long as those facts
     /// (the record's included) and the key.
     async fn key_principal(&self, key: &str, client_ip: &str) -> Result<Arc<Principal>, Reject> {
+        self.follow().await;
         let digest = digest(key);
         if let Some(principal) = self.kept(&digest, client_ip) {
             if let Actor::ApiKey { key } = &principal.actor {
@@ -635,11 +664,19 @@ mod tests {
     /// Caches over `db` with the built-in policies and plans, remembering
     /// at most `misses` made-up names.
     async fn caches_on(db: &tollgate_store::testing::TestDb, misses: u64) -> Caches {
+        caches_with(db, misses, LIVENESS_TTL, Arc::new(LiveCatalog::new(Catalog::builtin()))).await
+    }
+
+    async fn caches_with(
+        db: &tollgate_store::testing::TestDb,
+        misses: u64,
+        liveness_ttl: Duration,
+        catalog: Arc<LiveCatalog>,
+    ) -> Caches {
         let keys =
             KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap();
         let policies = Arc::new(LivePolicies::fixed(PolicyEngine::builtin().unwrap()));
-        let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
-        Caches::with_miss_capacity(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, misses)
+        Caches::with_bounds(Arc::new(keys), db.url.clone(), policies, Vec::new(), catalog, misses, liveness_ttl)
     }
 
     /// A person who is a member of a new tenant, written in `tx` (bound to
@@ -657,62 +694,67 @@ mod tests {
         (user, tenant)
     }
 
-    /// Waits until just past the liveness bound counted from `looked_up`.
-    async fn sleep_past_the_bound(looked_up: Instant) {
-        let past = looked_up + LIVENESS_TTL + Duration::from_millis(300);
-        tokio::time::sleep(past.saturating_duration_since(Instant::now())).await;
+    /// A member of a new tenant with a live session, and an access token of it.
+    async fn signed_in(caches: &Caches, db: &tollgate_store::testing::TestDb, name: &str) -> SignedIn {
+        let mut tx = db.store.tx().await.unwrap();
+        let (user, tenant) = new_member(db, &mut tx, name).await;
+        let new = tollgate_store::NewSession {
+            user_id: &user.id,
+            tenant_id: &tenant.id,
+            device: "test",
+            ip: "10.0.0.1",
+            user_agent: "test",
+            amr: "pwd",
+            expires_at: now() + 3600,
+            sso_connection: None,
+        };
+        let session = tollgate_store::insert_session(&mut tx, &new, &format!("refresh-{name}")).await.unwrap();
+        tx.commit().await.unwrap();
+        let (token, _) =
+            caches.keys().issue(&user.id, &tenant.id, &session, vec!["member".into()], vec!["pwd".into()]).unwrap();
+        SignedIn { user, tenant, session, token }
     }
 
-    /// A principal kept for a token's requests lasts no longer than the
-    /// oldest liveness fact it was built from: built again from another
-    /// address three seconds after its session was looked up, it is not kept
-    /// five seconds more, so the session's end still shows within the bound
-    /// of that first look-up.
+    struct SignedIn {
+        user: tollgate_store::UserRow,
+        tenant: tollgate_store::TenantRow,
+        session: String,
+        token: String,
+    }
+
+    /// Waits until the liveness feed is due again (the next look-up reads it).
+    async fn sleep_past_the_feed() {
+        tokio::time::sleep(tollgate_identity::layers::FEED_EVERY + Duration::from_millis(200)).await;
+    }
+
+    /// A principal kept for a token's requests (from its second one, per
+    /// address) ends when its session is revoked, at the first request
+    /// after the liveness feed is next read: within about a second.
     #[tokio::test]
-    async fn a_kept_principal_ends_with_the_oldest_fact_it_was_built_from() {
+    async fn a_revoked_session_ends_its_kept_principal_at_the_next_feed_reading() {
         for db in tollgate_store::testing::databases().await {
             let l = db.label;
             let caches = caches_on(&db, MISSES_CAPACITY).await;
-            let mut tx = db.store.tx().await.unwrap();
-            let (user, tenant) = new_member(&db, &mut tx, "Kept").await;
-            let new = tollgate_store::NewSession {
-                user_id: &user.id,
-                tenant_id: &tenant.id,
-                device: "test",
-                ip: "10.0.0.1",
-                user_agent: "test",
-                amr: "pwd",
-                expires_at: now() + 3600,
-                sso_connection: None,
-            };
-            let session = tollgate_store::insert_session(&mut tx, &new, "refresh-hash").await.unwrap();
-            tx.commit().await.unwrap();
-            let (token, _) =
-                caches.keys().issue(&user.id, &tenant.id, &session, vec!["member".into()], vec!["pwd".into()]).unwrap();
-
-            let looked_up = Instant::now();
-            let first = caches.token_principal(&token, "10.0.0.1").await.unwrap();
-            assert_eq!((first.tenant.id.as_str(), first.client_ip.as_str()), (tenant.id.as_str(), "10.0.0.1"), "{l}");
-            assert!(!caches.principals.contains_key(&digest(&token)), "{l}: a token's first request keeps nothing");
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let elsewhere = caches.token_principal(&token, "10.0.0.2").await.unwrap();
+            let s = signed_in(&caches, &db, "Kept").await;
+            let first = caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            assert_eq!((first.tenant.id.as_str(), first.client_ip.as_str()), (s.tenant.id.as_str(), "10.0.0.1"), "{l}");
+            assert!(!caches.principals.contains_key(&digest(&s.token)), "{l}: a token's first request keeps nothing");
+            let elsewhere = caches.token_principal(&s.token, "10.0.0.2").await.unwrap();
             assert_eq!(elsewhere.client_ip, "10.0.0.2", "{l}: each address its own principal");
-            assert!(caches.principals.contains_key(&digest(&token)), "{l}: its second request keeps it");
+            assert!(caches.principals.contains_key(&digest(&s.token)), "{l}: its second request keeps it");
             let mut tx = db.store.tx().await.unwrap();
-            assert!(tollgate_store::revoke_session(&mut tx, &user.id, &session, "test").await.unwrap(), "{l}");
+            assert!(tollgate_store::revoke_session(&mut tx, &s.user.id, &s.session, "test").await.unwrap(), "{l}");
             tx.commit().await.unwrap();
-            sleep_past_the_bound(looked_up).await;
-            let after = caches.token_principal(&token, "10.0.0.2").await;
+            sleep_past_the_feed().await;
+            let after = caches.token_principal(&s.token, "10.0.0.2").await;
             assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
         }
     }
 
     /// A key's principal is kept from its first request (its use still
-    /// recorded on every one), and no longer than the key record it was
-    /// built from: a revoked key stops within `LIVENESS_TTL` of that
-    /// record's load, as without keeping.
+    /// recorded on every one), until the feed names the key's revocation.
     #[tokio::test]
-    async fn a_kept_key_principal_ends_with_the_record_it_was_built_from() {
+    async fn a_revoked_key_ends_its_kept_principal_at_the_next_feed_reading() {
         for db in tollgate_store::testing::databases().await {
             let l = db.label;
             let caches = caches_on(&db, MISSES_CAPACITY).await;
@@ -738,7 +780,6 @@ mod tests {
             .unwrap();
             tx.commit().await.unwrap();
 
-            let looked_up = Instant::now();
             let first = caches.key_principal(&secret, "10.0.0.1").await.unwrap();
             assert_eq!(first.tenant.id, tenant.id, "{l}");
             assert!(caches.principals.contains_key(&digest(&secret)), "{l}: kept from the first request");
@@ -748,17 +789,141 @@ mod tests {
             let again = caches.key_principal(&secret, "10.0.0.1").await.unwrap();
             assert_eq!(again.actor_id(), first.actor_id(), "{l}");
             assert!(caches.key_uses.contains_key(&row.id), "{l}: a kept principal's request records the key's use");
-            // Built again for another address from the record loaded at first.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            caches.key_principal(&secret, "10.0.0.2").await.unwrap();
+            // Its use written to the store (not a change of the key) keeps it.
+            let mut tx = db.store.tx().await.unwrap();
+            db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            tollgate_store::touch_api_key(&mut tx, &tenant.id, &row.id).await.unwrap();
+            tx.commit().await.unwrap();
+            sleep_past_the_feed().await;
+            caches.key_principal(&secret, "10.0.0.1").await.unwrap();
+            assert!(caches.api_keys.contains_key(&prefix), "{l}: a key's use is no change of it");
 
             let mut tx = db.store.tx().await.unwrap();
             db.store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
             assert!(tollgate_store::revoke_api_key(&mut tx, &tenant.id, &row.id).await.unwrap(), "{l}");
             tx.commit().await.unwrap();
-            sleep_past_the_bound(looked_up).await;
-            let after = caches.key_principal(&secret, "10.0.0.2").await;
+            sleep_past_the_feed().await;
+            let after = caches.key_principal(&secret, "10.0.0.1").await;
             assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
+        }
+    }
+
+    /// Standings and tenants follow the feed too: a member removed, a
+    /// tenant suspended, another's role changed each show at the next
+    /// reading, while the facts of callers nobody changed stay cached.
+    #[tokio::test]
+    async fn standings_and_tenants_follow_the_feed_and_the_rest_stays_cached() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let removed = signed_in(&caches, &db, "Removed").await;
+            let suspended = signed_in(&caches, &db, "Suspended").await;
+            let promoted = signed_in(&caches, &db, "Promoted").await;
+            let untouched = signed_in(&caches, &db, "Untouched").await;
+            for s in [&removed, &suspended, &promoted, &untouched] {
+                let p = caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+                assert_eq!(p.role.name, "member", "{l}");
+            }
+            let mut tx = db.store.tx().await.unwrap();
+            db.store.bind_tenant(&mut tx, &removed.tenant.id).await.unwrap();
+            tollgate_store::delete_membership(&mut tx, &removed.tenant.id, &removed.user.id).await.unwrap();
+            tx.commit().await.unwrap();
+            let mut tx = db.store.tx().await.unwrap();
+            tollgate_store::set_tenant_status(&mut tx, &suspended.tenant.id, "suspended").await.unwrap();
+            tx.commit().await.unwrap();
+            let mut tx = db.store.tx().await.unwrap();
+            db.store.bind_tenant(&mut tx, &promoted.tenant.id).await.unwrap();
+            tollgate_store::set_member_role(&mut tx, &promoted.tenant.id, &promoted.user.id, "admin").await.unwrap();
+            tx.commit().await.unwrap();
+            sleep_past_the_feed().await;
+
+            let gone = caches.token_principal(&removed.token, "10.0.0.1").await;
+            assert!(matches!(gone, Err(Reject::Unauthenticated(_))), "{l}: {gone:?}");
+            let p = caches.token_principal(&suspended.token, "10.0.0.1").await.unwrap();
+            assert_eq!(p.tenant.status, tollgate_identity::principal::TenantStatus::Suspended, "{l}");
+            let p = caches.token_principal(&promoted.token, "10.0.0.1").await.unwrap();
+            assert_eq!(p.role.name, "admin", "{l}");
+            // Nothing about the untouched member changed: its facts were not
+            // loaded again (the principal itself is built again from them).
+            caches.sessions.run_pending_tasks().await;
+            assert!(caches.sessions.contains_key(&untouched.session), "{l}");
+            assert!(caches.users.contains_key(&untouched.user.id), "{l}");
+            assert!(caches.tenants.contains_key(&untouched.tenant.id), "{l}");
+            caches.token_principal(&untouched.token, "10.0.0.1").await.unwrap();
+        }
+    }
+
+    /// The bound behind the feed: a change the feed never names (as a write
+    /// past the triggers would be) is not seen while the facts are kept,
+    /// however often the feed is read, and is seen once they expire.
+    #[tokio::test]
+    async fn a_change_the_feed_misses_shows_when_the_facts_expire() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let ttl = Duration::from_secs(3);
+            let caches = caches_with(&db, MISSES_CAPACITY, ttl, Arc::new(LiveCatalog::new(Catalog::builtin()))).await;
+            let s = signed_in(&caches, &db, "Missed").await;
+            let looked_up = Instant::now();
+            caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            let mut tx = db.store.tx().await.unwrap();
+            assert!(tollgate_store::revoke_session(&mut tx, &s.user.id, &s.session, "test").await.unwrap(), "{l}");
+            tollgate_store::prune_liveness_changes(&mut tx, i64::MAX).await.unwrap();
+            tx.commit().await.unwrap();
+            sleep_past_the_feed().await;
+            let kept = caches.token_principal(&s.token, "10.0.0.1").await;
+            assert!(kept.is_ok(), "{l}: the feed named nothing, so the session is still cached: {kept:?}");
+            let past = looked_up + ttl + Duration::from_millis(300);
+            tokio::time::sleep(past.saturating_duration_since(Instant::now())).await;
+            let after = caches.token_principal(&s.token, "10.0.0.1").await;
+            assert!(matches!(after, Err(Reject::Unauthenticated(_))), "{l}: {after:?}");
+        }
+    }
+
+    /// A new plan catalog reaches cached tenants: they are loaded again
+    /// with it at the next reading of the feed.
+    #[tokio::test]
+    async fn a_new_plan_catalog_reloads_cached_tenants() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
+            let caches = caches_with(&db, MISSES_CAPACITY, LIVENESS_TTL, Arc::clone(&catalog)).await;
+            let s = signed_in(&caches, &db, "Planned").await;
+            let before = caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            // The platform renames a plan; the catalog in force is reloaded.
+            let mut rows = Catalog::builtin().to_rows();
+            rows[0].display_name.push_str(" (renamed)");
+            let mut tx = db.store.tx().await.unwrap();
+            tollgate_store::replace_plans(&mut tx, &rows).await.unwrap();
+            tx.commit().await.unwrap();
+            assert!(catalog.reload(&db.store).await.unwrap(), "{l}: another catalog is in force");
+            sleep_past_the_feed().await;
+            let after = caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            assert!(!Arc::ptr_eq(&before.tenant, &after.tenant), "{l}: the tenant was loaded again");
+        }
+    }
+
+    /// A feed that cannot be read is not trusted: everything cached is dropped.
+    #[tokio::test]
+    async fn a_feed_that_cannot_be_read_drops_every_cached_fact() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let s = signed_in(&caches, &db, "Unread").await;
+            caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            caches.token_principal(&s.token, "10.0.0.1").await.unwrap();
+            let generation = caches.feed.generation();
+            // The gateway's connections to the store end.
+            caches.lookups().await.unwrap().store().pool().close().await;
+            sleep_past_the_feed().await;
+            caches.follow().await;
+            assert!(caches.feed.generation() > generation, "{l}");
+            caches.sessions.run_pending_tasks().await;
+            assert!(!caches.sessions.contains_key(&s.session), "{l}");
+            assert!(!caches.users.contains_key(&s.user.id), "{l}");
+            assert!(caches.kept(&digest(&s.token), "10.0.0.1").is_none(), "{l}");
+            let refused = caches.token_principal(&s.token, "10.0.0.1").await;
+            assert!(matches!(refused, Err(Reject::Internal)), "{l}: {refused:?}");
         }
     }
 

@@ -18,7 +18,9 @@ use tollgate_store::{self as store, Store, StoreError};
 pub const LAYER_TTL: Duration = Duration::from_secs(2);
 /// How often an instance reads the change feed.
 pub const FEED_EVERY: Duration = Duration::from_secs(1);
-const FEED_OVERLAP_SECS: i64 = 10;
+/// Changes are read again for this long after they were recorded: a write
+/// committed a little later than its recorded time is still seen.
+pub const FEED_OVERLAP_SECS: i64 = 10;
 /// How long a tenant's active version is trusted without the feed (a safety
 /// net; the feed invalidates it at once).
 const VERSION_TTL: Duration = Duration::from_secs(300);

@@ -7,6 +7,7 @@
 mod groups;
 mod identity;
 mod keys;
+mod liveness;
 mod mfa;
 mod outbox;
 mod policies;
@@ -18,6 +19,7 @@ mod usage;
 pub use groups::*;
 pub use identity::*;
 pub use keys::*;
+pub use liveness::*;
 pub use mfa::*;
 pub use outbox::*;
 pub use policies::*;

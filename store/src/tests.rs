@@ -347,3 +347,154 @@ async fn relays_claim_each_due_mail_once_under_a_lease() {
         assert!(failed.failed_at.is_some() && failed.last_error.as_deref() == Some("550 no such mailbox"));
     }
 }
+
+/// The liveness feed's changes at the database's time now or later.
+async fn changes_from(store: &Store, since: i64) -> std::collections::BTreeSet<(String, String)> {
+    let mut tx = store.read_tx().await.unwrap();
+    let changes = liveness_changes_since(&mut tx, since).await.unwrap();
+    tx.commit().await.unwrap();
+    changes.into_iter().map(|c| (c.kind, c.id)).collect()
+}
+
+/// Deletes the whole feed, so that each step below sees only its own change.
+async fn clear_feed(store: &Store) {
+    let mut tx = store.tx().await.unwrap();
+    prune_liveness_changes(&mut tx, i64::MAX).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Every write that changes what a gateway caches about a caller names it
+/// in the liveness feed, whichever function writes it; a session's or a
+/// key's mere use names nothing.
+#[tokio::test]
+async fn every_change_to_a_callers_facts_is_in_the_liveness_feed() {
+    for db in databases().await {
+        let l = db.label;
+        let store = &db.store;
+        let (tenant, owner) = tenant_with_owner(store, "Feed", "owner@feed.test").await;
+        let mut tx = store.tx().await.unwrap();
+        let since = database_now(&mut tx, store.kind()).await.unwrap() - 1;
+        let user = insert_user(&mut tx, "member@feed.test", "Member", Some("x"), true).await.unwrap();
+        let new = NewSession {
+            user_id: &owner.id,
+            tenant_id: &tenant.id,
+            device: "test",
+            ip: "10.0.0.1",
+            user_agent: "test",
+            amr: "pwd",
+            expires_at: now() + 3600,
+            sso_connection: None,
+        };
+        let session = insert_session(&mut tx, &new, "refresh-feed").await.unwrap();
+        tx.commit().await.unwrap();
+        clear_feed(store).await;
+
+        // One write at a time, each with the change it must record.
+        let standing = || ("standing".to_owned(), tenant.id.clone());
+        let tenant_change = || ("tenant".to_owned(), tenant.id.clone());
+        let mut key_prefix = String::new();
+        for step in 0..14 {
+            let mut tx = store.tx().await.unwrap();
+            store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
+            let expected = match step {
+                0 => {
+                    touch_session(&mut tx, &session, "10.0.0.2").await.unwrap();
+                    None
+                }
+                1 => {
+                    assert!(revoke_session(&mut tx, &owner.id, &session, "test").await.unwrap(), "{l}");
+                    Some(("session".to_owned(), session.clone()))
+                }
+                2 => {
+                    update_user_name(&mut tx, &user.id, "Renamed").await.unwrap();
+                    Some(("user".to_owned(), user.id.clone()))
+                }
+                3 => {
+                    set_tenant_status(&mut tx, &tenant.id, "suspended").await.unwrap();
+                    Some(tenant_change())
+                }
+                4 => {
+                    set_tenant_plan(&mut tx, &tenant.id, "pro").await.unwrap();
+                    Some(tenant_change())
+                }
+                5 => {
+                    let row = OverrideRow {
+                        tenant_id: tenant.id.clone(),
+                        name: "sso".into(),
+                        kind: "feature".into(),
+                        value: Some(1),
+                        expires_at: None,
+                        granted_by: owner.id.clone(),
+                        created_at: now(),
+                    };
+                    replace_entitlement_overrides(&mut tx, &tenant.id, &[row]).await.unwrap();
+                    Some(tenant_change())
+                }
+                6 => {
+                    insert_membership(&mut tx, &tenant.id, &user.id, "member").await.unwrap();
+                    Some(standing())
+                }
+                7 => {
+                    set_member_role(&mut tx, &tenant.id, &user.id, "viewer").await.unwrap();
+                    Some(standing())
+                }
+                8 => {
+                    insert_role(&mut tx, &tenant.id, "auditor", "viewer", "").await.unwrap();
+                    Some(standing())
+                }
+                9 => {
+                    let group = insert_group(&mut tx, &tenant.id, "ops", "").await.unwrap();
+                    assert!(add_group_member(&mut tx, &tenant.id, &group.id, &user.id).await.unwrap(), "{l}");
+                    Some(standing())
+                }
+                10 => {
+                    insert_service_account(&mut tx, &tenant.id, "ci", "member", &owner.id).await.unwrap();
+                    Some(standing())
+                }
+                11 => {
+                    key_prefix = format!("feed{}", &new_id()[..8]);
+                    let key = insert_api_key(
+                        &mut tx,
+                        &NewApiKey {
+                            tenant_id: &tenant.id,
+                            prefix: &key_prefix,
+                            secret_hash: "hash",
+                            name: "feed",
+                            scopes: &["crm.read".to_owned()],
+                            owner_user_id: Some(&owner.id),
+                            owner_service_account_id: None,
+                            created_by: &owner.id,
+                            expires_at: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    touch_api_key(&mut tx, &tenant.id, &key.id).await.unwrap();
+                    None
+                }
+                12 => {
+                    let key = api_key_by_prefix(&mut tx, &key_prefix).await.unwrap().unwrap();
+                    assert!(revoke_api_key(&mut tx, &tenant.id, &key.id).await.unwrap(), "{l}");
+                    Some(("key".to_owned(), key_prefix.clone()))
+                }
+                _ => {
+                    delete_membership(&mut tx, &tenant.id, &user.id).await.unwrap();
+                    Some(standing())
+                }
+            };
+            tx.commit().await.unwrap();
+            let changes = changes_from(store, since).await;
+            let expected: std::collections::BTreeSet<_> = expected.into_iter().collect();
+            assert_eq!(changes, expected, "{l}: step {step}");
+            clear_feed(store).await;
+        }
+
+        // A change older than `since` is not read again.
+        let mut tx = store.tx().await.unwrap();
+        update_user_name(&mut tx, &owner.id, "Owner again").await.unwrap();
+        let later = database_now(&mut tx, store.kind()).await.unwrap() + 1;
+        tx.commit().await.unwrap();
+        assert!(changes_from(store, later).await.is_empty(), "{l}");
+        assert_eq!(changes_from(store, since).await.len(), 1, "{l}");
+    }
+}

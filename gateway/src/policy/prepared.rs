@@ -6,7 +6,8 @@
 //!
 //! The key holds everything the entities are built from. Tenants are
 //! compared by address: the gateway's caches hand out one `Arc` per tenant
-//! until it is reloaded (every `LIVENESS_TTL`), and the key holds that
+//! until it is reloaded (when the liveness feed names it, or after
+//! `LIVENESS_TTL`), and the key holds that
 //! `Arc`, so its address cannot be reused while the entry lives. A tenant
 //! reloaded (a new plan, status or override) is a new key.
 
@@ -23,9 +24,9 @@ use crate::authenticate::Caller;
 use crate::caches::LIVENESS_TTL;
 use crate::route::RouteMatch;
 
-/// How long a prepared set is kept: its tenants are reloaded within the
-/// liveness bound, after which its key (holding the old tenant) never
-/// matches again.
+/// How long a prepared set is kept: its tenants are reloaded within
+/// `LIVENESS_TTL` at most, after which its key (holding the old tenant)
+/// never matches again.
 const TTL: Duration = LIVENESS_TTL;
 /// At most this many sets (about 10 KiB each): callers beyond it within
 /// [`TTL`] have their entities prepared again, as every request once did.
