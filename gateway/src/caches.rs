@@ -554,7 +554,8 @@ impl Caches {
     /// expires (`expires_at`) or the oldest fact `timed` read does.
     fn keep(&self, digest: [u8; 32], principal: &Arc<Principal>, expires_at: i64, timed: &Timed<'_>) {
         if let Some(fresh_until) = timed.fresh_until() {
-            let known = Known { principal: Arc::clone(principal), expires_at, fresh_until, generation: timed.generation };
+            let known =
+                Known { principal: Arc::clone(principal), expires_at, fresh_until, generation: timed.generation };
             self.principals.insert(digest, Arc::new(known));
         }
     }

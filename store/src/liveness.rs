@@ -37,5 +37,9 @@ pub async fn liveness_changes_since(tx: &mut Tx, since: i64) -> Result<Vec<Liven
 
 /// Drops the changes recorded before `before`; how many.
 pub async fn prune_liveness_changes(tx: &mut Tx, before: i64) -> Result<u64, StoreError> {
-    Ok(sqlx::query("DELETE FROM liveness_changes WHERE changed_at < $1").bind(before).execute(&mut **tx).await?.rows_affected())
+    Ok(sqlx::query("DELETE FROM liveness_changes WHERE changed_at < $1")
+        .bind(before)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
