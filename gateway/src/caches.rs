@@ -925,6 +925,11 @@ mod tests {
             assert!(caches.kept(&digest(&s.token), "10.0.0.1").is_none(), "{l}");
             let refused = caches.token_principal(&s.token, "10.0.0.1").await;
             assert!(matches!(refused, Err(Reject::Internal)), "{l}: {refused:?}");
+            let failed = crate::metrics::render()
+                .lines()
+                .find_map(|line| line.strip_prefix("tollgate_gateway_liveness_feed_readings_total{result=\"failed\"} "))
+                .and_then(|n| n.parse::<u64>().ok());
+            assert!(failed.is_some_and(|n| n >= 1), "{l}: {failed:?}");
         }
     }
 

@@ -221,6 +221,20 @@ static JWKS_REFRESHES: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_gateway_jwks_refreshes_total", "JWKS fetches of trusted issuers", &["issuer"]));
 static POLICY_RELOADS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tollgate_policy_reloads_total", "Policy reloads by result", &["result"]));
+static LIVENESS_FEED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tollgate_gateway_liveness_feed_readings_total",
+        "Readings of the store's liveness feed: read, or failed (every cached fact dropped)",
+        &["result"],
+    )
+});
+static LIVENESS_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tollgate_gateway_liveness_changes_total",
+        "Changes the liveness feed named (a change is named again on each reading within its overlap)",
+        &[],
+    )
+});
 
 static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -323,6 +337,12 @@ pub fn policy_reload(result: &str) {
     POLICY_RELOADS.with_label_values(&[result]).inc();
 }
 
+/// A reading of the liveness feed: `read` (naming `changes`) or `failed`.
+pub fn liveness_feed(result: &str, changes: usize) {
+    LIVENESS_FEED.with_label_values(&[result]).inc();
+    LIVENESS_CHANGES.with_label_values::<&str>(&[]).inc_by(changes as u64);
+}
+
 /// The text exposition of every registered metric.
 pub fn render() -> String {
     // Touch the families so they appear before their first sample.
@@ -333,6 +353,8 @@ pub fn render() -> String {
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_MISSES);
     LazyLock::force(&POLICY_RELOADS);
+    LazyLock::force(&LIVENESS_FEED);
+    LazyLock::force(&LIVENESS_CHANGES);
     LazyLock::force(&JWKS_REFRESHES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&PLAN_REFUSALS);

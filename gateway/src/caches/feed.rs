@@ -16,6 +16,7 @@ use tollgate_identity::plans::Catalog;
 use tollgate_store::{self as store, LivenessChange, Store, StoreError};
 
 use super::Caches;
+use crate::metrics;
 
 /// How long changes stay in the store's feed (pruned by its readers).
 const KEPT_SECS: i64 = 3600;
@@ -109,6 +110,7 @@ impl Caches {
         };
         match read {
             Ok((now, changes)) => {
+                metrics::liveness_feed("read", changes.len());
                 let catalog = self.catalog.get();
                 if state.catalog.as_ref().is_some_and(|seen| !Arc::ptr_eq(seen, &catalog)) {
                     state.catalog_changed = Some(now);
@@ -130,6 +132,7 @@ impl Caches {
                 }
             }
             Err(e) => {
+                metrics::liveness_feed("failed", 0);
                 tracing::warn!(error = %e, "cannot read the liveness feed; dropping every cached fact");
                 self.drop_everything();
             }
