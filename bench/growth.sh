@@ -4,9 +4,13 @@
 # members (1,000) of one more tenant, every request from a different person
 # in turn. Reports req/s, latency, the policy stage's mean time (from the
 # gateway's own histogram) and resident memory, beside one person's cached
-# token in the same run. Loopback only, stops by itself.
+# token in the same run. With CHURN=N the bench owner renames themself N
+# times a second meanwhile: each rename is a change the liveness feed names,
+# so the gateway drops its kept principals (and the renamed person's facts)
+# at every reading, as writes elsewhere in a busy deployment make it do.
+# Loopback only, stops by itself.
 #
-# Usage: bench/growth.sh   (TENANTS=10000 USERS=1000 DURATION=10, RECORD=0 to not append)
+# Usage: bench/growth.sh   (TENANTS=10000 USERS=1000 DURATION=10 CHURN=0, RECORD=0 to not append)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +18,7 @@ TENANTS="${TENANTS:-10000}"
 USERS="${USERS:-1000}"
 DURATION="${DURATION:-10}"
 RECORD="${RECORD:-1}"
+CHURN="${CHURN:-0}"
 
 # shellcheck source=bench/common.sh
 . bench/common.sh
@@ -53,16 +58,32 @@ measure() { # NAME WARM_SECS [wrk args...]
     ROWS+=("| $name | $rps | $p50 | $p99 | $mean | $rss | ${non2xx:-0} |")
     echo "  $name: $rps req/s, p50 $p50, policy stage ${mean} µs, RSS ${rss} MiB"
 }
+if [ "$CHURN" != "0" ]; then
+    pause=$(awk -v n="$CHURN" 'BEGIN { printf "%.3f", 1 / n }')
+    # Stopped below, or by itself once the gateway is gone.
+    (
+        i=0
+        while kill -0 "$TG_PID" 2>/dev/null; do
+            i=$((i + 1))
+            curl -sf -X PATCH "$B/me" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+                -d "{\"name\":\"Bench $i\"}" >/dev/null || true
+            sleep "$pause"
+        done
+    ) &
+    CHURN_PID=$!
+    echo "churn: the bench owner renames themself $CHURN times a second"
+fi
 echo "measuring (${DURATION}s each, 64 connections)"
 # A pass of the tokens at ~800 req/s (the slowest rate seen) takes this long.
 warm_for() { echo $(( 3 + $1 / 800 )); }
 measure "one person (cached JWT)" 3 -H "Authorization: Bearer $TOKEN"
 measure "$TENANTS tenants, one owner each, in turn" "$(warm_for "$TENANTS")" -s "$WORK/owners.lua"
 measure "$USERS members of one tenant, in turn" "$(warm_for "$USERS")" -s "$WORK/members.lua"
+[ "$CHURN" != "0" ] && kill "$CHURN_PID"
 
 report_start growth
 {
-    echo "Command: \`TENANTS=$TENANTS USERS=$USERS DURATION=$DURATION bench/growth.sh\`"
+    echo "Command: \`TENANTS=$TENANTS USERS=$USERS DURATION=$DURATION CHURN=$CHURN bench/growth.sh\`"
     echo "(wrk, 1 thread, 64 connections, after a warm-up pass sending every token; policy stage = the gateway's own histogram)."
     echo
     echo "| scenario | req/s | p50 | p99 | policy stage mean µs | RSS MiB after | non-2xx |"
