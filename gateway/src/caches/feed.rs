@@ -1,12 +1,10 @@
 //! Following the store's liveness feed: once per [`FEED_EVERY`] a request
 //! reads which sessions, people, tenants, standings and keys changed (the
 //! database's triggers record every such write) and drops them from the
-//! caches, together with the kept principals built from them; so cached
-//! facts stay until they change, however many callers there are, and a
-//! change reaches the gateway within about a second. A change is applied
-//! again at every reading within the overlap, which also drops what a load
-//! racing it put back. What cannot be read is not trusted: a failed
-//! reading drops everything.
+//! caches, together with every kept principal; so cached facts stay until
+//! they change, however many callers there are, and a change reaches the
+//! gateway within about a second. What cannot be read is not trusted: a
+//! failed reading drops everything.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tollgate_identity::layers::{FEED_EVERY, FEED_OVERLAP_SECS};
 use tollgate_identity::plans::Catalog;
-use tollgate_identity::principal::{Actor, Principal};
 use tollgate_store::{self as store, LivenessChange, Store, StoreError};
 
 use super::Caches;
@@ -33,6 +30,9 @@ pub(super) struct Feed {
     epoch: Instant,
     due_ms: AtomicU64,
     read_ms: AtomicU64,
+    /// Bumped whenever something is dropped: a principal kept from an
+    /// earlier generation is built again (from the facts still cached).
+    generation: AtomicU64,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -53,6 +53,7 @@ impl Default for Feed {
             epoch: Instant::now(),
             due_ms: AtomicU64::new(0),
             read_ms: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             state: tokio::sync::Mutex::default(),
         }
     }
@@ -62,28 +63,13 @@ impl Feed {
     fn elapsed_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
-}
 
-/// What a reading named, as a principal's facts are known by.
-#[derive(Default)]
-struct Named {
-    sessions: HashSet<String>,
-    users: HashSet<String>,
-    /// Tenants changed themselves or in their standings.
-    tenants: HashSet<String>,
-    keys: HashSet<String>,
-}
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 
-impl Named {
-    /// Whether `principal` was built from a fact named here.
-    fn names(&self, principal: &Principal) -> bool {
-        self.tenants.contains(&principal.tenant.id)
-            || match &principal.actor {
-                Actor::User { user, session_id, .. } => {
-                    self.users.contains(&user.id) || self.sessions.contains(session_id)
-                }
-                Actor::ApiKey { key } => self.keys.contains(&key.prefix),
-            }
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -153,39 +139,27 @@ impl Caches {
         }
     }
 
-    /// Drops what `changes` name and the principals built from it (and
-    /// every tenant and principal if the plan catalog changed).
+    /// Drops what `changes` name (and every tenant if the plan catalog
+    /// changed), then every kept principal.
     async fn drop_changed(&self, changes: &[LivenessChange], catalog_changed: bool) {
         if changes.is_empty() && !catalog_changed {
             return;
         }
-        let mut named = Named::default();
         let mut standings = HashSet::new();
         let mut tenants_named = catalog_changed;
         for change in changes {
             let id = &change.id;
             match change.kind.as_str() {
-                "session" => {
-                    self.sessions.invalidate(id).await;
-                    named.sessions.insert(id.clone());
-                }
-                "user" => {
-                    self.users.invalidate(id).await;
-                    named.users.insert(id.clone());
-                }
+                "session" => self.sessions.invalidate(id).await,
+                "user" => self.users.invalidate(id).await,
                 "tenant" => {
                     self.tenants.invalidate(id).await;
                     tenants_named = true;
-                    named.tenants.insert(id.clone());
                 }
                 "standing" => {
                     standings.insert(id.clone());
-                    named.tenants.insert(id.clone());
                 }
-                "key" => {
-                    self.api_keys.invalidate(id).await;
-                    named.keys.insert(id.clone());
-                }
+                "key" => self.api_keys.invalidate(id).await,
                 other => {
                     tracing::warn!(kind = %other, "unknown kind of liveness change; dropping every cached fact");
                     self.drop_everything();
@@ -195,9 +169,6 @@ impl Caches {
         }
         if catalog_changed {
             self.tenants.invalidate_all();
-            self.principals.invalidate_all();
-        } else if self.principals.invalidate_entries_if(move |_, known| named.names(&known.principal)).is_err() {
-            self.principals.invalidate_all();
         }
         if tenants_named {
             self.tenants_named.invalidate_all();
@@ -207,6 +178,8 @@ impl Caches {
         {
             self.standings.invalidate_all();
         }
+        self.principals.invalidate_all();
+        self.feed.bump();
     }
 
     fn drop_everything(&self) {
@@ -217,6 +190,7 @@ impl Caches {
         self.standings.invalidate_all();
         self.api_keys.invalidate_all();
         self.principals.invalidate_all();
+        self.feed.bump();
     }
 }
 
