@@ -904,6 +904,32 @@ mod tests {
         }
     }
 
+    /// Readers prune the feed (off the request's path): changes older than
+    /// an hour go, recent ones stay.
+    #[tokio::test]
+    async fn a_reading_prunes_changes_older_than_an_hour() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let old = signed_in(&caches, &db, "Old").await;
+            tollgate_store::testing::backdate_liveness_changes(&db.store, 2 * 3600).await;
+            let recent = signed_in(&caches, &db, "Recent").await;
+            assert_eq!(tollgate_store::testing::count_liveness_changes(&db.store).await, 2, "{l}: two memberships");
+            caches.token_principal(&old.token, "10.0.0.1").await.unwrap();
+            caches.token_principal(&recent.token, "10.0.0.1").await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while tollgate_store::testing::count_liveness_changes(&db.store).await > 1 {
+                assert!(Instant::now() < deadline, "{l}: the old change is still there");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                tollgate_store::testing::count_liveness_changes(&db.store).await,
+                1,
+                "{l}: the recent one stays"
+            );
+        }
+    }
+
     /// A feed that cannot be read is not trusted: everything cached is dropped.
     #[tokio::test]
     async fn a_feed_that_cannot_be_read_drops_every_cached_fact() {

@@ -82,3 +82,21 @@ async fn create_postgres_database(admin_url: &str) -> String {
     let (base, _) = admin_url.rsplit_once('/').unwrap_or((admin_url, ""));
     format!("{base}/{name}")
 }
+
+/// Backdates every change in the liveness feed by `secs` (as if recorded
+/// that long ago), for tests of what readers do with old changes.
+pub async fn backdate_liveness_changes(store: &Store, secs: i64) {
+    let done =
+        sqlx::query("UPDATE liveness_changes SET changed_at = changed_at - $1").bind(secs).execute(store.pool()).await;
+    if let Err(e) = done {
+        panic!("cannot backdate the liveness feed: {e}");
+    }
+}
+
+/// How many changes the liveness feed holds.
+pub async fn count_liveness_changes(store: &Store) -> i64 {
+    match sqlx::query_scalar("SELECT COUNT(*) FROM liveness_changes").fetch_one(store.pool()).await {
+        Ok(n) => n,
+        Err(e) => panic!("cannot count the liveness feed: {e}"),
+    }
+}

@@ -122,13 +122,17 @@ impl Caches {
                 self.drop_changed(&changes, catalog_changed).await;
                 state.since = Some(now);
                 feed.read_ms.store(started, Ordering::Release);
-                if state.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                if state.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
+                    && let Ok(lookups) = self.lookups().await
+                {
                     state.pruned = Some(Instant::now());
-                    if let Ok(lookups) = self.lookups().await
-                        && let Err(e) = prune(lookups.store(), now - KEPT_SECS).await
-                    {
-                        tracing::warn!(error = %e, "cannot prune the liveness feed");
-                    }
+                    // A write (on SQLite it waits its turn): off the request's path.
+                    let store = lookups.store().clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = prune(&store, now - KEPT_SECS).await {
+                            tracing::warn!(error = %e, "cannot prune the liveness feed");
+                        }
+                    });
                 }
             }
             Err(e) => {
