@@ -699,16 +699,7 @@ mod tests {
     async fn signed_in(caches: &Caches, db: &tollgate_store::testing::TestDb, name: &str) -> SignedIn {
         let mut tx = db.store.tx().await.unwrap();
         let (user, tenant) = new_member(db, &mut tx, name).await;
-        let new = tollgate_store::NewSession {
-            user_id: &user.id,
-            tenant_id: &tenant.id,
-            device: "test",
-            ip: "10.0.0.1",
-            user_agent: "test",
-            amr: "pwd",
-            expires_at: now() + 3600,
-            sso_connection: None,
-        };
+        let new = tollgate_store::testing::new_session(&user.id, &tenant.id);
         let session = tollgate_store::insert_session(&mut tx, &new, &format!("refresh-{name}")).await.unwrap();
         tx.commit().await.unwrap();
         let (token, _) =

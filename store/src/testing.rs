@@ -100,3 +100,17 @@ pub async fn count_liveness_changes(store: &Store) -> i64 {
         Err(e) => panic!("cannot count the liveness feed: {e}"),
     }
 }
+
+/// A password session of `user_id` in `tenant_id` for an hour, from a test client.
+pub fn new_session<'a>(user_id: &'a str, tenant_id: &'a str) -> super::NewSession<'a> {
+    super::NewSession {
+        user_id,
+        tenant_id,
+        device: "test",
+        ip: "10.0.0.1",
+        user_agent: "test",
+        amr: "pwd",
+        expires_at: super::now() + 3600,
+        sso_connection: None,
+    }
+}

@@ -375,16 +375,7 @@ async fn every_change_to_a_callers_facts_is_in_the_liveness_feed() {
         let mut tx = store.tx().await.unwrap();
         let since = database_now(&mut tx, store.kind()).await.unwrap() - 1;
         let user = insert_user(&mut tx, "member@feed.test", "Member", Some("x"), true).await.unwrap();
-        let new = NewSession {
-            user_id: &owner.id,
-            tenant_id: &tenant.id,
-            device: "test",
-            ip: "10.0.0.1",
-            user_agent: "test",
-            amr: "pwd",
-            expires_at: now() + 3600,
-            sso_connection: None,
-        };
+        let new = super::testing::new_session(&owner.id, &tenant.id);
         let session = insert_session(&mut tx, &new, "refresh-feed").await.unwrap();
         tx.commit().await.unwrap();
         clear_feed(store).await;
