@@ -2,14 +2,14 @@
 //! the hot path does not wait on the database when caches are warm. Verified
 //! tokens are cached by hash until they expire; liveness (sessions, keys,
 //! memberships with their roles and groups, tenants with their status and
-//! plan) is kept until the store's liveness feed names it (read once per
+//! plan) is kept until the store's change feed names it (read once per
 //! `FEED_EVERY`, see [`feed`]), so a revoked session or key stops working
 //! within about a second, and at most [`LIVENESS_TTL`] in any case; the
 //! principal of an access token (from its second request) or of an API key
 //! is kept for its later requests (one look-up instead of four or five)
 //! until the feed names any change, and never longer than the oldest
-//! liveness fact it was built from; tenant policy sets follow the store's
-//! policy feed and are at most `LAYER_TTL` stale.
+//! liveness fact it was built from; tenant policy sets follow the same
+//! feed (handed each reading) and are at most `LAYER_TTL` stale.
 //! Each cache miss loads once, however many requests wait for it.
 //!
 //! A hit is answered before any loader exists: what a miss runs (the store's
@@ -173,7 +173,8 @@ impl Caches {
             tenant_misses: Cache::builder().max_capacity(misses).time_to_live(MISS_TTL).build(),
             key_misses: Cache::builder().max_capacity(misses).time_to_live(MISS_TTL).build(),
             key_uses: cache(Duration::from_secs(KEY_USE_GRANULARITY_SECS as u64)),
-            engines: TenantEngines::new(policies),
+            // Fed from this gateway's one reading of the change feed.
+            engines: TenantEngines::fed(policies),
             catalog,
             issuers: Issuers::new(issuers),
             external: cache(TOKEN_TTL),
@@ -649,6 +650,7 @@ impl Engines for Caches {
         let Some(tenant) = tenant else {
             return Ok(self.engines.platform());
         };
+        self.follow().await;
         let lookups = self.lookups().await.map_err(internal)?;
         metrics::cache_lookup(Looked::Layers);
         self.engines
@@ -716,7 +718,7 @@ mod tests {
 
     /// Waits until the liveness feed is due again (the next look-up reads it).
     async fn sleep_past_the_feed() {
-        tokio::time::sleep(tollgate_identity::layers::FEED_EVERY + Duration::from_millis(200)).await;
+        tokio::time::sleep(tollgate_identity::feed::FEED_EVERY + Duration::from_millis(200)).await;
     }
 
     /// A principal kept for a token's requests (from its second one, per
@@ -918,6 +920,38 @@ mod tests {
                 1,
                 "{l}: the recent one stays"
             );
+        }
+    }
+
+    /// The tenant engines follow the same reading: a layer activated and
+    /// rolled back elsewhere (no invalidation here) reaches this gateway
+    /// within `LAYER_TTL`.
+    #[tokio::test]
+    async fn layer_changes_reach_the_gateway_through_its_one_reading() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let s = signed_in(&caches, &db, "Layered").await;
+            let tenant = caches.tenant(&s.tenant.id).await.unwrap().unwrap();
+            let platform = caches.engine_for(Some(&tenant)).await.unwrap().len();
+            let mut tx = db.store.tenant_tx(&s.tenant.id).await.unwrap();
+            let layer = "@id(\"extra\") permit (principal, action == Action::\"crm.read\", resource);";
+            tollgate_store::insert_policy_version(&mut tx, &s.tenant.id, layer, "", &s.user.id).await.unwrap();
+            tollgate_store::activate_policy(&mut tx, &s.tenant.id, 1).await.unwrap();
+            tx.commit().await.unwrap();
+            let started = Instant::now();
+            while caches.engine_for(Some(&tenant)).await.unwrap().len() == platform {
+                assert!(started.elapsed() < tollgate_identity::layers::LAYER_TTL, "{l}: the activation did not arrive");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut tx = db.store.tenant_tx(&s.tenant.id).await.unwrap();
+            tollgate_store::deactivate_policies(&mut tx, &s.tenant.id).await.unwrap();
+            tx.commit().await.unwrap();
+            let started = Instant::now();
+            while caches.engine_for(Some(&tenant)).await.unwrap().len() != platform {
+                assert!(started.elapsed() < tollgate_identity::layers::LAYER_TTL, "{l}: the rollback did not arrive");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 

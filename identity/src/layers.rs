@@ -11,16 +11,11 @@ use moka::future::Cache;
 use tollgate_policies::{LivePolicies, LoadError, PolicyEngine};
 use tollgate_store::{self as store, Store, StoreError};
 
+use crate::feed::{ChangeFeed, Reading};
+
 /// The bound within which an activation or rollback reaches every instance:
-/// each follows the store's change feed once per [`FEED_EVERY`], and reads
-/// the feed back this far, so a change whose transaction commits late is
-/// still seen.
+/// each follows the store's change feed once per [`FEED_EVERY`](crate::feed::FEED_EVERY).
 pub const LAYER_TTL: Duration = Duration::from_secs(2);
-/// How often an instance reads the change feed.
-pub const FEED_EVERY: Duration = Duration::from_secs(1);
-/// Changes are read again for this long after they were recorded: a write
-/// committed a little later than its recorded time is still seen.
-pub const FEED_OVERLAP_SECS: i64 = 10;
 /// How long a tenant's active version is trusted without the feed (a safety
 /// net; the feed invalidates it at once).
 const VERSION_TTL: Duration = Duration::from_secs(300);
@@ -62,19 +57,11 @@ struct Built {
     engine: Result<Arc<PolicyEngine>, Arc<LayerError>>,
 }
 
-/// Where the instance is in the store's change feed.
-#[derive(Debug, Default)]
-struct Feed {
-    last_read: Option<std::time::Instant>,
-    /// Read the feed from this second on next time.
-    since: i64,
-}
-
 /// Each tenant's engine: the platform's for tenants without a layer (most),
 /// else the combined engine of the tenant's active version, built once per
 /// version and platform snapshot however many requests or questions need it.
 /// Active versions are read once per tenant and then trusted until the
-/// store's change feed (read once per [`FEED_EVERY`]) names the tenant: no
+/// store's change feed (read once per [`FEED_EVERY`](crate::feed::FEED_EVERY)) names the tenant: no
 /// per-tenant store round trip while nothing changes, whatever the number
 /// of tenants.
 pub struct TenantEngines {
@@ -83,7 +70,9 @@ pub struct TenantEngines {
     /// first), so a seeded fast hash will do.
     versions: Cache<String, Option<i64>, foldhash::quality::RandomState>,
     engines: Cache<(String, i64), Built, foldhash::quality::RandomState>,
-    feed: tokio::sync::Mutex<Feed>,
+    /// The change feed this instance follows, unless its owner follows it
+    /// and hands the readings over ([`TenantEngines::apply`]).
+    feed: Option<ChangeFeed>,
 }
 
 impl std::fmt::Debug for TenantEngines {
@@ -104,7 +93,14 @@ impl moka::Equivalent<(String, i64)> for EngineKey<'_> {
 }
 
 impl TenantEngines {
+    /// Engines that follow the change feed themselves.
     pub fn new(live: Arc<LivePolicies>) -> Self {
+        Self { feed: Some(ChangeFeed::default()), ..Self::fed(live) }
+    }
+
+    /// Engines whose owner reads the change feed (before asking for an
+    /// engine) and hands each reading to [`TenantEngines::apply`].
+    pub fn fed(live: Arc<LivePolicies>) -> Self {
         Self {
             live,
             versions: Cache::builder()
@@ -115,7 +111,7 @@ impl TenantEngines {
                 .max_capacity(CAPACITY)
                 .support_invalidation_closures()
                 .build_with_hasher(Default::default()),
-            feed: tokio::sync::Mutex::new(Feed::default()),
+            feed: None,
         }
     }
 
@@ -139,42 +135,31 @@ impl TenantEngines {
         }
     }
 
-    /// Reads the change feed when it is due (one caller at a time; the
-    /// others go on with what they have): every tenant it names is read
-    /// again. When the feed cannot be read, every version is read again.
+    /// Reads the change feed when it is due, if this instance follows it.
     async fn follow(&self, store: &Store) {
-        let Ok(mut feed) = self.feed.try_lock() else {
-            return;
-        };
-        if feed.last_read.is_some_and(|at| at.elapsed() < FEED_EVERY) {
-            return;
+        if let Some(feed) = &self.feed
+            && feed.due()
+        {
+            // Boxed: the reading is not part of the future of the requests
+            // that find the feed read recently (see `for_tenant`).
+            Box::pin(feed.follow(store, |reading| async move { self.apply(&reading).await })).await;
         }
-        feed.last_read = Some(std::time::Instant::now());
-        // Boxed: the read is not part of the future of the requests that
-        // find the feed read recently (see `for_tenant`).
-        Box::pin(async move {
-            let started = store::now();
-            let read: Result<Vec<String>, StoreError> = async {
-                let mut tx = store.read_tx().await?;
-                let changed = store::policy_changes_since(&mut tx, feed.since - FEED_OVERLAP_SECS).await?;
-                tx.commit().await?;
-                Ok(changed)
-            }
-            .await;
-            match read {
-                Ok(changed) => {
-                    for tenant in changed {
-                        self.versions.invalidate(&tenant).await;
-                    }
-                    feed.since = started;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the policy change feed; reading every tenant's layer again");
-                    self.versions.invalidate_all();
+    }
+
+    /// Applies a reading of the change feed: every tenant whose layer it
+    /// names is read again; when the feed could not be read, every tenant.
+    pub async fn apply(&self, reading: &Reading) {
+        match reading {
+            Ok((_, changes)) => {
+                for change in changes.iter().filter(|c| c.kind == "layer") {
+                    self.versions.invalidate(&change.id).await;
                 }
             }
-        })
-        .await;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed; reading every tenant's layer again");
+                self.versions.invalidate_all();
+            }
+        }
     }
 
     /// The engine for `tenant_id`'s requests; `on_miss` runs when something

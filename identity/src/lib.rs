@@ -11,6 +11,7 @@ pub mod assertion;
 pub mod credentials;
 pub mod decision;
 pub mod entities;
+pub mod feed;
 pub mod layers;
 pub mod plans;
 pub mod principal;

@@ -115,7 +115,7 @@ pub async fn activate_policy(tx: &mut Tx, tenant_id: &str, version: i64) -> Resu
     .bind(version)
     .execute(&mut **tx)
     .await?;
-    record_policy_change(tx, tenant_id).await
+    Ok(())
 }
 
 /// Turns the layer off: no version active.
@@ -124,33 +124,7 @@ pub async fn deactivate_policies(tx: &mut Tx, tenant_id: &str) -> Result<(), Sto
         .bind(tenant_id)
         .execute(&mut **tx)
         .await?;
-    record_policy_change(tx, tenant_id).await
-}
-
-/// How long the change feed keeps its entries.
-const POLICY_CHANGES_KEPT_SECS: i64 = 86_400;
-
-/// Adds `tenant_id`'s change to the feed (and drops day-old entries).
-async fn record_policy_change(tx: &mut Tx, tenant_id: &str) -> Result<(), StoreError> {
-    let t = now();
-    sqlx::query("INSERT INTO policy_changes (tenant_id, changed_at) VALUES ($1, $2)")
-        .bind(tenant_id)
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM policy_changes WHERE changed_at < $1")
-        .bind(t - POLICY_CHANGES_KEPT_SECS)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
-}
-
-/// The tenants whose layer changed at `since` or later (a tenant may repeat).
-pub async fn policy_changes_since(tx: &mut Tx, since: i64) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT tenant_id FROM policy_changes WHERE changed_at >= $1")
-        .bind(since)
-        .fetch_all(&mut **tx)
-        .await?)
 }
 
 /// The version of the tenant's active layer, if one is active.

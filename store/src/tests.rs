@@ -86,9 +86,8 @@ async fn postgres_row_level_security_backs_tenant_checks() {
 #[tokio::test]
 async fn postgres_binds_every_tenant_table() {
     // Sessions are found by id before their tenant is known, the outbox and
-    // the security log are the platform's, the policy change feed names
-    // tenants only.
-    const NOT_BOUND: [&str; 4] = ["outbox", "policy_changes", "security_events", "sessions"];
+    // the security log are the platform's.
+    const NOT_BOUND: [&str; 3] = ["outbox", "security_events", "sessions"];
     for db in databases().await {
         if db.store.kind() != DbKind::Postgres {
             continue;
@@ -363,9 +362,10 @@ async fn clear_feed(store: &Store) {
     tx.commit().await.unwrap();
 }
 
-/// Every write that changes what a gateway caches about a caller names it
-/// in the liveness feed, whichever function writes it; a session's or a
-/// key's mere use names nothing.
+/// Every write that changes what a gateway caches about a caller, or a
+/// tenant's active policy layer, names it in the change feed, whichever
+/// function writes it; a session's or a key's mere use, a draft layer
+/// version, name nothing.
 #[tokio::test]
 async fn every_change_to_a_callers_facts_is_in_the_liveness_feed() {
     for db in databases().await {
@@ -384,7 +384,7 @@ async fn every_change_to_a_callers_facts_is_in_the_liveness_feed() {
         let standing = || ("standing".to_owned(), tenant.id.clone());
         let tenant_change = || ("tenant".to_owned(), tenant.id.clone());
         let mut key_prefix = String::new();
-        for step in 0..14 {
+        for step in 0..16 {
             let mut tx = store.tx().await.unwrap();
             store.bind_tenant(&mut tx, &tenant.id).await.unwrap();
             let expected = match step {
@@ -468,9 +468,18 @@ async fn every_change_to_a_callers_facts_is_in_the_liveness_feed() {
                     assert!(revoke_api_key(&mut tx, &tenant.id, &key.id).await.unwrap(), "{l}");
                     Some(("key".to_owned(), key_prefix.clone()))
                 }
-                _ => {
+                13 => {
                     delete_membership(&mut tx, &tenant.id, &user.id).await.unwrap();
                     Some(standing())
+                }
+                14 => {
+                    let layer = "@id(\"extra\") permit (principal, action == Action::\"crm.read\", resource);";
+                    insert_policy_version(&mut tx, &tenant.id, layer, "", &owner.id).await.unwrap();
+                    None
+                }
+                _ => {
+                    activate_policy(&mut tx, &tenant.id, 1).await.unwrap();
+                    Some(("layer".to_owned(), tenant.id.clone()))
                 }
             };
             tx.commit().await.unwrap();
