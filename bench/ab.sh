@@ -56,8 +56,9 @@ for side in A B; do
     PORT[$side]=$TG; PID[$side]=$TG_PID; CRED_JWT[$side]=$TOKEN; CRED_KEY[$side]=$KEY; CRED_LIMITED[$side]=$LIMITED_KEY
 done
 WORK="$ROOT"
-# The gateways' tenant caches take the overrides within 5 seconds.
-sleep 6
+# The gateways follow the liveness feed every second: the overrides are
+# there within two.
+sleep 2
 
 cell() { echo "$1" | awk '{print $1 " / " $2}'; }
 

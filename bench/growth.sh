@@ -43,6 +43,7 @@ ROWS=()
 measure() { # NAME WARM_SECS [wrk args...]
     local name="$1" warm="$2"; shift 2
     local out before after mean rss
+    trim_logs
     # Warm the caches first: long enough to send every token once.
     wrk -t1 -c64 -d"${warm}s" "$@" "$URL" >/dev/null
     before=$(policy_stage)

@@ -56,6 +56,7 @@ declare -A RPS P50 CPU
 measure() {
     local name="$1" conns="$2" pids="$3" url="$4"; shift 4
     local before after out requests rps p50 p99 non2xx cpu rss
+    trim_logs
     # shellcheck disable=SC2086
     before=$( [ -n "$pids" ] && ticks $pids || echo 0 )
     out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url")

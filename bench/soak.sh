@@ -58,6 +58,7 @@ while kill -0 "$WRK_PID" 2>/dev/null && [ "$elapsed" -lt "$SOAK_SECS" ]; do
     sleep "$SAMPLE_SECS"
     elapsed=$(( elapsed + SAMPLE_SECS ))
     samples+=("$(rss_kib)")
+    trim_logs
     echo "  ${elapsed}s: RSS $(( ${samples[-1]} / 1024 )) MiB"
 done
 wait "$WRK_PID" || true
