@@ -133,6 +133,11 @@ R2=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[nginx + auth_request/64]}")
 # on pingora can come on this machine.
 R2P=$(ratio "${RPS[pingora passthrough/64]}" "${RPS[nginx + auth_request/64]}")
 R3=$(ratio "${RPS[tollgate API key/64]}" "${RPS[pingora passthrough/64]}")
+# The same target for the API key, and both at 8 connections too.
+R2K=$(ratio "${RPS[tollgate API key/64]}" "${RPS[nginx + auth_request/64]}")
+R2_8=$(ratio "${RPS[tollgate cached JWT/8]}" "${RPS[nginx + auth_request/8]}")
+R2K_8=$(ratio "${RPS[tollgate API key/8]}" "${RPS[nginx + auth_request/8]}")
+R2P_8=$(ratio "${RPS[pingora passthrough/8]}" "${RPS[nginx + auth_request/8]}")
 R5=$(ratio "${RPS[tollgate API key, limits enforced/64]}" "${RPS[tollgate API key/64]}")
 R4=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[pingora passthrough/64]}")
 SAME="pingora passthrough, the cached JWT's request"
@@ -156,6 +161,8 @@ report_start "load harness" ", $MEM"
     echo "- full pipeline (cached JWT) / pingora passthrough, 64 connections: **$R1** (target ≥ 0.80)"
     echo "- full pipeline (cached JWT) / nginx + auth_request, 64 connections: **$R2** (target ≥ 1.0);" \
         "the bare passthrough's own: **$R2P**"
+    echo "- API key / nginx + auth_request, 64 connections: **$R2K**; at 8 connections: cached JWT **$R2_8**," \
+        "API key **$R2K_8**, the bare passthrough **$R2P_8**"
     echo "- API key / pingora passthrough, 64 connections: **$R3**"
     echo "- API key with its tenant's limits enforced / without, 64 connections: **$R5**"
     echo "- gateway CPU per request / passthrough's, 64 connections: **$R4** (target ≤ 1.3)"
