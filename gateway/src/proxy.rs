@@ -12,6 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
+use pingora::ErrorSource;
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::ResponseHeader;
 use pingora::modules::http::HttpModules;
@@ -80,6 +81,28 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// A header value from text the gateway wrote.
 fn text_value(text: String) -> Result<HeaderValue> {
     HeaderValue::try_from(text).map_err(|_| Error::explain(ErrorType::InternalError, "unwritable header value"))
+}
+
+/// How a failure to proxy is answered, if at all. The upstream's failures are
+/// the gateway's 502 and 504 (500 for its own); the client's (a body that is
+/// not valid HTTP, or that does not arrive in time) are 400 and 408, never
+/// blamed on the upstream; a client that is gone, or no longer reads, is
+/// answered nothing.
+fn failure_answer(e: &Error) -> Option<Reject> {
+    if *e.esource() == ErrorSource::Downstream {
+        return match e.etype() {
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::WriteTimedout => {
+                None
+            }
+            ErrorType::ReadTimedout => Some(Reject::RequestTimeout),
+            _ => Some(Reject::BadRequest("the request's body is not valid HTTP".into())),
+        };
+    }
+    Some(match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reject::GatewayTimeout,
+        ErrorType::InternalError => Reject::Internal,
+        _ => Reject::BadGateway,
+    })
 }
 
 /// The proxy over the gateway's pipeline.
@@ -333,15 +356,18 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// Answers a failure with a problem, unless the client is gone, or the
+    /// upstream's response has begun: nothing may be added to that (it would
+    /// read as the rest of its body); the connection is closed mid-response
+    /// instead, so the client sees it incomplete.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let reject = match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reject::GatewayTimeout,
-            ErrorType::InternalError => Reject::Internal,
-            _ => Reject::BadGateway,
-        };
-        let decision = ctx.decision_id().unwrap_or_default().to_owned();
-        write_problem(session, &reject, &decision, false, &ctx.request_id, Connection::Close).await;
-        FailToProxy { error_code: reject.status(), can_reuse_downstream: false }
+        let answer = failure_answer(e);
+        let begun = session.response_written().is_some_and(|r| r.status == 101 || !r.status.is_informational());
+        if let Some(reject) = answer.as_ref().filter(|_| !begun) {
+            let decision = ctx.decision_id().unwrap_or_default().to_owned();
+            write_problem(session, reject, &decision, false, &ctx.request_id, Connection::Close).await;
+        }
+        FailToProxy { error_code: answer.as_ref().map_or(0, Reject::status), can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
@@ -449,4 +475,33 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tollgate-gateway".into())
         .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(WatchShutdown(shutdown)) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: Box<Error>) -> Option<u16> {
+        failure_answer(&e).map(|r| r.status())
+    }
+
+    #[test]
+    fn failures_are_answered_as_whoever_caused_them() {
+        // The upstream's, or the gateway's own.
+        assert_eq!(status(Error::new_up(ErrorType::ConnectRefused)), Some(502));
+        assert_eq!(status(Error::new_up(ErrorType::InvalidHTTPHeader)), Some(502));
+        assert_eq!(status(Error::new_up(ErrorType::ConnectTimedout)), Some(504));
+        assert_eq!(status(Error::new_up(ErrorType::ReadTimedout)), Some(504));
+        assert_eq!(status(Error::new(ErrorType::ConnectNoRoute)), Some(502));
+        assert_eq!(status(Error::new(ErrorType::InternalError)), Some(500));
+        // The client's: its body is not valid HTTP, or too slow.
+        assert_eq!(status(Error::new_down(ErrorType::InvalidHTTPHeader)), Some(400));
+        assert_eq!(status(Error::new_down(ErrorType::new("InvalidChunk"))), Some(400));
+        assert_eq!(status(Error::new_down(ErrorType::ReadTimedout)), Some(408));
+        // A client that is gone or does not read is answered nothing.
+        for gone in [ErrorType::ReadError, ErrorType::WriteError, ErrorType::ConnectionClosed, ErrorType::WriteTimedout]
+        {
+            assert_eq!(status(Error::new_down(gone.clone())), None, "{gone:?}");
+        }
+    }
 }

@@ -35,6 +35,9 @@ pub enum Reject {
     /// The tenant used its API calls for the month.
     #[error("the tenant used its {} API calls for this month", .0.quota)]
     QuotaExceeded(Standing),
+    /// The request's body did not arrive in time.
+    #[error("the request's body did not arrive in time")]
+    RequestTimeout,
     #[error("the upstream is unavailable")]
     BadGateway,
     #[error("the upstream did not answer in time")]
@@ -63,6 +66,7 @@ impl Reject {
             Reject::Forbidden { .. } => 403,
             Reject::PaymentRequired { .. } => 402,
             Reject::TooManyRequests(_) | Reject::QuotaExceeded(_) => 429,
+            Reject::RequestTimeout => 408,
             Reject::BadGateway => 502,
             Reject::GatewayTimeout => 504,
             Reject::Internal => 500,
@@ -80,6 +84,7 @@ impl Reject {
             Reject::PaymentRequired { .. } => ("plan-feature", "The plan does not include this feature"),
             Reject::TooManyRequests(_) => ("rate-limited", "Too many requests"),
             Reject::QuotaExceeded(_) => ("quota-exceeded", "Monthly quota exceeded"),
+            Reject::RequestTimeout => ("request-timeout", "Request timeout"),
             Reject::BadGateway => ("bad-gateway", "Bad gateway"),
             Reject::GatewayTimeout => ("gateway-timeout", "Gateway timeout"),
             Reject::Internal => ("internal", "Internal error"),

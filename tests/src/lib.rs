@@ -435,10 +435,7 @@ pub async fn postgres_database() -> Option<String> {
 /// reaches the server exactly as written (HTTP clients normalize it), and
 /// returns the status and the body.
 pub async fn raw_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = base.trim_start_matches("http://");
-    let mut stream =
-        tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
     let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
         request.push_str(&format!("Host: {addr}\r\n"));
@@ -447,11 +444,21 @@ pub async fn raw_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write: {e}"));
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response).into_owned();
+    let text = raw_exchange(base, request.as_bytes()).await;
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// Writes `request` as it is over a new connection and returns all the
+/// server sends until it closes the connection (or 10 s pass).
+pub async fn raw_exchange(base: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream =
+        tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    stream.write_all(request).await.unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
-use tollgate_tests::{Tollgate, raw_get, temp_dir};
+use tollgate_tests::{Tollgate, raw_exchange, raw_get, temp_dir};
 
 pub(crate) const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
 
@@ -73,9 +73,36 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
+/// An upstream that begins a chunked response, sends one chunk and closes
+/// the connection mid-body.
+async fn torn_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = stream.write_all(format!("{head}6\r\npart1\n\r\n").as_bytes()).await;
+                // Long enough for the gateway to pass the beginning on.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        }
+    });
+    addr
+}
+
 async fn setup() -> Setup {
     let echo = echo_upstream().await;
     let silent = silent_upstream().await;
+    let torn = torn_upstream().await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let up = Tollgate::start_with(temp_dir("gw-up"), &[ISSUER]);
     let routes = up.data_dir.join("routes.toml");
@@ -85,6 +112,9 @@ async fn setup() -> Setup {
             "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
              [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 500\n\
              [upstreams.silent]\naddresses = [\"{silent}\"]\nread_timeout_ms = 300\n\
+             [upstreams.torn]\naddresses = [\"{torn}\"]\n\
+             [[routes]]\nname = \"torn\"\npath = \"/torn\"\nupstream = \"torn\"\n\
+             methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"torn\" }}\n\
              [[routes]]\nname = \"silent\"\npath = \"/silent\"\nupstream = \"silent\"\n\
              methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"silent\" }}\n\
              [[routes]]\nname = \"pair\"\npath = \"/pair/items/{{id}}\"\nupstream = \"pair\"\n\
@@ -284,6 +314,38 @@ async fn roles_tenants_and_credentials_are_enforced() {
     let (status, body) = gw.send("GET", "/silent", Some(token), None).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["type"], "urn:tollgate:problem:gateway-timeout");
+}
+
+/// A failure is answered as whoever caused it: a request body that is not
+/// valid HTTP is the client's 400, not the upstream's 502; and once an
+/// upstream's response has begun, its failure ends the connection mid-body
+/// (the client sees the response incomplete) rather than appending a
+/// problem to what reads as a complete 200.
+#[tokio::test]
+async fn failures_are_answered_as_whoever_caused_them() {
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("failures@echo.test", "Failures").await;
+    let token = owner["access_token"].as_str().unwrap();
+    let host = gw.base.trim_start_matches("http://");
+
+    let request = format!(
+        "GET /silent HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n\r\n"
+    );
+    let response = raw_exchange(&gw.base, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(response.contains("urn:tollgate:problem:bad-request"), "{response}");
+
+    let request = format!("GET /torn HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let response = raw_exchange(&gw.base, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "the upstream's response began: {response}");
+    assert!(response.contains("part1"), "{response}");
+    assert!(!response.contains("urn:tollgate:problem"), "nothing appended to the upstream's body: {response}");
+    assert!(!response.ends_with("0\r\n\r\n"), "the chunked body is never ended as if complete: {response}");
+    // An HTTP client sees the body fail, not a complete response.
+    let response = gw.http.get(gw.url("/torn")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.bytes().await.is_err(), "a torn body must not read as complete");
 }
 
 /// Waits, bounded, until `path` answers `want` for `token`.
