@@ -200,6 +200,10 @@ fn read_incoming<'a>(req: &'a RequestHeader, sent: &Sent<'a>, client_ip: &'a str
         Some(host) => Some(host),
         None => sent.host.single(&http::header::HOST)?,
     };
+    // RFC 9112, 3.2: an HTTP/1.1 request that names no host is refused.
+    if host.is_none() && req.version == http::Version::HTTP_11 {
+        return Err(Reject::BadRequest("an HTTP/1.1 request needs a `host` header".into()));
+    }
     Ok(Incoming {
         method: req.method.as_str(),
         path: req.uri.path(),

@@ -698,6 +698,14 @@ async fn ambiguous_and_proxy_headers_are_not_taken_from_clients() {
         assert_eq!(status, 400, "{what}: {body}");
         assert!(body.contains(&format!("`{what}` header is repeated")), "{body}");
     }
+    // An HTTP/1.1 request must name its host (HTTP/1.0 need not).
+    let token = owner["access_token"].as_str().unwrap();
+    for (version, want) in [("1.1", "HTTP/1.1 400 "), ("1.0", "HTTP/1.1 200 ")] {
+        let request =
+            format!("GET /echo/items/1 HTTP/{version}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+        let response = raw_exchange(&gw.base, request.as_bytes()).await;
+        assert!(response.starts_with(want), "HTTP/{version} without a host: {response}");
+    }
     // An unreadable credential is refused, never taken for no credential.
     let (status, body) = raw_get(&gw.base, "/echo/items/1", &[("Authorization", "Bearer caf\u{e9}")]).await;
     assert_eq!(status, 401, "{body}");
