@@ -20,8 +20,9 @@ pub enum Reject {
     BadRequest(String),
     #[error("no route for this path")]
     NotFound,
+    /// With the methods the path takes, for the `Allow` header.
     #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: String },
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{detail}")]
@@ -51,7 +52,7 @@ impl From<NoRoute> for Reject {
         match e {
             NoRoute::Path(p) => Reject::BadPath(p.to_string()),
             NoRoute::NotFound => Reject::NotFound,
-            NoRoute::MethodNotAllowed => Reject::MethodNotAllowed,
+            NoRoute::MethodNotAllowed { allow } => Reject::MethodNotAllowed { allow },
         }
     }
 }
@@ -61,7 +62,7 @@ impl Reject {
         match self {
             Reject::BadPath(_) | Reject::BadRequest(_) => 400,
             Reject::NotFound => 404,
-            Reject::MethodNotAllowed => 405,
+            Reject::MethodNotAllowed { .. } => 405,
             Reject::Unauthenticated(_) => 401,
             Reject::Forbidden { .. } => 403,
             Reject::PaymentRequired { .. } => 402,
@@ -78,7 +79,7 @@ impl Reject {
             Reject::BadPath(_) => ("bad-path", "Bad request path"),
             Reject::BadRequest(_) => ("bad-request", "Bad request"),
             Reject::NotFound => ("not-found", "Not found"),
-            Reject::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Reject::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             Reject::Unauthenticated(_) => ("unauthorized", "Unauthorized"),
             Reject::Forbidden { .. } => ("forbidden", "Forbidden"),
             Reject::PaymentRequired { .. } => ("plan-feature", "The plan does not include this feature"),
@@ -118,10 +119,12 @@ impl Reject {
         serde_json::to_vec(&problem).unwrap_or_default()
     }
 
-    /// Extra headers: `WWW-Authenticate` on 401; `Retry-After` and the
-    /// exhausted policy's `RateLimit-Policy` and `RateLimit` on 429.
+    /// Extra headers: `WWW-Authenticate` on 401; `Allow` on 405;
+    /// `Retry-After` and the exhausted policy's `RateLimit-Policy` and
+    /// `RateLimit` on 429.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
+            Reject::MethodNotAllowed { allow } => vec![("allow", allow.clone())],
             Reject::Unauthenticated(_) => {
                 vec![("www-authenticate", "Bearer realm=\"tollgate\", error=\"invalid_token\"".to_owned())]
             }
@@ -152,6 +155,7 @@ mod tests {
         let shown: serde_json::Value = serde_json::from_slice(&r.body("d-1", true)).unwrap();
         assert_eq!(shown["policies"], json!(["p1", "p2: members only"]));
         assert_eq!(Reject::Unauthenticated("x").headers()[0].0, "www-authenticate");
-        assert_eq!(Reject::from(NoRoute::MethodNotAllowed).status(), 405);
+        let r = Reject::from(NoRoute::MethodNotAllowed { allow: "GET, HEAD".into() });
+        assert_eq!((r.status(), r.headers()), (405, vec![("allow", "GET, HEAD".to_owned())]));
     }
 }

@@ -405,8 +405,10 @@ pub enum NoRoute {
     Path(#[from] PathError),
     #[error("no route for this path")]
     NotFound,
+    /// Routes take the path, but not the method: `allow` lists the methods
+    /// they take (for the `Allow` header).
     #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: String },
 }
 
 /// The route table, ordered most specific first.
@@ -460,19 +462,49 @@ impl RouteTable {
     }
 
     /// Routes a request: normalizes `raw_path` and finds the most specific
-    /// route for it and `method`.
+    /// route for it and `method`. HEAD is GET without the body: where no
+    /// route names HEAD, it is routed (and decided) as GET.
     pub fn route(&self, method: &str, raw_path: &str) -> Result<RouteMatch, NoRoute> {
         let path = normalize(raw_path)?;
-        let first = path.strip_prefix('/').unwrap_or(&path).split('/').next().unwrap_or_default();
-        let mut path_matched = false;
+        let found = match self.find(method, &path) {
+            None if method == "HEAD" => self.find("GET", &path),
+            found => found,
+        };
+        let Some((index, action, resource_id)) = found else {
+            return Err(self.refusal(&path));
+        };
+        let route = &self.routes[index];
+        Ok(RouteMatch {
+            route: index,
+            path,
+            action,
+            resource_type: Arc::clone(&route.resource_type),
+            resource_id,
+            forward_authorization: route.forward_authorization,
+            rate_limit: route.rate_limit,
+        })
+    }
+
+    /// The routes whose first literal segment is not ruled out for `path`.
+    fn candidates<'a>(&'a self, path: &'a str) -> impl Iterator<Item = (usize, &'a Route)> {
+        let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default();
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(move |(_, route)| route.template.first_literal().is_none_or(|literal| literal == first))
+    }
+
+    /// The most specific route for a normalized path and a method: its
+    /// index, action and resource id.
+    fn find(&self, method: &str, path: &str) -> Option<(usize, Arc<str>, Arc<str>)> {
+        let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default();
         for (index, route) in self.routes.iter().enumerate() {
             if route.template.first_literal().is_some_and(|literal| literal != first) {
                 continue;
             }
-            let Some(params) = route.template.matches(&path) else {
+            let Some(params) = route.template.matches(path) else {
                 continue;
             };
-            path_matched = true;
             let Some(action) = route.actions.get(method) else {
                 continue;
             };
@@ -484,17 +516,27 @@ impl RouteTable {
                     params.iter().find(|(name, _)| name == p).map_or_else(|| Arc::from(""), |(_, v)| decode_all(v))
                 }
             };
-            return Ok(RouteMatch {
-                route: index,
-                path,
-                action: Arc::clone(action),
-                resource_type: Arc::clone(&route.resource_type),
-                resource_id,
-                forward_authorization: route.forward_authorization,
-                rate_limit: route.rate_limit,
-            });
+            return Some((index, Arc::clone(action), resource_id));
         }
-        Err(if path_matched { NoRoute::MethodNotAllowed } else { NoRoute::NotFound })
+        None
+    }
+
+    /// Why no route takes a path: none matches it, or those that do take
+    /// other methods (named, HEAD with GET).
+    fn refusal(&self, path: &str) -> NoRoute {
+        let mut allow = std::collections::BTreeSet::new();
+        for (_, route) in self.candidates(path) {
+            if route.template.matches(path).is_some() {
+                allow.extend(route.actions.keys().map(String::as_str));
+            }
+        }
+        if allow.is_empty() {
+            return NoRoute::NotFound;
+        }
+        if allow.contains("GET") {
+            allow.insert("HEAD");
+        }
+        NoRoute::MethodNotAllowed { allow: allow.into_iter().collect::<Vec<_>>().join(", ") }
     }
 }
 

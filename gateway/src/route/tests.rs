@@ -102,7 +102,9 @@ fn matching_picks_the_most_specific_route_and_extracts_the_resource() {
     let m = t.route("GET", "/files/a/b/c.txt").unwrap();
     assert_eq!(&*m.resource_id, "a/b/c.txt");
     assert_eq!(t.route("GET", "/files"), Err(NoRoute::NotFound));
-    assert_eq!(t.route("DELETE", "/crm/contacts/c-1"), Err(NoRoute::MethodNotAllowed));
+    let allow = |methods: &str| Err(NoRoute::MethodNotAllowed { allow: methods.into() });
+    assert_eq!(t.route("DELETE", "/crm/contacts/c-1"), allow("GET, HEAD, PATCH"));
+    assert_eq!(t.route("PUT", "/crm/contacts/export"), allow("GET, HEAD, PATCH"), "every route taking the path");
     assert_eq!(t.route("GET", "/crm/contacts/c-1/extra"), Err(NoRoute::NotFound));
 }
 
@@ -121,7 +123,30 @@ fn path_tricks_neither_bypass_nor_reach_unrouted_paths() {
     assert!(matches!(t.route("GET", "/crm/contacts/c-1;/../../admin"), Err(NoRoute::Path(_))));
     assert_eq!(t.route("GET", "/CRM/contacts/c-1"), Err(NoRoute::NotFound), "routes are case-sensitive");
     assert_eq!(&*t.route("GET", "/crm/contacts/x/..").unwrap().action, "contact.list");
-    assert_eq!(t.route("get", "/crm/contacts"), Err(NoRoute::MethodNotAllowed), "methods are exact");
+    assert_eq!(
+        t.route("get", "/crm/contacts"),
+        Err(NoRoute::MethodNotAllowed { allow: "GET, HEAD, POST".into() }),
+        "methods are exact"
+    );
+}
+
+/// HEAD is GET without the body: decided as GET where no route names it,
+/// as the route that names it where one does.
+#[test]
+fn head_is_routed_as_get_unless_a_route_names_it() {
+    let t = table();
+    let m = t.route("HEAD", "/crm/contacts/c-1").unwrap();
+    assert_eq!((&*m.action, &*m.resource_id), ("contact.read", "c-1"));
+    assert_eq!(t.route("HEAD", "/crm/contacts/c-1/extra"), Err(NoRoute::NotFound));
+    let t = RouteTable::new(vec![
+        route("read", "/docs/{id}", &[("GET", "doc.read")], ("Doc", ResourceId::Param("id".into()))),
+        route("peek", "/docs/{id}", &[("HEAD", "doc.peek")], ("Doc", ResourceId::Param("id".into()))),
+        route("write", "/notes/{id}", &[("PUT", "note.write")], ("Note", ResourceId::Param("id".into()))),
+    ])
+    .unwrap();
+    assert_eq!(&*t.route("HEAD", "/docs/d-1").unwrap().action, "doc.peek");
+    assert_eq!(&*t.route("GET", "/docs/d-1").unwrap().action, "doc.read");
+    assert_eq!(t.route("HEAD", "/notes/n-1"), Err(NoRoute::MethodNotAllowed { allow: "PUT".into() }));
 }
 
 /// Two spellings of one resource must be one Cedar id: the id policies see

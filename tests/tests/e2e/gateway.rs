@@ -275,6 +275,13 @@ async fn roles_tenants_and_credentials_are_enforced() {
     assert_eq!(status, 403, "{body}");
     assert!(body["decision_id"].is_string());
     assert!(body.get("policies").is_none(), "only admins see why: {body}");
+    // HEAD is decided as GET (the viewer reads); the upstream gets HEAD.
+    let response = gw.http.head(gw.url("/echo/items/1")).bearer_auth(viewer_token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // A method no route takes is refused with the methods the path takes.
+    let response = gw.http.delete(gw.url("/echo/items/1")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET, HEAD, PUT"));
 
     // The credential's tenant cannot be swapped by header.
     let other_slug = other["tenant"]["slug"].as_str().unwrap();
