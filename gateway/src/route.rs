@@ -371,6 +371,19 @@ pub struct RouteLimit {
     pub window_secs: u64,
 }
 
+impl Route {
+    /// Whether the route cannot match a path whose first segment is
+    /// `first` (a quick test before the template's).
+    fn ruled_out(&self, first: &str) -> bool {
+        self.template.first_literal().is_some_and(|literal| literal != first)
+    }
+}
+
+/// The first segment of a normalized path.
+fn first_segment(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
+}
+
 /// The result of routing a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
@@ -485,21 +498,12 @@ impl RouteTable {
         })
     }
 
-    /// The routes whose first literal segment is not ruled out for `path`.
-    fn candidates<'a>(&'a self, path: &'a str) -> impl Iterator<Item = (usize, &'a Route)> {
-        let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default();
-        self.routes
-            .iter()
-            .enumerate()
-            .filter(move |(_, route)| route.template.first_literal().is_none_or(|literal| literal == first))
-    }
-
     /// The most specific route for a normalized path and a method: its
     /// index, action and resource id.
     fn find(&self, method: &str, path: &str) -> Option<(usize, Arc<str>, Arc<str>)> {
-        let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default();
+        let first = first_segment(path);
         for (index, route) in self.routes.iter().enumerate() {
-            if route.template.first_literal().is_some_and(|literal| literal != first) {
+            if route.ruled_out(first) {
                 continue;
             }
             let Some(params) = route.template.matches(path) else {
@@ -524,9 +528,10 @@ impl RouteTable {
     /// Why no route takes a path: none matches it, or those that do take
     /// other methods (named, HEAD with GET).
     fn refusal(&self, path: &str) -> NoRoute {
+        let first = first_segment(path);
         let mut allow = std::collections::BTreeSet::new();
-        for (_, route) in self.candidates(path) {
-            if route.template.matches(path).is_some() {
+        for route in &self.routes {
+            if !route.ruled_out(first) && route.template.matches(path).is_some() {
                 allow.extend(route.actions.keys().map(String::as_str));
             }
         }
