@@ -92,10 +92,22 @@ async fn torn_upstream() -> std::net::SocketAddr {
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
                 let _ = stream.write_all(format!("{head}6\r\npart1\n\r\n").as_bytes()).await;
                 // Long enough for the gateway to pass the beginning on.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             });
         }
     });
+    addr
+}
+
+/// An address that refuses connections for as long as the tests run: a
+/// socket bound there and never listening, kept open (a port merely freed
+/// could be taken by another test's server meanwhile).
+fn dead_address() -> std::net::SocketAddr {
+    use std::os::fd::IntoRawFd as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _kept_open = socket.into_raw_fd();
     addr
 }
 
@@ -103,14 +115,14 @@ async fn setup() -> Setup {
     let echo = echo_upstream().await;
     let silent = silent_upstream().await;
     let torn = torn_upstream().await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = dead_address();
     let up = Tollgate::start_with(temp_dir("gw-up"), &[ISSUER]);
     let routes = up.data_dir.join("routes.toml");
     std::fs::write(
         &routes,
         format!(
-            "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 500\n\
-             [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 500\n\
+            "base_domain = \"tollgate.e2e.test\"\n[upstreams.echo]\naddresses = [\"{echo}\"]\n[upstreams.dead]\naddresses = [\"{dead}\"]\nconnect_timeout_ms = 2000\n\
+             [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 2000\n\
              [upstreams.silent]\naddresses = [\"{silent}\"]\nread_timeout_ms = 300\n\
              [upstreams.torn]\naddresses = [\"{torn}\"]\n\
              [[routes]]\nname = \"torn\"\npath = \"/torn\"\nupstream = \"torn\"\n\
