@@ -152,7 +152,7 @@ MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 report_start "load harness" ", $MEM"
 {
     echo "Command: \`$([ "${PGO:-0}" = 1 ] && echo "PGO=1 ")DURATION=$DURATION bench/load.sh\` (wrk, 1 thread, ${DURATION} s per row;"
-    echo "nginx with 2 workers, the passthrough and the gateway with 2 threads; origin: one nginx worker)."
+    echo "nginx with 2 workers, the passthrough and the gateway with 2 threads, both on mimalloc; origin: one nginx worker)."
     echo
     echo "| scenario | connections | req/s | p50 | p99 | proxy CPU µs/request | peak RSS MiB | non-2xx |"
     echo "|---|---|---|---|---|---|---|---|"

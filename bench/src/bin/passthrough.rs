@@ -4,6 +4,13 @@
 //! Usage: `passthrough LISTEN UPSTREAM THREADS`, e.g.
 //! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`.
 
+/// The gateway's allocator: the passthrough is the measure of pingora
+/// itself, so it runs on what the gateway runs on (on glibc's malloc its
+/// two workers wait on the arena locks, and it spends 15-20% more CPU per
+/// request: bench/RESULTS.md, 2026-11-28).
+#[global_allocator]
+static ALLOCATOR: tollgate_allocator::MiMalloc = tollgate_allocator::MiMalloc;
+
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
