@@ -223,6 +223,10 @@ enum Connection {
     Close,
 }
 
+/// Writes `reject` as the response, unless a response has begun (a final
+/// status, or a switch of protocols): nothing may be added to one (it would
+/// read as the rest of its body); the connection then closes mid-response
+/// instead, so the client sees it incomplete.
 async fn write_problem(
     session: &mut Session,
     reject: &Reject,
@@ -231,6 +235,9 @@ async fn write_problem(
     request_id: &HeaderValue,
     connection: Connection,
 ) {
+    if session.response_written().is_some_and(|r| r.status == 101 || !r.status.is_informational()) {
+        return;
+    }
     let body = reject.body(decision_id, explain);
     let result: Result<()> = async {
         let mut response = ResponseHeader::build(reject.status(), None)?;
@@ -360,14 +367,11 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Answers a failure with a problem, unless the client is gone, or the
-    /// upstream's response has begun: nothing may be added to that (it would
-    /// read as the rest of its body); the connection is closed mid-response
-    /// instead, so the client sees it incomplete.
+    /// Answers a failure with a problem (unless the client is gone, or the
+    /// upstream's response has begun: see `write_problem`).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let answer = failure_answer(e);
-        let begun = session.response_written().is_some_and(|r| r.status == 101 || !r.status.is_informational());
-        if let Some(reject) = answer.as_ref().filter(|_| !begun) {
+        if let Some(reject) = &answer {
             let decision = ctx.decision_id().unwrap_or_default().to_owned();
             write_problem(session, reject, &decision, false, &ctx.request_id, Connection::Close).await;
         }
