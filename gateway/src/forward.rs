@@ -7,15 +7,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
-use pingora::lb::LoadBalancer;
-use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::health_check::{HealthObserve, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, LoadBalancer};
 use tollgate_identity::assertion::{ASSERTION_TTL, Assertion, MAX_ASSERTED_GROUPS};
 use tollgate_identity::decision::{DecisionId, new_decision_id};
 use tollgate_identity::principal::{Name, Tenant};
@@ -77,6 +77,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// method-override headers, the `Authorization` header only where the route
 /// forwards it, and the gateway's identity headers, assertion, client
 /// address (`X-Forwarded-For`) and request id.
+///
+/// The upstream's headers start as a copy of the assertion's (built once
+/// with it, see [`Signed`]) and take the client's headers that pass after
+/// them: a copy of a map costs no hashing, where inserting each identity
+/// header into the client's map hashed its name every time. (Fields of
+/// different names carry no meaning in their order: RFC 9110, 5.3.)
 pub fn prepare_upstream_request(
     request: &mut RequestHeader,
     permit: &Permit,
@@ -95,22 +101,28 @@ pub fn prepare_upstream_request(
     } else {
         None
     };
+    let forward_authorization = permit.route().forward_authorization;
+    let passes = |name: &HeaderName| {
+        !dropped(name.as_str())
+            && *name != REQUEST_ID
+            && (forward_authorization || *name != http::header::AUTHORIZATION)
+    };
     let send_end_stream = request.send_end_stream();
     edit_parts(request, http::Request::new(()).into_parts().0, |parts| {
+        let sent = std::mem::replace(&mut parts.headers, signed.headers.clone());
         let headers = &mut parts.headers;
-        let unwanted: Vec<HeaderName> = headers.keys().filter(|n| dropped(n.as_str())).cloned().collect();
-        for name in unwanted {
-            headers.remove(name);
-        }
-        if !permit.route().forward_authorization {
-            headers.remove(http::header::AUTHORIZATION);
-        }
-        headers.reserve(signed.headers.len() + 3);
-        for (name, value) in &signed.headers {
-            headers.insert(name.clone(), value.clone());
+        headers.reserve(sent.len() + 2);
+        // A name is given with its first value only; the rest follow unnamed.
+        let mut name: Option<HeaderName> = None;
+        for (named, value) in sent {
+            if named.is_some() {
+                name = named.filter(passes);
+            }
+            if let Some(name) = &name {
+                headers.append(name.clone(), value);
+            }
         }
         headers.insert(DECISION, decision);
-        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
         headers.insert(REQUEST_ID, request_id.clone());
         if let Some(uri) = routed_uri {
             parts.uri = uri;
@@ -130,9 +142,11 @@ pub struct Target {
     pub name: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
-    /// The addresses and their health; the server runs the checks as a
+    /// The addresses and their health checks, which the server runs as a
     /// background service.
     pub balancer: Arc<LoadBalancer<RoundRobin>>,
+    /// What the checks last said of each address, read per request.
+    health: Arc<Health>,
     /// The round robin's next turn.
     turn: AtomicUsize,
 }
@@ -143,38 +157,80 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// The addresses of an upstream (each once, in order) and whether each
+/// failed its health check, as the check reports each change: a request
+/// reads a flag, where asking the balancer hashed the address into its
+/// readiness map (and cloned its set of addresses) every time. An address
+/// is ready until a check fails, as it is for the balancer.
+#[derive(Debug)]
+struct Health {
+    addresses: Vec<SocketAddr>,
+    down: Vec<AtomicBool>,
+}
+
+impl Health {
+    fn new(addresses: &[SocketAddr]) -> Self {
+        let addresses: Vec<SocketAddr> =
+            addresses.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let down = addresses.iter().map(|_| AtomicBool::new(false)).collect();
+        Self { addresses, down }
+    }
+
+    fn set(&self, address: SocketAddr, healthy: bool) {
+        if let Some(i) = self.addresses.iter().position(|a| *a == address) {
+            self.down[i].store(!healthy, Ordering::Relaxed);
+        }
+    }
+
+    fn ready(&self, i: usize) -> bool {
+        !self.down[i].load(Ordering::Relaxed)
+    }
+}
+
+/// Tells [`Health`] each change the health check sees.
+struct Observer(Arc<Health>);
+
+#[async_trait::async_trait]
+impl HealthObserve for Observer {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        if let Some(address) = target.addr.as_inet() {
+            self.0.set(*address, healthy);
+        }
+    }
+}
+
 impl Target {
     pub fn new(upstream: &Upstream) -> std::io::Result<Self> {
         let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(upstream.addresses.iter().copied())?;
-        balancer.set_health_check(TcpHealthCheck::new());
+        let health = Arc::new(Health::new(&upstream.addresses));
+        let mut check = TcpHealthCheck::new();
+        check.health_changed_callback = Some(Box::new(Observer(Arc::clone(&health))));
+        balancer.set_health_check(check);
         balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
         Ok(Self {
             name: upstream.name.clone(),
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             balancer: Arc::new(balancer),
+            health,
             turn: AtomicUsize::new(0),
         })
     }
 
     /// The address whose turn it is, among those passing their health
     /// check (or not checked yet), if any does. While the address in turn
-    /// is ready this costs one readiness look-up (the balancer's own
-    /// selection remembers the addresses it tried in a fresh set and hashes
-    /// each twice); otherwise the turn goes to one of the ready addresses,
-    /// so they share an unready one's turns evenly.
+    /// is ready this reads one flag; otherwise the turn goes to one of the
+    /// ready addresses, so they share an unready one's turns evenly.
     pub fn next_address(&self) -> Option<SocketAddr> {
-        let backends = self.balancer.backends();
-        let all = backends.get_backend();
+        let health = &*self.health;
+        let count = health.addresses.len();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let in_turn = all.iter().nth(turn % all.len().max(1))?;
-        let chosen = if backends.ready(in_turn) {
-            in_turn
-        } else {
-            let ready: Vec<_> = all.iter().filter(|backend| backends.ready(backend)).collect();
-            *ready.get(turn % ready.len().max(1))?
-        };
-        chosen.addr.as_inet().copied()
+        let in_turn = turn % count.max(1);
+        if count > 0 && health.ready(in_turn) {
+            return Some(health.addresses[in_turn]);
+        }
+        let ready: Vec<usize> = (0..count).filter(|&i| health.ready(i)).collect();
+        ready.get(turn % ready.len().max(1)).map(|&i| health.addresses[i])
     }
 }
 
@@ -260,9 +316,11 @@ impl Asserted {
 #[derive(Debug)]
 pub struct Signed {
     asserted: Asserted,
-    /// Every identity header but the request's decision id, the assertion
-    /// and `X-Forwarded-For` included.
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every identity header but the request's decision id, the assertion,
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` included: the start of the
+    /// headers of every upstream request it serves, with room for the
+    /// client's.
+    headers: http::HeaderMap,
     reuse_until: i64,
 }
 
@@ -275,23 +333,26 @@ const ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
 const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug");
+/// The room an assertion's headers are kept with: its own nine and a
+/// client's usual few.
+const TEMPLATE_ROOM: usize = 24;
 
 impl Signed {
     fn new(asserted: Asserted, token: String, reuse_until: i64) -> Result<Self, Reject> {
         let text = |value: String| HeaderValue::try_from(value).map_err(|_| Reject::Internal);
         let a = &asserted;
         let (groups, truncated) = a.groups();
-        let mut headers = vec![
-            (PRINCIPAL, text(a.caller.name().text())?),
-            (ROLES, text(a.caller.roles().join(","))?),
-            (GROUPS, text(groups.join(","))?),
-            (GROUPS_TRUNCATED, HeaderValue::from_static(if truncated { "true" } else { "false" })),
-            (ASSERTION, text(token)?),
-            (FORWARDED_FOR, text(a.ip.clone())?),
-        ];
+        let mut headers = http::HeaderMap::with_capacity(TEMPLATE_ROOM);
+        headers.insert(PRINCIPAL, text(a.caller.name().text())?);
+        headers.insert(ROLES, text(a.caller.roles().join(","))?);
+        headers.insert(GROUPS, text(groups.join(","))?);
+        headers.insert(GROUPS_TRUNCATED, HeaderValue::from_static(if truncated { "true" } else { "false" }));
+        headers.insert(ASSERTION, text(token)?);
+        headers.insert(FORWARDED_FOR, text(a.ip.clone())?);
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(tenant) = &a.tenant {
-            headers.push((TENANT, text(tenant.id.clone())?));
-            headers.push((TENANT_SLUG, text(tenant.slug.clone())?));
+            headers.insert(TENANT, text(tenant.id.clone())?);
+            headers.insert(TENANT_SLUG, text(tenant.slug.clone())?);
         }
         Ok(Self { asserted, headers, reuse_until })
     }
@@ -299,7 +360,7 @@ impl Signed {
     /// The value of one of the identity headers.
     #[cfg(test)]
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.to_str().ok())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
@@ -454,6 +515,11 @@ mod tests {
             ("authorization", "Bearer tok"),
             ("X-Trace-Context", "abc"),
             ("x-request-id", "client-chosen"),
+            // Repeated: every value of a header that passes, in order;
+            // none of one that does not.
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-trace-context", "def"),
+            ("x-request-id", "client-chosen-too"),
         ] {
             req.append_header(name, value).unwrap();
         }
@@ -463,6 +529,13 @@ mod tests {
         let wire = String::from_utf8(wire).unwrap();
         for line in ["x-trace-context: abc\r\n", "x-tollgate-tenant: t1\r\n", "x-request-id: req-1\r\n"] {
             assert_eq!(wire.matches(line).count(), 1, "{line:?} once in {wire}");
+        }
+        let all = |name: &str| req.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-trace-context"), ["abc", "def"]);
+        assert_eq!(all("x-forwarded-for"), ["10.1.2.3"]);
+        assert_eq!(all("x-request-id"), ["req-1"]);
+        for name in ["x-forwarded-for", "x-tollgate-principal", "x-tollgate-assertion", "x-request-id"] {
+            assert_eq!(wire.matches(&format!("{name}: ")).count(), 1, "{name} once in {wire}");
         }
         assert_eq!(req.uri.to_string(), "/crm/contacts?x=1", "the routed path, with the query");
         assert_eq!(header(&req, "x-tollgate-tenant"), Some("t1"));
@@ -535,8 +608,8 @@ mod tests {
         assert_ne!(id_value(DecisionId::new()), value);
     }
 
-    #[test]
-    fn round_robin_takes_turns_over_the_ready_addresses_only() {
+    #[tokio::test]
+    async fn round_robin_takes_turns_over_the_ready_addresses_only() {
         let addresses: Vec<SocketAddr> =
             ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"].iter().map(|a| a.parse().unwrap()).collect();
         let upstream = Upstream {
@@ -553,18 +626,21 @@ mod tests {
         }
         assert!(first.windows(2).all(|w| w[0] != w[1]), "turns: {first:?}");
         // An address out of the rotation (as a failed health check takes it) is passed over.
-        let backends = target.balancer.backends();
-        let out = backends.get_backend().iter().find(|b| b.addr.as_inet() == Some(&addresses[1])).cloned().unwrap();
-        backends.set_enable(&out, false);
+        let observer = Observer(Arc::clone(&target.health));
+        let backend = |address: SocketAddr| Backend::new(&address.to_string()).unwrap();
+        observer.observe(&backend(addresses[1]), false).await;
         let rest = picks(6);
         assert!(!rest.contains(&addresses[1]), "{rest:?}");
         for address in [addresses[0], addresses[2]] {
             assert_eq!(rest.iter().filter(|a| **a == address).count(), 3, "{address} in {rest:?}");
         }
-        for backend in backends.get_backend().iter() {
-            backends.set_enable(backend, false);
+        for address in &addresses {
+            observer.observe(&backend(*address), false).await;
         }
         assert_eq!(target.next_address(), None, "no address ready, none picked");
+        // A check that passes again puts it back.
+        observer.observe(&backend(addresses[2]), true).await;
+        assert_eq!(picks(3), [addresses[2]; 3]);
     }
 
     #[tokio::test]
