@@ -318,8 +318,8 @@ pub struct Signed {
     asserted: Asserted,
     /// Every identity header but the request's decision id, the assertion,
     /// `X-Forwarded-For` and `X-Forwarded-Proto` included: the start of the
-    /// headers of every upstream request it serves, with room for the
-    /// client's.
+    /// headers of every upstream request it serves (its index with room
+    /// for the client's, see [`TEMPLATE_ROOM`]).
     headers: http::HeaderMap,
     reuse_until: i64,
 }

@@ -372,10 +372,14 @@ pub struct RouteLimit {
 }
 
 impl Route {
-    /// Whether the route cannot match a path whose first segment is
-    /// `first` (a quick test before the template's).
-    fn ruled_out(&self, first: &str) -> bool {
-        self.template.first_literal().is_some_and(|literal| literal != first)
+    /// The template's parameters if it matches `path` (whose first segment
+    /// is `first`: a route whose template starts with another literal is
+    /// passed over without matching).
+    fn matching<'p>(&self, path: &'p str, first: &str) -> Option<Vec<(&str, &'p str)>> {
+        if self.template.first_literal().is_some_and(|literal| literal != first) {
+            return None;
+        }
+        self.template.matches(path)
     }
 }
 
@@ -503,10 +507,7 @@ impl RouteTable {
     fn find(&self, method: &str, path: &str) -> Option<(usize, Arc<str>, Arc<str>)> {
         let first = first_segment(path);
         for (index, route) in self.routes.iter().enumerate() {
-            if route.ruled_out(first) {
-                continue;
-            }
-            let Some(params) = route.template.matches(path) else {
+            let Some(params) = route.matching(path, first) else {
                 continue;
             };
             let Some(action) = route.actions.get(method) else {
@@ -531,7 +532,7 @@ impl RouteTable {
         let first = first_segment(path);
         let mut allow = std::collections::BTreeSet::new();
         for route in &self.routes {
-            if !route.ruled_out(first) && route.template.matches(path).is_some() {
+            if route.matching(path, first).is_some() {
                 allow.extend(route.actions.keys().map(String::as_str));
             }
         }
