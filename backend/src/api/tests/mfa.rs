@@ -9,7 +9,9 @@ use tollgate_store::now;
 
 use super::harness::{Account, PASSWORD, TestApp, apps, decode_claims};
 
-async fn enrolled(app: &TestApp, who: &Account) -> (Secret, Vec<String>) {
+/// Enrols and confirms TOTP; the secret, the recovery codes and the code
+/// that confirmed the enrolment (spent by that).
+async fn enrolled(app: &TestApp, who: &Account) -> (Secret, Vec<String>, String) {
     let l = app.label();
     let r = app.post("/api/v1/me/mfa/totp", Some(&who.token), json!({})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{l}: {r:?}");
@@ -17,19 +19,26 @@ async fn enrolled(app: &TestApp, who: &Account) -> (Secret, Vec<String>) {
     assert!(r.body["qr_svg"].as_str().unwrap().contains("<svg"), "{l}");
     let secret = Secret::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
     let confirm = "/api/v1/me/mfa/totp/confirm";
-    let wrong = if secret.code_at(now()) == "000000" { "111111" } else { "000000" };
+    // Wrong for every step the server could take as current or skewed.
+    let step = now() / STEP_SECS;
+    let near: Vec<String> = (step - 2..=step + 2).map(|s| secret.code_at_step(s)).collect();
+    let wrong = ["000000", "111111", "222222", "333333", "444444", "555555"]
+        .into_iter()
+        .find(|w| !near.iter().any(|c| c == w))
+        .unwrap();
     let r = app.post(confirm, Some(&who.token), json!({"code": wrong})).await;
     assert_eq!(
         (r.status, r.body["errors"][0]["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("code")),
         "{l}"
     );
-    let r = app.post(confirm, Some(&who.token), json!({"code": secret.code_at(now())})).await;
+    let spent = secret.code_at(now());
+    let r = app.post(confirm, Some(&who.token), json!({"code": spent})).await;
     assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
     let codes: Vec<String> =
         r.body["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
     assert_eq!(codes.len(), 10, "{l}");
-    (secret, codes)
+    (secret, codes, spent)
 }
 
 /// Logs in with the password; the challenge of a second-factor login.
@@ -51,13 +60,14 @@ async fn totp_turns_login_into_two_steps_with_codes_good_once() {
         let owner = app.owner("mfa@x.test", "Two Factors").await;
         let r = app.post("/api/v1/me/mfa/totp/confirm", Some(&owner.token), json!({"code": "123456"})).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{l}: nothing to confirm yet");
-        let (secret, codes) = enrolled(&app, &owner).await;
+        let (secret, codes, spent) = enrolled(&app, &owner).await;
         let r = app.post("/api/v1/me/mfa/totp", Some(&owner.token), json!({})).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{l}: on already");
 
-        // The code that confirmed the enrolment is spent; the next step's works, once.
+        // The code that confirmed the enrolment is spent (replayed as it was,
+        // whatever step the clock is at now); the next step's works, once.
         let c = challenge(&app, "mfa@x.test").await;
-        let r = verify(&app, &c, &secret.code_at(now())).await;
+        let r = verify(&app, &c, &spent).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: a replayed code: {r:?}");
         let next = secret.code_at(now() + STEP_SECS);
         let r = verify(&app, &c, &next).await;
@@ -107,7 +117,7 @@ async fn totp_secrets_are_sealed_at_rest() {
     for app in apps().await {
         let l = app.label();
         let owner = app.owner("sealed@x.test", "Sealed").await;
-        let (secret, _) = enrolled(&app, &owner).await;
+        let (secret, _, _) = enrolled(&app, &owner).await;
         let stored = |store: tollgate_store::Store, user: String| async move {
             let mut tx = store.tx().await.unwrap();
             let row = tollgate_store::totp_of(&mut tx, &user).await.unwrap().unwrap();
@@ -164,7 +174,7 @@ async fn tenant_policies_see_whether_the_session_passed_a_second_factor() {
         let r = app.post(&keys, Some(&owner.token), new_key.clone()).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: a password-only session: {r:?}");
 
-        let (secret, _) = enrolled(&app, &owner).await;
+        let (secret, _, _) = enrolled(&app, &owner).await;
         let c = challenge(&app, "strict@x.test").await;
         let r = verify(&app, &c, &secret.code_at(now() + STEP_SECS)).await;
         assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
@@ -206,7 +216,7 @@ async fn a_tenant_requiring_mfa_lets_password_sessions_only_enrol() {
             "{l}: {r:?}"
         );
         assert_eq!(app.get("/api/v1/me", &owner.token).await.status, StatusCode::OK, "{l}: the account reads");
-        let (secret, _) = enrolled(&app, &owner).await;
+        let (secret, _, _) = enrolled(&app, &owner).await;
         let c = challenge(&app, "required@x.test").await;
         let r = verify(&app, &c, &secret.code_at(now() + STEP_SECS)).await;
         assert_eq!(r.status, StatusCode::OK, "{l}: {r:?}");
