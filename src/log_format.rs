@@ -120,8 +120,7 @@ impl tollgate_gateway::access::AccessLog for JsonAccessLines {
 fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::SystemTime) -> fmt::Result {
     out.write_str("{\"timestamp\":\"")?;
     out.write_str(timestamp(at).as_str())?;
-    out.write_str("\",\"level\":\"INFO\",\"message\":")?;
-    string(out, access::MESSAGE)?;
+    out.write_str(&CONSTANT_MEMBERS.level_and_message)?;
     for (member, value) in
         [(",\"request_id\":", line.request_id), (",\"method\":", line.method), (",\"path\":", line.path)]
     {
@@ -152,10 +151,26 @@ fn access_line(out: &mut impl fmt::Write, line: &AccessLine<'_>, at: std::time::
     }
     out.write_str(",\"latency_us\":")?;
     out.write_str(itoa::Buffer::new().format(line.latency_us))?;
-    out.write_str(",\"target\":")?;
-    string(out, access::TARGET)?;
-    out.write_str("}\n")
+    out.write_str(&CONSTANT_MEMBERS.target_and_end)
 }
+
+/// The members every access line has the same, escaped once.
+struct ConstantMembers {
+    /// From the timestamp's closing quote to the message's.
+    level_and_message: String,
+    /// The target and the line's end.
+    target_and_end: String,
+}
+
+static CONSTANT_MEMBERS: std::sync::LazyLock<ConstantMembers> = std::sync::LazyLock::new(|| {
+    let mut level_and_message = String::from("\",\"level\":\"INFO\",\"message\":");
+    let mut target_and_end = String::from(",\"target\":");
+    // Writing into a `String` cannot fail.
+    let _ = string(&mut level_and_message, access::MESSAGE);
+    let _ = string(&mut target_and_end, access::TARGET);
+    target_and_end.push_str("}\n");
+    ConstantMembers { level_and_message, target_and_end }
+});
 
 /// The `Debug` form of the list of `id: reason` lines of `policies`
 /// (`["a: r", "b"]`) as a JSON string. Text of ASCII without a byte JSON
@@ -351,31 +366,49 @@ const ESCAPED: [bool; 256] = {
 /// `at` in RFC 3339 form, in UTC with microseconds
 /// (`2026-11-26T19:40:05.123456Z`), written without the formatting
 /// machinery; times before 1970 read as 1970.
+/// Each thread keeps the last second it wrote (lines come many to a
+/// second), so a line only writes its microseconds.
 fn timestamp(at: std::time::SystemTime) -> Timestamp {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, Timestamp)> = const { std::cell::Cell::new((u64::MAX, Timestamp(*b"0000-00-00T00:00:00.000000Z"))) };
+    }
     let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    let (last, mut out) = LAST.get();
+    if last != secs {
+        out = to_the_second(secs);
+        LAST.set((secs, out));
+    }
+    put(&mut out.0, 20, 6, u64::from(since.subsec_micros()));
+    out
+}
+
+/// The timestamp of `secs` after the epoch, to the second.
+fn to_the_second(secs: u64) -> Timestamp {
     // Within u64 seconds the day count fits an i64 and the date is not
     // negative.
     let (year, month, day) = tollgate_scim::query::civil_date((secs / 86_400) as i64);
     let in_day = secs % 86_400;
     let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for slot in out[at..at + width].iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year.unsigned_abs());
-    put(5, 2, month.unsigned_abs());
-    put(8, 2, day.unsigned_abs());
-    put(11, 2, in_day / 3600);
-    put(14, 2, in_day / 60 % 60);
-    put(17, 2, in_day % 60);
-    put(20, 6, u64::from(since.subsec_micros()));
+    put(&mut out, 0, 4, year.unsigned_abs());
+    put(&mut out, 5, 2, month.unsigned_abs());
+    put(&mut out, 8, 2, day.unsigned_abs());
+    put(&mut out, 11, 2, in_day / 3600);
+    put(&mut out, 14, 2, in_day / 60 % 60);
+    put(&mut out, 17, 2, in_day % 60);
     Timestamp(out)
 }
 
+/// Writes `value`'s last `width` decimal digits into `out` from `at`.
+fn put(out: &mut [u8], at: usize, width: usize, mut value: u64) {
+    for slot in out[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
 /// A formatted [`timestamp`]: ASCII digits and separators.
+#[derive(Clone, Copy)]
 struct Timestamp([u8; 27]);
 
 impl Timestamp {
@@ -525,6 +558,16 @@ mod tests {
             assert_eq!(timestamp(at).as_str(), expected, "{secs}.{micros}");
         }
         assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(1)).as_str(), "1970-01-01T00:00:00.000000Z");
+        // The same second again, then an earlier one: each line its own time.
+        let second = UNIX_EPOCH + Duration::from_secs(1_798_761_599);
+        for (at, expected) in [
+            (second + Duration::from_micros(7), "2026-12-31T23:59:59.000007Z"),
+            (second + Duration::from_micros(999_000), "2026-12-31T23:59:59.999000Z"),
+            (second - Duration::from_secs(86_400), "2026-12-30T23:59:59.000000Z"),
+            (second + Duration::from_secs(1), "2027-01-01T00:00:00.000000Z"),
+        ] {
+            assert_eq!(timestamp(at).as_str(), expected);
+        }
     }
 
     /// The access line written straight into the log writer is the line
