@@ -5,6 +5,7 @@
 //! headers and a signed assertion of the same facts.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -376,7 +377,7 @@ impl Signed {
 /// beside it.
 pub struct Assertions {
     keys: Arc<KeyRing>,
-    cache: moka::sync::Cache<u64, Arc<Signed>>,
+    cache: moka::sync::Cache<u64, Arc<Signed>, BuildHasherDefault<SlotHasher>>,
     /// Seeded per process; a slot only says where to look (what is found
     /// there is compared with the permit), so a fast hash does (SipHash
     /// was most of the look-up).
@@ -386,6 +387,29 @@ pub struct Assertions {
 impl std::fmt::Debug for Assertions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Assertions").finish_non_exhaustive()
+    }
+}
+
+/// The hash of a slot, which is a seeded hash already: the slot itself
+/// (hashing it again, with SipHash by default, was a fifth of the
+/// assertion's look-up).
+#[derive(Debug, Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Not used for slots; any other input is still mixed in.
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, slot: u64) {
+        self.0 = slot;
     }
 }
 
@@ -399,7 +423,7 @@ impl Assertions {
         let cache = moka::sync::Cache::builder()
             .max_capacity(ASSERTIONS_CAPACITY)
             .time_to_live(Duration::from_secs(REUSE_SECS as u64))
-            .build();
+            .build_with_hasher(BuildHasherDefault::default());
         Self { keys, cache, hasher: foldhash::quality::RandomState::default() }
     }
 
