@@ -123,8 +123,7 @@ pub fn prepare_upstream_request(
                 headers.append(name.clone(), value);
             }
         }
-        headers.insert(DECISION, decision);
-        headers.insert(REQUEST_ID, request_id.clone());
+        fill(headers, decision, request_id.clone());
         if let Some(uri) = routed_uri {
             parts.uri = uri;
         }
@@ -133,6 +132,26 @@ pub fn prepare_upstream_request(
         request.set_send_end_stream(send);
     }
     Ok(())
+}
+
+/// Sets the per-request headers of a copy of a [`Signed`]'s map: its first
+/// two entries, in place (no name hashed again), as long as they are those
+/// two; otherwise inserted by name. No client value is ever appended to
+/// either name.
+fn fill(headers: &mut http::HeaderMap, decision: HeaderValue, request_id: HeaderValue) {
+    let (decision, request_id) = {
+        let mut entries = headers.iter_mut();
+        match (entries.next(), entries.next()) {
+            (Some((first, d)), Some((second, r))) if *first == DECISION && *second == REQUEST_ID => {
+                *d = decision;
+                *r = request_id;
+                return;
+            }
+            _ => (decision, request_id),
+        }
+    };
+    headers.insert(DECISION, decision);
+    headers.insert(REQUEST_ID, request_id);
 }
 
 /// How often each upstream address is health checked (TCP connect).
@@ -345,6 +364,9 @@ impl Signed {
         let a = &asserted;
         let (groups, truncated) = a.groups();
         let mut headers = http::HeaderMap::with_capacity(TEMPLATE_ROOM);
+        // The per-request headers first, to be set in place (see `fill`).
+        headers.insert(DECISION, HeaderValue::from_static(""));
+        headers.insert(REQUEST_ID, HeaderValue::from_static(""));
         headers.insert(PRINCIPAL, text(a.caller.name().text())?);
         headers.insert(ROLES, text(a.caller.roles().join(","))?);
         headers.insert(GROUPS, text(groups.join(","))?);
@@ -625,6 +647,26 @@ mod tests {
         assert!(claims.exp - tollgate_store::now() > ASSERTION_TTL - REUSE_SECS - 1, "never handed out half-spent");
         assert_ne!(token(&permit(4).await), token(&first), "other groups, another assertion");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The per-request headers are set in place when a map begins with
+    /// them, and inserted by name into any other: once each either way.
+    #[test]
+    fn the_per_request_headers_are_set_once_in_place_or_by_name() {
+        let value = HeaderValue::from_static;
+        let mut headed = http::HeaderMap::new();
+        headed.insert(DECISION, value(""));
+        headed.insert(REQUEST_ID, value(""));
+        headed.insert(PRINCIPAL, value("user:u1"));
+        let mut other = http::HeaderMap::new();
+        other.insert(PRINCIPAL, value("user:u1"));
+        other.insert(DECISION, value("stale"));
+        for mut headers in [headed, other] {
+            fill(&mut headers, value("d-1"), value("r-1"));
+            assert_eq!(headers.len(), 3, "{headers:?}");
+            let all = |name| headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+            assert_eq!((all(&DECISION), all(&REQUEST_ID)), (vec!["d-1"], vec!["r-1"]));
+        }
     }
 
     #[test]
