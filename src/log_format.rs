@@ -366,11 +366,13 @@ const ESCAPED: [bool; 256] = {
 /// `at` in RFC 3339 form, in UTC with microseconds
 /// (`2026-11-26T19:40:05.123456Z`), written without the formatting
 /// machinery; times before 1970 read as 1970.
+///
 /// Each thread keeps the last second it wrote (lines come many to a
 /// second), so a line only writes its microseconds.
 fn timestamp(at: std::time::SystemTime) -> Timestamp {
     thread_local! {
-        static LAST: std::cell::Cell<(u64, Timestamp)> = const { std::cell::Cell::new((u64::MAX, Timestamp(*b"0000-00-00T00:00:00.000000Z"))) };
+        static LAST: std::cell::Cell<(u64, Timestamp)> =
+            const { std::cell::Cell::new((u64::MAX, Timestamp(*b"0000-00-00T00:00:00.000000Z"))) };
     }
     let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

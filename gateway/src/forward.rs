@@ -413,7 +413,7 @@ impl std::fmt::Debug for Assertions {
 }
 
 /// The hash of a slot, which is a seeded hash already: the slot itself
-/// (hashing it again, with SipHash by default, was a fifth of the
+/// (hashing it again, with SipHash by default, cost a tenth of the
 /// assertion's look-up).
 #[derive(Debug, Default)]
 struct SlotHasher(u64);
