@@ -112,7 +112,9 @@ pub fn prepare_upstream_request(
     edit_parts(request, http::Request::new(()).into_parts().0, |parts| {
         let sent = std::mem::replace(&mut parts.headers, signed.headers.clone());
         let headers = &mut parts.headers;
-        headers.reserve(sent.len() + 2);
+        // Room for the client's headers (the per-request ones are in the
+        // copy already, set in place by `fill`).
+        headers.reserve(sent.len());
         // A name is given with its first value only; the rest follow unnamed.
         let mut name: Option<HeaderName> = None;
         for (named, value) in sent {
@@ -336,10 +338,11 @@ impl Asserted {
 #[derive(Debug)]
 pub struct Signed {
     asserted: Asserted,
-    /// Every identity header but the request's decision id, the assertion,
-    /// `X-Forwarded-For` and `X-Forwarded-Proto` included: the start of the
-    /// headers of every upstream request it serves (its index with room
-    /// for the client's, see [`TEMPLATE_ROOM`]).
+    /// The start of the headers of every upstream request it serves: first
+    /// the per-request ones (the decision id and request id, empty here,
+    /// set on each request's copy by [`fill`]), then every identity header,
+    /// the assertion, `X-Forwarded-For` and `X-Forwarded-Proto` (its index
+    /// with room for the client's, see [`TEMPLATE_ROOM`]).
     headers: http::HeaderMap,
     reuse_until: i64,
 }
@@ -353,7 +356,7 @@ const ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
 const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug");
-/// The room in the index of an assertion's headers: its own nine and a
+/// The room in the index of an assertion's headers: its own eleven and a
 /// client's usual few, so that appending a request's headers to a copy
 /// seldom indexes the map again.
 const TEMPLATE_ROOM: usize = 24;
