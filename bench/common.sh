@@ -57,6 +57,21 @@ cargo build --profile "$PROFILE" -q -p tollgate-bench --bin passthrough
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 }
 
+# binaries [DIR]: the builds to measure: DIR's `tollgate` and `passthrough`
+# when a harness is given a directory (GIVEN names it for the report's
+# command), else build_release's.
+binaries() {
+if [ "$#" -ge 1 ]; then
+    BIN="$(cd "$1" && pwd)"; PROFILE="given"; GIVEN=" $BIN"
+    local binary
+    for binary in tollgate passthrough; do
+        [ -x "$BIN/$binary" ] || { echo "error: no $binary in $BIN" >&2; exit 2; }
+    done
+else
+    build_release
+fi
+}
+
 WORK="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
 PIDS=()
 cleanup() {

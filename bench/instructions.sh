@@ -39,14 +39,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
         exit 1
     fi
 fi
-if [ "$#" -ge 1 ]; then
-    BIN="$(cd "$1" && pwd)"; PROFILE="given"; GIVEN=" $BIN"
-    for binary in tollgate passthrough; do
-        [ -x "$BIN/$binary" ] || { echo "error: no $binary in $BIN" >&2; exit 2; }
-    done
-else
-    build_release
-fi
+binaries "$@"
 ORIGIN=$(free_port); PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
 # The bench tenant is set up with Tollgate running natively (password

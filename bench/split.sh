@@ -24,15 +24,7 @@ ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-5}"; CONNS="${CONNS:-64}"; RECORD="
 
 # shellcheck source=bench/common.sh
 . bench/common.sh
-if [ "$#" -ge 1 ]; then
-    BIN="$(cd "$1" && pwd)"; PROFILE="given"; GIVEN=" $BIN"
-    for binary in tollgate passthrough; do
-        [ -x "$BIN/$binary" ] || { echo "error: no $binary in $BIN" >&2; exit 2; }
-    done
-    build_tools
-else
-    build_release
-fi
+binaries "$@"
 [ "$(nproc)" -ge 2 ] || { echo "error: bench/split.sh needs two CPUs" >&2; exit 1; }
 ORIGIN=$(free_port); PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
