@@ -7,8 +7,10 @@
 # Then the same two with each proxy on CPU 0 alone and wrk and the origin on
 # CPU 1: the workers share one core, so no cache line moves between cores
 # and nothing else runs beside them; a ratio that holds there is the
-# proxies' own work, not contention or the neighbours. Loopback only;
-# every measurement stops by itself.
+# proxies' own work, not contention or the neighbours. Its ratios compare
+# within one run; two builds are compared by bench/ab.sh (interleaved) or
+# bench/instructions.sh, as separate runs drift by more than most changes.
+# Loopback only; every measurement stops by itself.
 #
 # Usage: bench/split.sh [DIR]   (DIR holding `tollgate` and `passthrough`
 #        builds; default: the production build; ROUNDS=3, DURATION=5,
