@@ -30,6 +30,15 @@ fn cedar(c: &mut Criterion) {
         let request = crm_read_request(&member(3));
         assert!(engine.evaluate(&request).is_allow(), "the benchmarked request is allowed");
         c.bench_function(&format!("cedar/evaluate/{name}"), |b| b.iter(|| engine.evaluate(black_box(&request))));
+        // As the decision point asks: the product's resource checked, the
+        // caller's entities (Tollgate's own) beside it unchecked.
+        let mut product = request.clone();
+        let (resource, trusted): (Vec<_>, Vec<_>) = product.entities.drain(..).partition(|e| e.uid == request.resource);
+        product.entities = resource;
+        assert!(engine.evaluate_beside_trusted(&product, &trusted).is_allow(), "the split request is allowed");
+        c.bench_function(&format!("cedar/evaluate-beside-trusted/{name}"), |b| {
+            b.iter(|| engine.evaluate_beside_trusted(black_box(&product), &trusted))
+        });
     }
 }
 

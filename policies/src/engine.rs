@@ -325,7 +325,19 @@ impl PolicyEngine {
     /// fails: any error is a deny with the error. For entities someone else
     /// supplied (a product's, at the decision point).
     pub fn evaluate(&self, request: &PolicyRequest) -> Outcome {
-        match self.try_evaluate(request, EntityCheck::Checked) {
+        self.evaluate_beside_trusted(request, &[])
+    }
+
+    /// Evaluates one request whose entities someone else supplied (a
+    /// product's, at the decision point), checked against the schema as
+    /// [`Self::evaluate`] checks them, beside `trusted` entities Tollgate
+    /// built itself from its own rows (the caller, its roles, groups and
+    /// tenant), taken as [`Self::evaluate_trusted`] takes them: only what
+    /// came from outside pays the per-request conformance check. An entity
+    /// given on both sides must be the same, or the request is denied.
+    /// Never fails: any error is a deny with the error.
+    pub fn evaluate_beside_trusted(&self, request: &PolicyRequest, trusted: &[EntitySpec]) -> Outcome {
+        match self.try_evaluate(request, EntityCheck::Checked, trusted) {
             Ok(outcome) => outcome,
             Err(message) => Outcome::denied_by(message),
         }
@@ -338,7 +350,7 @@ impl PolicyEngine {
     /// construction. The request itself (types of principal, action and
     /// resource, and the context) is still checked, and any error is a deny.
     pub fn evaluate_trusted(&self, request: &PolicyRequest) -> Outcome {
-        match self.try_evaluate(request, EntityCheck::Trusted) {
+        match self.try_evaluate(request, EntityCheck::Trusted, &[]) {
             Ok(outcome) => outcome,
             Err(message) => Outcome::denied_by(message),
         }
@@ -423,7 +435,12 @@ impl PolicyEngine {
         Ok(outcome)
     }
 
-    fn try_evaluate(&self, request: &PolicyRequest, entities_are: EntityCheck) -> Result<Outcome, String> {
+    fn try_evaluate(
+        &self,
+        request: &PolicyRequest,
+        entities_are: EntityCheck,
+        trusted: &[EntitySpec],
+    ) -> Result<Outcome, String> {
         let types = &self.types;
         let uid = |r: &EntityRef| types.uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
         let principal = uid(&request.principal)?;
@@ -436,22 +453,52 @@ impl PolicyEngine {
                 .map_err(|e| e.to_string()),
         }
         .map_err(|e| format!("invalid context: {e}"))?;
-        // Checked against the schema on either path.
-        let entities = match plain_entities(types, &request.entities) {
-            Some(entities) if entities_are == EntityCheck::Trusted => {
-                Entities::from_entities(entities, None).map_err(|e| e.to_string())
-            }
-            Some(entities) => Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string()),
-            None => Entities::from_json_value(
-                Value::Array(request.entities.iter().map(EntitySpec::to_json).collect()),
-                Some(&self.schema),
-            )
-            .map_err(|e| e.to_string()),
-        }
-        .map_err(|e| format!("invalid entities: {e}"))?;
+        let entities = self.entities(&request.entities, entities_are, trusted)?;
         let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("invalid request: {e}"))?;
         Ok(self.decide(&request.action, &cedar_request, &entities))
+    }
+
+    /// A request's entities: `given` checked against the schema (unless
+    /// `Trusted`) and `trusted` taken as they are (see
+    /// [`Self::evaluate_beside_trusted`]).
+    fn entities(
+        &self,
+        given: &[EntitySpec],
+        given_are: EntityCheck,
+        trusted: &[EntitySpec],
+    ) -> Result<Entities, String> {
+        let types = &self.types;
+        let invalid = |e: cedar_policy::entities_errors::EntitiesError| format!("invalid entities: {e}");
+        let plain = plain_entities(types, given);
+        if !trusted.is_empty()
+            && given_are == EntityCheck::Checked
+            && let Some(given) = plain
+        {
+            // The given entities checked on their own (a store of a few),
+            // then every entity with the schema's grouped actions closed
+            // once, as a prepared set is: the check runs on what came from
+            // outside only.
+            Entities::empty().add_entities(given.iter().cloned(), Some(&self.schema)).map_err(invalid)?;
+            let trusted = plain_entities(types, trusted).ok_or("invalid entities: not plainly written")?;
+            let all = given.into_iter().chain(trusted).chain(self.actions.iter().cloned());
+            return Entities::from_entities(all, None).map_err(invalid);
+        }
+        // Checked against the schema on either path.
+        let entities = match plain {
+            Some(entities) if given_are == EntityCheck::Trusted => Entities::from_entities(entities, None),
+            Some(entities) => Entities::from_entities(entities, Some(&self.schema)),
+            None => Entities::from_json_value(
+                Value::Array(given.iter().map(EntitySpec::to_json).collect()),
+                Some(&self.schema),
+            ),
+        }
+        .map_err(invalid)?;
+        if trusted.is_empty() {
+            return Ok(entities);
+        }
+        let trusted = plain_entities(types, trusted).ok_or("invalid entities: not plainly written")?;
+        entities.add_entities(trusted, None).map_err(invalid)
     }
 
     /// The decision on a built request: the policies that can apply to

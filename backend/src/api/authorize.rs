@@ -138,7 +138,7 @@ async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) ->
         return Err(ApiError::field("resource", "must be an entity of the product"));
     }
     let tenant_id = caller.tenant.id.as_str();
-    let mut entities = Vec::with_capacity(q.entities.len() + 8);
+    let mut entities = Vec::with_capacity(q.entities.len());
     for e in q.entities {
         if RESERVED_TYPES.contains(&e.uid.type_name.as_str()) {
             return Err(ApiError::field(
@@ -174,7 +174,10 @@ async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) ->
         }
         Some(_) => return Err(ApiError::field("principal", "must be a `User` of the tenant")),
     };
-    let principal = principal_entities(&subject, now(), &mut entities);
+    // Tollgate's own entities, beside the product's: only the product's
+    // are checked against the schema on each question.
+    let mut trusted = Vec::with_capacity(8);
+    let principal = principal_entities(&subject, now(), &mut trusted);
     // The standard facts (those the gateway supplies) are Tollgate's; the
     // product may add its own but not override these.
     if let Some(name) = STANDARD_FACTS.iter().find(|n| q.context.contains_key(**n)) {
@@ -191,13 +194,10 @@ async fn answer(state: &AppState, authenticated: &Authenticated, q: Question) ->
         .clone()
         .ok_or_else(|| ApiError::Forbidden { detail: LAYER_UNAVAILABLE.into(), decision: None })?;
     let resource = EntityRef::new(&q.resource.type_name, q.resource.id);
-    let outcome = engine.evaluate(&PolicyRequest {
-        principal,
-        action: q.action.clone(),
-        resource: resource.clone(),
-        context,
-        entities,
-    });
+    let outcome = engine.evaluate_beside_trusted(
+        &PolicyRequest { principal, action: q.action.clone(), resource: resource.clone(), context, entities },
+        &trusted,
+    );
     let decision_id = new_decision_id();
     log_decision(
         &Decided {

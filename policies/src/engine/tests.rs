@@ -502,3 +502,105 @@ fn a_name_given_twice_is_found_wherever_it_is() {
         assert_eq!(repeated_name(&context), quadratic(&context), "{sequence:?}");
     }
 }
+
+/// The decision point's way: the request's resource as a product gives it
+/// (checked), the rest beside it as Tollgate builds it (trusted).
+fn evaluate_beside_trusted(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome {
+    let mut given = request.clone();
+    let (resource, trusted): (Vec<_>, Vec<_>) = given.entities.drain(..).partition(|e| e.uid == request.resource);
+    given.entities = resource;
+    engine.evaluate_beside_trusted(&given, &trusted)
+}
+
+/// Checking only what a product gave decides, on every scenario, as
+/// checking everything does.
+#[test]
+fn scenario_files_pass_beside_trusted_entities() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let report = crate::scenario::run_dir(&engine, &dir, evaluate_beside_trusted).unwrap();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.passed >= 29, "ran {} requests", report.passed);
+}
+
+/// Beside trusted entities, the given ones are still checked against the
+/// schema; one given on both sides must be the same one; action groups
+/// hold as in a checked request.
+#[test]
+fn entities_given_beside_trusted_ones_are_still_checked() {
+    let engine = PolicyEngine::builtin().unwrap();
+    let tenant = EntityRef::new("Tenant", "t");
+    let user = EntitySpec::new(EntityRef::new("User", "u"))
+        .attr("email", json!("u@x.test"))
+        .attr("platform_admin", json!(false))
+        .attr("role_rank", json!(2))
+        .parent(EntityRef::new("Role", "member"))
+        .parent(tenant.clone());
+    let trusted = vec![
+        EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
+        EntitySpec::new(EntityRef::new("Role", "viewer")),
+        EntitySpec::new(tenant.clone())
+            .attr("status", json!("active"))
+            .attr("plan", json!("free"))
+            .attr("features", json!([]))
+            .attr("limits", json!({})),
+        user.clone(),
+    ];
+    let owner = json!({"__entity": {"type": "User", "id": "u"}});
+    let t = json!({"__entity": {"type": "Tenant", "id": "t"}});
+    let contact = || EntitySpec::new(EntityRef::new("Contact", "c")).parent(tenant.clone());
+    let ask = |given: Vec<EntitySpec>| {
+        let Value::Object(context) = json!({"authn": "password", "mfa": false, "required_scope": "x",
+            "method": "PATCH", "path": "/crm/contacts/c", "source_ip": "127.0.0.1", "time": 0})
+        else {
+            unreachable!("object")
+        };
+        let request = PolicyRequest {
+            principal: EntityRef::new("User", "u"),
+            action: "contact.update".into(),
+            resource: EntityRef::new("Contact", "c"),
+            context,
+            entities: given,
+        };
+        engine.evaluate_beside_trusted(&request, &trusted)
+    };
+    let valid = contact().attr("tenant", t.clone()).attr("owner", owner.clone());
+    assert!(ask(vec![valid.clone()]).is_allow(), "a valid contact beside the caller's entities");
+    for (name, given) in [
+        ("a missing attribute", vec![contact().attr("tenant", t.clone())]),
+        ("an undeclared attribute", vec![valid.clone().attr("extra", json!(true))]),
+        ("a string for an entity", vec![contact().attr("tenant", json!("t")).attr("owner", owner.clone())]),
+        ("the caller given again, otherwise", vec![valid.clone(), user.clone().attr("role_rank", json!(9))]),
+    ] {
+        let outcome = ask(given);
+        assert_eq!(outcome.decision, Decision::Deny, "{name}");
+        assert!(outcome.errors.iter().any(|e| e.starts_with("invalid entities")), "{name}: {outcome:?}");
+    }
+    assert!(ask(vec![valid, user]).is_allow(), "the caller given again, the same");
+    // Implicit references (which only the schema makes entities) take the
+    // way of entities that are not plainly written: checked the same.
+    let implicit = |owner: Value| contact().attr("tenant", json!({"type": "Tenant", "id": "t"})).attr("owner", owner);
+    assert!(ask(vec![implicit(json!({"type": "User", "id": "u"}))]).is_allow(), "implicit references");
+    let outcome = ask(vec![implicit(json!({"type": "Tenant", "id": "u"}))]);
+    assert_eq!(outcome.decision, Decision::Deny, "an implicit reference of the wrong type");
+    assert!(outcome.errors.iter().any(|e| e.starts_with("invalid entities")), "{outcome:?}");
+
+    let schema = "entity U; entity R; action \"read\"; \
+                  action \"view\" in [\"read\"] appliesTo { principal: [U], resource: [R], context: {} }; \
+                  action \"edit\" appliesTo { principal: [U], resource: [R], context: {} };";
+    let policies = "@id(\"readers\") permit (principal, action in Action::\"read\", resource);";
+    let engine = PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap();
+    let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
+    let ask = |action: &str| {
+        let request = PolicyRequest {
+            principal: u.clone(),
+            action: action.into(),
+            resource: r.clone(),
+            context: Map::new(),
+            entities: vec![EntitySpec::new(r.clone())],
+        };
+        engine.evaluate_beside_trusted(&request, &[EntitySpec::new(u.clone())])
+    };
+    assert!(ask("view").is_allow(), "view is in the read group");
+    assert!(!ask("edit").is_allow());
+}
