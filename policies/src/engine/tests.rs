@@ -28,24 +28,32 @@ fn policies_directory_matches_builtin() {
     assert_eq!(engine.len(), PolicyEngine::builtin().unwrap().len());
 }
 
-#[test]
-fn scenario_files_pass() {
-    let engine = PolicyEngine::builtin().unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let report = run_scenario_dir(&engine, &dir).unwrap();
+/// The scenario files' directory.
+fn scenarios() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// A run of every scenario file: nothing failed, and all of them ran.
+fn assert_all_passed(report: crate::ScenarioReport) {
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert!(report.passed >= 29, "ran {} requests", report.passed);
+}
+
+/// Every scenario file, decided `evaluate`'s way, passes.
+fn all_pass(evaluate: crate::scenario::Evaluate) {
+    assert_all_passed(crate::scenario::run_dir(&PolicyEngine::builtin().unwrap(), &scenarios(), evaluate).unwrap());
+}
+
+#[test]
+fn scenario_files_pass() {
+    assert_all_passed(run_scenario_dir(&PolicyEngine::builtin().unwrap(), &scenarios()).unwrap());
 }
 
 /// The gateway and the API evaluate the entities they build without the
 /// per-request schema check: on every scenario it must decide the same.
 #[test]
 fn scenario_files_pass_with_trusted_entities() {
-    let engine = PolicyEngine::builtin().unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let report = run_scenario_dir_trusted(&engine, &dir).unwrap();
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.passed >= 29, "ran {} requests", report.passed);
+    assert_all_passed(run_scenario_dir_trusted(&PolicyEngine::builtin().unwrap(), &scenarios()).unwrap());
 }
 
 #[test]
@@ -108,11 +116,23 @@ fn evaluate_prepared(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome 
 /// scenario it must decide as the checked evaluation does.
 #[test]
 fn scenario_files_pass_with_prepared_entities() {
-    let engine = PolicyEngine::builtin().unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let report = crate::scenario::run_dir(&engine, &dir, evaluate_prepared).unwrap();
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.passed >= 29, "ran {} requests", report.passed);
+    all_pass(evaluate_prepared);
+}
+
+/// The decision point's way: the request's resource as a product gives it
+/// (checked), the rest beside it as Tollgate builds it (trusted).
+fn evaluate_beside_trusted(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome {
+    let mut given = request.clone();
+    let (resource, trusted): (Vec<_>, Vec<_>) = given.entities.drain(..).partition(|e| e.uid == request.resource);
+    given.entities = resource;
+    engine.evaluate_beside_trusted(&given, &trusted)
+}
+
+/// Checking only what a product gave decides, on every scenario, as
+/// checking everything does.
+#[test]
+fn scenario_files_pass_beside_trusted_entities() {
+    all_pass(evaluate_beside_trusted);
 }
 
 #[test]
@@ -128,13 +148,19 @@ fn a_prepared_request_the_action_does_not_apply_to_denies() {
     }
 }
 
-#[test]
-fn prepared_requests_see_action_groups() {
+/// An engine whose one policy permits the actions of the `read` group:
+/// `view` is in it, `edit` is not.
+fn read_group_engine() -> PolicyEngine {
     let schema = "entity U; entity R; action \"read\"; \
                   action \"view\" in [\"read\"] appliesTo { principal: [U], resource: [R], context: {} }; \
                   action \"edit\" appliesTo { principal: [U], resource: [R], context: {} };";
     let policies = "@id(\"readers\") permit (principal, action in Action::\"read\", resource);";
-    let engine = PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap();
+    PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap()
+}
+
+#[test]
+fn prepared_requests_see_action_groups() {
+    let engine = read_group_engine();
     let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
     let prepared = engine.prepare(&u, &r, &[EntitySpec::new(u.clone()), EntitySpec::new(r.clone())]).unwrap();
     assert!(engine.evaluate_prepared(&prepared, "view", &[]).is_allow(), "view is in the read group");
@@ -316,6 +342,46 @@ fn evaluating_only_the_policies_of_the_action_changes_no_decision() {
     assert_eq!(engine.by_action["other"].policies().count(), 2, "any and other apply to `other`");
 }
 
+/// User `u`, a member of tenant `t` with `role_rank`.
+fn member(role_rank: Value) -> EntitySpec {
+    EntitySpec::new(EntityRef::new("User", "u"))
+        .attr("email", json!("u@x.test"))
+        .attr("platform_admin", json!(false))
+        .attr("role_rank", role_rank)
+        .parent(EntityRef::new("Role", "member"))
+        .parent(EntityRef::new("Tenant", "t"))
+}
+
+/// `user`'s entities as Tollgate builds them: its roles, its tenant, itself.
+fn with_roles_and_tenant(user: EntitySpec) -> Vec<EntitySpec> {
+    vec![
+        EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
+        EntitySpec::new(EntityRef::new("Role", "viewer")),
+        EntitySpec::new(EntityRef::new("Tenant", "t"))
+            .attr("status", json!("active"))
+            .attr("plan", json!("free"))
+            .attr("features", json!([]))
+            .attr("limits", json!({})),
+        user,
+    ]
+}
+
+/// `u`'s update of contact `c`, with `entities`.
+fn contact_update(entities: Vec<EntitySpec>) -> PolicyRequest {
+    let Value::Object(context) = json!({"authn": "password", "mfa": false, "required_scope": "x",
+        "method": "PATCH", "path": "/crm/contacts/c", "source_ip": "127.0.0.1", "time": 0})
+    else {
+        unreachable!("object")
+    };
+    PolicyRequest {
+        principal: EntityRef::new("User", "u"),
+        action: "contact.update".into(),
+        resource: EntityRef::new("Contact", "c"),
+        context,
+        entities,
+    }
+}
+
 #[test]
 fn entities_are_checked_against_the_schema_on_every_path() {
     let engine = PolicyEngine::builtin().unwrap();
@@ -327,37 +393,11 @@ fn entities_are_checked_against_the_schema_on_every_path() {
             .parent(tenant.clone())
     };
     let ask = |user: EntitySpec, contact: EntitySpec| {
-        let Value::Object(context) = json!({"authn": "password", "mfa": false, "required_scope": "x",
-            "method": "PATCH", "path": "/crm/contacts/c", "source_ip": "127.0.0.1", "time": 0})
-        else {
-            unreachable!("object")
-        };
-        engine.evaluate(&PolicyRequest {
-            principal: EntityRef::new("User", "u"),
-            action: "contact.update".into(),
-            resource: EntityRef::new("Contact", "c"),
-            context,
-            entities: vec![
-                EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
-                EntitySpec::new(EntityRef::new("Role", "viewer")),
-                EntitySpec::new(tenant.clone())
-                    .attr("status", json!("active"))
-                    .attr("plan", json!("free"))
-                    .attr("features", json!([]))
-                    .attr("limits", json!({})),
-                user,
-                contact,
-            ],
-        })
+        let mut entities = with_roles_and_tenant(user);
+        entities.push(contact);
+        engine.evaluate(&contact_update(entities))
     };
-    let user = |rank: Value| {
-        EntitySpec::new(EntityRef::new("User", "u"))
-            .attr("email", json!("u@x.test"))
-            .attr("platform_admin", json!(false))
-            .attr("role_rank", rank)
-            .parent(EntityRef::new("Role", "member"))
-            .parent(tenant.clone())
-    };
+    let user = member;
     let explicit = |id: &str| json!({"__entity": {"type": "User", "id": id}});
     let t = json!({"__entity": {"type": "Tenant", "id": "t"}});
     assert!(ask(user(json!(2)), contact(explicit("u"), t.clone())).is_allow(), "plain entities");
@@ -503,67 +543,18 @@ fn a_name_given_twice_is_found_wherever_it_is() {
     }
 }
 
-/// The decision point's way: the request's resource as a product gives it
-/// (checked), the rest beside it as Tollgate builds it (trusted).
-fn evaluate_beside_trusted(engine: &PolicyEngine, request: &PolicyRequest) -> Outcome {
-    let mut given = request.clone();
-    let (resource, trusted): (Vec<_>, Vec<_>) = given.entities.drain(..).partition(|e| e.uid == request.resource);
-    given.entities = resource;
-    engine.evaluate_beside_trusted(&given, &trusted)
-}
-
-/// Checking only what a product gave decides, on every scenario, as
-/// checking everything does.
-#[test]
-fn scenario_files_pass_beside_trusted_entities() {
-    let engine = PolicyEngine::builtin().unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let report = crate::scenario::run_dir(&engine, &dir, evaluate_beside_trusted).unwrap();
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.passed >= 29, "ran {} requests", report.passed);
-}
-
 /// Beside trusted entities, the given ones are still checked against the
 /// schema; one given on both sides must be the same one; action groups
 /// hold as in a checked request.
 #[test]
 fn entities_given_beside_trusted_ones_are_still_checked() {
     let engine = PolicyEngine::builtin().unwrap();
-    let tenant = EntityRef::new("Tenant", "t");
-    let user = EntitySpec::new(EntityRef::new("User", "u"))
-        .attr("email", json!("u@x.test"))
-        .attr("platform_admin", json!(false))
-        .attr("role_rank", json!(2))
-        .parent(EntityRef::new("Role", "member"))
-        .parent(tenant.clone());
-    let trusted = vec![
-        EntitySpec::new(EntityRef::new("Role", "member")).parent(EntityRef::new("Role", "viewer")),
-        EntitySpec::new(EntityRef::new("Role", "viewer")),
-        EntitySpec::new(tenant.clone())
-            .attr("status", json!("active"))
-            .attr("plan", json!("free"))
-            .attr("features", json!([]))
-            .attr("limits", json!({})),
-        user.clone(),
-    ];
+    let user = member(json!(2));
+    let trusted = with_roles_and_tenant(user.clone());
     let owner = json!({"__entity": {"type": "User", "id": "u"}});
     let t = json!({"__entity": {"type": "Tenant", "id": "t"}});
-    let contact = || EntitySpec::new(EntityRef::new("Contact", "c")).parent(tenant.clone());
-    let ask = |given: Vec<EntitySpec>| {
-        let Value::Object(context) = json!({"authn": "password", "mfa": false, "required_scope": "x",
-            "method": "PATCH", "path": "/crm/contacts/c", "source_ip": "127.0.0.1", "time": 0})
-        else {
-            unreachable!("object")
-        };
-        let request = PolicyRequest {
-            principal: EntityRef::new("User", "u"),
-            action: "contact.update".into(),
-            resource: EntityRef::new("Contact", "c"),
-            context,
-            entities: given,
-        };
-        engine.evaluate_beside_trusted(&request, &trusted)
-    };
+    let contact = || EntitySpec::new(EntityRef::new("Contact", "c")).parent(EntityRef::new("Tenant", "t"));
+    let ask = |given: Vec<EntitySpec>| engine.evaluate_beside_trusted(&contact_update(given), &trusted);
     let valid = contact().attr("tenant", t.clone()).attr("owner", owner.clone());
     assert!(ask(vec![valid.clone()]).is_allow(), "a valid contact beside the caller's entities");
     for (name, given) in [
@@ -585,11 +576,7 @@ fn entities_given_beside_trusted_ones_are_still_checked() {
     assert_eq!(outcome.decision, Decision::Deny, "an implicit reference of the wrong type");
     assert!(outcome.errors.iter().any(|e| e.starts_with("invalid entities")), "{outcome:?}");
 
-    let schema = "entity U; entity R; action \"read\"; \
-                  action \"view\" in [\"read\"] appliesTo { principal: [U], resource: [R], context: {} }; \
-                  action \"edit\" appliesTo { principal: [U], resource: [R], context: {} };";
-    let policies = "@id(\"readers\") permit (principal, action in Action::\"read\", resource);";
-    let engine = PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap();
+    let engine = read_group_engine();
     let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
     let ask = |action: &str| {
         let request = PolicyRequest {
