@@ -484,9 +484,13 @@ impl PolicyEngine {
             let all = given.into_iter().chain(trusted).chain(self.actions.iter().cloned());
             return Entities::from_entities(all, None).map_err(invalid);
         }
-        // Checked against the schema on either path.
+        // Checked against the schema on either path. Taken as they are,
+        // with the schema's grouped actions, so that action groups hold as
+        // in a checked request (which adds the schema's actions itself).
         let entities = match plain {
-            Some(entities) if given_are == EntityCheck::Trusted => Entities::from_entities(entities, None),
+            Some(entities) if given_are == EntityCheck::Trusted => {
+                Entities::from_entities(entities.into_iter().chain(self.actions.iter().cloned()), None)
+            }
             Some(entities) => Entities::from_entities(entities, Some(&self.schema)),
             None => Entities::from_json_value(
                 Value::Array(given.iter().map(EntitySpec::to_json).collect()),

@@ -158,6 +158,25 @@ fn read_group_engine() -> PolicyEngine {
     PolicyEngine::from_sources(schema, [("p.cedar", policies)]).unwrap()
 }
 
+/// Action groups hold for Tollgate's own entities too (the API's platform
+/// decisions): a forbid or permit naming a group applies to its actions.
+#[test]
+fn trusted_requests_see_action_groups() {
+    let engine = read_group_engine();
+    let (u, r) = (EntityRef::new("U", "u"), EntityRef::new("R", "r"));
+    let ask = |action: &str| {
+        engine.evaluate_trusted(&PolicyRequest {
+            principal: u.clone(),
+            action: action.into(),
+            resource: r.clone(),
+            context: Map::new(),
+            entities: vec![EntitySpec::new(u.clone()), EntitySpec::new(r.clone())],
+        })
+    };
+    assert!(ask("view").is_allow(), "view is in the read group");
+    assert!(!ask("edit").is_allow());
+}
+
 #[test]
 fn prepared_requests_see_action_groups() {
     let engine = read_group_engine();
