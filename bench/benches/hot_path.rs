@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pingora::http::RequestHeader;
-use tollgate_bench::{TENANT_ID, USER_ID, crm_read_request, crm_routes, engine, member, tenant};
+use tollgate_bench::{TENANT_ID, USER_ID, crm_read_question, crm_read_request, crm_routes, engine, member, tenant};
 use tollgate_gateway::forward::{Assertions, Target, prepare_upstream_request};
 use tollgate_gateway::policy::{Facts, PreparedSets, Routed, decide};
 
@@ -32,9 +32,7 @@ fn cedar(c: &mut Criterion) {
         c.bench_function(&format!("cedar/evaluate/{name}"), |b| b.iter(|| engine.evaluate(black_box(&request))));
         // As the decision point asks: the product's resource checked, the
         // caller's entities (Tollgate's own) beside it unchecked.
-        let mut product = request.clone();
-        let (resource, trusted): (Vec<_>, Vec<_>) = product.entities.drain(..).partition(|e| e.uid == request.resource);
-        product.entities = resource;
+        let (product, trusted) = crm_read_question(&member(3));
         assert!(engine.evaluate_beside_trusted(&product, &trusted).is_allow(), "the split request is allowed");
         c.bench_function(&format!("cedar/evaluate-beside-trusted/{name}"), |b| {
             b.iter(|| engine.evaluate_beside_trusted(black_box(&product), &trusted))

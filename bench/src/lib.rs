@@ -89,15 +89,24 @@ pub fn engine(layer: usize) -> Result<PolicyEngine, LoadError> {
 /// A ready Cedar request: the member's entities and a read of the CRM's
 /// contacts, with the context the gateway supplies.
 pub fn crm_read_request(caller: &Caller) -> PolicyRequest {
-    let mut entities = Vec::new();
+    let (mut request, caller_entities) = crm_read_question(caller);
+    request.entities.extend(caller_entities);
+    request
+}
+
+/// The same read as the decision point asks it: the request with the
+/// resource's entity only (what a product gives), and the caller's entities
+/// (Tollgate's own) beside it.
+pub fn crm_read_question(caller: &Caller) -> (PolicyRequest, Vec<EntitySpec>) {
+    let mut caller_entities = Vec::new();
     let principal = match caller {
-        Caller::Known(p) => principal_entities(p, 1_795_000_000, &mut entities),
-        Caller::Anonymous => anonymous_entity(&mut entities),
+        Caller::Known(p) => principal_entities(p, 1_795_000_000, &mut caller_entities),
+        Caller::Anonymous => anonymous_entity(&mut caller_entities),
     };
     let tenant = tenant_ref(TENANT_ID);
     let resource = EntityRef::new("CrmApi", "contacts");
-    entities.push(EntitySpec::new(resource.clone()).entity_attr("tenant", &tenant).parent(tenant));
+    let entities = vec![EntitySpec::new(resource.clone()).entity_attr("tenant", &tenant).parent(tenant)];
     let facts = RequestFacts { method: "GET", path: "/crm/contacts", source_ip: "127.0.0.1", time: 1_795_000_000 };
     let context = standard_context(Authn::Password, false, "crm.read", Some(&facts));
-    PolicyRequest { principal, action: "crm.read".into(), resource, context, entities }
+    (PolicyRequest { principal, action: "crm.read".into(), resource, context, entities }, caller_entities)
 }
