@@ -370,9 +370,8 @@ impl PolicyEngine {
         let types = &self.types;
         let uid = |r: &EntityRef| types.uid(r).ok_or_else(|| format!("invalid entity `{}::{}`", r.type_name, r.id));
         let (principal, resource) = (uid(principal)?, uid(resource)?);
-        let mut entities = plain_entities(types, specs).ok_or("entities that are not plainly written")?;
-        entities.extend(self.actions.iter().cloned());
-        let entities = Entities::from_entities(entities, None).map_err(|e| format!("invalid entities: {e}"))?;
+        let entities = plain_entities(types, specs).ok_or("entities that are not plainly written")?;
+        let entities = self.closed(entities)?;
         Ok(PreparedEntities { principal, resource, entities, decisions: Memo::default() })
     }
 
@@ -481,16 +480,11 @@ impl PolicyEngine {
             // outside only.
             Entities::empty().add_entities(given.iter().cloned(), Some(&self.schema)).map_err(invalid)?;
             let trusted = plain_entities(types, trusted).ok_or("invalid entities: not plainly written")?;
-            let all = given.into_iter().chain(trusted).chain(self.actions.iter().cloned());
-            return Entities::from_entities(all, None).map_err(invalid);
+            return self.closed(given.into_iter().chain(trusted));
         }
-        // Checked against the schema on either path. Taken as they are,
-        // with the schema's grouped actions, so that action groups hold as
-        // in a checked request (which adds the schema's actions itself).
+        // Checked against the schema on either path.
         let entities = match plain {
-            Some(entities) if given_are == EntityCheck::Trusted => {
-                Entities::from_entities(entities.into_iter().chain(self.actions.iter().cloned()), None)
-            }
+            Some(entities) if given_are == EntityCheck::Trusted => return self.closed(entities),
             Some(entities) => Entities::from_entities(entities, Some(&self.schema)),
             None => Entities::from_json_value(
                 Value::Array(given.iter().map(EntitySpec::to_json).collect()),
@@ -503,6 +497,15 @@ impl PolicyEngine {
         }
         let trusted = plain_entities(types, trusted).ok_or("invalid entities: not plainly written")?;
         entities.add_entities(trusted, None).map_err(invalid)
+    }
+
+    /// Entities taken as they are (checked already, or Tollgate's own),
+    /// closed with the schema's grouped actions, so that action groups
+    /// hold as in a checked request (which adds the schema's actions
+    /// itself): the one way every unchecked set is built.
+    fn closed(&self, entities: impl IntoIterator<Item = Entity>) -> Result<Entities, String> {
+        Entities::from_entities(entities.into_iter().chain(self.actions.iter().cloned()), None)
+            .map_err(|e| format!("invalid entities: {e}"))
     }
 
     /// The decision on a built request: the policies that can apply to
