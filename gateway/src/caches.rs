@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tollgate_identity::credentials::{
-    KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups, principal_from_api_key, principal_from_claims,
+    KEY_USE_GRANULARITY_SECS, KeyRecord, Lookups, StoreLookups, bearer, principal_from_api_key, principal_from_claims,
 };
 use tollgate_identity::layers::{LAYER_UNAVAILABLE, TenantEngines};
 use tollgate_identity::plans::{Catalog, LiveCatalog};
@@ -479,6 +479,11 @@ struct Known {
     generation: u64,
 }
 
+/// A principal as kept for its credential, with what bounds its keeping:
+/// what is made for it may be kept as long as [`Caches::still_kept`] holds.
+#[derive(Debug, Clone)]
+pub struct KeptPrincipal(Arc<Known>);
+
 /// A verified token's content and when it stops being valid.
 trait Expiring {
     fn expires_at(&self) -> i64;
@@ -526,6 +531,12 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The hash its principal is kept by, of the credential in an
+/// `Authorization` header value (`None` when it holds no bearer credential).
+pub fn credential_digest(authorization: &str) -> Option<[u8; 32]> {
+    bearer(authorization).ok().map(digest)
+}
+
 impl Caches {
     /// One of our access tokens, verified (or found verified) by its hash.
     async fn our_token(&self, token: &str, digest: [u8; 32]) -> Result<(Arc<AccessClaims>, bool), Reject> {
@@ -540,15 +551,49 @@ impl Caches {
     fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Arc<Principal>> {
         metrics::cache_lookup(Looked::Principals);
         if let Some(known) = self.principals.get(digest)
-            && known.generation == self.feed.generation()
-            && known.fresh_until > Instant::now()
-            && known.expires_at > now()
-            && known.principal.client_ip == client_ip
+            && self.holds(&known, client_ip)
         {
             return Some(Arc::clone(&known.principal));
         }
         metrics::cache_miss(Looked::Principals);
         None
+    }
+
+    /// Whether `known` may still be handed out for a request from
+    /// `client_ip`: no change read from the feed since it was built, its
+    /// facts fresh and its credential unexpired.
+    fn holds(&self, known: &Known, client_ip: &str) -> bool {
+        known.generation == self.feed.generation()
+            && known.fresh_until > Instant::now()
+            && known.expires_at > now()
+            && known.principal.client_ip == client_ip
+    }
+
+    /// The principal kept for the credential with this hash, if it is
+    /// `principal` and may still be handed out: what an admission made for
+    /// it may be kept by (see [`Self::still_kept`]).
+    pub fn kept_as(&self, digest: &[u8; 32], principal: &Arc<Principal>) -> Option<KeptPrincipal> {
+        let known = self.principals.get(digest)?;
+        (Arc::ptr_eq(&known.principal, principal) && self.holds(&known, &principal.client_ip))
+            .then_some(KeptPrincipal(known))
+    }
+
+    /// Whether `kept` may still be handed out for a request from
+    /// `client_ip`, the feed read first when it is due (so what it names
+    /// ends `kept` as it ends the principal's cache entry).
+    pub async fn still_kept(&self, kept: &KeptPrincipal, client_ip: &str) -> bool {
+        self.follow().await;
+        self.holds(&kept.0, client_ip)
+    }
+
+    /// The platform's policies in force.
+    pub fn platform(&self) -> Arc<PolicyEngine> {
+        self.engines.platform()
+    }
+
+    /// Whether `platform` is still the platform's policy set in force.
+    pub fn is_platform(&self, platform: &Arc<PolicyEngine>) -> bool {
+        self.engines.live().is_current(platform)
     }
 
     /// Keeps `principal` for the credential with this hash, until it
@@ -697,6 +742,30 @@ mod tests {
         (user, tenant)
     }
 
+    /// A new API key of `user_id` in `tenant_id` with the scope `crm.read`,
+    /// written in `tx`: its row, prefix and secret.
+    async fn new_key(
+        tx: &mut tollgate_store::Tx,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> (tollgate_store::ApiKeyRow, String, String) {
+        let (prefix, secret) = tollgate_identity::secrets::new_api_key();
+        let scopes = ["crm.read".to_owned()];
+        let new = tollgate_store::NewApiKey {
+            tenant_id,
+            prefix: &prefix,
+            secret_hash: &tollgate_identity::secrets::hash(&secret),
+            name: "kept",
+            scopes: &scopes,
+            owner_user_id: Some(user_id),
+            owner_service_account_id: None,
+            created_by: user_id,
+            expires_at: None,
+        };
+        let row = tollgate_store::insert_api_key(tx, &new).await.unwrap();
+        (row, prefix, secret)
+    }
+
     /// A member of a new tenant with a live session, and an access token of it.
     async fn signed_in(caches: &Caches, db: &tollgate_store::testing::TestDb, name: &str) -> SignedIn {
         let mut tx = db.store.tx().await.unwrap();
@@ -754,24 +823,7 @@ mod tests {
             let caches = caches_on(&db, MISSES_CAPACITY).await;
             let mut tx = db.store.tx().await.unwrap();
             let (user, tenant) = new_member(&db, &mut tx, "Keyed").await;
-            let (prefix, secret) = tollgate_identity::secrets::new_api_key();
-            let scopes = ["crm.read".to_owned()];
-            let row = tollgate_store::insert_api_key(
-                &mut tx,
-                &tollgate_store::NewApiKey {
-                    tenant_id: &tenant.id,
-                    prefix: &prefix,
-                    secret_hash: &tollgate_identity::secrets::hash(&secret),
-                    name: "kept",
-                    scopes: &scopes,
-                    owner_user_id: Some(&user.id),
-                    owner_service_account_id: None,
-                    created_by: &user.id,
-                    expires_at: None,
-                },
-            )
-            .await
-            .unwrap();
+            let (row, prefix, secret) = new_key(&mut tx, &tenant.id, &user.id).await;
             tx.commit().await.unwrap();
 
             let first = caches.key_principal(&secret, "10.0.0.1").await.unwrap();
@@ -1005,6 +1057,145 @@ mod tests {
         }
     }
 
+    /// A gateway over `caches` with one route, `GET /tenant/...`: `crm.read`
+    /// of a tenant's `CrmApi`.
+    fn tenant_route_gateway(caches: Caches) -> crate::pipeline::Gateway {
+        let config = crate::config::GatewayConfig::from_toml(
+            "[upstreams.origin]\naddresses = [\"127.0.0.1:9\"]\n\
+             [[routes]]\nname = \"tenant\"\npath = \"/tenant/{rest*}\"\nupstream = \"origin\"\n\
+             methods = { GET = \"crm.read\" }\nresource = { type = \"CrmApi\", id = \"x\" }\n",
+        )
+        .unwrap();
+        crate::pipeline::Gateway::new(config, caches).unwrap()
+    }
+
+    /// A request to the tenant route with this `Authorization` value.
+    fn tenant_request(authorization: &str) -> crate::pipeline::Incoming<'_> {
+        crate::pipeline::Incoming {
+            method: "GET",
+            path: "/tenant/x",
+            authorization: Some(authorization),
+            tenant_header: None,
+            host: Some("gateway.test"),
+            client_ip: "10.0.0.1",
+        }
+    }
+
+    /// Whether `permit` was made for the principal at `principal`.
+    fn made_for(permit: &crate::policy::Permit, principal: *const Principal) -> bool {
+        std::ptr::eq(permit.caller().address(), principal)
+    }
+
+    /// A credential's repeated requests are admitted as the request that
+    /// kept the admission was, with ids of their own (and a key's use still
+    /// recorded), while its principal may be handed out: any change read
+    /// from the feed ends it, and the feed is read when due by the requests
+    /// it serves, so it ends with the principal's session at the feed's
+    /// next reading. (Its principal dropped from the principals' cache,
+    /// with nothing changed, shows the admission was handed out whole: the
+    /// stages would build the principal again.)
+    #[tokio::test]
+    async fn a_kept_admission_serves_repeated_requests_and_ends_with_its_principal() {
+        for db in tollgate_store::testing::databases().await {
+            let l = db.label;
+            let caches = caches_on(&db, MISSES_CAPACITY).await;
+            let s = signed_in(&caches, &db, "Whole").await;
+            let mut tx = db.store.tx().await.unwrap();
+            db.store.bind_tenant(&mut tx, &s.tenant.id).await.unwrap();
+            let (key, _, secret) = new_key(&mut tx, &s.tenant.id, &s.user.id).await;
+            tx.commit().await.unwrap();
+            // Kept for a minute here: what ends an admission below is what
+            // it was made from, not its age.
+            let gateway = tenant_route_gateway(caches).keeping_admissions_for(Duration::from_secs(60));
+            let caches = &gateway.caches;
+
+            let bearer = format!("Bearer {}", s.token);
+            let req = tenant_request(&bearer);
+            gateway.admit(&req).await.unwrap();
+            // Its second request keeps the principal, and the admission.
+            let second = gateway.admit(&req).await.unwrap();
+            caches.principals.invalidate_all();
+            let third = gateway.admit(&req).await.unwrap();
+            assert!(made_for(&third, second.caller().address()), "{l}: handed out whole");
+            assert_ne!(third.decision(), second.decision(), "{l}: a decision id of its own");
+            assert_eq!(third.route().path, "/tenant/x", "{l}");
+            // Another address is another request.
+            let elsewhere = gateway.admit(&crate::pipeline::Incoming { client_ip: "10.0.0.2", ..req }).await.unwrap();
+            assert!(!made_for(&elsewhere, second.caller().address()), "{l}");
+
+            // A key's admission is kept from its first request; its use is
+            // recorded on the requests it serves.
+            let key_bearer = format!("Bearer {secret}");
+            let key_req = tenant_request(&key_bearer);
+            let first = gateway.admit(&key_req).await.unwrap();
+            caches.principals.invalidate_all();
+            caches.key_uses.invalidate_all();
+            let again = gateway.admit(&key_req).await.unwrap();
+            assert!(made_for(&again, first.caller().address()), "{l}: handed out whole");
+            assert!(caches.key_uses.contains_key(&key.id), "{l}: the key's use is recorded");
+            // Any change read from the feed ends every kept admission.
+            caches.feed.bump();
+            let after_change = gateway.admit(&key_req).await.unwrap();
+            assert!(!made_for(&after_change, first.caller().address()), "{l}: admitted anew");
+            gateway.admit(&req).await.unwrap();
+            gateway.admit(&req).await.unwrap();
+
+            let mut tx = db.store.tx().await.unwrap();
+            assert!(tollgate_store::revoke_session(&mut tx, &s.user.id, &s.session, "test").await.unwrap(), "{l}");
+            tx.commit().await.unwrap();
+            sleep_past_the_feed().await;
+            let after = gateway.admit(&req).await.map(|_| ()).map_err(|d| d.reject.status());
+            assert_eq!(after, Err(401), "{l}: the session ended");
+            assert!(gateway.admit(&key_req).await.is_ok(), "{l}: the key's own session was not ended");
+        }
+    }
+
+    /// A reload of the platform's policies ends every kept admission,
+    /// whatever the feed says; with a policy that reads the time, an
+    /// admission holds only within the second it was made in.
+    #[tokio::test]
+    async fn a_kept_admission_ends_with_a_policy_reload() {
+        let db = tollgate_store::testing::databases().await.swap_remove(0);
+        let dir = db.dir.join("policies");
+        std::fs::create_dir_all(dir.join("platform")).unwrap();
+        std::fs::create_dir_all(dir.join("products")).unwrap();
+        std::fs::write(dir.join("schema.cedarschema"), tollgate_policies::BUILTIN_SCHEMA).unwrap();
+        for (name, text) in tollgate_policies::BUILTIN_POLICIES {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let live = Arc::new(LivePolicies::from_dir(&dir).unwrap());
+        let keys =
+            KeyRing::open(db.store.clone(), db.dir.join("keys"), "https://tollgate.test".into(), 900).await.unwrap();
+        let catalog = Arc::new(LiveCatalog::new(Catalog::builtin()));
+        let caches = Caches::new(Arc::new(keys), db.url.clone(), Arc::clone(&live), Vec::new(), catalog);
+        let s = signed_in(&caches, &db, "Reloaded").await;
+        let gateway = tenant_route_gateway(caches).keeping_admissions_for(Duration::from_secs(60));
+        let bearer = format!("Bearer {}", s.token);
+        let req = tenant_request(&bearer);
+        gateway.admit(&req).await.unwrap();
+        let kept = gateway.admit(&req).await.unwrap();
+        gateway.caches.principals.invalidate_all();
+        assert!(made_for(&gateway.admit(&req).await.unwrap(), kept.caller().address()), "handed out whole");
+        assert!(matches!(live.reload(), tollgate_policies::ReloadOutcome::Swapped(_)));
+        let after = gateway.admit(&req).await.unwrap();
+        assert!(!made_for(&after, kept.caller().address()), "admitted anew, with the new snapshot");
+
+        // A policy reading the time: an admission holds within its second.
+        let clock =
+            "@id(\"clock\") forbid (principal, action == Action::\"crm.read\", resource) when { context.time < 0 };";
+        std::fs::write(dir.join("platform/clock.cedar"), clock).unwrap();
+        assert!(matches!(live.reload(), tollgate_policies::ReloadOutcome::Swapped(_)));
+        // Early in a second, so that the next two requests share it.
+        let into_second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+        tokio::time::sleep(Duration::from_millis(u64::from(1_010 - into_second))).await;
+        let kept = gateway.admit(&req).await.unwrap();
+        let at = now();
+        gateway.caches.principals.invalidate_all();
+        assert!(made_for(&gateway.admit(&req).await.unwrap(), kept.caller().address()), "within its second");
+        let asked = crate::admissions::Asked::of(&req).unwrap();
+        assert_eq!(gateway.kept_admission_until(&asked), Some(at + 1), "not past it");
+    }
+
     /// What a request's admission holds while it waits, which pingora
     /// allocates and copies for every request: the loaders behind each
     /// cache miss are boxed apart, so it stays small. (Unboxed, they made
@@ -1012,14 +1203,7 @@ mod tests {
     #[tokio::test]
     async fn the_admission_of_a_request_holds_no_loader() {
         let db = tollgate_store::testing::databases().await.swap_remove(0);
-        let caches = caches_on(&db, MISSES_CAPACITY).await;
-        let config = crate::config::GatewayConfig::from_toml(
-            "[upstreams.origin]\naddresses = [\"127.0.0.1:9\"]\n\
-             [[routes]]\nname = \"tenant\"\npath = \"/tenant/{rest*}\"\nupstream = \"origin\"\n\
-             methods = { GET = \"crm.read\" }\nresource = { type = \"CrmApi\", id = \"x\" }\n",
-        )
-        .unwrap();
-        let gateway = crate::pipeline::Gateway::new(config, caches).unwrap();
+        let gateway = tenant_route_gateway(caches_on(&db, MISSES_CAPACITY).await);
         let incoming = crate::pipeline::Incoming {
             method: "GET",
             path: "/tenant/x",
@@ -1030,6 +1214,8 @@ mod tests {
         };
         let admission = gateway.admit(&incoming);
         let size = std::mem::size_of_val(&admission);
-        assert!(size <= 2048, "the admission future takes {size} bytes");
+        // About 2 KiB: the stages' own state, with the request's key for
+        // the kept admissions and when it began.
+        assert!(size <= 2304, "the admission future takes {size} bytes");
     }
 }

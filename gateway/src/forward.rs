@@ -91,7 +91,10 @@ pub fn prepare_upstream_request(
     request_id: &HeaderValue,
 ) -> Result<(), Reject> {
     // Everything that can fail, before the request is taken apart.
-    let signed = assertions.signed(permit)?;
+    let signed = match permit.assertion() {
+        Some(kept) => Arc::clone(kept),
+        None => assertions.signed(permit)?,
+    };
     let decision = id_value(*permit.decision());
     // The upstream gets exactly the path that was routed (the request's
     // own when it was routed as sent).
@@ -362,6 +365,11 @@ const TENANT_SLUG: HeaderName = HeaderName::from_static("x-tollgate-tenant-slug"
 const TEMPLATE_ROOM: usize = 24;
 
 impl Signed {
+    /// Until when it is handed out again (seconds since the Unix epoch).
+    pub fn reuse_until(&self) -> i64 {
+        self.reuse_until
+    }
+
     fn new(asserted: Asserted, token: String, reuse_until: i64) -> Result<Self, Reject> {
         let text = |value: String| HeaderValue::try_from(value).map_err(|_| Reject::Internal);
         let a = &asserted;

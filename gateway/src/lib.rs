@@ -5,6 +5,7 @@
 //! backend, never on it.
 
 pub mod access;
+pub mod admissions;
 pub mod authenticate;
 pub mod caches;
 pub mod client;

@@ -99,10 +99,11 @@ pub enum Looked {
     ApiKeys,
     Layers,
     Principals,
+    Admissions,
 }
 
 impl Looked {
-    pub const ALL: [Looked; 9] = [
+    pub const ALL: [Looked; 10] = [
         Looked::Tokens,
         Looked::ExternalTokens,
         Looked::Sessions,
@@ -112,6 +113,7 @@ impl Looked {
         Looked::ApiKeys,
         Looked::Layers,
         Looked::Principals,
+        Looked::Admissions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +127,7 @@ impl Looked {
             Looked::ApiKeys => "api_keys",
             Looked::Layers => "layers",
             Looked::Principals => "principals",
+            Looked::Admissions => "admissions",
         }
     }
 }

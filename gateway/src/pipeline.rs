@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tollgate_store::now;
 
+use crate::admissions::{Admissions, Asked, Began};
 use crate::authenticate::{Caller, authenticate};
 use crate::caches::Caches;
 use crate::config::GatewayConfig;
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub assertions: Assertions,
     /// Cedar entities of recent callers, shared by their requests.
     prepared: PreparedSets,
+    /// Recent requests' admissions, for the requests repeating them.
+    admissions: Admissions,
 }
 
 /// A route's upstream and its latency handles.
@@ -69,7 +72,29 @@ impl Gateway {
             .ok_or_else(|| std::io::Error::other("a route names an upstream that is not configured"))?;
         let quotas = Quotas::new(config.rate_limits);
         let assertions = Assertions::new(caches.key_ring());
-        Ok(Self { config, targets, by_route, caches, quotas, assertions, prepared: PreparedSets::default() })
+        Ok(Self {
+            config,
+            targets,
+            by_route,
+            caches,
+            quotas,
+            assertions,
+            prepared: PreparedSets::default(),
+            admissions: Admissions::default(),
+        })
+    }
+
+    /// The same gateway, handing out kept admissions up to `max_age` old.
+    #[cfg(test)]
+    pub(crate) fn keeping_admissions_for(mut self, max_age: std::time::Duration) -> Self {
+        self.admissions = Admissions::with_max_age(max_age);
+        self
+    }
+
+    /// Until when (seconds) the admission kept for `asked` holds at most.
+    #[cfg(test)]
+    pub(crate) fn kept_admission_until(&self, asked: &Asked) -> Option<i64> {
+        self.admissions.until(asked)
     }
 
     /// The latency handles of the route at `index` (of no route: `None`).
@@ -80,8 +105,18 @@ impl Gateway {
         }
     }
 
-    /// Runs the stages in order; only an allow yields a [`Permit`].
+    /// Runs the stages in order; only an allow yields a [`Permit`]. A
+    /// request repeating a recent one is admitted as it was while all it
+    /// was admitted on holds (see [`crate::admissions`]); its quota is
+    /// checked all the same. (Stage timings are of admissions made anew.)
     pub async fn admit(&self, req: &Incoming<'_>) -> Result<Permit, Box<Denial>> {
+        let asked = Asked::of(req);
+        if let Some(asked) = &asked
+            && let Some((permit, at)) = self.admissions.recall(&self.caches, asked, req.client_ip).await
+        {
+            return self.within_quota(permit, at).await;
+        }
+        let began = asked.as_ref().map(|_| Began::now(&self.caches));
         let mut clock = Instant::now();
         // One reading of the clock per stage: it ends one and starts the next.
         let mut lap = |stage: Stage| {
@@ -89,6 +124,19 @@ impl Gateway {
             metrics::stage(stage, now.duration_since(clock));
             clock = now;
         };
+        let decided = self.decide(req, &mut lap).await;
+        let (mut permit, at) = decided?;
+        if let (Some(asked), Some(began)) = (asked, began) {
+            self.admissions.keep(&self.caches, &self.assertions, asked, began, &mut permit);
+        }
+        let within = self.within_quota(permit, at).await;
+        lap(Stage::Quota);
+        within
+    }
+
+    /// The stages up to the policy's decision, each timed by `lap`; with
+    /// the time (seconds) the request was decided at.
+    async fn decide(&self, req: &Incoming<'_>, lap: &mut impl FnMut(Stage)) -> Result<(Permit, i64), Box<Denial>> {
         let route = self.config.routes.route(req.method, req.path).map_err(|e| Denial::early(e.into()));
         lap(Stage::Route);
         let route = route?;
@@ -149,13 +197,16 @@ impl Gateway {
         let facts = Facts { method: req.method, source_ip: req.client_ip, time: at };
         let permit = decide(&engine, &self.prepared, &caller, tenant, Routed { route, target }, &facts);
         lap(Stage::Policy);
-        let mut permit = permit?;
+        Ok((permit?, at))
+    }
+
+    /// `permit` once the quota stage lets the request through at `at`.
+    async fn within_quota(&self, mut permit: Permit, at: i64) -> Result<Permit, Box<Denial>> {
         let refused = |reject| Box::new(Denial { reject, decision_id: *permit.decision(), explain: false });
         let within = match self.caches.store().await {
             Ok(store) => self.quotas.check(&permit, store, at).await.map_err(refused),
             Err(reject) => Err(refused(reject)),
         };
-        lap(Stage::Quota);
         permit.within = within?;
         Ok(permit)
     }

@@ -8,13 +8,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tollgate_identity::decision::DecisionId;
-use tollgate_identity::entities::{RequestFacts, standard_facts};
+use tollgate_identity::entities::{RequestFacts, TIME_FACT, standard_facts};
 use tollgate_identity::principal::{Authn, Name, Tenant};
 use tollgate_identity::roles::Builtin;
 use tollgate_policies::{DeterminingPolicy, Outcome, PolicyEngine};
 
 use crate::authenticate::Caller;
-use crate::forward::Target;
+use crate::forward::{Signed, Target};
 use crate::quota::Within;
 use crate::reject::Reject;
 use crate::route::RouteMatch;
@@ -48,9 +48,32 @@ pub struct Permit {
     source_ip: String,
     /// The tightest rate limit the request stands under, set by the quota stage.
     pub within: Within,
+    /// Until when (seconds since the Unix epoch, exclusive) the same
+    /// request would be decided the same, at most: when the prepared
+    /// entities' tenant entitlements change, or the next second if a policy
+    /// reads the time.
+    decided_until: Option<i64>,
+    /// The request's signed assertion, when it was kept with the admission.
+    signed: Option<Arc<Signed>>,
 }
 
 impl Permit {
+    /// The same permit for another request: a decision id of its own, no
+    /// rate-limit standing yet.
+    pub fn again(&self) -> Self {
+        Self { decision_id: DecisionId::new(), within: Within(None), ..self.clone() }
+    }
+    pub fn decided_until(&self) -> Option<i64> {
+        self.decided_until
+    }
+    /// The assertion kept with the admission this permit repeats.
+    pub fn assertion(&self) -> Option<&Arc<Signed>> {
+        self.signed.as_ref()
+    }
+    /// Keeps `signed` (this permit's own assertion) with it.
+    pub fn keep_assertion(&mut self, signed: Arc<Signed>) {
+        self.signed = Some(signed);
+    }
     pub fn decision(&self) -> &DecisionId {
         &self.decision_id
     }
@@ -155,10 +178,13 @@ pub fn decide(
     let request =
         RequestFacts { method: facts.method, path: &route.path, source_ip: facts.source_ip, time: facts.time };
     let context = standard_facts(authn, mfa, &route.action, Some(&request));
-    let outcome = match prepared.entities(engine, caller, tenant.as_ref(), route, facts.time) {
-        Ok(entities) => engine.evaluate_prepared(&entities.entities, &route.action, &context),
-        Err(error) => Outcome::denied_by(error),
+    let (outcome, mut decided_until) = match prepared.entities(engine, caller, tenant.as_ref(), route, facts.time) {
+        Ok(entities) => (engine.evaluate_prepared(&entities.entities, &route.action, &context), entities.until()),
+        Err(error) => (Outcome::denied_by(error), None),
     };
+    if engine.reads_context(TIME_FACT) {
+        decided_until = Some(decided_until.map_or(facts.time + 1, |until| until.min(facts.time + 1)));
+    }
     // No log line here: the request's one access line carries the decision,
     // its determining policies and any evaluation errors.
     if !outcome.errors.is_empty() {
@@ -173,6 +199,8 @@ pub fn decide(
             routed,
             source_ip: facts.source_ip.to_owned(),
             within: Within(None),
+            decided_until,
+            signed: None,
         })
     } else {
         Err(Box::new(Denial {

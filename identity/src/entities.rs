@@ -126,7 +126,11 @@ pub struct RequestFacts<'a> {
 }
 
 /// The names of the standard facts, which only Tollgate sets.
-pub const STANDARD_FACTS: [&str; 7] = ["authn", "mfa", "required_scope", "method", "path", "source_ip", "time"];
+pub const STANDARD_FACTS: [&str; 7] = ["authn", "mfa", "required_scope", "method", "path", "source_ip", TIME_FACT];
+
+/// The standard fact of the request's time (seconds since the Unix epoch):
+/// the one fact of a request that changes while nothing else does.
+pub const TIME_FACT: &str = "time";
 
 /// The one standard context: how the caller authenticated, with a second
 /// factor or not, and the scope the action needs (the schema's
@@ -150,7 +154,7 @@ pub fn standard_facts<'a>(
             ("method", Fact::Str(r.method)),
             ("path", Fact::Str(r.path)),
             ("source_ip", Fact::Str(r.source_ip)),
-            ("time", Fact::Long(r.time)),
+            (TIME_FACT, Fact::Long(r.time)),
         ]);
     }
     facts

@@ -375,6 +375,13 @@ impl PolicyEngine {
         Ok(PreparedEntities { principal, resource, entities, decisions: Memo::default() })
     }
 
+    /// Whether any policy of this set reads the context attribute `name`
+    /// (a decision on a request differing only in facts no policy reads is
+    /// the same decision).
+    pub fn reads_context(&self, name: &str) -> bool {
+        self.reads.covers(name)
+    }
+
     /// Evaluates `action` on prepared entities with a typed context. The
     /// request is checked as [`Self::evaluate_trusted`] checks it, by the
     /// schema's rules read once per snapshot: the action must exist and

@@ -51,6 +51,12 @@ impl LivePolicies {
         self.current.load_full()
     }
 
+    /// Whether `engine` is the snapshot in force (no reload since it was
+    /// taken), without taking a reference to the current one.
+    pub fn is_current(&self, engine: &Arc<PolicyEngine>) -> bool {
+        Arc::ptr_eq(&self.current.load(), engine)
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }

@@ -40,7 +40,7 @@ impl Feed {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -141,6 +141,13 @@ pub struct Prepared {
     until: Option<i64>,
 }
 
+impl Prepared {
+    /// When the entities stop holding (an override of a tenant expires).
+    pub fn until(&self) -> Option<i64> {
+        self.until
+    }
+}
+
 /// The prepared entity sets of recent requests.
 pub struct PreparedSets {
     /// Keyed by a seeded fast hash (foldhash's, in its quality mode for keys

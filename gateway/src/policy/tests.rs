@@ -182,3 +182,31 @@ async fn a_callers_second_request_finds_the_set_its_first_prepared() {
     assert!(!Arc::ptr_eq(&first, &set(&ann, &reloaded, "contacts")), "a reloaded tenant");
     assert!(!Arc::ptr_eq(&first, &set(&Caller::Anonymous, &t1, "contacts")), "no caller");
 }
+
+/// A permit says until when the same request would be decided the same:
+/// when an override its entities hold expires, and the next second when a
+/// policy reads the time (a kept admission is handed out only before it).
+#[tokio::test]
+async fn a_permit_says_until_when_its_decision_holds() {
+    let (prepared, mut m, at, platform) = preparing().await;
+    let caller = member(&mut m, "u1", Builtin::Member).await;
+    let until = |engine: &PolicyEngine, m: &Memory| {
+        let tenant = Some(Arc::clone(&m.tenants["t1"]));
+        let facts = Facts { time: at, ..FACTS };
+        let permit = decide(engine, &prepared, &caller, tenant, routed("crm.read", "CrmApi", "contacts"), &facts);
+        permit.unwrap().decided_until()
+    };
+    assert!(!platform.reads_context(TIME_FACT), "the built-in policies do not read the time");
+    assert_eq!(until(&platform, &m), None, "nothing it was decided on changes with time");
+    let timed = platform
+        .with_layer(
+            &tollgate_identity::layers::layer_prefix("t1"),
+            "hours.cedar",
+            "@id(\"hours\") forbid (principal, action == Action::\"crm.read\", resource) when { context.time < 0 };",
+        )
+        .unwrap();
+    assert_eq!(until(&timed, &m), Some(at + 1), "a policy reads the time");
+    reload_with_api_write(&mut m, at + 100);
+    assert_eq!(until(&platform, &m), Some(at + 100), "the tenant's override expires");
+    assert_eq!(until(&timed, &m), Some(at + 1), "whichever comes first");
+}

@@ -53,7 +53,7 @@ impl ContextReads {
         Self::Only(names)
     }
 
-    fn covers(&self, name: &str) -> bool {
+    pub(super) fn covers(&self, name: &str) -> bool {
         match self {
             Self::Only(names) => names.contains(name),
             Self::All => true,
