@@ -37,9 +37,14 @@ use crate::policy::Permit;
 /// checks above, so that no safety net behind the feed (the caches' own
 /// time limits) is stretched by more than this.
 const MAX_AGE: Duration = FEED_EVERY;
-/// At most this many (each a permit and its key, well under 1 KiB): a
-/// caller beyond it is admitted anew, as every request once was.
-const CAPACITY: u64 = 10_000;
+/// At most this many bytes of admissions, each weighed as its key twice
+/// (the path is in the permit too) and [`ENTRY_BYTES`]: about 15,000 of
+/// usual size, fewer when callers send long paths. A caller beyond it is
+/// admitted anew, as every request once was.
+pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
+/// What an admission holds besides its key's bytes (a permit and the
+/// cache's own entry), rounded up.
+pub(crate) const ENTRY_BYTES: usize = 1024;
 
 /// What the pipeline reads of a request, as one key: the credential's hash
 /// and each other part with its length, so that no two requests share one.
@@ -127,7 +132,10 @@ impl Began {
 impl Admissions {
     /// Handing out admissions at most `max_age` old.
     pub(crate) fn with_max_age(max_age: Duration) -> Self {
-        let cache = moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(max_age);
+        let cache = moka::sync::Cache::<Box<[u8]>, Arc<Kept>, _>::builder()
+            .max_capacity(CAPACITY_BYTES)
+            .weigher(|key, _| u32::try_from(2 * key.len() + ENTRY_BYTES).unwrap_or(u32::MAX))
+            .time_to_live(max_age);
         Self { cache: cache.build_with_hasher(foldhash::quality::RandomState::default()), max_age }
     }
 
@@ -164,6 +172,13 @@ impl Admissions {
     #[cfg(test)]
     pub(crate) fn until(&self, asked: &Asked) -> Option<i64> {
         self.cache.get(asked.key.as_slice()).map(|kept| kept.until)
+    }
+
+    /// How many admissions are kept, and their weight in bytes.
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks();
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     /// Keeps `permit`, made for the request `asked` since `began`, if its

@@ -1193,7 +1193,31 @@ mod tests {
         gateway.caches.principals.invalidate_all();
         assert!(made_for(&gateway.admit(&req).await.unwrap(), kept.caller().address()), "within its second");
         let asked = crate::admissions::Asked::of(&req).unwrap();
-        assert_eq!(gateway.kept_admission_until(&asked), Some(at + 1), "not past it");
+        assert_eq!(gateway.admissions.until(&asked), Some(at + 1), "not past it");
+    }
+
+    /// Kept admissions are bounded in bytes: a caller sending ever new
+    /// paths of the longest length routed fills the bound, and no more.
+    #[tokio::test]
+    async fn kept_admissions_stay_within_their_bound_in_bytes() {
+        let db = tollgate_store::testing::databases().await.swap_remove(0);
+        let caches = caches_on(&db, MISSES_CAPACITY).await;
+        let s = signed_in(&caches, &db, "Paths").await;
+        let gateway = tenant_route_gateway(caches).keeping_admissions_for(Duration::from_secs(60));
+        let bearer = format!("Bearer {}", s.token);
+        let long = "a".repeat(crate::route::MAX_PATH - 16);
+        for i in 0..4_000 {
+            let path = format!("/tenant/{long}{i}");
+            // Allowed; the free plan's rate limit refuses most, after the
+            // decision (which is what is kept).
+            let admitted = gateway.admit(&crate::pipeline::Incoming { path: &path, ..tenant_request(&bearer) }).await;
+            assert!(admitted.as_ref().map_or_else(|d| d.reject.status() == 429, |_| true), "{admitted:?}");
+        }
+        let (entries, bytes) = gateway.admissions.size();
+        // Each weighs at least its path twice and an entry's own bytes.
+        let least = 2 * (long.len() as u64 + 8) + crate::admissions::ENTRY_BYTES as u64;
+        assert!(entries * least <= crate::admissions::CAPACITY_BYTES, "{entries} kept, weighing {bytes} bytes");
+        assert!(entries >= 2_000, "the bound still holds thousands: {entries} in {bytes} bytes");
     }
 
     /// What a request's admission holds while it waits, which pingora

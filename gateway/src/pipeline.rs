@@ -49,7 +49,7 @@ pub struct Gateway {
     /// Cedar entities of recent callers, shared by their requests.
     prepared: PreparedSets,
     /// Recent requests' admissions, for the requests repeating them.
-    admissions: Admissions,
+    pub(crate) admissions: Admissions,
 }
 
 /// A route's upstream and its latency handles.
@@ -89,12 +89,6 @@ impl Gateway {
     pub(crate) fn keeping_admissions_for(mut self, max_age: std::time::Duration) -> Self {
         self.admissions = Admissions::with_max_age(max_age);
         self
-    }
-
-    /// Until when (seconds) the admission kept for `asked` holds at most.
-    #[cfg(test)]
-    pub(crate) fn kept_admission_until(&self, asked: &Asked) -> Option<i64> {
-        self.admissions.until(asked)
     }
 
     /// The latency handles of the route at `index` (of no route: `None`).
