@@ -150,7 +150,7 @@ impl Admissions {
             Some(kept)
                 if in_time(kept.made, kept.until, instant, at, self.max_age)
                     && caches.is_platform(&kept.platform)
-                    && caches.still_kept(&kept.principal, client_ip).await =>
+                    && caches.still_kept(&kept.principal, client_ip, instant, at).await =>
             {
                 kept
             }

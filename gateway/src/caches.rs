@@ -551,7 +551,7 @@ impl Caches {
     fn kept(&self, digest: &[u8; 32], client_ip: &str) -> Option<Arc<Principal>> {
         metrics::cache_lookup(Looked::Principals);
         if let Some(known) = self.principals.get(digest)
-            && self.holds(&known, client_ip)
+            && self.holds(&known, client_ip, Instant::now(), now())
         {
             return Some(Arc::clone(&known.principal));
         }
@@ -560,12 +560,12 @@ impl Caches {
     }
 
     /// Whether `known` may still be handed out for a request from
-    /// `client_ip`: no change read from the feed since it was built, its
-    /// facts fresh and its credential unexpired.
-    fn holds(&self, known: &Known, client_ip: &str) -> bool {
+    /// `client_ip` at `instant` (`at` in seconds): no change read from the
+    /// feed since it was built, its facts fresh and its credential unexpired.
+    fn holds(&self, known: &Known, client_ip: &str, instant: Instant, at: i64) -> bool {
         known.generation == self.feed.generation()
-            && known.fresh_until > Instant::now()
-            && known.expires_at > now()
+            && known.fresh_until > instant
+            && known.expires_at > at
             && known.principal.client_ip == client_ip
     }
 
@@ -574,16 +574,17 @@ impl Caches {
     /// it may be kept by (see [`Self::still_kept`]).
     pub fn kept_as(&self, digest: &[u8; 32], principal: &Arc<Principal>) -> Option<KeptPrincipal> {
         let known = self.principals.get(digest)?;
-        (Arc::ptr_eq(&known.principal, principal) && self.holds(&known, &principal.client_ip))
+        (Arc::ptr_eq(&known.principal, principal) && self.holds(&known, &principal.client_ip, Instant::now(), now()))
             .then_some(KeptPrincipal(known))
     }
 
     /// Whether `kept` may still be handed out for a request from
-    /// `client_ip`, the feed read first when it is due (so what it names
-    /// ends `kept` as it ends the principal's cache entry).
-    pub async fn still_kept(&self, kept: &KeptPrincipal, client_ip: &str) -> bool {
+    /// `client_ip` at `instant` (`at` in seconds), the feed read first when
+    /// it is due (so what it names ends `kept` as it ends the principal's
+    /// cache entry).
+    pub async fn still_kept(&self, kept: &KeptPrincipal, client_ip: &str, instant: Instant, at: i64) -> bool {
         self.follow().await;
-        self.holds(&kept.0, client_ip)
+        self.holds(&kept.0, client_ip, instant, at)
     }
 
     /// The platform's policies in force.

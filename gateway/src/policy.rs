@@ -35,9 +35,19 @@ pub struct Routed {
 
 /// Proof that the policy stage allowed a request: what the upstream is told
 /// and where it goes. Its fields are private; it is built only by [`decide`].
+/// What was decided is shared by the requests a kept admission serves: each
+/// has only its own decision id and rate-limit standing.
 #[derive(Debug, Clone)]
 pub struct Permit {
     decision_id: DecisionId,
+    decided: Arc<Decided>,
+    /// The tightest rate limit the request stands under, set by the quota stage.
+    pub within: Within,
+}
+
+/// What the policy stage allowed, for whom and where it goes.
+#[derive(Debug, Clone)]
+struct Decided {
     tenant: Option<Arc<Tenant>>,
     /// Who called (its name, role and groups, read from it rather than
     /// copied for every request).
@@ -46,13 +56,11 @@ pub struct Permit {
     policies: Arc<[DeterminingPolicy]>,
     routed: Routed,
     source_ip: String,
-    /// The tightest rate limit the request stands under, set by the quota stage.
-    pub within: Within,
     /// Until when (seconds since the Unix epoch, exclusive) the same
     /// request would be decided the same, at most: when the prepared
     /// entities' tenant entitlements change, or the next second if a policy
     /// reads the time.
-    decided_until: Option<i64>,
+    until: Option<i64>,
     /// The request's signed assertion, when it was kept with the admission.
     signed: Option<Arc<Signed>>,
 }
@@ -61,64 +69,64 @@ impl Permit {
     /// The same permit for another request: a decision id of its own, no
     /// rate-limit standing yet.
     pub fn again(&self) -> Self {
-        Self { decision_id: DecisionId::new(), within: Within(None), ..self.clone() }
+        Self { decision_id: DecisionId::new(), decided: Arc::clone(&self.decided), within: Within(None) }
     }
     pub fn decided_until(&self) -> Option<i64> {
-        self.decided_until
+        self.decided.until
     }
     /// The assertion kept with the admission this permit repeats.
     pub fn assertion(&self) -> Option<&Arc<Signed>> {
-        self.signed.as_ref()
+        self.decided.signed.as_ref()
     }
     /// Keeps `signed` (this permit's own assertion) with it.
     pub fn keep_assertion(&mut self, signed: Arc<Signed>) {
-        self.signed = Some(signed);
+        Arc::make_mut(&mut self.decided).signed = Some(signed);
     }
     pub fn decision(&self) -> &DecisionId {
         &self.decision_id
     }
     pub fn tenant(&self) -> Option<&Tenant> {
-        self.tenant.as_deref()
+        self.decided.tenant.as_deref()
     }
     /// The tenant as the caches handed it out.
     pub fn shared_tenant(&self) -> Option<&Arc<Tenant>> {
-        self.tenant.as_ref()
+        self.decided.tenant.as_ref()
     }
     pub fn caller(&self) -> &Caller {
-        &self.caller
+        &self.decided.caller
     }
     pub fn principal(&self) -> Name<'_> {
-        self.caller.name()
+        self.decided.caller.name()
     }
     /// `user:<id>` of the person the request acts for (see
     /// [`Caller::acting_user`]).
     pub fn user(&self) -> Option<Name<'_>> {
-        self.caller.acting_user()
+        self.decided.caller.acting_user()
     }
     pub fn roles(&self) -> &[String] {
-        self.caller.roles()
+        self.decided.caller.roles()
     }
     /// The ids of the tenant's groups the principal belongs to.
     pub fn groups(&self) -> &[String] {
-        self.caller.groups()
+        self.decided.caller.groups()
     }
     pub fn policies(&self) -> &[DeterminingPolicy] {
-        &self.policies
+        &self.decided.policies
     }
     pub fn route(&self) -> &RouteMatch {
-        &self.routed.route
+        &self.decided.routed.route
     }
     /// The upstream the request is forwarded to.
     pub fn target(&self) -> &Target {
-        &self.routed.target
+        &self.decided.routed.target
     }
     /// The client's address as the gateway saw it.
     pub fn source_ip(&self) -> &str {
-        &self.source_ip
+        &self.decided.source_ip
     }
     /// The matched route's own rate limits.
     pub fn route_limit(&self) -> Option<crate::route::RouteLimit> {
-        self.routed.route.rate_limit
+        self.decided.routed.route.rate_limit
     }
 }
 
@@ -191,17 +199,16 @@ pub fn decide(
         tracing::warn!(decision_id = %decision_id, errors = ?outcome.errors, "policy evaluation errors (denied)");
     }
     if outcome.is_allow() {
-        Ok(Permit {
-            decision_id,
+        let decided = Decided {
             tenant,
             caller: caller.clone(),
             policies: Arc::clone(&outcome.determining),
             routed,
             source_ip: facts.source_ip.to_owned(),
-            within: Within(None),
-            decided_until,
+            until: decided_until,
             signed: None,
-        })
+        };
+        Ok(Permit { decision_id, decided: Arc::new(decided), within: Within(None) })
     } else {
         Err(Box::new(Denial {
             reject: Reject::Forbidden {
