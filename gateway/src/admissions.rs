@@ -114,9 +114,9 @@ impl Default for Admissions {
     }
 }
 
-/// When an admission that began at `made` was made, with the platform's
-/// policies in force then: taken before any stage runs, so that a change
-/// during the stages leaves the admission already stale.
+/// When an admission began to be made, and the platform's policies in
+/// force then: taken before any stage runs, so that a change during the
+/// stages leaves the admission already stale.
 #[derive(Debug)]
 pub struct Began {
     made: Instant,
