@@ -15,14 +15,14 @@
 //!
 //! Only allows for a kept principal are kept: anonymous callers and
 //! credentials seen once are admitted anew every time. The quota stage
-//! and the request's own ids run for every request, kept or not.
+//! and the request's own ids run for every request, kept or not; a key's
+//! use (a record of minutes) is recorded by the request its admission is
+//! made for, so at most a second late.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_identity::credentials::Lookups as _;
 use tollgate_identity::feed::FEED_EVERY;
-use tollgate_identity::principal::Actor;
 use tollgate_policies::PolicyEngine;
 use tollgate_store::now;
 
@@ -159,12 +159,9 @@ impl Admissions {
                 return None;
             }
         };
-        // A key's use is recorded as on every request that authenticates it.
-        if let Caller::Known(p) = kept.permit.caller()
-            && let Actor::ApiKey { key } = &p.actor
-        {
-            caches.key_used(key).await;
-        }
+        // A key's use was recorded when the admission was made (its
+        // authentication records it, at most once a minute): the requests
+        // it serves, within a second of that, add nothing to the record.
         Some((kept.permit.again(), at))
     }
 
