@@ -481,8 +481,7 @@ async fn metrics_count_requests_stages_and_caches() {
         assert_eq!(gw.send("GET", "/echo/items/1", Some(token), None).await.0, 200);
     }
     assert_eq!(gw.send("GET", "/nowhere", Some(token), None).await.0, 404);
-    let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
-    for needle in [
+    let needles = [
         "tollgate_gateway_requests_total{decision=\"allow\",route=\"item\",status=\"200\"} 3",
         "tollgate_gateway_requests_total{decision=\"deny\",route=\"none\",status=\"404\"} 1",
         // A token's first request verifies it, its second finds it verified
@@ -497,8 +496,22 @@ async fn metrics_count_requests_stages_and_caches() {
         "tollgate_gateway_cache_misses_total{cache=\"tokens\"} 1",
         "tollgate_gateway_request_seconds_bucket{route=\"item\"",
         "tollgate_gateway_upstream_seconds_count{upstream=\"echo\"} 3",
-    ] {
-        assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+    ];
+    // A request is counted by the gateway's logging hook, which runs after
+    // its response has been sent: the last one's count may arrive a moment
+    // after the client has read the response. Each sample is then exactly
+    // the value named (the whole line), never more.
+    let started = Instant::now();
+    loop {
+        let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let missing =
+            needles.iter().find(|n| !lines.iter().any(|l| if n.ends_with('"') { l.starts_with(**n) } else { l == *n }));
+        let Some(needle) = missing else {
+            break;
+        };
+        assert!(started.elapsed() < Duration::from_secs(5), "missing `{needle}` in\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
