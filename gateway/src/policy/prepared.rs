@@ -4,12 +4,13 @@
 //! a request then costs a Cedar evaluation, not a conversion of its
 //! entities with their transitive closure.
 //!
-//! The key holds everything the entities are built from. Tenants are
-//! compared by address: the gateway's caches hand out one `Arc` per tenant
-//! until it is reloaded (when the liveness feed names it, or after
-//! `LIVENESS_TTL`), and the key holds that
-//! `Arc`, so its address cannot be reused while the entry lives. A tenant
-//! reloaded (a new plan, status or override) is a new key.
+//! The key holds everything the entities are built from. A tenant is the
+//! same when it is the same `Arc` (the gateway's caches hand out one per
+//! tenant until it is reloaded: when the liveness feed names it, or after
+//! `LIVENESS_TTL`) or, reloaded, equal in every field: a tenant reloaded
+//! unchanged (the feed names a change again for a few seconds after it was
+//! made) keeps its sets, and one reloaded with a new plan, status, override
+//! or anything else is a new key.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -24,29 +25,29 @@ use crate::authenticate::Caller;
 use crate::caches::LIVENESS_TTL;
 use crate::route::RouteMatch;
 
-/// How long a prepared set is kept: its tenants are reloaded within
-/// `LIVENESS_TTL` at most, after which its key (holding the old tenant)
-/// never matches again.
+/// How long a prepared set is kept unused or not: as long as the tenants
+/// it holds are kept by the caches at most.
 const TTL: Duration = LIVENESS_TTL;
 /// At most this many sets (about 10 KiB each): callers beyond it within
 /// [`TTL`] have their entities prepared again, as every request once did.
 const CAPACITY: u64 = 10_000;
 
-/// An `Arc` compared and hashed by address.
+/// A tenant in a key: equal when it is the same `Arc` (compared first, by
+/// address) or equal in every field; hashed by its id.
 #[derive(Debug, Clone)]
-struct Same<T>(Arc<T>);
+struct TenantKey(Arc<Tenant>);
 
-impl<T> PartialEq for Same<T> {
+impl PartialEq for TenantKey {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
     }
 }
 
-impl<T> Eq for Same<T> {}
+impl Eq for TenantKey {}
 
-impl<T> Hash for Same<T> {
+impl Hash for TenantKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        std::ptr::hash(Arc::as_ptr(&self.0), state);
+        self.0.id.hash(state);
     }
 }
 
@@ -70,7 +71,7 @@ enum Actor<'a> {
 }
 
 impl Who {
-    fn facts(&self) -> Option<(Actor<'_>, &ResolvedRole, &[String], *const Tenant)> {
+    fn facts(&self) -> Option<(Actor<'_>, &ResolvedRole, &[String], &Arc<Tenant>)> {
         let Who::Known(p) = self else {
             return None;
         };
@@ -80,12 +81,12 @@ impl Who {
             }
             principal::Actor::ApiKey { key } => Actor::Key { id: &key.id, scopes: &key.scopes, owner: &key.owner },
         };
-        Some((actor, &p.role, &p.groups, Arc::as_ptr(&p.tenant)))
+        Some((actor, &p.role, &p.groups, &p.tenant))
     }
 }
 
-// The tenant is compared by address, as `Same` does: the key's principal
-// holds that `Arc`, so the address is not reused while the entry lives.
+// The principal's tenant is compared as [`TenantKey`] does (an `Arc` of an
+// `Eq` type compares addresses first).
 impl PartialEq for Who {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -103,7 +104,7 @@ impl Hash for Who {
             Who::Anonymous => state.write_u8(0),
             Who::Known(p) => {
                 p.actor_name().hash(state);
-                std::ptr::hash(Arc::as_ptr(&p.tenant), state);
+                p.tenant.id.hash(state);
             }
         }
     }
@@ -113,7 +114,7 @@ impl Hash for Who {
 struct Key {
     who: Who,
     /// The tenant the request acts in, on routes about a tenant's resource.
-    tenant: Option<Same<Tenant>>,
+    tenant: Option<TenantKey>,
     resource_type: Arc<str>,
     resource_id: Arc<str>,
 }
@@ -126,7 +127,7 @@ impl Key {
         };
         Self {
             who,
-            tenant: tenant.filter(|_| route.needs_tenant()).map(|t| Same(Arc::clone(t))),
+            tenant: tenant.filter(|_| route.needs_tenant()).map(|t| TenantKey(Arc::clone(t))),
             resource_type: Arc::clone(&route.resource_type),
             resource_id: Arc::clone(&route.resource_id),
         }

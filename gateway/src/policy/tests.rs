@@ -178,9 +178,35 @@ async fn a_callers_second_request_finds_the_set_its_first_prepared() {
     assert!(Arc::ptr_eq(&first, &set(&ann_again, &t1, "contacts")), "equal facts, the same set");
     assert!(!Arc::ptr_eq(&first, &set(&bob, &t1, "contacts")), "another caller");
     assert!(!Arc::ptr_eq(&first, &set(&ann, &t1, "deals")), "another resource");
+    // The tenant reloaded unchanged (as when the feed names a change of it
+    // again) is the same tenant; reloaded with anything changed, another.
     let reloaded = Arc::new((*t1).clone());
-    assert!(!Arc::ptr_eq(&first, &set(&ann, &reloaded, "contacts")), "a reloaded tenant");
+    assert!(Arc::ptr_eq(&first, &set(&ann, &reloaded, "contacts")), "a tenant reloaded unchanged");
+    let renamed = Arc::new(Tenant { name: "Renamed".into(), ..(*t1).clone() });
+    assert!(!Arc::ptr_eq(&first, &set(&ann, &renamed, "contacts")), "a tenant reloaded changed");
+    let suspended = Arc::new(Tenant { status: tollgate_identity::principal::TenantStatus::Suspended, ..(*t1).clone() });
+    assert!(!Arc::ptr_eq(&first, &set(&ann, &suspended, "contacts")), "a tenant suspended");
+    // The caller's own tenant, reloaded changed, too.
+    let mut moved = (**ann_principal(&ann)).clone();
+    moved.tenant = Arc::clone(&renamed);
+    assert!(
+        !Arc::ptr_eq(&first, &set(&Caller::Known(Arc::new(moved)), &t1, "contacts")),
+        "the caller's tenant changed"
+    );
+    let mut same = (**ann_principal(&ann)).clone();
+    same.tenant = Arc::clone(&reloaded);
+    assert!(
+        Arc::ptr_eq(&first, &set(&Caller::Known(Arc::new(same)), &t1, "contacts")),
+        "the caller's tenant unchanged"
+    );
     assert!(!Arc::ptr_eq(&first, &set(&Caller::Anonymous, &t1, "contacts")), "no caller");
+}
+
+fn ann_principal(caller: &Caller) -> &Arc<tollgate_identity::principal::Principal> {
+    match caller {
+        Caller::Known(p) => p,
+        Caller::Anonymous => panic!("a known caller"),
+    }
 }
 
 /// A permit says until when the same request would be decided the same:
