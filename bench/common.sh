@@ -343,6 +343,21 @@ end
 LUA
 }
 
+# policy_stage: the gateway's policy stage histogram (the requests decided
+# anew) and the changes its feed has named, on one line: sum (seconds),
+# count, the buckets up to 10, 50, 100 and 250 µs, changes.
+policy_stage() {
+curl -sf "http://127.0.0.1:$METRICS/metrics" | awk '
+    /^tollgate_gateway_stage_seconds_sum\{stage="policy"\}/ { sum = $2 }
+    /^tollgate_gateway_stage_seconds_count\{stage="policy"\}/ { count = $2 }
+    /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00001"\}/ { b10 = $2 }
+    /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00005"\}/ { b50 = $2 }
+    /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.0001"\}/ { b100 = $2 }
+    /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00025"\}/ { b250 = $2 }
+    /^tollgate_gateway_liveness_changes_total/ { changes = $2 }
+    END { printf "%.9f %d %d %d %d %d %d\n", sum, count, b10, b50, b100, b250, changes }'
+}
+
 # report_start TITLE [MACHINE]: starts $REPORT with the heading every run
 # has (date, title, cores, CPU model and MACHINE), then the commit.
 report_start() {

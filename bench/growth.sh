@@ -36,10 +36,6 @@ head -n "$TENANTS" "$WORK/all.txt" >"$WORK/owners.txt"
 tail -n "$USERS" "$WORK/all.txt" >"$WORK/members.txt"
 rotate "$WORK/owners.txt"
 rotate "$WORK/members.txt"
-policy_stage() { # sum and count of the policy stage's histogram
-    curl -sf "http://127.0.0.1:$METRICS/metrics" |
-        awk '/^tollgate_gateway_stage_seconds_sum\{stage="policy"\}/ {s=$2} /^tollgate_gateway_stage_seconds_count\{stage="policy"\}/ {c=$2} END {print s, c}'
-}
 URL="http://127.0.0.1:$TG/tenant/x"
 ROWS=()
 measure() { # NAME WARM_SECS [wrk args...]
@@ -51,10 +47,11 @@ measure() { # NAME WARM_SECS [wrk args...]
     before=$(policy_stage)
     out=$(wrk -t1 -c64 -d"${DURATION}s" --latency "$@" "$URL")
     after=$(policy_stage)
-    mean=$(echo "$before $after" | awk '{ if ($4 > $2) printf "%.1f", ($3 - $1) / ($4 - $2) * 1e6; else print "—" }')
+    # policy_stage's sum and count, before ($1, $2) and after ($8, $9).
+    mean=$(echo "$before $after" | awk '{ if ($9 > $2) printf "%.1f", ($8 - $1) / ($9 - $2) * 1e6; else print "—" }')
     local sent anew
     sent=$(echo "$out" | awk '/requests in/ {print $1}')
-    anew=$(echo "$before $after $sent" | awk '{ if ($5 > 0) printf "%.1f%%", ($4 - $2) / $5 * 100; else print "—" }')
+    anew=$(echo "$before $after $sent" | awk '{ if ($15 > 0) printf "%.1f%%", ($9 - $2) / $15 * 100; else print "—" }')
     rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$TG_PID/status")
     local rps p50 p99 non2xx
     rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')

@@ -30,30 +30,17 @@ start_tollgate
 bench_owner
 URL="http://127.0.0.1:$TG/tenant/x"
 
-# The policy stage's count, sum and the buckets up to 10, 50, 100 and 250 µs,
-# then the changes the feed has named, on one line.
-counters() {
-    curl -sf "http://127.0.0.1:$METRICS/metrics" | awk '
-        /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00001"\}/ { b10 = $2 }
-        /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00005"\}/ { b50 = $2 }
-        /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.0001"\}/ { b100 = $2 }
-        /^tollgate_gateway_stage_seconds_bucket\{stage="policy",le="0.00025"\}/ { b250 = $2 }
-        /^tollgate_gateway_stage_seconds_count\{stage="policy"\}/ { count = $2 }
-        /^tollgate_gateway_stage_seconds_sum\{stage="policy"\}/ { sum = $2 }
-        /^tollgate_gateway_liveness_changes_total/ { changes = $2 }
-        END { print count + 0, sum + 0, b10 + 0, b50 + 0, b100 + 0, b250 + 0, changes + 0 }'
-}
-
 ROWS=()
 for phase in $(seq 1 "$PHASES"); do
-    before=$(counters)
+    before=$(policy_stage)
     sent=$(wrk -t1 -c8 -d"${DURATION}s" "$URL" -H "Authorization: Bearer $TOKEN" | awk '/requests in/ {print $1}')
-    after=$(counters)
+    after=$(policy_stage)
+    # policy_stage's fields before ($1-$7) and after ($8-$14), then the requests sent.
     row=$(echo "$before $after $sent" | awk -v phase="$phase" '{
-        n = $8 - $1
+        n = $9 - $2
         printf "| %d | %d | %d | %d | %d | %d | %d | %d | %s | %d |", phase, $15, n, $10 - $3, ($11 - $4) - ($10 - $3),
             ($12 - $5) - ($11 - $4), ($13 - $6) - ($12 - $5), n - ($13 - $6),
-            (n > 0 ? sprintf("%.1f", ($9 - $2) / n * 1e6) : "—"), $14 - $7 }')
+            (n > 0 ? sprintf("%.1f", ($8 - $1) / n * 1e6) : "—"), $14 - $7 }')
     ROWS+=("$row")
     echo "  phase $phase: $row"
 done

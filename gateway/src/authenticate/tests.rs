@@ -188,7 +188,7 @@ fn refused(result: Result<Caller, Reject>) -> String {
     }
 }
 
-fn known(result: Result<Caller, Reject>) -> Principal {
+pub(crate) fn known(result: Result<Caller, Reject>) -> Principal {
     match result {
         Ok(Caller::Known(p)) => Arc::unwrap_or_clone(p),
         other => panic!("expected a principal, got {other:?}"),

@@ -8,7 +8,7 @@ use tollgate_identity::roles::Builtin;
 
 use super::*;
 use crate::authenticate::authenticate;
-use crate::authenticate::tests::Memory;
+use crate::authenticate::tests::{Memory, known};
 use crate::config::Upstream;
 use crate::route::RouteMatch;
 
@@ -187,26 +187,19 @@ async fn a_callers_second_request_finds_the_set_its_first_prepared() {
     let suspended = Arc::new(Tenant { status: tollgate_identity::principal::TenantStatus::Suspended, ..(*t1).clone() });
     assert!(!Arc::ptr_eq(&first, &set(&ann, &suspended, "contacts")), "a tenant suspended");
     // The caller's own tenant, reloaded changed, too.
-    let mut moved = (**ann_principal(&ann)).clone();
+    let mut moved = known(Ok(ann.clone()));
     moved.tenant = Arc::clone(&renamed);
     assert!(
         !Arc::ptr_eq(&first, &set(&Caller::Known(Arc::new(moved)), &t1, "contacts")),
         "the caller's tenant changed"
     );
-    let mut same = (**ann_principal(&ann)).clone();
+    let mut same = known(Ok(ann.clone()));
     same.tenant = Arc::clone(&reloaded);
     assert!(
         Arc::ptr_eq(&first, &set(&Caller::Known(Arc::new(same)), &t1, "contacts")),
         "the caller's tenant unchanged"
     );
     assert!(!Arc::ptr_eq(&first, &set(&Caller::Anonymous, &t1, "contacts")), "no caller");
-}
-
-fn ann_principal(caller: &Caller) -> &Arc<tollgate_identity::principal::Principal> {
-    match caller {
-        Caller::Known(p) => p,
-        Caller::Anonymous => panic!("a known caller"),
-    }
 }
 
 /// A permit says until when the same request would be decided the same:
