@@ -16,6 +16,10 @@
 # ratios, and appends them to
 # bench/RESULTS.md with the date, CPU model, commit and command.
 #
+# The passthrough also runs on the gateway's own workers (its `workers`
+# argument; given the cached JWT's request), beside pingora's runtime: what
+# the gateway gains from its server, and what its pipeline costs on it.
+#
 # The passthrough and nginx + auth_request are measured twice: with a bare
 # request (as in every run before), and with the very request the gateway
 # gets in the scenario compared (its `Authorization` header, which they
@@ -32,13 +36,16 @@ RECORD="${RECORD:-1}"
 need
 build_release
 ORIGIN=$(free_port)
-PASS=$(free_port); TG=$(free_port); METRICS=$(free_port)
+PASS=$(free_port); PASSW=$(free_port); TG=$(free_port); METRICS=$(free_port)
 start_origin
 start_nginx_proxies
 
 "$BIN/passthrough" "127.0.0.1:$PASS" "127.0.0.1:$ORIGIN" 2 >"$WORK/passthrough.log" 2>&1 &
 PIDS+=($!); PASS_PID=$!
 wait_port "$PASS"
+"$BIN/passthrough" "127.0.0.1:$PASSW" "127.0.0.1:$ORIGIN" 2 workers >"$WORK/passthrough-workers.log" 2>&1 &
+PIDS+=($!); PASSW_PID=$!
+wait_port "$PASSW"
 
 start_tollgate
 bench_owner
@@ -82,6 +89,7 @@ measure() {
 # measure_gateway NAME CONNECTIONS URL [wrk args...]: measure, of the gateway.
 measure_gateway() { measure "$1" "$2" "$TG_PID" "${@:3}"; }
 
+ON_WORKERS="pingora passthrough on the gateway's workers, the cached JWT's request"
 echo "measuring (${DURATION}s each)"
 for conns in 64 8; do
     measure "origin direct" "$conns" "" "http://127.0.0.1:$ORIGIN/x"
@@ -92,6 +100,7 @@ for conns in 64 8; do
         -H "Authorization: Bearer $TOKEN"
     measure "nginx + auth_request, the cached JWT's request" "$conns" "$NGX_PIDS" "http://127.0.0.1:$NGX_AUTH/tenant/x" \
         -H "Authorization: Bearer $TOKEN"
+    measure "$ON_WORKERS" "$conns" "$PASSW_PID" "http://127.0.0.1:$PASSW/tenant/x" -H "Authorization: Bearer $TOKEN"
     gateway_scenarios measure_gateway "$conns"
 done
 
@@ -146,6 +155,10 @@ SAME_AUTH="nginx + auth_request, the cached JWT's request"
 R2S=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$SAME_AUTH/64]}")
 R4S=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[$SAME/64]}")
 ADDED_SAME=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[$SAME/8]}")" 'BEGIN { printf "%.0f", a - b }')
+R1W=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$ON_WORKERS/64]}")
+R1W_8=$(ratio "${RPS[tollgate cached JWT/8]}" "${RPS[$ON_WORKERS/8]}")
+R4W=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[$ON_WORKERS/64]}")
+RWS=$(ratio "${RPS[$ON_WORKERS/64]}" "${RPS[$SAME/64]}")
 ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
 
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -170,6 +183,9 @@ report_start "load harness" ", $MEM"
     echo "- the same with the passthrough and nginx + auth_request given the cached JWT's request:" \
         "**$R1S** of the passthrough's req/s, **$R2S** of nginx + auth_request's, **$R4S×** the passthrough's CPU," \
         "added p50 **${ADDED_SAME} µs**"
+    echo "- the passthrough on the gateway's workers / on pingora's runtime, given the cached JWT's request," \
+        "64 connections: **$RWS** req/s; the full pipeline (cached JWT) against it: **$R1W** req/s at 64 connections" \
+        "(**$R1W_8** at 8), **$R4W×** its CPU per request"
     echo
     echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios req/s / CPU to the passthrough"
     echo "of the same round, given the same request as the gateway, and given a bare request):"

@@ -21,6 +21,7 @@ pub mod quota;
 pub mod reject;
 pub mod route;
 pub mod tenant;
+pub mod workers;
 
 #[cfg(test)]
 mod tests {

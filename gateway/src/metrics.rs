@@ -270,6 +270,19 @@ static PLAN_LIMITS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     })
 });
 
+static WORKER_CONNECTIONS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    let opts = Opts::new("tollgate_gateway_connections", "Client connections each proxy worker serves");
+    let labels = &["worker"];
+    prometheus::register_int_gauge_vec!(opts.clone(), labels).unwrap_or_else(|_| {
+        prometheus::IntGaugeVec::new(opts, labels).unwrap_or_else(|e| unreachable!("static metric: {e}"))
+    })
+});
+
+/// The count of the connections proxy worker `worker` serves.
+pub fn worker_connections(worker: usize) -> prometheus::IntGauge {
+    WORKER_CONNECTIONS.with_label_values(&[itoa::Buffer::new().format(worker)])
+}
+
 static LOG_LINES_DROPPED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     let opts = Opts::new("tollgate_log_lines_dropped", "Log lines dropped because the log writer fell behind");
     prometheus::register_int_gauge!(opts.clone()).unwrap_or_else(|_| {

@@ -2,8 +2,9 @@
 //! and answers refusals itself, so `upstream_peer` only ever runs with a
 //! `Permit` and takes its upstream from it; `upstream_request_filter` strips
 //! client-sent identity headers and adds ours; `logging` records one access
-//! line per request (`access`). The same pingora server serves `/metrics` on
-//! the admin address and runs the upstreams' health checks.
+//! line per request (`access`). Its connections are accepted and served by
+//! the gateway's own workers ([`crate::workers`]); pingora's server serves
+//! `/metrics` on the admin address and runs the upstreams' health checks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -452,9 +453,11 @@ pub struct Listen {
     pub metrics: SocketAddr,
 }
 
-/// Runs the gateway in a thread of its own (pingora owns its runtimes) until
-/// `shutdown` turns true: the proxy, `/metrics`, and a health check per
-/// upstream.
+/// Runs the gateway until `shutdown` turns true: the proxy on its own
+/// workers (see [`crate::workers`]; an error if its address cannot be
+/// bound), and in a thread of its own pingora's server, with `/metrics` and
+/// a health check per upstream. The thread returned ends when both have
+/// stopped.
 pub fn spawn(
     gateway: Arc<Gateway>,
     listen: Listen,
@@ -477,12 +480,14 @@ pub fn spawn(
     let mut metrics = Service::new("metrics".into(), Metrics);
     metrics.add_tcp(&listen.metrics.to_string());
     server.add_service(metrics);
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Proxy { gateway });
-    service.add_tcp(&listen.proxy.to_string());
-    server.add_service(service);
-    std::thread::Builder::new()
-        .name("tollgate-gateway".into())
-        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(WatchShutdown(shutdown)) }))
+    let apps = (0..threads)
+        .map(|_| Arc::new(pingora::proxy::http_proxy(&server.configuration, Proxy { gateway: Arc::clone(&gateway) })))
+        .collect();
+    let workers = crate::workers::serve(apps, listen.proxy, crate::metrics::worker_connections, shutdown.clone())?;
+    std::thread::Builder::new().name("tollgate-gateway".into()).spawn(move || {
+        server.run(RunArgs { shutdown_signal: Box::new(WatchShutdown(shutdown)) });
+        workers.join();
+    })
 }
 
 #[cfg(test)]

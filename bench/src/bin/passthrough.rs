@@ -1,8 +1,11 @@
 //! Bare pingora passthrough: the floor the gateway is measured against. It
 //! forwards every request to one upstream with nothing in between.
 //!
-//! Usage: `passthrough LISTEN UPSTREAM THREADS`, e.g.
-//! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`.
+//! Usage: `passthrough LISTEN UPSTREAM THREADS [workers]`, e.g.
+//! `passthrough 127.0.0.1:18081 127.0.0.1:18080 2`. With `workers`, the
+//! same proxy runs on the gateway's own workers (`tollgate_gateway::workers`)
+//! instead of pingora's listening service and runtime: the floor of the
+//! pipeline's own cost, on the server the gateway runs on.
 
 /// The gateway's allocator: the passthrough is the measure of pingora
 /// itself, so it runs on what the gateway runs on (on glibc's malloc its
@@ -12,6 +15,7 @@
 static ALLOCATOR: tollgate_allocator::MiMalloc = tollgate_allocator::MiMalloc;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -35,7 +39,11 @@ impl ProxyHttp for Passthrough {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let parsed = match args.as_slice() {
+    let (args, on_workers) = match args.as_slice() {
+        [head @ .., last] if last == "workers" => (head, true),
+        all => (all, false),
+    };
+    let parsed = match args {
         [_, listen, upstream, threads] => {
             match (listen.parse::<SocketAddr>(), upstream.parse::<SocketAddr>(), threads.parse::<usize>()) {
                 (Ok(l), Ok(u), Ok(t)) if t > 0 => Some((l, u, t)),
@@ -45,10 +53,25 @@ fn main() {
         _ => None,
     };
     let Some((listen, upstream, threads)) = parsed else {
-        eprintln!("usage: passthrough LISTEN UPSTREAM THREADS (addresses like 127.0.0.1:8080)");
+        eprintln!("usage: passthrough LISTEN UPSTREAM THREADS [workers] (addresses like 127.0.0.1:8080)");
         std::process::exit(2);
     };
     let conf = ServerConf { threads, ..ServerConf::default() };
+    if on_workers {
+        let conf = Arc::new(conf);
+        let apps =
+            (0..threads).map(|_| Arc::new(pingora::proxy::http_proxy(&conf, Passthrough { upstream }))).collect();
+        // Never sent: it runs until killed.
+        let (_run, shutdown) = tokio::sync::watch::channel(false);
+        match tollgate_gateway::workers::serve(apps, listen, tollgate_gateway::metrics::worker_connections, shutdown) {
+            Ok(workers) => workers.join(),
+            Err(e) => {
+                eprintln!("error: cannot serve on {listen}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { upstream });

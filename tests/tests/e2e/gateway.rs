@@ -515,6 +515,59 @@ async fn metrics_count_requests_stages_and_caches() {
     }
 }
 
+/// The connections each of the proxy's workers serves, once they add up
+/// to `total` (within 5 seconds).
+async fn worker_connections(gw: &Tollgate, total: i64) -> Vec<i64> {
+    let started = Instant::now();
+    loop {
+        let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+        let counts: Vec<i64> = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_gateway_connections{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        if !counts.is_empty() && counts.iter().sum::<i64>() == total {
+            return counts;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not {total} connections in\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The proxy's workers share the connections evenly: each new one goes to
+/// the worker serving the fewest, for its whole life (not to a random one,
+/// as pingora's runtime without work stealing would place it), each worker
+/// serves the requests of its own, and a connection that closes is no
+/// longer counted.
+#[tokio::test]
+async fn connections_are_shared_evenly_by_the_workers_and_served_by_each() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gw = Tollgate::start();
+    // The start's own probes of the address have closed.
+    worker_connections(&gw, 0).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let counts = worker_connections(&gw, 16).await;
+    let (fewest, most) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(most - fewest <= 1, "16 connections over the workers: {counts:?}");
+    for stream in &mut held {
+        stream.write_all(format!("GET /nowhere HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 1024];
+        while response.len() < 12 {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed before answering");
+            response.extend_from_slice(&buf[..n]);
+        }
+        assert!(response.starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&response));
+    }
+    drop(held);
+    worker_connections(&gw, 0).await;
+}
+
 /// An identity provider: Ed25519 keys published at a JWKS URL.
 struct Idp {
     jwks_url: String,
