@@ -115,7 +115,10 @@ PAIRS="${PAIRS:-5}"
 PAIR_ROWS=(); JWT_RPS=(); KEY_RPS=(); LIM_RPS=(); JWT_CPU=(); KEY_CPU=(); LIM_CPU=()
 JWT_RPS_BARE=(); KEY_RPS_BARE=(); JWT_CPU_BARE=(); KEY_CPU_BARE=()
 PJ_CPUS=(); J_CPUS=(); PK_CPUS=(); K_CPUS=(); L_CPUS=()
-echo "paired rounds (${PAIRS} x 6 x ${DURATION}s)"
+# nginx + auth_request given each credential's request, and the passthrough
+# on the gateway's workers, in the same rounds.
+JWT_NGX=(); KEY_NGX=(); JWT_W_RPS=(); JWT_W_CPU=()
+echo "paired rounds (${PAIRS} x 9 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
     read -r p_rps p_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/x")"
     read -r pj_rps pj_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN")"
@@ -123,6 +126,11 @@ for round in $(seq 1 "$PAIRS"); do
     read -r pk_rps pk_cpu <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $KEY")"
     read -r k_rps k_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
     read -r l_rps l_cpu <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY")"
+    read -r nj_rps _ <<<"$(sample "$NGX_PIDS" 64 "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    read -r nk_rps _ <<<"$(sample "$NGX_PIDS" 64 "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer $KEY")"
+    read -r w_rps w_cpu <<<"$(sample "$PASSW_PID" 64 "http://127.0.0.1:$PASSW/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    JWT_NGX+=("$(ratio "$j_rps" "$nj_rps")"); KEY_NGX+=("$(ratio "$k_rps" "$nk_rps")")
+    JWT_W_RPS+=("$(ratio "$j_rps" "$w_rps")"); JWT_W_CPU+=("$(ratio "$j_cpu" "$w_cpu")")
     PJ_CPUS+=("$pj_cpu"); J_CPUS+=("$j_cpu"); PK_CPUS+=("$pk_cpu"); K_CPUS+=("$k_cpu"); L_CPUS+=("$l_cpu")
     JWT_RPS+=("$(ratio "$j_rps" "$pj_rps")"); KEY_RPS+=("$(ratio "$k_rps" "$pk_rps")"); LIM_RPS+=("$(ratio "$l_rps" "$pk_rps")")
     JWT_CPU+=("$(ratio "$j_cpu" "$pj_cpu")"); KEY_CPU+=("$(ratio "$k_cpu" "$pk_cpu")"); LIM_CPU+=("$(ratio "$l_cpu" "$pk_cpu")")
@@ -130,9 +138,11 @@ for round in $(seq 1 "$PAIRS"); do
     JWT_CPU_BARE+=("$(ratio "$j_cpu" "$p_cpu")"); KEY_CPU_BARE+=("$(ratio "$k_cpu" "$p_cpu")")
     PAIR_ROWS+=("| $round | $p_rps / $p_cpu | $pj_rps / $pj_cpu | $j_rps / $j_cpu | $pk_rps / $pk_cpu | $k_rps / $k_cpu \
 | $l_rps / $l_cpu | ${JWT_RPS[-1]} / ${JWT_CPU[-1]} | ${KEY_RPS[-1]} / ${KEY_CPU[-1]} | ${LIM_RPS[-1]} / ${LIM_CPU[-1]} \
-| ${JWT_RPS_BARE[-1]} / ${JWT_CPU_BARE[-1]} | ${KEY_RPS_BARE[-1]} / ${KEY_CPU_BARE[-1]} |")
+| ${JWT_RPS_BARE[-1]} / ${JWT_CPU_BARE[-1]} | ${KEY_RPS_BARE[-1]} / ${KEY_CPU_BARE[-1]} \
+| $nj_rps | $nk_rps | ${JWT_NGX[-1]} | ${KEY_NGX[-1]} | $w_rps / $w_cpu | ${JWT_W_RPS[-1]} / ${JWT_W_CPU[-1]} |")
     echo "  round $round: passthrough $p_rps req/s $p_cpu µs (JWT's request $pj_rps $pj_cpu, key's $pk_rps $pk_cpu)," \
-        "cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu, limits enforced $l_rps $l_cpu"
+        "cached JWT $j_rps $j_cpu, API key $k_rps $k_cpu, limits enforced $l_rps $l_cpu;" \
+        "nginx + auth_request $nj_rps (key's request $nk_rps); passthrough on the workers $w_rps $w_cpu"
 done
 
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
@@ -188,12 +198,15 @@ report_start "load harness" ", $MEM"
         "(**$R1W_8** at 8), **$R4W×** its CPU per request"
     echo
     echo "Paired rounds at 64 connections (\`PAIRS=$PAIRS\`; req/s / µs CPU per request; ratios req/s / CPU to the passthrough"
-    echo "of the same round, given the same request as the gateway, and given a bare request):"
+    echo "of the same round, given the same request as the gateway, and given a bare request; then nginx + auth_request"
+    echo "given each credential's request, its req/s ratio, and the passthrough on the gateway's workers given the JWT's):"
     echo
     echo "| round | passthrough, bare | passthrough, JWT's request | cached JWT | passthrough, key's request | API key \
 | API key, limits enforced | cached JWT ratio | API key ratio | limits enforced ratio | cached JWT ratio, bare \
-| API key ratio, bare |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+| API key ratio, bare | nginx + auth_request, JWT's request | nginx + auth_request, key's request \
+| cached JWT / nginx + auth_request | API key / nginx + auth_request | passthrough on the workers \
+| cached JWT / passthrough on the workers |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${PAIR_ROWS[@]}"
     echo
     echo "- median, cached JWT / passthrough given the same request: **$(median "${JWT_RPS[@]}")** req/s (target ≥ 0.80)," \
@@ -204,6 +217,10 @@ report_start "load harness" ", $MEM"
         "**$(median "${KEY_RPS_BARE[@]}")** / **$(median "${KEY_CPU_BARE[@]}")×**"
     echo "- median, API key with its tenant's limits enforced / passthrough given the key's request:" \
         "**$(median "${LIM_RPS[@]}")** req/s (target ≥ 0.80), **$(median "${LIM_CPU[@]}")×** CPU per request (target ≤ 1.3)"
+    echo "- median, cached JWT / nginx + auth_request given the same request: **$(median "${JWT_NGX[@]}")** req/s;" \
+        "API key: **$(median "${KEY_NGX[@]}")** (target ≥ 1.0)"
+    echo "- median, cached JWT / the passthrough on the gateway's workers given the same request:" \
+        "**$(median "${JWT_W_RPS[@]}")** req/s, **$(median "${JWT_W_CPU[@]}")×** CPU per request (the pipeline's own cost)"
     pj=$(least "${PJ_CPUS[@]}"); j=$(least "${J_CPUS[@]}")
     pk=$(least "${PK_CPUS[@]}"); k=$(least "${K_CPUS[@]}"); l=$(least "${L_CPUS[@]}")
     echo "- least CPU per request of any round (µs; the round least disturbed by the rest of the machine):" \
