@@ -61,15 +61,22 @@ fn main() {
         let conf = Arc::new(conf);
         let apps =
             (0..threads).map(|_| Arc::new(pingora::proxy::http_proxy(&conf, Passthrough { upstream }))).collect();
-        // Never sent: it runs until killed.
-        let (_run, shutdown) = tokio::sync::watch::channel(false);
-        match tollgate_gateway::workers::serve(apps, listen, tollgate_gateway::metrics::worker_connections, shutdown) {
-            Ok(workers) => workers.join(),
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let workers = match tollgate_gateway::workers::serve(
+            apps,
+            listen,
+            tollgate_gateway::metrics::worker_connections,
+            shutdown,
+        ) {
+            Ok(workers) => workers,
             Err(e) => {
                 eprintln!("error: cannot serve on {listen}: {e}");
                 std::process::exit(1);
             }
-        }
+        };
+        until_signalled();
+        let _ = stop.send(true);
+        workers.join();
         return;
     }
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -78,4 +85,24 @@ fn main() {
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     server.run_forever();
+}
+
+/// Returns on SIGINT or SIGTERM (handled here: a script's background job
+/// starts with SIGINT ignored, and pingora's own server handles both itself).
+fn until_signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async {
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => eprintln!("error: cannot handle signals; stopping"),
+        }
+    });
 }
