@@ -140,10 +140,14 @@ where
     let listener = {
         // Registered with the first worker, which accepts.
         let _entered = workers[0].runtime.enter();
-        let socket = if listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        socket.bind(listen)?;
-        socket.listen(BACKLOG)?
+        let socket = if listen.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        socket
+            .and_then(|socket| {
+                socket.set_reuseaddr(true)?;
+                socket.bind(listen)?;
+                socket.listen(BACKLOG)
+            })
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?
     };
     let load = Load { serving: (0..workers.len()).map(serving).collect(), turn: AtomicUsize::new(0) };
     let placement = Arc::new(Placement { workers, load });

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
-use tollgate_tests::{Tollgate, raw_exchange, raw_get, temp_dir};
+use tollgate_tests::{Tollgate, raw_exchange, raw_get, run_to_exit, temp_dir};
 
 pub(crate) const ISSUER: (&str, &str) = ("TOLLGATE_PUBLIC_URL", "http://tollgate.e2e.test");
 
@@ -566,6 +566,20 @@ async fn connections_are_shared_evenly_by_the_workers_and_served_by_each() {
     }
     drop(held);
     worker_connections(&gw, 0).await;
+}
+
+/// A proxy address that is taken ends the start with an error naming it
+/// (the workers bind it before the gateway is announced).
+#[test]
+fn a_taken_proxy_address_ends_the_start_with_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir("taken");
+    let args = ["up", "--listen", &address, "--data-dir", dir.to_str().unwrap()];
+    let output = run_to_exit(&args, &[], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {address}: ")), "{stderr}");
 }
 
 /// An identity provider: Ed25519 keys published at a JWKS URL.
