@@ -73,6 +73,28 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
+/// An upstream that answers every request `slow` after 600 ms.
+async fn slow_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// An upstream that begins a chunked response, sends one chunk and closes
 /// the connection mid-body.
 async fn torn_upstream() -> std::net::SocketAddr {
@@ -115,6 +137,7 @@ async fn setup() -> Setup {
     let echo = echo_upstream().await;
     let silent = silent_upstream().await;
     let torn = torn_upstream().await;
+    let slow = slow_upstream().await;
     let dead = dead_address();
     let up = Tollgate::start_with(temp_dir("gw-up"), &[ISSUER]);
     let routes = up.data_dir.join("routes.toml");
@@ -125,6 +148,9 @@ async fn setup() -> Setup {
              [upstreams.pair]\naddresses = [\"{echo}\", \"{dead}\"]\nconnect_timeout_ms = 2000\n\
              [upstreams.silent]\naddresses = [\"{silent}\"]\nread_timeout_ms = 300\n\
              [upstreams.torn]\naddresses = [\"{torn}\"]\n\
+             [upstreams.slow]\naddresses = [\"{slow}\"]\n\
+             [[routes]]\nname = \"slow\"\npath = \"/slow\"\nupstream = \"slow\"\n\
+             methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"slow\" }}\n\
              [[routes]]\nname = \"torn\"\npath = \"/torn\"\nupstream = \"torn\"\n\
              methods = {{ GET = \"echo.read\" }}\nresource = {{ type = \"Echo\", id = \"torn\" }}\n\
              [[routes]]\nname = \"silent\"\npath = \"/silent\"\nupstream = \"silent\"\n\
@@ -513,6 +539,27 @@ async fn metrics_count_requests_stages_and_caches() {
         assert!(started.elapsed() < Duration::from_secs(5), "missing `{needle}` in\n{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A stop lets the request in flight finish: a request waiting on a slow
+/// upstream when the gateway is told to stop still gets its response, then
+/// the gateway exits, and nothing listens at its address any more.
+#[tokio::test]
+async fn a_stop_lets_the_request_in_flight_finish() {
+    let Setup { up, gw, .. } = setup().await;
+    let owner = up.signup_and_login("inflight@echo.test", "In Flight").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let request = gw.http.get(gw.url("/slow")).bearer_auth(token).send();
+    let pending = tokio::spawn(request);
+    // The request is at the upstream (answering 600 ms after it arrives).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let address = gw.base.trim_start_matches("http://").to_owned();
+    let stopped = tokio::task::spawn_blocking(move || gw.terminate());
+    let response = pending.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slow");
+    stopped.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(&address).await.is_err(), "{address} still accepts");
 }
 
 /// The connections each of the proxy's workers serves, once they add up
