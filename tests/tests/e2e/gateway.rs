@@ -73,52 +73,57 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
-/// An upstream that answers every request `slow` after 600 ms.
-async fn slow_upstream() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// An upstream on a loopback port serving each connection with `serve`,
+/// in a task of its own.
+async fn raw_upstream<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(600)).await;
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
-                }
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// An upstream that answers every request `slow` after 600 ms.
+async fn slow_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    raw_upstream(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+        }
+    })
+    .await
 }
 
 /// An upstream that begins a chunked response, sends one chunk and closes
 /// the connection mid-body.
 async fn torn_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
-                let _ = stream.write_all(format!("{head}6\r\npart1\n\r\n").as_bytes()).await;
-                // Long enough for the gateway to pass the beginning on.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            });
+    raw_upstream(|mut stream| async move {
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+        let _ = stream.write_all(format!("{head}6\r\npart1\n\r\n").as_bytes()).await;
+        // Long enough for the gateway to pass the beginning on.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await
 }
 
 /// An address that refuses connections for as long as the tests run: a
