@@ -463,12 +463,13 @@ pub fn spawn(
     listen: Listen,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // One worker thread per core (two on this project's 2-core machines).
+    // One proxy worker per core (two on this project's 2-core machines).
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
+        // The same grace as the proxy's workers give their connections.
+        graceful_shutdown_timeout_seconds: Some(crate::workers::GRACE.as_secs()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -479,6 +480,9 @@ pub fn spawn(
     }
     let mut metrics = Service::new("metrics".into(), Metrics);
     metrics.add_tcp(&listen.metrics.to_string());
+    // A scrape every few seconds: one thread, not one per core beside the
+    // proxy's workers.
+    metrics.threads = Some(1);
     server.add_service(metrics);
     let apps = (0..threads)
         .map(|_| Arc::new(pingora::proxy::http_proxy(&server.configuration, Proxy { gateway: Arc::clone(&gateway) })))

@@ -532,17 +532,26 @@ async fn metrics_count_requests_stages_and_caches() {
     // its response has been sent: the last one's count may arrive a moment
     // after the client has read the response. Each sample is then exactly
     // the value named (the whole line), never more.
+    metrics_when(&gw, "every needle named", |text| {
+        let lines: Vec<&str> = text.lines().collect();
+        let found = |n: &&str| lines.iter().any(|l| if n.ends_with('"') { l.starts_with(*n) } else { l == n });
+        needles.iter().all(found).then_some(())
+    })
+    .await;
+}
+
+/// What `read` finds in the gateway's `/metrics` text once it finds
+/// anything, within 5 seconds (metrics recorded after a response is sent
+/// may arrive a moment after it); `wanted` says what for the failure.
+async fn metrics_when<T>(gw: &Tollgate, wanted: &str, read: impl Fn(&str) -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        let missing =
-            needles.iter().find(|n| !lines.iter().any(|l| if n.ends_with('"') { l.starts_with(**n) } else { l == *n }));
-        let Some(needle) = missing else {
-            break;
-        };
-        assert!(started.elapsed() < Duration::from_secs(5), "missing `{needle}` in\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(found) = read(&text) {
+            return found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not {wanted} within 5 s in\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -570,20 +579,15 @@ async fn a_stop_lets_the_request_in_flight_finish() {
 /// The connections each of the proxy's workers serves, once they add up
 /// to `total` (within 5 seconds).
 async fn worker_connections(gw: &Tollgate, total: i64) -> Vec<i64> {
-    let started = Instant::now();
-    loop {
-        let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
+    metrics_when(gw, &format!("{total} connections"), |text| {
         let counts: Vec<i64> = text
             .lines()
             .filter(|l| l.starts_with("tollgate_gateway_connections{"))
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
-        if !counts.is_empty() && counts.iter().sum::<i64>() == total {
-            return counts;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "not {total} connections in\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (!counts.is_empty() && counts.iter().sum::<i64>() == total).then_some(counts)
+    })
+    .await
 }
 
 /// The proxy's workers share the connections evenly: each new one goes to
