@@ -83,11 +83,11 @@ for round in $(seq 1 "$ROUNDS"); do
         got["$side limited"]=$(sample "${PID[$side]}" "$CONNS" "$url" -H "Authorization: Bearer ${CRED_LIMITED[$side]}")
     done
     for k in nginx "A jwt" "B jwt" "A key" "B key" "A limited" "B limited"; do
-        read -r r c <<<"${got[$k]}"
+        read -r r c _ <<<"${got[$k]}"
         RPS["$k"]+="$r "; CPU["$k"]+="$c "
     done
     for k in jwt key limited; do
-        read -r ra ca <<<"${got["A $k"]}"; read -r rb cb <<<"${got["B $k"]}"
+        read -r ra ca _ <<<"${got["A $k"]}"; read -r rb cb _ <<<"${got["B $k"]}"
         RPS_RATIO["$k"]+="$(ratio3 "$rb" "$ra") "; CPU_RATIO["$k"]+="$(ratio3 "$cb" "$ca") "
     done
     read -r rn _ <<<"${got[nginx]}"

@@ -305,23 +305,25 @@ per_request_us() { awk -v d="$1" -v clk="$CLK" -v n="$2" -v p="$3" 'BEGIN { prin
 # memory readings).
 trim_logs() { find "$WORK" -name tollgate.log -size +64M -exec truncate -s 0 {} +; }
 
-# sample PIDS CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request" of
-# the processes PIDS (one, or several separated by spaces) over DURATION
-# seconds of wrk at CONNECTIONS.
+# sample PIDS CONNECTIONS URL [wrk args...] -> "req/s µs-CPU-per-request
+# p50-µs" of the processes PIDS (one, or several separated by spaces) over
+# DURATION seconds of wrk at CONNECTIONS.
 sample() {
 local pid="$1" conns="$2" url="$3"; shift 3
-local before after rps requests
+local before after rps requests p50
 trim_logs
 # shellcheck disable=SC2086
 before=$(ticks $pid)
-read -r rps requests < <(wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url" |
-    awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} END {printf "%.0f %s\n", r, n}')
+read -r rps requests p50 < <(wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url" |
+    awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} $1 == "50%" {p = $2} END {printf "%.0f %s %s\n", r, n, p}')
 # (wrk's status is lost in the pipe: a run without a report is the failure.)
 [ -n "${requests:-}" ] && [ "$requests" != 0 ] || { echo "error: no requests completed against $url" >&2; return 1; }
 # shellcheck disable=SC2086
 after=$(ticks $pid)
-echo "$rps $(per_request_us $(( after - before )) "$requests" 1)"
+echo "$rps $(per_request_us $(( after - before )) "$requests" 1) $(to_us "$p50")"
 }
+# to_us DURATION: wrk's latency (e.g. 166.00us, 1.32ms) in µs.
+to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v + 0 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 } else print v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # least VALUES...: the smallest, from the round least disturbed by the rest
 # of the machine (neighbours only ever add CPU time per request).
