@@ -104,6 +104,36 @@ for conns in 64 8; do
     gateway_scenarios measure_gateway "$conns"
 done
 
+# take CONNECTIONS TARGETS...: one sample of each target, in order, at
+# CONNECTIONS, into GOT_RPS, GOT_CPU and GOT_P50 by the target's name: the
+# passthrough (`pass`: a bare request; `pass_jwt`, `pass_key`: given the
+# credential's request), the gateway (`jwt`, `key`, `limited`), nginx +
+# auth_request (`nginx_jwt`, `nginx_key`) and the passthrough on the
+# gateway's workers (`workers_jwt`).
+declare -A GOT_RPS GOT_CPU GOT_P50
+take() {
+    local conns="$1" target pid port path credential; shift
+    for target in "$@"; do
+        path=/tenant/x
+        case "$target" in
+            pass) pid=$PASS_PID port=$PASS path=/x credential="" ;;
+            pass_jwt) pid=$PASS_PID port=$PASS credential=$TOKEN ;;
+            pass_key) pid=$PASS_PID port=$PASS credential=$KEY ;;
+            jwt) pid=$TG_PID port=$TG credential=$TOKEN ;;
+            key) pid=$TG_PID port=$TG credential=$KEY ;;
+            limited) pid=$TG_PID port=$TG credential=$LIMITED_KEY ;;
+            nginx_jwt) pid=$NGX_PIDS port=$NGX_AUTH credential=$TOKEN ;;
+            nginx_key) pid=$NGX_PIDS port=$NGX_AUTH credential=$KEY ;;
+            workers_jwt) pid=$PASSW_PID port=$PASSW credential=$TOKEN ;;
+            *) echo "error: no target $target" >&2; exit 1 ;;
+        esac
+        local args=()
+        [ -n "$credential" ] && args=(-H "Authorization: Bearer $credential")
+        read -r "GOT_RPS[$target]" "GOT_CPU[$target]" "GOT_P50[$target]" \
+            <<<"$(sample "$pid" "$conns" "http://127.0.0.1:$port$path" "${args[@]}")"
+    done
+}
+
 # Paired rounds: the passthrough, then the gateway with a cached JWT, with an
 # API key and with an API key of a tenant whose limits are enforced (never
 # reached), back to back at 64 connections, PAIRS times. Each round's ratios
@@ -120,15 +150,11 @@ PJ_CPUS=(); J_CPUS=(); PK_CPUS=(); K_CPUS=(); L_CPUS=()
 JWT_NGX=(); KEY_NGX=(); JWT_W_RPS=(); JWT_W_CPU=()
 echo "paired rounds (${PAIRS} x 9 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
-    read -r p_rps p_cpu _ <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/x")"
-    read -r pj_rps pj_cpu _ <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r j_rps j_cpu _ <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r pk_rps pk_cpu _ <<<"$(sample "$PASS_PID" 64 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $KEY")"
-    read -r k_rps k_cpu _ <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $KEY")"
-    read -r l_rps l_cpu _ <<<"$(sample "$TG_PID" 64 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $LIMITED_KEY")"
-    read -r nj_rps _ _ <<<"$(sample "$NGX_PIDS" 64 "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r nk_rps _ _ <<<"$(sample "$NGX_PIDS" 64 "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer $KEY")"
-    read -r w_rps w_cpu _ <<<"$(sample "$PASSW_PID" 64 "http://127.0.0.1:$PASSW/tenant/x" -H "Authorization: Bearer $TOKEN")"
+    take 64 pass pass_jwt jwt pass_key key limited nginx_jwt nginx_key workers_jwt
+    p_rps=${GOT_RPS[pass]} p_cpu=${GOT_CPU[pass]} pj_rps=${GOT_RPS[pass_jwt]} pj_cpu=${GOT_CPU[pass_jwt]}
+    j_rps=${GOT_RPS[jwt]} j_cpu=${GOT_CPU[jwt]} pk_rps=${GOT_RPS[pass_key]} pk_cpu=${GOT_CPU[pass_key]}
+    k_rps=${GOT_RPS[key]} k_cpu=${GOT_CPU[key]} l_rps=${GOT_RPS[limited]} l_cpu=${GOT_CPU[limited]}
+    nj_rps=${GOT_RPS[nginx_jwt]} nk_rps=${GOT_RPS[nginx_key]} w_rps=${GOT_RPS[workers_jwt]} w_cpu=${GOT_CPU[workers_jwt]}
     JWT_NGX+=("$(ratio "$j_rps" "$nj_rps")"); KEY_NGX+=("$(ratio "$k_rps" "$nk_rps")")
     JWT_W_RPS+=("$(ratio "$j_rps" "$w_rps")"); JWT_W_CPU+=("$(ratio "$j_cpu" "$w_cpu")")
     PJ_CPUS+=("$pj_cpu"); J_CPUS+=("$j_cpu"); PK_CPUS+=("$pk_cpu"); K_CPUS+=("$k_cpu"); L_CPUS+=("$l_cpu")
@@ -153,21 +179,23 @@ done
 # of four busy threads on two cores); the medians of the per-round
 # differences are the figures for the p50 target.
 PAIR8_ROWS=(); ADDED8=(); ADDED8_SAME=(); ADDED8_W=(); JWT8_NGX=(); JWT8_W=()
+# added A B: how many µs p50 A exceeds p50 B.
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a - b }'; }
 echo "paired rounds at 8 connections (${PAIRS} x 5 x ${DURATION}s)"
 for round in $(seq 1 "$PAIRS"); do
-    read -r p_rps _ p_p50 <<<"$(sample "$PASS_PID" 8 "http://127.0.0.1:$PASS/x")"
-    read -r pj_rps _ pj_p50 <<<"$(sample "$PASS_PID" 8 "http://127.0.0.1:$PASS/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r j_rps _ j_p50 <<<"$(sample "$TG_PID" 8 "http://127.0.0.1:$TG/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r nj_rps _ nj_p50 <<<"$(sample "$NGX_PIDS" 8 "http://127.0.0.1:$NGX_AUTH/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    read -r w_rps _ w_p50 <<<"$(sample "$PASSW_PID" 8 "http://127.0.0.1:$PASSW/tenant/x" -H "Authorization: Bearer $TOKEN")"
-    ADDED8+=("$(awk -v a="$j_p50" -v b="$p_p50" 'BEGIN { printf "%.0f", a - b }')")
-    ADDED8_SAME+=("$(awk -v a="$j_p50" -v b="$pj_p50" 'BEGIN { printf "%.0f", a - b }')")
-    ADDED8_W+=("$(awk -v a="$j_p50" -v b="$w_p50" 'BEGIN { printf "%.0f", a - b }')")
-    JWT8_NGX+=("$(ratio "$j_rps" "$nj_rps")"); JWT8_W+=("$(ratio "$j_rps" "$w_rps")")
-    PAIR8_ROWS+=("| $round | $p_rps / $p_p50 | $pj_rps / $pj_p50 | $j_rps / $j_p50 | $nj_rps / $nj_p50 | $w_rps / $w_p50 \
-| ${ADDED8[-1]} | ${ADDED8_SAME[-1]} | ${ADDED8_W[-1]} | ${JWT8_NGX[-1]} | ${JWT8_W[-1]} |")
-    echo "  round $round: p50 µs passthrough $p_p50 (JWT's request $pj_p50), cached JWT $j_p50," \
-        "nginx + auth_request $nj_p50, passthrough on the workers $w_p50"
+    take 8 pass pass_jwt jwt nginx_jwt workers_jwt
+    ADDED8+=("$(added "${GOT_P50[jwt]}" "${GOT_P50[pass]}")")
+    ADDED8_SAME+=("$(added "${GOT_P50[jwt]}" "${GOT_P50[pass_jwt]}")")
+    ADDED8_W+=("$(added "${GOT_P50[jwt]}" "${GOT_P50[workers_jwt]}")")
+    JWT8_NGX+=("$(ratio "${GOT_RPS[jwt]}" "${GOT_RPS[nginx_jwt]}")")
+    JWT8_W+=("$(ratio "${GOT_RPS[jwt]}" "${GOT_RPS[workers_jwt]}")")
+    cells=""
+    for target in pass pass_jwt jwt nginx_jwt workers_jwt; do
+        cells+="| ${GOT_RPS[$target]} / ${GOT_P50[$target]} "
+    done
+    PAIR8_ROWS+=("| $round $cells| ${ADDED8[-1]} | ${ADDED8_SAME[-1]} | ${ADDED8_W[-1]} | ${JWT8_NGX[-1]} | ${JWT8_W[-1]} |")
+    echo "  round $round: p50 µs passthrough ${GOT_P50[pass]} (JWT's request ${GOT_P50[pass_jwt]}), cached JWT" \
+        "${GOT_P50[jwt]}, nginx + auth_request ${GOT_P50[nginx_jwt]}, passthrough on the workers ${GOT_P50[workers_jwt]}"
 done
 
 R1=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[pingora passthrough/64]}")
@@ -188,12 +216,12 @@ R1S=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$SAME/64]}")
 SAME_AUTH="nginx + auth_request, the cached JWT's request"
 R2S=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$SAME_AUTH/64]}")
 R4S=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[$SAME/64]}")
-ADDED_SAME=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[$SAME/8]}")" 'BEGIN { printf "%.0f", a - b }')
+ADDED_SAME=$(added "$(to_us "${P50[tollgate cached JWT/8]}")" "$(to_us "${P50[$SAME/8]}")")
 R1W=$(ratio "${RPS[tollgate cached JWT/64]}" "${RPS[$ON_WORKERS/64]}")
 R1W_8=$(ratio "${RPS[tollgate cached JWT/8]}" "${RPS[$ON_WORKERS/8]}")
 R4W=$(ratio "${CPU[tollgate cached JWT/64]}" "${CPU[$ON_WORKERS/64]}")
 RWS=$(ratio "${RPS[$ON_WORKERS/64]}" "${RPS[$SAME/64]}")
-ADDED=$(awk -v a="$(to_us "${P50[tollgate cached JWT/8]}")" -v b="$(to_us "${P50[pingora passthrough/8]}")" 'BEGIN { printf "%.0f", a - b }')
+ADDED=$(added "$(to_us "${P50[tollgate cached JWT/8]}")" "$(to_us "${P50[pingora passthrough/8]}")")
 
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 report_start "load harness" ", $MEM"
