@@ -24,10 +24,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::stream::Stream;
-use pingora::protocols::{GetSocketDigest as _, SocketDigest};
+use pingora::protocols::l4::stream::{DEFAULT_L4_WRITE_BUFFER_SIZE, Stream};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, TimingDigest, UniqueID,
+    UniqueIDType,
+};
 use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -229,6 +238,16 @@ async fn serve_connection<A>(app: &Arc<A>, tcp: TcpStream, peer: SocketAddr, shu
 where
     A: ServerApp + Send + Sync + 'static,
 {
+    let mut next = app.process_new(Box::new(client_stream(tcp, peer)), shutdown).await;
+    while let Some(stream) = next {
+        next = app.process_new(stream, shutdown).await;
+    }
+}
+
+/// The connection `tcp` from `peer`, as pingora's listeners hand theirs to
+/// an app: without delay, with the peer's address recorded, its writes
+/// gathered.
+fn client_stream(tcp: TcpStream, peer: SocketAddr) -> Gathered {
     let mut stream = Stream::from(tcp);
     if let Err(e) = stream.set_nodelay() {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
@@ -237,9 +256,106 @@ where
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(peer.into()));
     stream.set_socket_digest(digest);
-    let mut next = app.process_new(Box::new(stream), shutdown).await;
-    while let Some(stream) = next {
-        next = app.process_new(stream, shutdown).await;
+    Gathered(BufWriter::with_capacity(DEFAULT_L4_WRITE_BUFFER_SIZE, stream))
+}
+
+/// A client connection whose writes are gathered, up to about one TCP
+/// segment, until pingora flushes them, as on pingora's own listeners (a
+/// stream made from a socket writes each piece at once): a response's head
+/// and a small body leave in one send, waking the client once, where they
+/// took two. pingora flushes as its listeners need: a response when it
+/// ends, a head without a length at once, each chunk of a chunked body.
+#[derive(Debug)]
+struct Gathered(BufWriter<Stream>);
+
+impl AsyncRead for Gathered {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Gathered {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Gathered {
+    /// What is gathered is written first.
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
+            tracing::debug!(error = %e, "cannot shut a connection down");
+        }
+    }
+}
+
+impl UniqueID for Gathered {
+    fn id(&self) -> UniqueIDType {
+        self.0.get_ref().id()
+    }
+}
+
+impl Ssl for Gathered {}
+
+#[async_trait]
+impl Peek for Gathered {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.0.get_mut().try_peek(buf).await
+    }
+}
+
+impl GetTimingDigest for Gathered {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.0.get_ref().get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.0.get_ref().get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.0.get_ref().get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Gathered {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.0.get_ref().get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.0.get_mut().set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for Gathered {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.0.get_ref().get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.0.get_mut().set_socket_digest(digest);
     }
 }
 
@@ -252,6 +368,56 @@ mod tests {
             serving: (0..workers).map(|i| IntGauge::new(format!("w{i}"), "test").unwrap()).collect(),
             turn: AtomicUsize::new(0),
         }
+    }
+
+    /// A connection's accepted end, as the workers serve it, and the
+    /// client's end.
+    async fn gathered_pair() -> (Gathered, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        let served = client_stream(accepted, peer);
+        let recorded = served.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+        assert_eq!(recorded, Some(client.local_addr().unwrap().into()), "the peer's address is recorded");
+        (served, client)
+    }
+
+    /// Whether anything has reached `client` within 50 ms.
+    async fn anything_arrives(client: &TcpStream) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), client.readable()).await.is_ok()
+    }
+
+    /// A response's head and body are sent together when pingora flushes,
+    /// not piece by piece as they are written.
+    #[tokio::test]
+    async fn writes_leave_together_when_flushed() {
+        use tokio::io::AsyncReadExt as _;
+        let (mut server, mut client) = gathered_pair().await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n";
+        server.write_all(head).await.unwrap();
+        server.write_all(b"ok\n").await.unwrap();
+        assert!(!anything_arrives(&client).await, "the head left before the flush");
+        server.flush().await.unwrap();
+        let mut got = vec![0; head.len() + 3];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got[..head.len()], head);
+        assert_eq!(&got[head.len()..], b"ok\n");
+        // More than the buffer holds is not held back.
+        let large = vec![b'x'; 4 * DEFAULT_L4_WRITE_BUFFER_SIZE];
+        server.write_all(&large).await.unwrap();
+        assert!(anything_arrives(&client).await, "a large write waited for a flush");
+    }
+
+    /// What is gathered is sent before the connection is shut down.
+    #[tokio::test]
+    async fn a_shutdown_sends_what_is_gathered_first() {
+        use tokio::io::AsyncReadExt as _;
+        let (mut server, mut client) = gathered_pair().await;
+        server.write_all(b"last words").await.unwrap();
+        Shutdown::shutdown(&mut server).await;
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, b"last words");
     }
 
     fn counts(load: &Load) -> Vec<i64> {
