@@ -398,17 +398,39 @@ async fn failures_are_answered_as_whoever_caused_them() {
     assert!(response.bytes().await.is_err(), "a torn body must not read as complete");
 }
 
-/// Waits, bounded, until `path` answers `want` for `token`.
-async fn answers_within(gw: &Tollgate, path: &str, token: &str, want: u16, bound: Duration) -> Duration {
+/// What `attempt` gives once it succeeds, trying it every `every` for at
+/// most `bound`; after that the test fails, saying it never was `wanted`
+/// and what the last attempt found instead.
+async fn within<T, F>(bound: Duration, every: Duration, wanted: &str, mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
     let started = Instant::now();
     loop {
-        let (status, _) = gw.send("GET", path, Some(token), None).await;
-        if status == want {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < bound, "{path} still answers {status} after {bound:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let last = match attempt().await {
+            Ok(found) => return found,
+            Err(last) => last,
+        };
+        assert!(started.elapsed() < bound, "not {wanted} within {bound:?}; the last attempt found {last}");
+        tokio::time::sleep(every).await;
     }
+}
+
+/// Waits, bounded, until `path` answers `want` for `token`; how long it took.
+async fn answers_within(gw: &Tollgate, path: &str, token: &str, want: u16, bound: Duration) -> Duration {
+    let started = Instant::now();
+    status_within(gw, "GET", path, token, want, bound).await;
+    started.elapsed()
+}
+
+/// Waits, bounded, until a request answers `want`.
+async fn status_within(gw: &Tollgate, method: &str, path: &str, token: &str, want: u16, bound: Duration) {
+    let wanted = format!("{method} {path} answering {want}");
+    within(bound, Duration::from_millis(100), &wanted, || async move {
+        let (status, _) = gw.send(method, path, Some(token), None).await;
+        if status == want { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -452,15 +474,7 @@ async fn revoked_keys_and_ended_sessions_stop_within_the_bound() {
 
 /// Waits, bounded, until a request answers `want`.
 async fn status_becomes(gw: &Tollgate, method: &str, path: &str, token: &str, want: u16) {
-    let started = Instant::now();
-    loop {
-        let (status, _) = gw.send(method, path, Some(token), None).await;
-        if status == want {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "{method} {path} still answers {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    status_within(gw, method, path, token, want, Duration::from_secs(15)).await;
 }
 
 #[tokio::test]
@@ -486,15 +500,8 @@ async fn policy_file_edits_apply_without_restart_and_broken_edits_change_nothing
 
     // A broken edit is refused; the tightened set keeps serving.
     std::fs::write(&file, "@id(\"oops\") permit(principal, action, resource) when { resource.nope };").unwrap();
-    let started = Instant::now();
-    let metrics = loop {
-        let m = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
-        if m.contains("tollgate_policy_reloads_total{result=\"refused\"}") {
-            break m;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "the broken edit was never refused:\n{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let refused = |m: &str| m.contains("tollgate_policy_reloads_total{result=\"refused\"}").then(|| m.to_owned());
+    let metrics = metrics_when(&gw, Duration::from_secs(15), "the broken edit refused", refused).await;
     assert_eq!(gw.send("PUT", "/echo/items/1", Some(token), None).await.0, 403, "the old set keeps serving");
     assert_eq!(gw.send("GET", "/echo/items/1", Some(token), None).await.0, 200);
     assert!(metrics.contains("tollgate_policy_reloads_total{result=\"ok\"}"), "{metrics}");
@@ -532,7 +539,7 @@ async fn metrics_count_requests_stages_and_caches() {
     // its response has been sent: the last one's count may arrive a moment
     // after the client has read the response. Each sample is then exactly
     // the value named (the whole line), never more.
-    metrics_when(&gw, "every needle named", |text| {
+    metrics_when(&gw, Duration::from_secs(5), "every needle named", |text| {
         let lines: Vec<&str> = text.lines().collect();
         let found = |n: &&str| lines.iter().any(|l| if n.ends_with('"') { l.starts_with(*n) } else { l == n });
         needles.iter().all(found).then_some(())
@@ -541,18 +548,15 @@ async fn metrics_count_requests_stages_and_caches() {
 }
 
 /// What `read` finds in the gateway's `/metrics` text once it finds
-/// anything, within 5 seconds (metrics recorded after a response is sent
-/// may arrive a moment after it); `wanted` says what for the failure.
-async fn metrics_when<T>(gw: &Tollgate, wanted: &str, read: impl Fn(&str) -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
+/// anything, within `bound` (metrics recorded after a response is sent may
+/// arrive a moment after it); `wanted` says what for the failure.
+async fn metrics_when<T>(gw: &Tollgate, bound: Duration, wanted: &str, read: impl Fn(&str) -> Option<T>) -> T {
+    let read = &read;
+    within(bound, Duration::from_millis(20), wanted, || async move {
         let text = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
-        if let Some(found) = read(&text) {
-            return found;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "not {wanted} within 5 s in\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        read(&text).ok_or(text)
+    })
+    .await
 }
 
 /// A stop lets the request in flight finish: a request waiting on a slow
@@ -579,7 +583,7 @@ async fn a_stop_lets_the_request_in_flight_finish() {
 /// The connections each of the proxy's workers serves, once they add up
 /// to `total` (within 5 seconds).
 async fn worker_connections(gw: &Tollgate, total: i64) -> Vec<i64> {
-    metrics_when(gw, &format!("{total} connections"), |text| {
+    metrics_when(gw, Duration::from_secs(5), &format!("{total} connections"), |text| {
         let counts: Vec<i64> = text
             .lines()
             .filter(|l| l.starts_with("tollgate_gateway_connections{"))
@@ -761,11 +765,11 @@ async fn external_issuers_are_trusted_only_for_their_tenants_and_keys() {
     // The IdP rotates: a token under a new kid works once the JWKS is fetched again.
     let key2 = idp.publish("idp-2");
     let rotated = sign(&key2, "idp-2", &claims("https://idp.test", &slug, "tollgate-e2e", now + 300));
-    let started = Instant::now();
-    while get(&gw, "/echo/items/1", &rotated, &[]).await.0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(15), "the rotated key was never fetched");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    within(Duration::from_secs(15), Duration::from_millis(200), "the rotated key fetched", || async {
+        let status = get(&gw, "/echo/items/1", &rotated, &[]).await.0;
+        if status == 200 { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
     let metrics = gw.http.get(&gw.metrics).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tollgate_gateway_jwks_refreshes_total{issuer=\"https://idp.test\"}"), "{metrics}");
 }
